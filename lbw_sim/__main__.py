@@ -1,0 +1,3 @@
+from lbw_sim.cli import main
+
+raise SystemExit(main())

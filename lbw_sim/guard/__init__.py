@@ -1,0 +1,1 @@
+"""The guard wing: spec, conditions, signals, engine, sweeps (no torch) and optim (torch)."""

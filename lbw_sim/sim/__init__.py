@@ -1,0 +1,1 @@
+"""The simulation bench: models, data, faults, baselines, scenarios, the runner."""

@@ -1,0 +1,65 @@
+"""The canonical per-step trace schema.
+
+One row per optimizer step that was logged (sparse logs keep their gaps: `step` is the
+optimizer step, not the row number). Telemetry columns are float64 with NaN for "not
+logged"; guard columns are written by the engine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lbw_sim.errors import TraceError
+
+#: Telemetry columns: name -> (dtype, unit / meaning).
+TELEMETRY_COLUMNS: dict[str, tuple[str, str]] = {
+    "step": ("int64", "optimizer step index (monotone; gaps = sparse logging)"),
+    "loss": ("float64", "training loss, nats per token (or the task's own unit)"),
+    "grad_norm": ("float64", "global L2 norm of the gradient before any clipping"),
+    "lr": ("float64", "base learning rate the schedule asked for (before the guard)"),
+    "update_norm": ("float64", "global L2 norm of the parameter update actually applied"),
+    "param_norm": ("float64", "global L2 norm of the parameters after the step"),
+    "nonfinite": ("float64", "count of non-finite gradient elements (0 = healthy)"),
+    "val_loss": ("float64", "validation loss where evaluated (NaN elsewhere)"),
+    "wall_time": ("float64", "seconds since the run started"),
+}
+
+#: Columns the guard engine adds to a trace: name -> (dtype, meaning).
+GUARD_COLUMNS: dict[str, tuple[str, str]] = {
+    "regime": ("category", "regime the guard is in after this step's decision"),
+    "lr_scale": ("float64", "multiplier applied to the schedule's LR (within the spec's bounds)"),
+    "skipped": ("bool", "the update of this step was skipped (params and state untouched)"),
+    "momentum_scale": ("float64", "multiplier on the optimizer's first moment (1 = undamped)"),
+    "update_cap": ("float64", "cap on the update norm relative to param norm (inf = none)"),
+    "rollback": ("bool", "restore the last known-good snapshot at this step"),
+    "stop": ("bool", "the guard asks the run to stop"),
+    "transition": ("string", "name of the transition that fired at this step ('' if none)"),
+    "cause": ("string", "signal values and thresholds that made the transition fire"),
+}
+
+
+def canonicalize(df: pd.DataFrame) -> pd.DataFrame:
+    """Return `df` in canonical form: known columns typed, sorted by step, duplicates resolved.
+
+    A duplicated step keeps its last record (a resumed run overwrites what it repeated).
+    Unknown columns are kept as they are, after the canonical ones.
+    """
+    if "step" not in df.columns:
+        if len(df) == 0:
+            raise TraceError("trace is empty")
+        df = df.copy()
+        df.insert(0, "step", np.arange(len(df), dtype=np.int64))
+    out = df.copy()
+    steps = pd.to_numeric(out["step"], errors="coerce")
+    if steps.isna().any():
+        bad = int(steps.isna().sum())
+        raise TraceError(f"column 'step': {bad} value(s) are not numbers")
+    out["step"] = steps.astype(np.int64)
+    for col, (dtype, _) in TELEMETRY_COLUMNS.items():
+        if col in out.columns and col != "step":
+            out[col] = pd.to_numeric(out[col], errors="coerce").astype(dtype)
+    out = out.drop_duplicates("step", keep="last")
+    out = out.sort_values("step", kind="stable").reset_index(drop=True)
+    known = [c for c in TELEMETRY_COLUMNS if c in out.columns]
+    return out[known + [c for c in out.columns if c not in known]]
