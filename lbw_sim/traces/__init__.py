@@ -3,11 +3,11 @@
 This wing knows nothing of the guard or the simulator and never imports torch.
 """
 
+from lbw_sim.traces.io import read_table, write_table
 from lbw_sim.traces.schema import (
     GUARD_COLUMNS,
     TELEMETRY_COLUMNS,
     canonicalize,
 )
-from lbw_sim.traces.io import read_table, write_table
 
 __all__ = ["GUARD_COLUMNS", "TELEMETRY_COLUMNS", "canonicalize", "read_table", "write_table"]

@@ -1,0 +1,508 @@
+"""GuardSpec: the guard as data — signals, thresholds, regimes, transitions and bounds.
+
+A spec round-trips through YAML and JSON exactly, is validated with messages that name the
+field (`transitions.spike.when: unknown name 'grad_zz'`), carries a name and a content
+hash, and can be diffed against another. Nothing here runs a model or imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lbw_sim.errors import SpecError
+from lbw_sim.guard import conditions as C
+
+SIGNAL_KINDS = ("ema", "ema_z", "ratio", "slope", "nonfinite")
+#: Telemetry columns a signal may read (the canonical trace schema's numeric columns).
+TELEMETRY = ("loss", "grad_norm", "lr", "update_norm", "param_norm", "val_loss")
+ANY = "*"
+
+
+@dataclass(frozen=True)
+class SignalSpec:
+    """A causal estimator over one telemetry column; half-life and warm-up are in steps."""
+
+    kind: str
+    source: str | tuple[str, ...] = "loss"
+    half_life: float = 50.0
+    warmup: int = 0
+    clip: float | None = None
+    floor: float = 0.01
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class RegimeSpec:
+    """A named state and the bounded control it applies while the guard is in it."""
+
+    lr_scale: float = 1.0
+    skip: bool = False
+    momentum_scale: float = 1.0
+    update_cap: float | None = None
+    rollback: bool = False
+    skip_batches: int = 0
+    stop: bool = False
+    reason: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TransitionSpec:
+    """from -> to when `when` has held for `for_` observations and `min_dwell` steps passed."""
+
+    name: str
+    source: tuple[str, ...]
+    to: str
+    when: str
+    for_: int = 1
+    min_dwell: int = 0
+    priority: int = 0
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Hard limits no regime can exceed: the guard's autonomy is bounded."""
+
+    lr_scale_min: float = 0.05
+    lr_scale_max: float = 1.0
+    lr_slew_down: float = 0.5
+    lr_slew_up: float = 1.25
+    max_consecutive_skips: int = 5
+    max_skip_fraction: float = 0.1
+    skip_window: int = 200
+    max_rollbacks: int = 3
+    snapshot_every: int = 100
+
+
+@dataclass(frozen=True)
+class GuardSpec:
+    """A complete, validated guard design. Build with `from_dict`/`from_yaml`/`default`."""
+
+    name: str
+    signals: dict[str, SignalSpec]
+    regimes: dict[str, RegimeSpec]
+    initial: str
+    transitions: tuple[TransitionSpec, ...]
+    thresholds: dict[str, float] = field(default_factory=dict)
+    bounds: Bounds = field(default_factory=Bounds)
+    description: str = ""
+
+    # --- construction -------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Any) -> GuardSpec:
+        spec = _build(data)
+        validate(spec)
+        return spec
+
+    @classmethod
+    def from_yaml(cls, text: str) -> GuardSpec:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise SpecError("", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> GuardSpec:
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise SpecError("", f"not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> GuardSpec:
+        """Read a spec file (.yaml/.yml/.json); a missing or huge file is a SpecError."""
+        path = Path(path)
+        if not path.is_file():
+            raise SpecError("", f"{path}: no such file")
+        if path.stat().st_size > 1_000_000:
+            raise SpecError("", f"{path}: larger than 1 MB, not a guard spec")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise SpecError("", f"{path}: not UTF-8 text") from None
+        return cls.from_json(text) if path.suffix.lower() == ".json" else cls.from_yaml(text)
+
+    @classmethod
+    def default(cls) -> GuardSpec:
+        """The shipped default spec (the one the stress suite uses)."""
+        text = resources.files("lbw_sim.guard").joinpath("default_spec.yaml").read_text()
+        return cls.from_yaml(text)
+
+    # --- serialisation ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "signals": {k: _signal_dict(s) for k, s in self.signals.items()},
+            "thresholds": dict(self.thresholds),
+            "regimes": {k: _regime_dict(r) for k, r in self.regimes.items()},
+            "initial": self.initial,
+            "transitions": [_transition_dict(t) for t in self.transitions],
+            "bounds": asdict(self.bounds),
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, width=100)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @property
+    def hash(self) -> str:
+        """Content hash (12 hex digits) of everything that changes behaviour."""
+        data = self.to_dict()
+        data.pop("description")
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    # --- editing ------------------------------------------------------------------------
+    def flat(self) -> dict[str, Any]:
+        """Every setting by dotted path: `thresholds.grad_hi`, `transitions.spike.for` …"""
+        return _flatten(self.to_dict())
+
+    def with_values(self, values: dict[str, Any]) -> GuardSpec:
+        """A new validated spec with settings replaced by dotted path."""
+        data = self.to_dict()
+        for path, value in values.items():
+            _set_path(data, path, value)
+        return GuardSpec.from_dict(data)
+
+    def diff(self, other: GuardSpec) -> list[tuple[str, Any, Any]]:
+        """(path, self's value, other's value) for every setting that differs."""
+        a, b = self.flat(), other.flat()
+        return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+    def renamed(self, name: str) -> GuardSpec:
+        return replace(self, name=name)
+
+
+# --- building from plain data ---------------------------------------------------------------
+
+def _build(data: Any) -> GuardSpec:
+    if not isinstance(data, dict):
+        raise SpecError("", f"a guard spec is a mapping, got {type(data).__name__}")
+    _known_keys("", data, {"name", "description", "signals", "thresholds", "regimes",
+                           "initial", "transitions", "bounds", "version"})
+    name = data.get("name", "unnamed")
+    if not isinstance(name, str) or not name.strip():
+        raise SpecError("name", "must be a non-empty string")
+    signals = {k: _signal(f"signals.{k}", v) for k, v in _mapping("signals", data).items()}
+    thresholds = {k: _number(f"thresholds.{k}", v)
+                  for k, v in _mapping("thresholds", data, required=False).items()}
+    regimes = {k: _regime(f"regimes.{k}", v) for k, v in _mapping("regimes", data).items()}
+    initial = data.get("initial")
+    if initial is None:
+        raise SpecError("initial", "no initial regime given")
+    transitions = data.get("transitions", [])
+    if not isinstance(transitions, list):
+        raise SpecError("transitions", "must be a list of transitions")
+    trans = tuple(_transition(i, t) for i, t in enumerate(transitions))
+    bounds = _bounds(data.get("bounds") or {})
+    return GuardSpec(name=name, description=str(data.get("description") or ""),
+                     signals=signals, regimes=regimes, initial=initial, transitions=trans,
+                     thresholds=thresholds, bounds=bounds)
+
+
+def _mapping(key: str, data: dict, required: bool = True) -> dict:
+    value = data.get(key)
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict) or (required and not value):
+        raise SpecError(key, "must be a non-empty mapping of name -> settings")
+    for name in value:
+        if not isinstance(name, str) or not name.isidentifier() or name in C.KEYWORDS:
+            raise SpecError(f"{key}.{name}", "names must be identifiers (letters, digits, _)")
+    return value
+
+
+def _known_keys(path: str, data: dict, known: set[str]) -> None:
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        where = path or "spec"
+        raise SpecError(where, f"unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+
+
+def _settings(path: str, data: Any, cls: type, renames: dict[str, str] | None = None) -> dict:
+    if not isinstance(data, dict):
+        raise SpecError(path, f"must be a mapping, got {type(data).__name__}")
+    renames = renames or {}
+    known = {renames.get(f.name, f.name) for f in fields(cls)}
+    _known_keys(path, data, known)
+    inverse = {v: k for k, v in renames.items()}
+    return {inverse.get(k, k): v for k, v in data.items()}
+
+
+def _signal(path: str, data: Any) -> SignalSpec:
+    kw = _settings(path, data, SignalSpec)
+    if kw.get("kind") not in SIGNAL_KINDS:
+        raise SpecError(f"{path}.kind", f"must be one of {', '.join(SIGNAL_KINDS)}, "
+                                        f"got {kw.get('kind')!r}")
+    source = kw.get("source", "loss")
+    sources = (source,) if isinstance(source, str) else source
+    if not isinstance(sources, (list, tuple)) or not sources:
+        raise SpecError(f"{path}.source", "must be a telemetry column name or a list of them")
+    for s in sources:
+        if s not in TELEMETRY:
+            raise SpecError(f"{path}.source", f"unknown telemetry column {s!r} "
+                                              f"(known: {', '.join(TELEMETRY)})")
+    if kw["kind"] != "nonfinite" and len(sources) != 1:
+        raise SpecError(f"{path}.source", "only a nonfinite signal reads several columns")
+    kw["source"] = source if isinstance(source, str) else tuple(sources)
+    kw["half_life"] = _number(f"{path}.half_life", kw.get("half_life", 50.0), lo=1e-9)
+    kw["warmup"] = _integer(f"{path}.warmup", kw.get("warmup", 0))
+    kw["floor"] = _number(f"{path}.floor", kw.get("floor", 0.01), lo=0.0)
+    if kw.get("clip") is not None:
+        kw["clip"] = _number(f"{path}.clip", kw["clip"], lo=1e-9)
+    return SignalSpec(**kw)
+
+
+def _regime(path: str, data: Any) -> RegimeSpec:
+    kw = _settings(path, data or {}, RegimeSpec)
+    for key in ("lr_scale", "momentum_scale"):
+        if key in kw:
+            kw[key] = _number(f"{path}.{key}", kw[key], lo=0.0, hi=1.0)
+    if kw.get("update_cap") is not None:
+        kw["update_cap"] = _number(f"{path}.update_cap", kw["update_cap"], lo=1e-12)
+    for key in ("skip", "rollback", "stop"):
+        if key in kw and not isinstance(kw[key], bool):
+            raise SpecError(f"{path}.{key}", f"must be true or false, got {kw[key]!r}")
+    if "skip_batches" in kw:
+        kw["skip_batches"] = _integer(f"{path}.skip_batches", kw["skip_batches"])
+    return RegimeSpec(**kw)
+
+
+def _transition(i: int, data: Any) -> TransitionSpec:
+    path = f"transitions[{i}]"
+    kw = _settings(path, data, TransitionSpec, {"source": "from", "for_": "for"})
+    if isinstance(kw.get("name"), str):
+        path = f"transitions.{kw['name']}"
+    for key in ("source", "to", "when"):
+        if key not in kw:
+            raise SpecError(path, f"missing {'from' if key == 'source' else key!r}")
+    source = kw["source"]
+    source = (source,) if isinstance(source, str) else source
+    if not isinstance(source, (list, tuple)) or not all(isinstance(s, str) for s in source):
+        raise SpecError(f"{path}.from", "must be a regime name, a list of them, or '*'")
+    kw["source"] = tuple(source)
+    kw.setdefault("name", f"{'|'.join(source)}->{kw['to']}")
+    kw["for_"] = _integer(f"{path}.for", kw.get("for_", 1), lo=1)
+    kw["min_dwell"] = _integer(f"{path}.min_dwell", kw.get("min_dwell", 0))
+    kw["priority"] = _integer(f"{path}.priority", kw.get("priority", 0), lo=-10**6)
+    if not isinstance(kw["when"], str):
+        raise SpecError(f"{path}.when", "must be a condition string")
+    return TransitionSpec(**kw)
+
+
+def _bounds(data: Any) -> Bounds:
+    kw = _settings("bounds", data, Bounds)
+    out = {}
+    for f in fields(Bounds):
+        value = kw.get(f.name, f.default)
+        path = f"bounds.{f.name}"
+        out[f.name] = _integer(path, value) if f.type == "int" else _number(path, value)
+    return Bounds(**out)
+
+
+def _number(path: str, value: Any, lo: float = -math.inf, hi: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(path, f"must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise SpecError(path, f"must be a finite number in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def _integer(path: str, value: Any, lo: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise SpecError(path, f"must be a whole number, got {value!r}")
+    if value < lo:
+        raise SpecError(path, f"must be >= {lo}, got {value!r}")
+    return int(value)
+
+
+# --- validation of the whole ----------------------------------------------------------------
+
+def validate(spec: GuardSpec) -> None:
+    """Cross-field checks; the first problem found raises SpecError naming the field."""
+    _validate_bounds(spec.bounds)
+    if spec.initial not in spec.regimes:
+        raise SpecError("initial", f"regime {spec.initial!r} does not exist "
+                                   f"(regimes: {', '.join(spec.regimes)})")
+    clash = set(spec.signals) & set(spec.thresholds) | set(spec.signals) & set(TELEMETRY)
+    if clash:
+        raise SpecError(f"signals.{sorted(clash)[0]}", "name clashes with a threshold or a "
+                                                      "telemetry column")
+    for name, regime in spec.regimes.items():
+        if regime.lr_scale < spec.bounds.lr_scale_min or regime.lr_scale > spec.bounds.lr_scale_max:
+            raise SpecError(f"regimes.{name}.lr_scale",
+                            f"{regime.lr_scale} is outside bounds [{spec.bounds.lr_scale_min}, "
+                            f"{spec.bounds.lr_scale_max}]")
+    known = set(spec.signals) | set(spec.thresholds) | set(TELEMETRY)
+    seen: set[str] = set()
+    for t in spec.transitions:
+        path = f"transitions.{t.name}"
+        if t.name in seen:
+            raise SpecError(path, "duplicate transition name")
+        seen.add(t.name)
+        for src in t.source:
+            if src != ANY and src not in spec.regimes:
+                raise SpecError(f"{path}.from", f"unknown regime {src!r}")
+        if t.to not in spec.regimes:
+            raise SpecError(f"{path}.to", f"unknown regime {t.to!r}")
+        tree = C.parse(t.when, f"{path}.when")
+        unknown = sorted(C.names(tree) - known)
+        if unknown:
+            raise SpecError(f"{path}.when", f"unknown name {unknown[0]!r} (signals: "
+                                            f"{', '.join(spec.signals)}; thresholds: "
+                                            f"{', '.join(spec.thresholds) or 'none'})")
+    _validate_reachable(spec)
+    _validate_hysteresis(spec)
+
+
+def _validate_bounds(b: Bounds) -> None:
+    if not 0 < b.lr_scale_min <= b.lr_scale_max <= 1:
+        raise SpecError("bounds.lr_scale_min", "need 0 < lr_scale_min <= lr_scale_max <= 1, "
+                                               f"got {b.lr_scale_min} and {b.lr_scale_max}")
+    if not 0 < b.lr_slew_down <= 1:
+        raise SpecError("bounds.lr_slew_down", f"must be in (0, 1], got {b.lr_slew_down}")
+    if b.lr_slew_up < 1:
+        raise SpecError("bounds.lr_slew_up", f"must be >= 1, got {b.lr_slew_up}")
+    if not 0 <= b.max_skip_fraction <= 1:
+        raise SpecError("bounds.max_skip_fraction", f"must be in [0, 1], got {b.max_skip_fraction}")
+    if b.skip_window < 1 or b.snapshot_every < 1:
+        raise SpecError("bounds.skip_window" if b.skip_window < 1 else "bounds.snapshot_every",
+                        "must be >= 1")
+
+
+def sources_of(t: TransitionSpec, spec: GuardSpec) -> list[str]:
+    """The regimes a transition can fire from ('*' = every regime but its target)."""
+    if ANY in t.source:
+        return [r for r in spec.regimes if r != t.to]
+    return list(t.source)
+
+
+def _validate_reachable(spec: GuardSpec) -> None:
+    reached, frontier = {spec.initial}, [spec.initial]
+    while frontier:
+        here = frontier.pop()
+        for t in spec.transitions:
+            if here in sources_of(t, spec) and t.to not in reached:
+                reached.add(t.to)
+                frontier.append(t.to)
+    for name in spec.regimes:
+        if name not in reached:
+            raise SpecError(f"regimes.{name}", f"cannot be reached from the initial regime "
+                                               f"{spec.initial!r}")
+
+
+def _validate_hysteresis(spec: GuardSpec) -> None:
+    """An exit threshold must lie strictly inside the band the entry threshold opened.
+
+    For every regime R, compare each transition into R with each transition out of R:
+    entry `s > a` with exit `s < b` needs b < a; entry `s < a` with exit `s > b` needs b > a.
+    """
+    leaves = {t.name: _band_leaves(t, spec) for t in spec.transitions}
+    for regime in spec.regimes:
+        into = [t for t in spec.transitions if t.to == regime]
+        out = [t for t in spec.transitions if regime in sources_of(t, spec)]
+        for t_in in into:
+            for t_out in out:
+                for s, up_in, a in leaves[t_in.name]:
+                    for s2, up_out, b in leaves[t_out.name]:
+                        if s != s2 or up_in == up_out:
+                            continue
+                        if (up_in and b >= a) or (not up_in and b <= a):
+                            raise SpecError(
+                                f"transitions.{t_out.name}.when",
+                                f"exit threshold {s} {'<' if up_in else '>'} {b:g} is not "
+                                f"{'below' if up_in else 'above'} the entry threshold "
+                                f"{s} {'>' if up_in else '<'} {a:g} of "
+                                f"transitions.{t_in.name} (no hysteresis band)")
+
+
+def _band_leaves(t: TransitionSpec, spec: GuardSpec) -> list[tuple[str, bool, float]]:
+    """(signal, fires-when-high, threshold) for each ordered comparison of a condition."""
+    tree = C.bind(C.parse(t.when), spec.thresholds)
+    out = []
+    for c in C.comparisons(tree):
+        if c.op in ("==", "!="):
+            continue
+        up = c.op in (">", ">=")
+        out.append((c.signal, up if c.positive else not up, c.threshold))
+    return out
+
+
+# --- plain-data views -------------------------------------------------------------------------
+
+def _signal_dict(s: SignalSpec) -> dict[str, Any]:
+    d = asdict(s)
+    d["source"] = s.source if isinstance(s.source, str) else list(s.source)
+    return _drop_empty(d, {"description": "", "clip": None})
+
+
+def _regime_dict(r: RegimeSpec) -> dict[str, Any]:
+    defaults = asdict(RegimeSpec())
+    return {k: v for k, v in asdict(r).items() if v != defaults[k] or k == "lr_scale"}
+
+
+def _transition_dict(t: TransitionSpec) -> dict[str, Any]:
+    d = {"name": t.name, "from": t.source[0] if len(t.source) == 1 else list(t.source),
+         "to": t.to, "when": t.when, "for": t.for_, "min_dwell": t.min_dwell,
+         "priority": t.priority, "description": t.description}
+    return _drop_empty(d, {"description": ""})
+
+
+def _drop_empty(d: dict[str, Any], empties: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if not (k in empties and v == empties[k])}
+
+
+def _flatten(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "transitions":
+            for t in value:
+                for k, v in t.items():
+                    if k != "name":
+                        out[f"transitions.{t['name']}.{k}"] = v
+        elif isinstance(value, dict) and key != "thresholds":
+            for k, v in value.items():
+                if isinstance(v, dict):
+                    out.update({f"{key}.{k}.{kk}": vv for kk, vv in v.items()})
+                else:
+                    out[f"{key}.{k}"] = v
+        elif key == "thresholds":
+            out.update({f"thresholds.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split(".")
+    if parts[0] == "transitions" and len(parts) == 3:
+        for t in data["transitions"]:
+            if t["name"] == parts[1]:
+                t[parts[2]] = value
+                return
+        raise SpecError(path, f"no transition named {parts[1]!r}")
+    node = data
+    for part in parts[:-1]:
+        if not isinstance(node, dict) or part not in node:
+            raise SpecError(path, f"no setting {part!r} here")
+        node = node[part]
+    if not isinstance(node, dict):
+        raise SpecError(path, "not a setting")
+    node[parts[-1]] = value
