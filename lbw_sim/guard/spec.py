@@ -185,6 +185,15 @@ class GuardSpec:
         a, b = self.flat(), other.flat()
         return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
+    def warnings(self) -> list[str]:
+        """Legal but noteworthy settings, e.g. a regime LR the bounds will clamp."""
+        b, out = self.bounds, []
+        for name, regime in self.regimes.items():
+            if not b.lr_scale_min <= regime.lr_scale <= b.lr_scale_max:
+                out.append(f"regimes.{name}.lr_scale: {regime.lr_scale:g} is clamped to bounds "
+                           f"[{b.lr_scale_min:g}, {b.lr_scale_max:g}]")
+        return out
+
     def renamed(self, name: str) -> GuardSpec:
         return replace(self, name=name)
 
@@ -345,11 +354,6 @@ def validate(spec: GuardSpec) -> None:
     if clash:
         raise SpecError(f"signals.{sorted(clash)[0]}", "name clashes with a threshold or a "
                                                       "telemetry column")
-    for name, regime in spec.regimes.items():
-        if regime.lr_scale < spec.bounds.lr_scale_min or regime.lr_scale > spec.bounds.lr_scale_max:
-            raise SpecError(f"regimes.{name}.lr_scale",
-                            f"{regime.lr_scale} is outside bounds [{spec.bounds.lr_scale_min}, "
-                            f"{spec.bounds.lr_scale_max}]")
     known = set(spec.signals) | set(spec.thresholds) | set(TELEMETRY)
     seen: set[str] = set()
     for t in spec.transitions:

@@ -1,0 +1,208 @@
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lbw_sim.errors import TraceError
+from lbw_sim.guard.engine import OnlineGuard, replay, replay_many
+from lbw_sim.guard.spec import GuardSpec
+from lbw_sim.traces.synthetic import Incident, healthy, inject
+
+DEFAULT = GuardSpec.default()
+GUARD_COLS = ["regime", "lr_scale", "skipped", "momentum_scale", "rollback", "stop",
+              "transition", "cause"]
+
+VALUES = st.one_of(st.floats(1e-3, 10.0), st.just(np.nan), st.just(np.inf), st.just(-np.inf),
+                   st.just(1e30), st.just(0.0), st.floats(-1e3, 1e3))
+
+
+@st.composite
+def traces(draw, max_rows=400):
+    n = draw(st.integers(1, max_rows))
+    base = draw(st.sampled_from(["noise", "spiky", "hostile"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    loss = 2.0 * np.exp(0.05 * rng.standard_normal(n))
+    grad = np.exp(0.3 * rng.standard_normal(n))
+    if base != "noise":
+        k = draw(st.integers(1, max(1, n // 10)))
+        idx = rng.integers(0, n, k)
+        loss[idx] *= rng.uniform(1, 20, k)
+        grad[idx] *= rng.uniform(1, 100, k)
+    if base == "hostile":
+        for _ in range(draw(st.integers(1, 10))):
+            i = draw(st.integers(0, n - 1))
+            j = min(n, i + draw(st.integers(1, 30)))
+            loss[i:j] = draw(VALUES)
+            grad[i:j] = draw(VALUES)
+    gaps = rng.integers(1, draw(st.sampled_from([2, 5, 50])), n)
+    return pd.DataFrame({"step": np.cumsum(gaps), "loss": loss, "grad_norm": grad})
+
+
+@st.composite
+def specs(draw):
+    return DEFAULT.with_values({
+        "thresholds.spike_z": draw(st.floats(4.1, 12)),
+        "thresholds.spike_ratio": draw(st.floats(1.11, 3)),
+        "thresholds.calm_z": draw(st.floats(0.5, 1.9)),
+        "transitions.spike.for": draw(st.integers(1, 4)),
+        "transitions.calm.min_dwell": draw(st.integers(0, 30)),
+        "transitions.recovered.min_dwell": draw(st.integers(0, 80)),
+        "transitions.persist.for": draw(st.integers(1, 5)),
+        "transitions.give_up.for": draw(st.integers(1, 30)),
+        "bounds.lr_scale_min": draw(st.floats(0.01, 0.2)),
+        "bounds.lr_slew_down": draw(st.floats(0.1, 1.0)),
+        "bounds.lr_slew_up": draw(st.floats(1.0, 2.0)),
+        "bounds.max_consecutive_skips": draw(st.integers(0, 6)),
+        "bounds.max_skip_fraction": draw(st.floats(0.0, 0.5)),
+        "bounds.skip_window": draw(st.integers(1, 100)),
+        "bounds.max_rollbacks": draw(st.integers(0, 3)),
+    })
+
+
+def check_bounds(out: pd.DataFrame, spec: GuardSpec) -> None:
+    b = spec.bounds
+    lr = out["lr_scale"].to_numpy()
+    assert np.isfinite(lr).all()
+    assert (lr >= b.lr_scale_min - 1e-12).all() and (lr <= b.lr_scale_max + 1e-12).all()
+    if len(lr) > 1:
+        ratio = lr[1:] / lr[:-1]
+        assert (ratio >= b.lr_slew_down - 1e-9).all() and (ratio <= b.lr_slew_up + 1e-9).all()
+    plain = (out["skipped"] & ~out["rollback"] & ~out["stop"]).to_numpy()
+    skipped = out["skipped"].to_numpy()
+    run = longest = 0
+    for s, p in zip(skipped, plain):
+        run = run + 1 if s else 0
+        if p:
+            longest = max(longest, run)
+    assert longest <= b.max_consecutive_skips
+    window = np.convolve(skipped.astype(int), np.ones(b.skip_window, int))[: len(skipped)]
+    plain_window = np.convolve(plain.astype(int), np.ones(b.skip_window, int))[: len(plain)]
+    assert (plain_window[plain] <= b.max_skip_fraction * b.skip_window + 1e-9).all() or \
+        (window[plain] <= b.max_skip_fraction * b.skip_window + 1e-9).all()
+    assert out["rollback"].sum() <= b.max_rollbacks
+    stop = out["stop"].to_numpy()
+    if stop.any():
+        first = int(np.argmax(stop))
+        assert stop[first:].all() and skipped[first:].all()
+
+
+def check_dwell(out: pd.DataFrame, spec: GuardSpec) -> None:
+    dwell = {t.name: t.min_dwell for t in spec.transitions}
+    steps = out["step"].to_numpy()
+    fired = np.flatnonzero((out["transition"] != "").to_numpy())
+    entered = steps[0]
+    for i in fired:
+        assert steps[i] - entered >= dwell[out["transition"].iloc[i]]
+        entered = steps[i]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(trace=traces(), spec=specs())
+def test_bounds_and_dwell_hold_for_any_telemetry(trace, spec):
+    out = replay(trace, spec)
+    check_bounds(out, spec)
+    check_dwell(out, spec)
+    assert set(out["regime"].astype(str)) <= set(spec.regimes)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(trace=traces(max_rows=200), spec=specs())
+def test_online_equals_replay_equals_batch(trace, spec):
+    out = replay(trace, spec)
+    guard = OnlineGuard(spec)
+    decisions = [guard.observe(r.step, loss=r.loss, grad_norm=r.grad_norm)
+                 for r in trace.itertuples()]
+    assert [d.regime for d in decisions] == out["regime"].astype(str).tolist()
+    assert [d.lr_scale for d in decisions] == out["lr_scale"].tolist()
+    assert [d.skip for d in decisions] == out["skipped"].tolist()
+    assert [d.rollback for d in decisions] == out["rollback"].tolist()
+    assert [d.transition for d in decisions] == out["transition"].astype(str).tolist()
+    assert [d.cause for d in decisions] == out["cause"].astype(str).tolist()
+    batch = replay_many(trace, [DEFAULT, spec, spec])[1]
+    pd.testing.assert_frame_equal(batch[GUARD_COLS], out[GUARD_COLS])
+
+
+def test_no_chattering_under_noise_at_a_threshold():
+    """A signal hovering around the entry threshold does not flip regimes every step."""
+    n = 3000
+    rng = np.random.default_rng(0)
+    df = healthy(n, seed=0)
+    df["grad_norm"] = np.where(np.arange(n) > 1000, 1.0 + rng.standard_normal(n) * 0.8, 1.0)
+    out = replay(df, DEFAULT)
+    changes = (out["transition"] != "").sum()
+    assert changes < 60
+    check_dwell(out, DEFAULT)
+
+
+def test_default_detects_spikes_and_nan_and_recovers():
+    df = inject(healthy(4000, seed=3), [Incident("loss_spike", 1500, 2, 4.0),
+                                       Incident("grad_spike", 2500, 1, 10.0),
+                                       Incident("nan_storm", 3300, 5)])
+    out = replay(df, DEFAULT)
+    regime = out["regime"].astype(str).to_numpy()
+    assert regime[1500] == "intervene" and out["lr_scale"].iloc[1500] < 1.0
+    assert regime[2500] == "intervene"
+    assert regime[3300] == "skip" and out["skipped"].iloc[3300]
+    assert out["rollback"].sum() == 1
+    assert regime[-1] == "nominal"
+    assert "grad_z=" in out["cause"].iloc[1500]
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("every", [1, 10])
+def test_default_is_quiet_on_healthy_runs(seed, every):
+    out = replay(healthy(20000, seed=seed, every=every), DEFAULT)
+    after_warmup = out[out["step"] >= 200]
+    nominal = (after_warmup["regime"] == "nominal").mean()
+    assert nominal >= 0.98, nominal
+    assert not after_warmup["skipped"].any()
+
+
+def test_state_dict_resume_is_exact():
+    df = inject(healthy(600, seed=4), [Incident("loss_spike", 300, 2, 5.0)])
+    whole = OnlineGuard(DEFAULT)
+    def feed(guard, rows):
+        return [guard.observe(r.step, loss=r.loss, grad_norm=r.grad_norm) for r in rows]
+
+    a = feed(whole, df.itertuples())
+    first = OnlineGuard(DEFAULT)
+    b = feed(first, df.iloc[:310].itertuples())
+    second = OnlineGuard(DEFAULT)
+    second.load_state_dict(first.state_dict())
+    b += feed(second, df.iloc[310:].itertuples())
+    assert a == b
+
+
+def test_set_spec_takes_effect_next_step_and_is_recorded():
+    df = healthy(400, seed=5)
+    guard = OnlineGuard(DEFAULT)
+    for r in df.iloc[:200].itertuples():
+        guard.observe(r.step, loss=r.loss, grad_norm=r.grad_norm)
+    touchy = DEFAULT.with_values({"thresholds.calm_z": 0.5, "thresholds.watch_z": 1.0,
+                                  "transitions.unusual.for": 1})
+    guard.set_spec(touchy)
+    regimes = [guard.observe(r.step, loss=r.loss, grad_norm=r.grad_norm).regime
+               for r in df.iloc[200:].itertuples()]
+    assert "watch" in regimes
+    hashes = guard.trace()["spec_hash"]
+    assert set(hashes.iloc[:200]) == {DEFAULT.hash} and set(hashes.iloc[200:]) == {touchy.hash}
+
+
+def test_missing_grad_norm_runs_on_what_it_has():
+    df = inject(healthy(2000, seed=6), [Incident("loss_spike", 1200, 2, 4.0)]).drop(
+        columns="grad_norm")
+    out = replay(df, DEFAULT)
+    assert out.attrs["missing"] == ["grad_norm"]
+    assert out["regime"].iloc[1200] == "intervene"
+
+
+@pytest.mark.parametrize("bad", [
+    pd.DataFrame({"loss": [1.0]}),
+    pd.DataFrame({"step": [], "loss": []}),
+    pd.DataFrame({"step": [2, 1], "loss": [1.0, 1.0]}),
+    pd.DataFrame({"step": [0.5, 1.5], "loss": [1.0, 1.0]}),
+])
+def test_bad_traces_get_a_trace_error(bad):
+    with pytest.raises(TraceError):
+        replay(bad, DEFAULT)
