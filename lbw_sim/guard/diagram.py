@@ -1,0 +1,40 @@
+"""The state diagram, drawn from the same declaration the engine runs (Graphviz DOT text)."""
+
+from __future__ import annotations
+
+from lbw_sim.guard.spec import ANY, GuardSpec
+from lbw_sim.viz import regime_color
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def to_dot(spec: GuardSpec, active: str | None = None) -> str:
+    """DOT for `st.graphviz_chart`: regimes as nodes (the active one bold), transitions as edges."""
+    lines = ["digraph guard {", "  rankdir=LR;", '  node [shape=box, style="rounded,filled", '
+             'fontname="Helvetica", fontsize=11];', '  edge [fontname="Helvetica", fontsize=9];']
+    for name, r in spec.regimes.items():
+        control = [f"lr×{r.lr_scale:g}"]
+        if r.skip:
+            control.append("skip")
+        if r.momentum_scale != 1:
+            control.append(f"mom×{r.momentum_scale:g}")
+        if r.rollback:
+            control.append(f"rollback+{r.skip_batches}")
+        if r.stop:
+            control.append("STOP")
+        label = f"{name}\\n{', '.join(control)}"
+        width = 3 if name == active else 1
+        shape = ', peripheries=2' if name == spec.initial else ''
+        lines.append(f'  {_quote(name)} [label="{label}", fillcolor="{regime_color(name)}40", '
+                     f'color="{regime_color(name)}", penwidth={width}{shape}];')
+    for t in spec.transitions:
+        sources = [r for r in spec.regimes if r != t.to] if ANY in t.source else t.source
+        extra = f" ×{t.for_}" if t.for_ > 1 else ""
+        extra += f", dwell {t.min_dwell}" if t.min_dwell else ""
+        label = f"{t.name} [{t.priority}]{extra}\\n{t.when}"
+        for src in sources:
+            lines.append(f"  {_quote(src)} -> {_quote(t.to)} [label={_quote(label)}];")
+    lines.append("}")
+    return "\n".join(lines)

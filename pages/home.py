@@ -1,0 +1,53 @@
+"""Home: what the guard is, the default spec, and a replay of the built-in example trace."""
+
+import streamlit as st
+
+from lbw_sim.guard.diagram import to_dot
+from lbw_sim.guard.engine import replay
+from lbw_sim.guard.spec import GuardSpec
+from lbw_sim.traces.synthetic import demo_trace
+from lbw_sim.viz import time_in_regime, trace_figure
+
+
+@st.cache_data(show_spinner=False)
+def example_replay():
+    trace, incidents = demo_trace()
+    return replay(trace, GuardSpec.default()), incidents
+
+
+st.title("🛡️ LBW Studio")
+st.markdown(
+    "A **Learn-by-Wire guard** sits above an optimizer such as AdamW. Each step it reads "
+    "training telemetry (loss, gradient norm, non-finite values), decides which **regime** "
+    "training is in, and applies **bounded control** — an LR scale within hard limits and a "
+    "slew rate, skipped updates, momentum damping, rollback — with **hysteresis**, so it "
+    "does not chatter. Everything it does is written into the trace with its cause."
+)
+
+spec = GuardSpec.default()
+out, incidents = example_replay()
+st.subheader("The default guard replayed over an example run")
+st.caption(
+    "A synthetic training run with a loss spike at step "
+    f"{incidents[0].step} and a NaN storm at step {incidents[1].step}. Coloured bands show "
+    "the regime the guard was in; the bottom panel is the LR scale it applied (× = skipped)."
+)
+st.plotly_chart(trace_figure(out), width="stretch")
+left, right = st.columns([3, 2])
+with left:
+    st.markdown("**Transitions and their causes**")
+    fired = out.loc[out["transition"] != "", ["step", "transition", "regime", "cause"]]
+    st.dataframe(fired.astype({"transition": str, "regime": str, "cause": str}),
+                 hide_index=True, width="stretch")
+with right:
+    st.markdown("**Time in each regime**")
+    st.dataframe(time_in_regime(out), hide_index=True, width="stretch",
+                 column_config={"share": st.column_config.ProgressColumn(
+                     "share", min_value=0.0, max_value=1.0, format="percent")})
+
+st.subheader(f"Default spec `{spec.name}` · hash `{spec.hash}`")
+st.graphviz_chart(to_dot(spec), width="stretch")
+with st.expander("Spec as YAML"):
+    st.code(spec.to_yaml(), language="yaml")
+    st.download_button("Download spec YAML", spec.to_yaml(), file_name="lbw_default.yaml",
+                       mime="application/x-yaml")
