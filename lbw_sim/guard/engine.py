@@ -192,7 +192,7 @@ def evaluate_conditions(compiled: Compiled, env: dict[str, np.ndarray], n: int) 
     """Condition truth per transition and row: a (transitions, rows) uint8 matrix."""
     out = np.zeros((len(compiled.conds), n), dtype=np.uint8)
     for k, cond in enumerate(compiled.conds):
-        out[k] = np.broadcast_to(cond(env), (n,))
+        out[k] = cond(env)
     return out
 
 
@@ -368,6 +368,7 @@ class OnlineGuard:
         self.runs = np.zeros(len(self.compiled.trans_names), dtype=np.int64)
         self.ring = np.zeros(int(self.compiled.bounds[B_WINDOW]), dtype=np.uint8)
         self.history = {k: [] for k in ("step", *TELEMETRY, "regime", "lr_scale", "skipped",
+                                        "momentum_scale", "update_cap", "rollback", "stop",
                                         "transition", "cause", "spec_hash")}
         self._last_step: int | None = None
 
@@ -409,6 +410,10 @@ class OnlineGuard:
         h["regime"].append(name)
         h["lr_scale"].append(d.lr_scale)
         h["skipped"].append(d.skip)
+        h["momentum_scale"].append(d.momentum_scale)
+        h["update_cap"].append(d.update_cap)
+        h["rollback"].append(d.rollback)
+        h["stop"].append(d.stop)
         h["transition"].append(d.transition)
         h["cause"].append(d.cause)
         h["spec_hash"].append(self.spec.hash)
@@ -417,8 +422,10 @@ class OnlineGuard:
     def trace(self) -> pd.DataFrame:
         """Everything observed and decided so far, in the canonical trace schema."""
         df = pd.DataFrame(self.history)
-        df["regime"] = pd.Categorical(df["regime"], categories=self.compiled.regimes)
-        return df.dropna(axis=1, how="all")
+        seen = [r for r in dict.fromkeys(self.history["regime"]) if r not in self.compiled.regimes]
+        df["regime"] = pd.Categorical(df["regime"], categories=self.compiled.regimes + seen)
+        telemetry = [c for c in TELEMETRY if df[c].isna().all()]
+        return df.drop(columns=telemetry)
 
     def set_spec(self, spec: GuardSpec) -> None:
         """Swap in an edited spec; it takes effect at the next observation."""
@@ -442,9 +449,11 @@ class OnlineGuard:
             self.walk_state[S_WCOUNT] = self.walk_state[S_WPOS] = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"spec": self.spec.to_dict(), "sig_state": self.sig_state.copy(),
-                "walk_state": self.walk_state.copy(), "runs": self.runs.copy(),
-                "ring": self.ring.copy(), "last_step": self._last_step}
+        """Plain Python data only (no numpy), so `torch.load(weights_only=True)` accepts it."""
+        return {"spec": self.spec.to_dict(), "sig_state": self.sig_state.tolist(),
+                "walk_state": self.walk_state.tolist(), "runs": self.runs.tolist(),
+                "ring": self.ring.tolist(), "last_step": self._last_step,
+                "history": {k: list(v) for k, v in self.history.items()}}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         self.spec = GuardSpec.from_dict(sd["spec"])
@@ -454,6 +463,8 @@ class OnlineGuard:
         self.runs = np.array(sd["runs"], dtype=np.int64)
         self.ring = np.array(sd["ring"], dtype=np.uint8)
         self._last_step = sd["last_step"]
+        if "history" in sd:
+            self.history = {k: list(v) for k, v in sd["history"].items()}
 
 
 # --- batched ----------------------------------------------------------------------------------

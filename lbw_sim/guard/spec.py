@@ -7,6 +7,7 @@ hash, and can be diffed against another. Nothing here runs a model or imports to
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -160,7 +161,7 @@ class GuardSpec:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
         """Content hash (12 hex digits) of everything that changes behaviour."""
         data = self.to_dict()

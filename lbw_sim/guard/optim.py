@@ -1,0 +1,240 @@
+"""GuardedOptimizer: the guard as an actuator around any `torch.optim.Optimizer`.
+
+    opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=3e-4), GuardSpec.default())
+    loss = model(x, y); loss.backward()
+    opt.step(loss=loss)          # the guard observes, decides, and applies bounded control
+    opt.zero_grad()
+
+Each step: the gradient norm is computed with foreach ops, the loss and the norm are handed
+to the engine (`OnlineGuard`, the same numba walk that `replay` runs, so live == replay),
+and the decision is applied to the wrapped optimizer:
+- **lr_scale** multiplies each group's LR for this step only (the scheduler never sees it);
+- **skip** does not call the inner step at all: parameters *and* optimizer state stay
+  bit-identical (no moment decay, no weight decay);
+- **momentum_scale** damps first moments (`exp_avg`, `momentum_buffer`) before the step;
+- **update_cap** rescales an update whose norm exceeds `cap · ‖θ‖`;
+- **rollback** restores the last known-good snapshot (taken every `snapshot_every` steps
+  while the guard is in its initial regime) and asks the runner to skip the next N batches;
+- **stop** sets `should_stop` with the spec's reason; later steps are skipped.
+An update with a non-finite gradient is never applied, whatever the spec says
+(`safety_skip` in the trace marks the steps where the actuator overrode the decision).
+
+Under `torch.distributed`, loss and gradient norm are all-reduced before the decision, so
+every rank reaches the same regime. Decisions are taken on the host: on CPU this costs
+nothing; on CUDA each step reads two scalars (one sync) — see README for the device path.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any
+
+import pandas as pd
+import torch
+
+from lbw_sim.guard.engine import Decision, OnlineGuard
+from lbw_sim.guard.spec import GuardSpec
+
+MOMENTUM_KEYS = ("exp_avg", "momentum_buffer")
+
+
+class GuardedOptimizer:
+    """Drop-in wrapper: `step(loss=…)`, `zero_grad()`, `param_groups`, `state_dict()`, `trace()`."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, spec: GuardSpec | None = None, *,
+                 process_group: Any = None, track_norms: bool = False):
+        self.optimizer = optimizer
+        self.spec = spec or GuardSpec.default()
+        self.guard = OnlineGuard(self.spec)
+        self.process_group = process_group
+        self.track_norms = track_norms
+        self.step_count = 0
+        self.snapshot: dict[str, Any] | None = None
+        self.snapshot_step: int | None = None
+        self.pending_skip_batches = 0
+        self.should_stop = False
+        self.stop_reason = ""
+        self.last: Decision | None = None
+        self._extra: dict[str, list] = {"safety_skip": [], "param_norm": [], "wall_time": []}
+        self._t0 = time.perf_counter()
+
+    # --- the torch.optim surface ------------------------------------------------------------
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.optimizer.param_groups
+
+    @property
+    def state(self) -> Any:
+        return self.optimizer.state
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def add_param_group(self, group: dict[str, Any]) -> None:
+        self.optimizer.add_param_group(group)
+
+    def __repr__(self) -> str:
+        return f"GuardedOptimizer({self.optimizer.__class__.__name__}, spec={self.spec.name})"
+
+    # --- one guarded step -------------------------------------------------------------------
+    def _params(self) -> list[torch.Tensor]:
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def _grads(self) -> list[torch.Tensor]:
+        return [p.grad for p in self._params() if p.grad is not None]
+
+    def telemetry(self, loss: torch.Tensor | float | None) -> tuple[float, float]:
+        """(loss, gradient norm), all-reduced across ranks when distributed."""
+        grads = self._grads()
+        if grads:
+            norms = torch._foreach_norm(grads, 2.0)
+            grad_norm = torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
+        else:
+            grad_norm = torch.tensor(float("nan"))
+        loss_t = torch.as_tensor(float("nan") if loss is None else loss).detach().float()
+        packed = torch.stack([loss_t.to(grad_norm.device).reshape(()), grad_norm.reshape(())])
+        if self._distributed():
+            import torch.distributed as dist
+
+            dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=self.process_group)
+            packed[0] /= dist.get_world_size(self.process_group)
+            packed[1] /= dist.get_world_size(self.process_group)
+        values = packed.double().cpu().tolist()
+        return values[0], values[1]
+
+    def _distributed(self) -> bool:
+        import torch.distributed as dist
+
+        return dist.is_available() and dist.is_initialized()
+
+    @torch.no_grad()
+    def step(self, closure: Any = None, *, loss: torch.Tensor | float | None = None) -> Any:
+        """Observe this step's loss and gradient, decide, and apply the bounded control."""
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        loss_value, grad_norm = self.telemetry(loss)
+        d = self.guard.observe(self.step_count, loss=loss_value, grad_norm=grad_norm,
+                               lr=float(self.param_groups[0]["lr"]))
+        self.last = d
+        safety = not d.skip and not math.isfinite(grad_norm)
+        if d.rollback:
+            self._restore()
+            self.pending_skip_batches += d.skip_batches
+        elif not d.skip and not safety:
+            self._apply(d)
+            self._maybe_snapshot(d)
+        if d.stop and not self.should_stop:
+            self.should_stop, self.stop_reason = True, d.reason or f"regime {d.regime}"
+        self._record(d, safety)
+        self.step_count += 1
+        return loss
+
+    def _apply(self, d: Decision) -> None:
+        if d.momentum_scale != 1.0:
+            self._damp_momentum(d.momentum_scale)
+        before = None
+        if math.isfinite(d.update_cap):
+            before = [p.detach().clone() for p in self._params()]
+        base = [g["lr"] for g in self.param_groups]
+        for g, lr in zip(self.param_groups, base):
+            g["lr"] = lr * d.lr_scale if not torch.is_tensor(lr) else lr.mul(d.lr_scale)
+        try:
+            self.optimizer.step()
+        finally:
+            for g, lr in zip(self.param_groups, base):
+                g["lr"] = lr
+        if before is not None:
+            self._cap_update(before, d.update_cap)
+
+    def _damp_momentum(self, scale: float) -> None:
+        bufs = [s[k] for s in self.optimizer.state.values() for k in MOMENTUM_KEYS
+                if k in s and torch.is_tensor(s[k])]
+        if bufs:
+            torch._foreach_mul_(bufs, scale)
+
+    def _cap_update(self, before: list[torch.Tensor], cap: float) -> None:
+        params = self._params()
+        delta = torch._foreach_sub(params, before)
+        d_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(delta)))
+        p_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before)))
+        factor = torch.clamp(cap * p_norm / (d_norm + 1e-12), max=1.0)
+        torch._foreach_mul_(delta, factor)
+        for p, b, dl in zip(params, before, delta):
+            p.copy_(b + dl)
+
+    # --- snapshots and rollback -------------------------------------------------------------
+    def _maybe_snapshot(self, d: Decision) -> None:
+        every = self.spec.bounds.snapshot_every
+        if d.regime == self.spec.initial and self.step_count % every == 0:
+            self.snapshot = {
+                "params": [p.detach().clone() for p in self._params()],
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            }
+            self.snapshot_step = self.step_count
+
+    def _restore(self) -> None:
+        if self.snapshot is None:
+            return
+        for p, saved in zip(self._params(), self.snapshot["params"]):
+            p.copy_(saved)
+        self.optimizer.load_state_dict(copy.deepcopy(self.snapshot["optimizer"]))
+
+    def take_skip_batches(self) -> int:
+        """Batches the runner should skip now (after a rollback); resets the counter."""
+        n, self.pending_skip_batches = self.pending_skip_batches, 0
+        return n
+
+    # --- records ----------------------------------------------------------------------------
+    def _record(self, d: Decision, safety: bool) -> None:
+        e = self._extra
+        e["safety_skip"].append(safety)
+        e["wall_time"].append(time.perf_counter() - self._t0)
+        if self.track_norms:
+            params = self._params()
+            e["param_norm"].append(float(torch.linalg.vector_norm(
+                torch.stack(torch._foreach_norm(params)))))
+        else:
+            e["param_norm"].append(float("nan"))
+
+    def trace(self) -> pd.DataFrame:
+        """Telemetry and decisions of every step so far, in the canonical trace schema."""
+        df = self.guard.trace()
+        for key, values in self._extra.items():
+            if len(values) == len(df):
+                df[key] = values
+        return df.dropna(axis=1, how="all")
+
+    # --- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The wrapped optimizer's state plus the guard's, so a resumed run continues exactly."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "guard": self.guard.state_dict(),
+            "step_count": self.step_count,
+            "pending_skip_batches": self.pending_skip_batches,
+            "should_stop": self.should_stop,
+            "stop_reason": self.stop_reason,
+            "snapshot": copy.deepcopy(self.snapshot),
+            "snapshot_step": self.snapshot_step,
+            "extra": {k: list(v) for k, v in self._extra.items()},
+        }
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(sd["optimizer"])
+        self.guard.load_state_dict(sd["guard"])
+        self.spec = self.guard.spec
+        self.step_count = int(sd["step_count"])
+        self.pending_skip_batches = int(sd["pending_skip_batches"])
+        self.should_stop = bool(sd["should_stop"])
+        self.stop_reason = str(sd["stop_reason"])
+        self.snapshot = sd["snapshot"]
+        self.snapshot_step = sd["snapshot_step"]
+        self._extra = {k: list(v) for k, v in sd.get("extra", self._extra).items()}
+
+    def set_spec(self, spec: GuardSpec) -> None:
+        """Swap the spec mid-run (live edits); takes effect at the next step."""
+        self.spec = spec
+        self.guard.set_spec(spec)

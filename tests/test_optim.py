@@ -1,0 +1,195 @@
+import io
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lbw_sim import GuardedOptimizer, GuardSpec, replay
+
+DEFAULT = GuardSpec.default()
+
+
+def make(seed=0, width=32):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(8, width), torch.nn.Tanh(),
+                                torch.nn.Linear(width, 1))
+    return model
+
+
+def batch(step, n=64):
+    g = torch.Generator().manual_seed(1000 + step)
+    x = torch.randn(n, 8, generator=g)
+    y = (x[:, :1] * 2 - x[:, 1:2]).sin() + 0.05 * torch.randn(n, 1, generator=g)
+    return x, y
+
+
+def train(model, opt, steps, start=0, spikes=(), nan_steps=(), spike_size=30.0):
+    for step in range(start, start + steps):
+        x, y = batch(step)
+        if step in spikes:
+            y = y * spike_size
+        loss = F.mse_loss(model(x), y)
+        if step in nan_steps:
+            loss = loss * float("nan")
+        opt.zero_grad()
+        loss.backward()
+        opt.step(loss=loss) if isinstance(opt, GuardedOptimizer) else opt.step()
+    return model
+
+
+def flat_state(opt):
+    inner = opt.optimizer if isinstance(opt, GuardedOptimizer) else opt
+    return [t.clone() for s in inner.state.values() for t in s.values() if torch.is_tensor(t)]
+
+
+def test_drop_in_surface():
+    model = make()
+    opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-2), DEFAULT)
+    assert opt.param_groups[0]["lr"] == 1e-2
+    train(model, opt, 5)
+    df = opt.trace()
+    assert list(df["step"]) == [0, 1, 2, 3, 4]
+    assert {"loss", "grad_norm", "lr", "regime", "lr_scale", "skipped", "cause"} <= set(df.columns)
+    assert opt.param_groups[0]["lr"] == 1e-2  # the guard never leaves its scale behind
+
+
+def test_live_equals_replay_with_injected_spikes():
+    model = make(1)
+    opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=3e-3), DEFAULT)
+    train(model, opt, 400, spikes=(150, 151, 300), nan_steps=(250, 251, 252, 253))
+    live = opt.trace()
+    assert (live["regime"] != "nominal").any() and live["skipped"].any()
+    again = replay(live[["step", "loss", "grad_norm", "lr"]], DEFAULT)
+    for col in ("regime", "lr_scale", "skipped", "momentum_scale", "rollback", "transition",
+                "cause"):
+        assert live[col].astype(str).tolist() == again[col].astype(str).tolist(), col
+
+
+def test_skip_leaves_params_and_state_bit_identical():
+    model = make(2)
+    opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1),
+                           DEFAULT)
+    train(model, opt, 60)
+    params = [p.detach().clone() for p in model.parameters()]
+    state = flat_state(opt)
+    train(model, opt, 1, start=60, nan_steps=(60,))  # NaN loss, finite gradients
+    assert opt.last.skip and opt.last.regime == "skip"
+    assert all(torch.equal(a, b) for a, b in zip(params, model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(state, flat_state(opt)))
+
+
+def test_lr_scale_and_momentum_damping_applied():
+    model = make(3)
+    inner = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    opt = GuardedOptimizer(inner, DEFAULT)
+    train(model, opt, 120)
+    m_before = [s["exp_avg"].clone() for s in inner.state.values()]
+    seen = {}
+    original = inner.step
+
+    def spy(*a, **k):
+        seen["lr"] = inner.param_groups[0]["lr"]
+        seen["m"] = [s["exp_avg"].clone() for s in inner.state.values()]
+        return original(*a, **k)
+
+    inner.step = spy
+    train(model, opt, 1, start=120, spikes=(120,), spike_size=100.0)
+    assert opt.last.regime == "intervene"
+    assert seen["lr"] == pytest.approx(1e-2 * opt.last.lr_scale) and opt.last.lr_scale < 1
+    for before, damped in zip(m_before, seen["m"]):
+        torch.testing.assert_close(damped, before * 0.5)
+
+
+def test_update_cap_bounds_the_step():
+    spec = DEFAULT.with_values({"regimes.nominal.update_cap": 1e-4})
+    model = make(4)
+    opt = GuardedOptimizer(torch.optim.SGD(model.parameters(), lr=1.0), spec)
+    for step in range(3):
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        train(model, opt, 1, start=step)
+        after = torch.cat([p.detach().flatten() for p in model.parameters()])
+        assert (after - before).norm() <= 1e-4 * before.norm() * (1 + 1e-4)
+
+
+def test_nan_storm_guarded_stays_finite_plain_does_not():
+    storm = tuple(range(100, 130))
+    plain_model = make(5)
+    plain = torch.optim.AdamW(plain_model.parameters(), lr=1e-2)
+    train(plain_model, plain, 200, nan_steps=storm)
+    assert not all(torch.isfinite(p).all() for p in plain_model.parameters())
+
+    model = make(5)
+    opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-2), DEFAULT)
+    train(model, opt, 200, nan_steps=storm)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    df = opt.trace()
+    assert df["rollback"].sum() == 1
+    assert opt.should_stop and "non-finite" in opt.stop_reason
+
+
+def test_rollback_restores_the_snapshot_and_asks_to_skip_batches():
+    model = make(6)
+    opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-2), DEFAULT)
+    train(model, opt, 101)           # snapshot taken at step 100 (nominal)
+    assert opt.snapshot_step == 100
+    snap = [p.clone() for p in opt.snapshot["params"]]
+    train(model, opt, 10, start=101)  # moves away from the snapshot
+    train(model, opt, 3, start=111, nan_steps=(111, 112, 113))
+    assert opt.last.rollback and opt.last.regime == "rollback"
+    assert all(torch.equal(a, b) for a, b in zip(snap, model.parameters()))
+    assert opt.take_skip_batches() == DEFAULT.regimes["rollback"].skip_batches
+    assert opt.take_skip_batches() == 0
+
+
+def test_resume_equals_uninterrupted_bit_for_bit():
+    spikes, nans = (60, 200), (120, 121)
+
+    def fresh():
+        model = make(7)
+        return model, GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=3e-3), DEFAULT)
+
+    model_a, opt_a = fresh()
+    train(model_a, opt_a, 300, spikes=spikes, nan_steps=nans)
+
+    model_b, opt_b = fresh()
+    train(model_b, opt_b, 150, spikes=spikes, nan_steps=nans)
+    buf = io.BytesIO()
+    torch.save({"model": model_b.state_dict(), "opt": opt_b.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    model_c, opt_c = fresh()
+    model_c.load_state_dict(saved["model"])
+    opt_c.load_state_dict(saved["opt"])
+    train(model_c, opt_c, 150, start=150, spikes=spikes, nan_steps=nans)
+
+    assert all(torch.equal(a, c) for a, c in zip(model_a.parameters(), model_c.parameters()))
+    ta, tc = opt_a.trace(), opt_c.trace()
+    pd.testing.assert_frame_equal(ta.drop(columns="wall_time"), tc.drop(columns="wall_time"))
+
+
+def test_set_spec_mid_run_is_recorded():
+    model = make(8)
+    opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-3), DEFAULT)
+    train(model, opt, 20)
+    lax = DEFAULT.with_values({"thresholds.spike_z": 50.0})
+    opt.set_spec(lax)
+    train(model, opt, 20, start=20)
+    hashes = opt.trace()["spec_hash"].tolist()
+    assert hashes[:20] == [DEFAULT.hash] * 20 and hashes[20:] == [lax.hash] * 20
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_guarded_loop_runs():
+    model = make(9).cuda()
+    opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-3), DEFAULT)
+    for step in range(20):
+        x, y = (t.cuda() for t in batch(step))
+        loss = F.mse_loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step(loss=loss)
+    assert math.isfinite(opt.trace()["loss"].iloc[-1])
+    assert np.isfinite(opt.trace()["grad_norm"]).all()
