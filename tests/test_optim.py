@@ -193,3 +193,25 @@ def test_cuda_guarded_loop_runs():
         opt.step(loss=loss)
     assert math.isfinite(opt.trace()["loss"].iloc[-1])
     assert np.isfinite(opt.trace()["grad_norm"]).all()
+
+
+def test_trainer_style_calls_observe_loss_then_plain_step():
+    """The Hugging Face / Lightning recipe: micro-batch losses handed over, then step()."""
+    model = make(10)
+    opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-3), DEFAULT)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s))
+    losses = []
+    for step in range(4):
+        for micro in range(2):                        # gradient accumulation
+            x, y = batch(10 * step + micro)
+            loss = F.mse_loss(model(x), y) / 2
+            loss.backward()
+            opt.observe_loss(loss * 2)
+            losses.append(float(loss * 2))
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+    df = opt.trace()
+    expected = [np.float32(np.mean(np.float32(losses[i:i + 2]))) for i in range(0, 8, 2)]
+    np.testing.assert_allclose(df["loss"], expected, rtol=1e-6)
+    assert df["lr"].tolist() == pytest.approx([1e-3 / (1 + s) for s in range(4)])

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections import OrderedDict
 from typing import Any
 
 import pandas as pd
@@ -40,11 +41,20 @@ from lbw_sim.guard.spec import GuardSpec
 MOMENTUM_KEYS = ("exp_avg", "momentum_buffer")
 
 
-class GuardedOptimizer:
-    """Drop-in wrapper: `step(loss=…)`, `zero_grad()`, `param_groups`, `state_dict()`, `trace()`."""
+class GuardedOptimizer(torch.optim.Optimizer):
+    """Drop-in wrapper: `step(loss=…)`, `zero_grad()`, `param_groups`, `state_dict()`, `trace()`.
+
+    It is a `torch.optim.Optimizer` (so LR schedulers and trainers accept it) that shares
+    the wrapped optimizer's `param_groups` and `state` rather than copying them.
+    """
 
     def __init__(self, optimizer: torch.optim.Optimizer, spec: GuardSpec | None = None, *,
                  process_group: Any = None, track_norms: bool = False):
+        # Deliberately not Optimizer.__init__: the wrapped optimizer owns params and state.
+        self.defaults = optimizer.defaults
+        for hooks in ("step_pre", "step_post", "state_dict_pre", "state_dict_post",
+                      "load_state_dict_pre", "load_state_dict_post"):
+            setattr(self, f"_optimizer_{hooks}_hooks", OrderedDict())
         self.optimizer = optimizer
         self.spec = spec or GuardSpec.default()
         self.guard = OnlineGuard(self.spec)
@@ -57,17 +67,26 @@ class GuardedOptimizer:
         self.should_stop = False
         self.stop_reason = ""
         self.last: Decision | None = None
+        self._pending_loss: list[torch.Tensor] = []
         self._extra: dict[str, list] = {"safety_skip": [], "param_norm": [], "wall_time": []}
         self._t0 = time.perf_counter()
 
     # --- the torch.optim surface ------------------------------------------------------------
-    @property
+    @property  # type: ignore[override]
     def param_groups(self) -> list[dict[str, Any]]:
         return self.optimizer.param_groups
 
-    @property
+    @property  # type: ignore[override]
     def state(self) -> Any:
         return self.optimizer.state
+
+    def observe_loss(self, loss: torch.Tensor | float) -> None:
+        """Hand over a (micro-batch) loss for the next `step()` that is called without one.
+
+        For trainers that call `optimizer.step()` themselves (Hugging Face, Lightning):
+        losses of accumulated micro-batches are averaged.
+        """
+        self._pending_loss.append(torch.as_tensor(loss).detach().float().reshape(()))
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
@@ -115,6 +134,9 @@ class GuardedOptimizer:
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if loss is None and self._pending_loss:
+            loss = torch.stack(self._pending_loss).mean()
+        self._pending_loss = []
         loss_value, grad_norm = self.telemetry(loss)
         d = self.guard.observe(self.step_count, loss=loss_value, grad_norm=grad_norm,
                                lr=float(self.param_groups[0]["lr"]))
