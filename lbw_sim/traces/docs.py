@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 
 from lbw_sim.errors import TraceError
-from lbw_sim.traces.columns import is_candidate, resolve_columns
+from lbw_sim.traces.columns import resolve_columns
 from lbw_sim.traces.sniff import MAX_JSON_DOC_BYTES
-from lbw_sim.traces.tables import need_signal, to_float
-from lbw_sim.traces.textlogs import SUMMARY_KEYS, Columns, to_canonical
+from lbw_sim.traces.tables import need_signal
+from lbw_sim.traces.textlogs import SUMMARY_KEYS, Columns, candidate_row, to_canonical
 
 
 def read_trainer_state(path: Path, mapping: dict[str, str]) -> pd.DataFrame:
@@ -41,9 +41,7 @@ def read_trainer_state(path: Path, mapping: dict[str, str]) -> pd.DataFrame:
     for rec in history:
         if not isinstance(rec, dict) or any(k in rec for k in SUMMARY_KEYS):
             continue
-        row = {str(k): to_float(v) for k, v in rec.items() if is_candidate(str(k), mapping)}
-        if row:
-            cols.add(row)
+        cols.add(candidate_row(rec, mapping))
     if not cols.n:
         raise TraceError(f"{path.name}: 'log_history' holds no training rows")
     return to_canonical(path, cols, mapping)
@@ -70,6 +68,9 @@ def read_tensorboard(path: Path, mapping: dict[str, str], run: str | None
     if run not in runs:
         raise TraceError(f"{path.name}: no run {run!r} (runs: {', '.join(runs)})")
     scalars = _tb_scalars(path if path.is_file() else path / run, path.name)
+    if not scalars:
+        raise TraceError(f"{path.name}: no scalars in the TensorBoard events "
+                         "(empty, corrupt or not an event file)")
     colmap = resolve_columns(scalars, mapping)
     colmap.pop("step", None)
     need_signal(path, colmap, list(scalars))

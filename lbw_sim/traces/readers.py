@@ -18,6 +18,7 @@ from lbw_sim.traces import docs, tables, textlogs
 from lbw_sim.traces.columns import check_mapping
 from lbw_sim.traces.schema import TELEMETRY_COLUMNS, canonicalize
 from lbw_sim.traces.sniff import check_file, detect_dir, detect_file
+from lbw_sim.traces.tables import PRESENT
 
 FORMATS = ("hf_trainer_state", "hf_console", "tensorboard", "lightning_csv", "wandb_csv",
            "wandb_jsonl", "llamafactory_jsonl", "csv", "jsonl", "parquet", "nanogpt",
@@ -117,12 +118,13 @@ def _parse(fmt: str, path: Path, mapping: dict[str, str], run: str | None,
 
 def finish(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
     """One row per step: drop empty rows and columns, resolve resumes, merge, canonicalize."""
+    present = frame.pop(PRESENT).to_numpy() if PRESENT in frame else None
     signals = [c for c in frame.columns if c != "step"]
     frame = frame.drop(columns=[c for c in signals if frame[c].isna().all()])
     signals = [c for c in frame.columns if c != "step"]
-    keep = np.zeros(len(frame), bool)
-    if signals:
-        keep = frame[signals].notna().any(axis=1).to_numpy().copy()
+    if present is None:  # text formats: a matched line is a row
+        present = frame[signals].notna().any(axis=1).to_numpy() if signals else []
+    keep = np.array(present, dtype=bool)
     if "step" in frame:
         keep &= np.isfinite(frame["step"].to_numpy(np.float64))
     if not keep.all():

@@ -109,6 +109,8 @@ def detect_file(path: Path) -> str:
 
 def _detect_json(path: Path, lines: list[str]) -> str | None:
     first = lines[0].lstrip("\ufeff ")
+    if first.startswith("[") and path.suffix.lower() == ".json":
+        return "hf_trainer_state"  # a JSON document; the reader says what is wrong with it
     if not first.startswith("{"):
         return None
     record = _json_object(first)

@@ -25,7 +25,8 @@ from lbw_sim.traces.columns import SYNONYMS, resolve_columns
 from lbw_sim.traces.sniff import MAX_LINE_BYTES, iter_lines
 
 BLOCK_BYTES = 16 * 1024**2
-NULLS = ["", "nan", "NaN", "NAN", "-nan", "null", "NULL", "None", "NA", "N/A", "n/a"]
+NULLS = ["", "null", "NULL", "None", "NA", "N/A", "n/a"]  # an explicit "nan" is a value
+PRESENT = "_present"  # row had at least one non-null signal value (NaN counts)
 
 
 def to_float(v: object) -> float:
@@ -47,11 +48,26 @@ def need_signal(path: Path, colmap: dict[str, str], available: list[str]) -> Non
 
 def frame_from_chunks(colmap: dict[str, str], chunks: dict[str, list[np.ndarray]]
                       ) -> pd.DataFrame:
-    data = {canon: (np.concatenate(chunks[src]) if chunks[src] else np.empty(0))
-            for canon, src in colmap.items()}
-    for src in list(chunks):
-        chunks[src].clear()
+    """Concatenate per-batch arrays; `chunks[PRESENT]` holds the row-presence masks."""
+    def cat(parts: list[np.ndarray], dtype) -> np.ndarray:
+        out = np.concatenate(parts) if parts else np.empty(0, dtype)
+        parts.clear()
+        return out
+
+    data = {canon: cat(chunks[src], np.float64) for canon, src in colmap.items()}
+    data[PRESENT] = cat(chunks[PRESENT], bool)
     return pd.DataFrame(data, copy=False)
+
+
+def signal_sources(colmap: dict[str, str]) -> list[str]:
+    return sorted({src for canon, src in colmap.items() if canon != "step"})
+
+
+def any_valid(columns: list[pa.Array]) -> np.ndarray:
+    valid = np.zeros(len(columns[0]), bool)
+    for col in columns:
+        valid |= col.is_valid().to_numpy(zero_copy_only=False)
+    return valid
 
 
 # ---------------------------------------------------------------- CSV
@@ -94,10 +110,12 @@ def _stream_csv(path, colmap, sources, delim, stripped, typed: bool) -> pd.DataF
         convert_options=pcsv.ConvertOptions(
             include_columns=raw, column_types={c: ftype for c in raw},
             null_values=NULLS, strings_can_be_null=True))
-    chunks: dict[str, list[np.ndarray]] = {s: [] for s in sources}
+    chunks: dict[str, list[np.ndarray]] = {s: [] for s in [*sources, PRESENT]}
+    signals = {stripped.get(s, s) for s in signal_sources(colmap)}
     with reader:
         for batch in reader:
             _take_batch(batch, sources, raw, chunks, typed)
+            chunks[PRESENT].append(any_valid([batch.column(n) for n in raw if n in signals]))
     return frame_from_chunks(colmap, chunks)
 
 
@@ -209,15 +227,17 @@ def read_jsonl(path: Path, mapping: dict[str, str]) -> pd.DataFrame:
     sources = sorted(set(colmap.values()))
     schema = pa.schema([(s, pa.float64()) for s in sources])
     opts = pjson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-    chunks: dict[str, list[np.ndarray]] = {s: [] for s in sources}
+    signals = signal_sources(colmap)
+    chunks: dict[str, list[np.ndarray]] = {s: [] for s in [*sources, PRESENT]}
     for block in iter_blocks(path):
-        cols = _fast_block(block, sources, opts) or _slow_block(block, sources)
-        for s in sources:
+        cols = _fast_block(block, sources, signals, opts) or _slow_block(block, sources, signals)
+        for s in [*sources, PRESENT]:
             chunks[s].append(cols[s])
     return frame_from_chunks(colmap, chunks)
 
 
-def _fast_block(block: bytes, sources: list[str], opts) -> dict[str, np.ndarray] | None:
+def _fast_block(block: bytes, sources: list[str], signals: list[str], opts
+                ) -> dict[str, np.ndarray] | None:
     """pyarrow's parser for clean blocks; None sends the block to the tolerant path."""
     if b"NaN" in block or b"Infinity" in block or b"[[[[[[[[" in block or b"{{" in block:
         return None
@@ -225,19 +245,25 @@ def _fast_block(block: bytes, sources: list[str], opts) -> dict[str, np.ndarray]
         table = pjson.read_json(io.BytesIO(block), parse_options=opts)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    return {s: table.column(s).to_numpy().astype(np.float64, copy=False) for s in sources}
+    out = {s: table.column(s).to_numpy().astype(np.float64, copy=False) for s in sources}
+    out[PRESENT] = any_valid([table.column(s).combine_chunks() for s in signals])
+    return out
 
 
-def _slow_block(block: bytes, sources: list[str]) -> dict[str, np.ndarray]:
+def _slow_block(block: bytes, sources: list[str], signals: list[str]
+                ) -> dict[str, np.ndarray]:
     """json.loads line by line: NaN/Infinity, numbers as strings, torn and garbage lines."""
-    rows = []
+    rows, present = [], []
     for line in block.split(b"\n"):
         if line.strip():
             rec = _loads(line.decode("utf-8", errors="replace"))
             if rec is not None:
                 rows.append([to_float(rec.get(s)) for s in sources])
+                present.append(any(rec.get(s) is not None for s in signals))
     arr = np.array(rows, dtype=np.float64).reshape(len(rows), len(sources))
-    return {s: arr[:, i].copy() for i, s in enumerate(sources)}
+    out = {s: arr[:, i].copy() for i, s in enumerate(sources)}
+    out[PRESENT] = np.array(present, dtype=bool)
+    return out
 
 
 # ---------------------------------------------------------------- Parquet
@@ -252,8 +278,10 @@ def read_parquet(path: Path, mapping: dict[str, str]) -> pd.DataFrame:
     colmap = resolve_columns(names, mapping)
     need_signal(path, colmap, names)
     sources = sorted(set(colmap.values()))
-    chunks: dict[str, list[np.ndarray]] = {s: [] for s in sources}
+    signals = signal_sources(colmap)
+    chunks: dict[str, list[np.ndarray]] = {s: [] for s in [*sources, PRESENT]}
     for batch in pf.iter_batches(batch_size=1 << 20, columns=sources):
+        chunks[PRESENT].append(any_valid([batch.column(s) for s in signals]))
         for s in sources:
             values = batch.column(s).to_pandas()
             chunks[s].append(pd.to_numeric(values, errors="coerce").to_numpy(np.float64))

@@ -18,7 +18,7 @@ from lbw_sim.errors import TraceError
 from lbw_sim.traces.columns import is_candidate, resolve_columns
 from lbw_sim.traces.schema import TELEMETRY_COLUMNS
 from lbw_sim.traces.sniff import BUILD_NANOGPT_LINE, KV_LOG_LINE, iter_lines
-from lbw_sim.traces.tables import need_signal, to_float
+from lbw_sim.traces.tables import PRESENT, need_signal, to_float
 
 MAX_TEXT_LINE = 64 * 1024
 SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second",
@@ -55,20 +55,30 @@ def to_canonical(path: Path, cols: Columns, mapping: dict[str, str]) -> pd.DataF
     colmap = resolve_columns(cols.cols, mapping)
     need_signal(path, colmap, list(cols.cols))
     raw = cols.frame()
-    return pd.DataFrame({canon: raw[src] for canon, src in colmap.items()})
+    out = pd.DataFrame({canon: raw[src] for canon, src in colmap.items()})
+    out[PRESENT] = raw[PRESENT].to_numpy() > 0 if PRESENT in raw else True  # a matched line
+    return out
+
+
+def candidate_row(rec: dict, mapping: dict[str, str]) -> dict[str, float]:
+    """The candidate columns of a log dict as floats; PRESENT marks any non-null value."""
+    row = {str(k): to_float(v) for k, v in rec.items() if is_candidate(str(k), mapping)}
+    row[PRESENT] = float(any(v is not None and str(k) != "step" and is_candidate(str(k), mapping)
+                             for k, v in rec.items()))
+    return row
 
 
 # ---------------------------------------------------------------- HF Trainer console
 
 _PY_TOKEN = re.compile(r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
                        r"""|(?<![\w.])(-?)(nan|inf|infinity)(?![\w.])""", re.IGNORECASE)
-_DICT = re.compile(r"\{\s*'.*\}")
+_DICT = re.compile(r"(?:^\s*|\]\s*)(\{\s*'.*\})\s*$")  # own line, or after a tqdm bar
 
 
 def py_dict(line: str) -> dict | None:
     """A python-literal dict from a console line; bare nan/inf are rewritten, never eval'd."""
     match = _DICT.search(line.rsplit("\r", 1)[-1])
-    if match is None or len(match.group()) > MAX_TEXT_LINE:
+    if match is None or len(match.group(1)) > MAX_TEXT_LINE:
         return None
 
     def fix(m: re.Match) -> str:
@@ -77,7 +87,7 @@ def py_dict(line: str) -> dict | None:
         return "None" if m.group(3).lower() == "nan" else m.group(2) + "1e999"
 
     try:
-        obj = ast.literal_eval(_PY_TOKEN.sub(fix, match.group()))
+        obj = ast.literal_eval(_PY_TOKEN.sub(fix, match.group(1)))
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return None
     return obj if isinstance(obj, dict) else None
@@ -101,7 +111,7 @@ def read_hf_console(path: Path, mapping: dict[str, str], run: str | None
             runs.append(Columns())
             counter = 0
         ended, last_epoch = False, epoch if not np.isnan(epoch) else last_epoch
-        row = {str(k): to_float(v) for k, v in rec.items() if is_candidate(str(k), mapping)}
+        row = candidate_row(rec, mapping)
         if "step" not in row:
             row["step"] = max(counter - 1, 0) if is_eval else counter
         counter += 0 if is_eval else 1
