@@ -71,6 +71,10 @@ class TraceRecorder:
         """Buffer one row (keyword columns); flushed to disk every `flush_every` rows."""
         if self.file.closed:
             raise TraceError(f"{self.path.name}: recorder is closed")
+        if self.csv and self.columns is not None and not set(row) <= set(self.columns):
+            extra = sorted(set(row) - set(self.columns))
+            raise TraceError(f"{self.path.name}: column(s) {extra} not in the CSV header; "
+                             "pass columns= or use .jsonl")
         self.rows.append({k: _plain(v) for k, v in row.items()})
         if len(self.rows) >= self.flush_every:
             self.flush()
@@ -95,10 +99,6 @@ class TraceRecorder:
             seen = dict.fromkeys(k for r in self.rows for k in r)
             self.columns = [c for c in TELEMETRY_COLUMNS if c in seen] + [
                 c for c in seen if c not in TELEMETRY_COLUMNS]
-        extra = {k for r in self.rows for k in r} - set(self.columns)
-        if extra:
-            raise TraceError(f"{self.path.name}: column(s) {sorted(extra)} not in the CSV "
-                             "header; pass columns= or use .jsonl")
         buf = io.StringIO()
         writer = csv.DictWriter(buf, self.columns, lineterminator="\n")
         if not self.header_written:
