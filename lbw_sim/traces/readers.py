@@ -126,7 +126,7 @@ def finish(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
         present = frame[signals].notna().any(axis=1).to_numpy() if signals else []
     keep = np.array(present, dtype=bool)
     if "step" in frame:
-        keep &= np.isfinite(frame["step"].to_numpy(np.float64))
+        keep &= np.abs(frame["step"].to_numpy(np.float64)) < 2.0**62  # drops NaN/inf too
     if not keep.all():
         frame = frame[keep].reset_index(drop=True)
     if len(frame) == 0 or not signals:
