@@ -57,8 +57,11 @@ def load_trace(path: str | Path, format: str = "auto", *, run: str | None = None
     path = check_file(Path(path))
     mapping = check_mapping(mapping)
     fmt, target = _resolve(path, format, pattern)
-    frame, runs, chosen = _guard(target, fmt, lambda: _parse(fmt, target, mapping, run, pattern))
-    df, events = _guard(target, fmt, lambda: finish(frame))
+    parsed = [_guard(target, fmt, lambda: _parse(fmt, target, mapping, run, pattern))]
+    frame, runs, chosen = parsed.pop()
+    held = [frame]
+    del frame  # finish() holds the only reference, so it can free the raw frame early
+    df, events = _guard(target, fmt, lambda: finish(held.pop()))
     df.attrs.update(format=fmt, source=target.name, events=events,
                     missing=[c for c in TELEMETRY_COLUMNS if c not in df.columns])
     if fmt in MULTI_RUN:
@@ -120,10 +123,13 @@ def finish(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
     """One row per step: drop empty rows and columns, resolve resumes, merge, canonicalize."""
     present = frame.pop(PRESENT).to_numpy() if PRESENT in frame else None
     signals = [c for c in frame.columns if c != "step"]
-    frame = frame.drop(columns=[c for c in signals if frame[c].isna().all()])
+    empty = [c for c in signals if frame[c].isna().all()]
+    if empty:
+        frame = frame.drop(columns=empty)
     signals = [c for c in frame.columns if c != "step"]
     if present is None:  # text formats: a matched line is a row
-        present = frame[signals].notna().any(axis=1).to_numpy() if signals else []
+        present = (frame[signals].notna().any(axis=1).to_numpy() if signals
+                   else np.zeros(len(frame), bool))
     keep = np.array(present, dtype=bool)
     if "step" in frame:
         keep &= np.abs(frame["step"].to_numpy(np.float64)) < 2.0**62  # drops NaN/inf too
@@ -133,8 +139,8 @@ def finish(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
         raise TraceError("no rows with values")
     if "step" not in frame:
         return canonicalize(frame), []
-    frame["step"] = frame["step"].to_numpy(np.float64).astype(np.int64)
-    steps = frame["step"].to_numpy()
+    steps = frame["step"].to_numpy(np.float64).astype(np.int64)
+    frame["step"] = steps
     if len(steps) < 2 or (np.diff(steps) > 0).all():
         return canonicalize(frame), []
     frame, events = drop_superseded(frame)
