@@ -50,16 +50,22 @@ def canonicalize(df: pd.DataFrame) -> pd.DataFrame:
             raise TraceError("trace is empty")
         df = df.copy()
         df.insert(0, "step", np.arange(len(df), dtype=np.int64))
-    out = df.copy()
-    steps = pd.to_numeric(out["step"], errors="coerce")
+    steps = pd.to_numeric(df["step"], errors="coerce")
     if steps.isna().any():
         bad = int(steps.isna().sum())
         raise TraceError(f"column 'step': {bad} value(s) are not numbers")
-    out["step"] = steps.astype(np.int64)
-    for col, (dtype, _) in TELEMETRY_COLUMNS.items():
-        if col in out.columns and col != "step":
-            out[col] = pd.to_numeric(out[col], errors="coerce").astype(dtype)
-    out = out.drop_duplicates("step", keep="last")
-    out = out.sort_values("step", kind="stable").reset_index(drop=True)
+    # Column by column (no whole-frame copy): a 10M-row trace must not be held four times.
+    cols = {"step": steps.astype(np.int64)}
+    for col in df.columns:
+        if col in TELEMETRY_COLUMNS and col != "step":
+            cols[col] = pd.to_numeric(df[col], errors="coerce").astype(TELEMETRY_COLUMNS[col][0])
+        elif col != "step":
+            cols[col] = df[col]
+    out = pd.DataFrame(cols, copy=False)
+    step = out["step"].to_numpy()
+    if len(step) > 1 and not (step[1:] > step[:-1]).all():
+        out = out.drop_duplicates("step", keep="last")
+        out = out.sort_values("step", kind="stable")
+    out = out.reset_index(drop=True)
     known = [c for c in TELEMETRY_COLUMNS if c in out.columns]
     return out[known + [c for c in out.columns if c not in known]]
