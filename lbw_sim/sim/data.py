@@ -9,7 +9,6 @@ replay a range.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -273,7 +272,7 @@ class ArrayData:
 
 
 def digits(val_fraction: float = 0.2, seed: int = 0) -> ArrayData:
-    """scikit-learn's bundled 8x8 digits (1797 images, shipped with the package): pixels in [0, 1]."""
+    """scikit-learn's bundled 8x8 digits (1797 images, no download); pixels scaled to [0, 1]."""
     from sklearn.datasets import load_digits
 
     if not 0.0 < val_fraction < 1.0:
@@ -325,7 +324,8 @@ class Batches:
     def offsets(self, step: int) -> torch.Tensor:
         """Start index of each window of batch `step`."""
         high = len(self.tokens) - self.block_size - 1
-        return torch.randint(0, high + 1, (self.batch_size,), generator=_step_generator(self.seed, step))
+        gen = _step_generator(self.seed, step)
+        return torch.randint(0, high + 1, (self.batch_size,), generator=gen)
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         chunk = self.tokens[self.offsets(step)[:, None] + self._span]

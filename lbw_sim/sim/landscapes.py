@@ -134,7 +134,10 @@ class Quadratic(Landscape):
 
 @dataclass(frozen=True)
 class IllConditionedQuadratic(Quadratic):
-    """A long, tilted valley (condition number 100): GD zig-zags, Adam's diagonal scaling can't fix the tilt."""
+    """A long valley tilted by 30 degrees, condition number 100.
+
+    GD zig-zags across it; Adam's per-coordinate scaling cannot undo the tilt.
+    """
 
     name: str = "ill_conditioned"
     start: Point = (-2.0, 1.0)
@@ -162,7 +165,8 @@ class EdgeOfStabilityQuadratic(Quadratic):
 
 @dataclass(frozen=True)
 class RastriginLike(Landscape):
-    """A bowl covered in ripples: f = |p|^2 + A * sum(1 - cos(2 pi p)); many local minima, global at 0."""
+    """A bowl covered in ripples: f = |p|^2 + A sum(1 - cos(2 pi p)); local minima near every
+    integer point, the global one (f = 0) at the origin."""
 
     name: str = "rastrigin"
     start: Point = (2.3, -1.7)

@@ -142,8 +142,8 @@ class GPT(nn.Module):
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, T, vocab) and, given targets (B, T), the mean cross-entropy in nats."""
-        B, T = idx.size()
-        if T > self.config.block_size:
+        T = idx.size(1)
+        if self.config.block_size < T:
             raise ValueError(f"sequence of length {T} > block_size {self.config.block_size}")
         pos = torch.arange(T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
