@@ -332,7 +332,7 @@ class Batches:
         if self._pin:
             chunk = chunk.pin_memory()
         chunk = chunk.to(self.device, non_blocking=True) if self.device is not None else chunk
-        return chunk[:, :-1], chunk[:, 1:]
+        return chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
 
     __getitem__ = get
 
