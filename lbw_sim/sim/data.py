@@ -208,9 +208,13 @@ class TextSource(TokenData):
             raise SpecError("data.val_fraction", f"must be in (0, 1), got {val_fraction}")
         if "\x00" in text:
             raise SpecError("data.text", "the text contains NUL bytes: is it a binary file?")
-        chars = "".join(sorted(set(text)))
-        lookup = {c: i for i, c in enumerate(chars)}
-        ids = torch.tensor([lookup[c] for c in text], dtype=torch.long)
+        try:
+            codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # one per char
+        except UnicodeEncodeError:
+            raise SpecError("data.text", "the text holds unpaired surrogates") from None
+        uniq = np.unique(codes)
+        ids = torch.from_numpy(np.searchsorted(uniq, codes).astype(np.int64))
+        chars = "".join(map(chr, uniq.tolist()))
         n = int(len(ids) * (1.0 - val_fraction))
         if n < 2 or len(ids) - n < 2:
             raise SpecError("data.text", f"only {len(ids)} characters: too short to split")
@@ -240,6 +244,9 @@ class TextSource(TokenData):
 
     def encode(self, text: str) -> torch.Tensor:
         lookup = {c: i for i, c in enumerate(self.chars)}
+        unknown = set(text) - lookup.keys()
+        if unknown:
+            raise SpecError("data.text", f"characters not in the vocabulary: {sorted(unknown)}")
         return torch.tensor([lookup[c] for c in text], dtype=torch.long)
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
