@@ -320,6 +320,8 @@ class Batches:
         self.tokens = torch.as_tensor(self.tokens, dtype=torch.long).cpu()
         if self.tokens.dim() != 1:
             raise SpecError("data.tokens", "expected a 1-D token stream")
+        if not (isinstance(self.block_size, int) and self.block_size >= 1):
+            raise SpecError("data.block_size", f"must be an integer >= 1, got {self.block_size!r}")
         if len(self.tokens) < self.block_size + 2:
             raise SpecError("data.block_size", f"{len(self.tokens)} tokens are too few for "
                             f"windows of {self.block_size} + 1")
@@ -353,6 +355,13 @@ class ArrayBatches:
     batch_size: int
     seed: int = 0
     device: torch.device | str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y) or len(self.y) == 0:
+            raise SpecError("data", f"x and y need the same, non-zero length "
+                            f"({len(self.x)} vs {len(self.y)})")
+        if self.batch_size < 1:
+            raise SpecError("train.batch_size", f"must be >= 1, got {self.batch_size}")
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         gen = _step_generator(self.seed, step)
