@@ -7,6 +7,6 @@
 - `data`       -- synthetic Markov text of known entropy rate, user text, digits, batching
 - `faults`     -- declarative faults (LR spikes, noise bursts, bad batches, NaN/inf, overflow)
 
-Everything here is torch code that follows the device of the tensors it is given; nothing
-imports streamlit.
+Everything here is torch code that follows the device of the tensors it is given, and it
+stays free of any UI library.
 """
