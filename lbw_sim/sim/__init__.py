@@ -1,1 +1,12 @@
-"""The simulation bench: models, data, faults, baselines, scenarios, the runner."""
+"""The simulation bench: models, data, faults, baselines, scenarios, the runner.
+
+- `device`     -- pick cuda -> mps -> cpu, describe it
+- `landscapes` -- 2-D proxy losses (Rosenbrock, ill-conditioned, Rastrigin-like, edge of stability)
+- `problems`   -- noisy quadratics with heavy-tailed gradient noise
+- `models`     -- a tiny GPT (nanoGPT style) and an MLP classifier
+- `data`       -- synthetic Markov text of known entropy rate, user text, digits, batching
+- `faults`     -- declarative faults (LR spikes, noise bursts, bad batches, NaN/inf, overflow)
+
+Everything here is torch code that follows the device of the tensors it is given, and it
+stays free of any UI library.
+"""
