@@ -1,5 +1,4 @@
 import io
-import math
 
 import numpy as np
 import pandas as pd
@@ -181,20 +180,6 @@ def test_set_spec_mid_run_is_recorded():
     assert hashes[:20] == [DEFAULT.hash] * 20 and hashes[20:] == [lax.hash] * 20
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_guarded_loop_runs():
-    model = make(9).cuda()
-    opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-3), DEFAULT)
-    for step in range(20):
-        x, y = (t.cuda() for t in batch(step))
-        loss = F.mse_loss(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step(loss=loss)
-    assert math.isfinite(opt.trace()["loss"].iloc[-1])
-    assert np.isfinite(opt.trace()["grad_norm"]).all()
-
-
 def test_trainer_style_calls_observe_loss_then_plain_step():
     """The Hugging Face / Lightning recipe: micro-batch losses handed over, then step()."""
     model = make(10)
@@ -215,3 +200,109 @@ def test_trainer_style_calls_observe_loss_then_plain_step():
     expected = [np.float32(np.mean(np.float32(losses[i:i + 2]))) for i in range(0, 8, 2)]
     np.testing.assert_allclose(df["loss"], expected, rtol=1e-6)
     assert df["lr"].tolist() == pytest.approx([1e-3 / (1 + s) for s in range(4)])
+
+
+# --- the device path (decide_on="device"), exercised on CPU tensors ---------------------------
+
+def device_opt(model, spec=DEFAULT, lr=3e-3):
+    return GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=lr), spec,
+                            decide_on="device")
+
+
+def test_device_path_live_equals_replay():
+    model = make(11)
+    opt = device_opt(model)
+    assert opt.mode == "device"
+    train(model, opt, 300, spikes=(150, 151), nan_steps=(220, 221, 222, 223))
+    live = opt.trace()
+    assert (live["regime"] == "rollback").any() and live["skipped"].any()
+    again = replay(live[["step", "loss", "grad_norm", "lr"]], DEFAULT)
+    for col in ("regime", "lr_scale", "skipped", "rollback", "transition", "cause"):
+        assert live[col].astype(str).tolist() == again[col].astype(str).tolist(), col
+
+
+def test_device_path_skip_is_bit_identical_and_storm_stays_finite():
+    model = make(12)
+    opt = device_opt(model, lr=1e-2)
+    train(model, opt, 60)
+    params = [p.detach().clone() for p in model.parameters()]
+    state = flat_state(opt)
+    train(model, opt, 1, start=60, nan_steps=(60,))
+    assert all(torch.equal(a, b) for a, b in zip(params, model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(state, flat_state(opt)))
+    train(model, opt, 60, start=61, nan_steps=tuple(range(70, 100)))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert opt.should_stop
+
+
+def test_device_path_matches_host_path_training():
+    host_model, dev_model = make(13), make(13)
+    host = GuardedOptimizer(torch.optim.AdamW(host_model.parameters(), lr=3e-3), DEFAULT)
+    dev = device_opt(dev_model)
+    train(host_model, host, 120, spikes=(80,))
+    train(dev_model, dev, 120, spikes=(80,))
+    assert host.trace()["regime"].tolist() == dev.trace()["regime"].tolist()
+    for a, b in zip(host_model.parameters(), dev_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_device_path_reads_nothing_back_to_the_host(monkeypatch):
+    """Every host read of a tensor value raises inside step(): decisions stay on device."""
+    model = make(14)
+    opt = device_opt(model)
+    train(model, opt, 3)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("host read of a tensor inside the guarded step")
+
+    for name in ("item", "__bool__", "tolist", "numpy", "__float__", "__int__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, forbidden)
+    train(model, opt, 100, start=3, spikes=(60,), nan_steps=(80, 81))
+    monkeypatch.undo()
+    assert (opt.trace()["regime"] != "nominal").any()
+
+
+def test_device_path_resume_is_exact():
+    def fresh():
+        model = make(15)
+        return model, device_opt(model)
+
+    model_a, opt_a = fresh()
+    train(model_a, opt_a, 200, spikes=(50,), nan_steps=(120, 121, 122))
+    model_b, opt_b = fresh()
+    train(model_b, opt_b, 100, spikes=(50,), nan_steps=(120, 121, 122))
+    buf = io.BytesIO()
+    torch.save({"model": model_b.state_dict(), "opt": opt_b.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    model_c, opt_c = fresh()
+    model_c.load_state_dict(saved["model"])
+    opt_c.load_state_dict(saved["opt"])
+    train(model_c, opt_c, 100, start=100, spikes=(50,), nan_steps=(120, 121, 122))
+    assert all(torch.equal(a, c) for a, c in zip(model_a.parameters(), model_c.parameters()))
+    pd.testing.assert_frame_equal(opt_a.trace(), opt_c.trace())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_guarded_loop_adds_no_host_sync():
+    model = make(16).cuda()
+    opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-3), DEFAULT)
+    assert opt.mode == "device"
+    batches = [tuple(t.cuda() for t in batch(s)) for s in range(40)]
+    train_step = lambda x, y: F.mse_loss(model(x), y)  # noqa: E731
+    for x, y in batches[:5]:                            # warm-up outside the check
+        loss = train_step(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step(loss=loss)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for x, y in batches[5:]:
+            loss = train_step(x, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step(loss=loss)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert np.isfinite(opt.trace()["grad_norm"]).all()

@@ -20,8 +20,14 @@ An update with a non-finite gradient is never applied, whatever the spec says
 (`safety_skip` in the trace marks the steps where the actuator overrode the decision).
 
 Under `torch.distributed`, loss and gradient norm are all-reduced before the decision, so
-every rank reaches the same regime. Decisions are taken on the host: on CPU this costs
-nothing; on CUDA each step reads two scalars (one sync) — see README for the device path.
+every rank reaches the same regime.
+
+Where decisions are taken (`decide_on`): on CPU the host engine (`OnlineGuard`, numba) costs
+nothing and supports any wrapped optimizer. On a GPU with AdamW the device engine
+(`TensorGuard`) keeps every decision a tensor and applies it through `adamw.adamw_step`
+with a 0/1 step factor, so no step waits for the host; telemetry reaches the host in
+batches. Rollback there is a `torch.where` between live and snapshot tensors (one extra
+pass over parameters and state per step when the spec has a rollback regime).
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from typing import Any
 import pandas as pd
 import torch
 
+from lbw_sim.guard.adamw import adamw_step
+from lbw_sim.guard.device import TensorGuard
 from lbw_sim.guard.engine import Decision, OnlineGuard
 from lbw_sim.guard.spec import GuardSpec
 
@@ -49,7 +57,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, spec: GuardSpec | None = None, *,
-                 process_group: Any = None, track_norms: bool = False):
+                 process_group: Any = None, track_norms: bool = False,
+                 decide_on: str = "auto"):
         # Deliberately not Optimizer.__init__: the wrapped optimizer owns params and state.
         self.defaults = optimizer.defaults
         for hooks in ("step_pre", "step_post", "state_dict_pre", "state_dict_post",
@@ -64,12 +73,40 @@ class GuardedOptimizer(torch.optim.Optimizer):
         self.snapshot: dict[str, Any] | None = None
         self.snapshot_step: int | None = None
         self.pending_skip_batches = 0
-        self.should_stop = False
+        self._should_stop = False
         self.stop_reason = ""
+        self.mode = self._choose_mode(decide_on)
+        self.device_guard: TensorGuard | None = None
+        if self.mode == "device":
+            self.device_guard = TensorGuard(self.spec, self._params()[0].device)
+            dev = self._params()[0].device
+            self._pending_dev = torch.zeros((), dtype=torch.int64, device=dev)
+            self._skip_batches = torch.tensor([r.skip_batches for r in self.spec.regimes.values()],
+                                              dtype=torch.int64, device=dev)
         self.last: Decision | None = None
         self._pending_loss: list[torch.Tensor] = []
         self._extra: dict[str, list] = {"safety_skip": [], "param_norm": [], "wall_time": []}
         self._t0 = time.perf_counter()
+
+    def _choose_mode(self, decide_on: str) -> str:
+        """'host' (numba engine, free on CPU) or 'device' (tensor engine, no syncs on GPU)."""
+        if decide_on not in ("auto", "host", "device"):
+            raise ValueError(f"decide_on must be auto, host or device, got {decide_on!r}")
+        adamw = type(self.optimizer) is torch.optim.AdamW
+        if decide_on == "device" and not adamw:
+            raise ValueError("decide_on='device' needs torch.optim.AdamW (its math is "
+                             "re-implemented with a device-side step factor)")
+        if decide_on == "auto":
+            on_gpu = self._params()[0].device.type in ("cuda", "mps")
+            return "device" if on_gpu and adamw else "host"
+        return decide_on
+
+    @property
+    def should_stop(self) -> bool:
+        """True once the guard entered a stop regime (on device: reads one flag back)."""
+        if self.device_guard is not None:
+            return bool(self.device_guard.stopped)
+        return self._should_stop
 
     # --- the torch.optim surface ------------------------------------------------------------
     @property  # type: ignore[override]
@@ -137,6 +174,9 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if loss is None and self._pending_loss:
             loss = torch.stack(self._pending_loss).mean()
         self._pending_loss = []
+        if self.device_guard is not None:
+            self._step_device(loss)
+            return loss
         loss_value, grad_norm = self.telemetry(loss)
         d = self.guard.observe(self.step_count, loss=loss_value, grad_norm=grad_norm,
                                lr=float(self.param_groups[0]["lr"]))
@@ -148,8 +188,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
         elif not d.skip and not safety:
             self._apply(d)
             self._maybe_snapshot(d)
-        if d.stop and not self.should_stop:
-            self.should_stop, self.stop_reason = True, d.reason or f"regime {d.regime}"
+        if d.stop and not self._should_stop:
+            self._should_stop, self.stop_reason = True, d.reason or f"regime {d.regime}"
         self._record(d, safety)
         self.step_count += 1
         return loss
@@ -206,8 +246,65 @@ class GuardedOptimizer(torch.optim.Optimizer):
 
     def take_skip_batches(self) -> int:
         """Batches the runner should skip now (after a rollback); resets the counter."""
+        if self.device_guard is not None:
+            n = int(self._pending_dev)
+            self._pending_dev.zero_()
+            return n
         n, self.pending_skip_batches = self.pending_skip_batches, 0
         return n
+
+    # --- the device path --------------------------------------------------------------------
+    def _telemetry_device(self, loss: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        grads = self._grads()
+        dev = self._params()[0].device
+        norms = torch._foreach_norm(grads, 2.0) if grads else []
+        grad_norm = (torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
+                     if grads else torch.full((), float("nan"), device=dev))
+        loss_t = (loss if torch.is_tensor(loss) else
+                  torch.full((), float("nan") if loss is None else float(loss), device=dev))
+        packed = torch.stack([loss_t.detach().float().reshape(()), grad_norm.reshape(())])
+        if self._distributed():
+            import torch.distributed as dist
+
+            dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=self.process_group)
+            packed = packed / dist.get_world_size(self.process_group)
+        return packed[0], packed[1]
+
+    def _step_device(self, loss: Any) -> None:
+        """The whole step as tensor arithmetic: no value is read back to the host."""
+        g = self.device_guard
+        loss_t, grad_norm = self._telemetry_device(loss)
+        d = g.observe(self.step_count, loss=loss_t, grad_norm=grad_norm,
+                      lr=float(self.param_groups[0]["lr"]))
+        apply = ~d["skip"] & torch.isfinite(grad_norm)
+        if self.snapshot is not None:
+            self._restore_where(d["rollback"])
+        self._pending_dev += d["rollback"].to(torch.int64) * self._skip_batches[d["regime"]]
+        adamw_step(self.optimizer, lr_scale=d["lr_scale"], apply=apply,
+                   momentum_scale=d["momentum_scale"])
+        if self.step_count % self.spec.bounds.snapshot_every == 0 and self._has_rollback():
+            self._snapshot_where(apply & (d["regime"] == g.c.initial))
+        self.step_count += 1
+
+    def _has_rollback(self) -> bool:
+        return any(r.rollback for r in self.spec.regimes.values())
+
+    def _state_tensors(self) -> list[torch.Tensor]:
+        return [t for p in self._params() for t in self.optimizer.state.get(p, {}).values()
+                if torch.is_tensor(t)]
+
+    def _snapshot_where(self, good: torch.Tensor) -> None:
+        current = [p.detach() for p in self._params()] + self._state_tensors()
+        if self.snapshot is None:
+            self.snapshot = {"tensors": [t.clone() for t in current]}
+            return
+        for saved, cur in zip(self.snapshot["tensors"], current):
+            saved.copy_(torch.where(good, cur, saved))
+
+    def _restore_where(self, rollback: torch.Tensor) -> None:
+        current = [p.detach() for p in self._params()] + self._state_tensors()
+        for saved, cur in zip(self.snapshot["tensors"], current):
+            cur.copy_(torch.where(rollback, saved, cur))
 
     # --- records ----------------------------------------------------------------------------
     def _record(self, d: Decision, safety: bool) -> None:
@@ -223,6 +320,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
 
     def trace(self) -> pd.DataFrame:
         """Telemetry and decisions of every step so far, in the canonical trace schema."""
+        if self.device_guard is not None:
+            return self.device_guard.trace()
         df = self.guard.trace()
         for key, values in self._extra.items():
             if len(values) == len(df):
@@ -237,7 +336,9 @@ class GuardedOptimizer(torch.optim.Optimizer):
             "guard": self.guard.state_dict(),
             "step_count": self.step_count,
             "pending_skip_batches": self.pending_skip_batches,
-            "should_stop": self.should_stop,
+            "should_stop": self._should_stop,
+            "device_guard": (self.device_guard.state_dict() if self.device_guard is not None
+                             else None),
             "stop_reason": self.stop_reason,
             "snapshot": copy.deepcopy(self.snapshot),
             "snapshot_step": self.snapshot_step,
@@ -250,7 +351,9 @@ class GuardedOptimizer(torch.optim.Optimizer):
         self.spec = self.guard.spec
         self.step_count = int(sd["step_count"])
         self.pending_skip_batches = int(sd["pending_skip_batches"])
-        self.should_stop = bool(sd["should_stop"])
+        self._should_stop = bool(sd["should_stop"])
+        if self.device_guard is not None and sd.get("device_guard") is not None:
+            self.device_guard.load_state_dict(sd["device_guard"])
         self.stop_reason = str(sd["stop_reason"])
         self.snapshot = sd["snapshot"]
         self.snapshot_step = sd["snapshot_step"]
@@ -258,5 +361,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
 
     def set_spec(self, spec: GuardSpec) -> None:
         """Swap the spec mid-run (live edits); takes effect at the next step."""
+        if self.device_guard is not None:
+            raise NotImplementedError("live spec edits run on the host engine "
+                                      "(decide_on='host')")
         self.spec = spec
         self.guard.set_spec(spec)
