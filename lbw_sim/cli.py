@@ -121,7 +121,9 @@ def score_text(m: dict, initial: str) -> str:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from lbw_sim.guard.sweep import load_ranges, parse_grid_arg, random_points, sweep
     from lbw_sim.traces import write_table
+    from lbw_sim.traces.io import table_format
 
+    table_format(args.out)  # a bad suffix fails now, not after the sweep
     grid = load_ranges(args.ranges) if args.ranges else {}
     for text in args.grid or []:
         path, values = parse_grid_arg(text)

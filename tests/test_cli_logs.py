@@ -168,6 +168,13 @@ def test_sweep_bad_grid_names_the_field(demo, tmp_path, grid):
     assert grid.split("=")[0] in err
 
 
+def test_sweep_bad_out_suffix_fails_before_sweeping(demo, tmp_path):
+    code, out, err = run("sweep", demo / "demo.csv", "--grid", "thresholds.spike_z=4,5",
+                         "--out", tmp_path / "t.txt")
+    assert_bad(code, err)
+    assert "suffix" in err and out == "" and not (tmp_path / "t.txt").exists()
+
+
 def test_replay_of_a_real_log_does_not_import_torch(traces):
     code = ("import sys, lbw_sim.cli as c; "
             f"rc = c.main(['replay', {str(traces / HF)!r}]); "
