@@ -17,6 +17,8 @@ _LAZY = {
     "replay_many": "lbw_sim.guard.engine",
     "OnlineGuard": "lbw_sim.guard.engine",
     "GuardedOptimizer": "lbw_sim.guard.optim",
+    "score": "lbw_sim.guard.scoring",
+    "sweep": "lbw_sim.guard.sweep",
     "load_trace": "lbw_sim.traces.readers",
     "LbwError": "lbw_sim.errors",
     "SpecError": "lbw_sim.errors",

@@ -1,4 +1,4 @@
-"""Command line: `python -m lbw_sim spec|validate|replay …`.
+"""Command line: `python -m lbw_sim spec|validate|replay|score|sweep …`.
 
 Bad input exits with status 2 and one line on stderr saying what is wrong — never a
 traceback. Nothing here imports torch: replaying a trace starts in well under a second.
@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lbw_sim.errors import LbwError
+from lbw_sim.errors import LbwError, SpecError
 
 
 def _load_spec(path: str | None):
@@ -19,15 +19,33 @@ def _load_spec(path: str | None):
     return GuardSpec.default() if path is None else GuardSpec.load(path)
 
 
-def _load_trace(path: str):
+def _load_trace(args: argparse.Namespace):
+    """Read TRACE through the importers; note on stdout which run of a multi-run file it is."""
     from lbw_sim.errors import TraceError
-    from lbw_sim.traces import canonicalize, read_table
+    from lbw_sim.guard.spec import TELEMETRY
+    from lbw_sim.traces import load_trace
 
-    trace = canonicalize(read_table(path))
-    if "loss" not in trace.columns:
+    mapping = dict(_mapping_arg(m) for m in args.map or [])
+    trace = load_trace(args.trace, args.format, run=args.run, pattern=args.pattern, **mapping)
+    if not any(c in trace.columns for c in TELEMETRY):
         names = ", ".join(map(str, trace.columns))
-        raise TraceError(f"{path}: no 'loss' column (columns: {names})")
+        raise TraceError(f"{args.trace}: no telemetry the guard reads (columns: {names}); "
+                         "map one with --map loss=COLUMN")
+    runs = trace.attrs.get("runs") or []
+    if len(runs) > 1 and args.run is None:
+        print(f"{len(runs)} runs in {trace.attrs.get('source', args.trace)}: "
+              f"{', '.join(map(repr, runs))}; replaying {trace.attrs['run']!r} "
+              f"(pick one with --run NAME)")
     return trace
+
+
+def _mapping_arg(text: str) -> tuple[str, str]:
+    from lbw_sim.errors import TraceError
+
+    key, sep, src = text.partition("=")
+    if not sep or not key.strip() or not src.strip():
+        raise TraceError(f"--map {text!r}: expected CANONICAL=SOURCE, e.g. loss=train/loss")
+    return key.strip(), src.strip()
 
 
 def cmd_spec(args: argparse.Namespace) -> int:
@@ -48,7 +66,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from lbw_sim.traces import write_table
 
     spec = _load_spec(args.spec)
-    trace = _load_trace(args.trace)
+    trace = _load_trace(args)
     out = replay(trace, spec, signals=args.signals)
     if args.out:
         write_table(out, args.out)
@@ -56,6 +74,82 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.out:
         print(f"wrote {args.out}")
     return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from lbw_sim.guard.engine import compile_spec, decide, trace_columns
+    from lbw_sim.guard.scoring import incident_report, read_labels, score_walk
+
+    spec = _load_spec(args.spec)
+    labels = read_labels(args.labels)
+    trace = _load_trace(args)
+    steps, columns = trace_columns(trace)
+    compiled = compile_spec(spec)
+    walk, _, _ = decide(spec, steps, columns, compiled)
+    m = score_walk(steps, walk.regime, walk.skipped, walk.lr_scale, compiled.initial,
+                   labels, args.horizon)
+    print(f"spec {spec.name} ({spec.hash}): {len(steps)} rows, steps [{steps[0]}..{steps[-1]}]; "
+          f"{len(labels)} incidents; horizon {args.horizon}")
+    print(score_text(m, spec.initial))
+    report = incident_report(steps, walk.regime, compiled.initial, labels, args.horizon)
+    for row in report.head(20).itertuples():
+        found = ("missed" if np.isnan(row.alarm)
+                 else f"alarm at {row.alarm:.0f} (lead {row.lead:+.0f})")
+        print(f"  incident {row.start}..{row.end} {row.kind}: {found}")
+    if len(report) > 20:
+        print(f"  … {len(report) - 20} more")
+    return 0
+
+
+def score_text(m: dict, initial: str) -> str:
+    """Detection quality and intervention cost, one topic per line."""
+    def f(x: float, fmt: str) -> str:
+        return "n/a" if x != x else format(x, fmt)
+
+    return "\n".join([
+        f"alarms: {m['alarms']:.0f} ({m['false_alarms']:.0f} false); precision "
+        f"{f(m['precision'], '.3f')}; recall {f(m['recall'], '.3f')} "
+        f"({m['detected']:.0f}/{m['incidents']:.0f}); mean lead time "
+        f"{f(m['lead_time'], '+.1f')} steps",
+        f"false alarms per 1,000 steps: {f(m['false_alarms_per_1k'], '.3f')}",
+        f"intervention cost: {m['out_share']:.2%} of rows out of {initial!r}; "
+        f"{m['skipped']:.0f} skipped steps; mean lr_scale {m['mean_lr_scale']:.4f}"])
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from lbw_sim.guard.sweep import load_ranges, parse_grid_arg, random_points, sweep
+    from lbw_sim.traces import write_table
+    from lbw_sim.traces.io import table_format
+
+    table_format(args.out)  # a bad suffix fails now, not after the sweep
+    grid = load_ranges(args.ranges) if args.ranges else {}
+    for text in args.grid or []:
+        path, values = parse_grid_arg(text)
+        grid[path] = values
+    if not grid:
+        raise SpecError("grid", "nothing to sweep: give --grid PATH=lo:hi:step or --ranges FILE")
+    spec = _load_spec(args.spec)
+    points = random_points(grid, args.random, args.seed) if args.random else None
+    trace = _load_trace(args)
+    table = sweep(trace, spec, grid, args.labels, horizon=args.horizon, points=points,
+                  progress=True)
+    write_table(table, args.out)
+    skipped = table.attrs["skipped"]
+    print(f"{len(table)} specs swept over {len(trace)} rows "
+          f"({len(skipped)} invalid combinations skipped); "
+          f"{int(table['pareto'].sum())} on the Pareto front "
+          f"({', '.join(table.attrs['objectives'])}); wrote {args.out}")
+    for bad in skipped[:5]:
+        print(f"  skipped {_point_text(bad)}: {bad['error']}")
+    if len(skipped) > 5:
+        print(f"  … {len(skipped) - 5} more skipped")
+    return 0
+
+
+def _point_text(point: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in point.items() if k != "error")
 
 
 def summary_text(out) -> str:
@@ -81,7 +175,7 @@ def summary_text(out) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lbw_sim",
+    p = _Parser(prog="python -m lbw_sim",
                                 description="LBW Studio: guard specs, replays and scenarios.")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("spec", help="print a spec (the default with --default) as YAML")
@@ -93,17 +187,66 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="validate a spec file (.yaml/.json)")
     v.add_argument("spec", metavar="SPEC")
     v.set_defaults(func=cmd_validate)
-    r = sub.add_parser("replay", help="run a spec over a recorded trace")
-    r.add_argument("trace", metavar="TRACE", help="CSV/JSONL/Parquet with step, loss, …")
-    r.add_argument("--spec", help="spec file (default: the shipped default spec)")
+    r = sub.add_parser("replay", help="run a spec over a recorded trace or training log")
+    _trace_args(r)
     r.add_argument("--out", help="write the annotated trace (.csv/.jsonl/.parquet)")
     r.add_argument("--signals", action="store_true", help="also write every signal column")
     r.set_defaults(func=cmd_replay)
+    c = sub.add_parser("score", help="detection quality of a spec against labelled incidents")
+    _trace_args(c)
+    c.add_argument("--labels", required=True, help="CSV of incidents: start,end[,kind]")
+    c.add_argument("--horizon", type=_nonneg, default=0,
+                   help="an alarm up to N steps before an incident counts (default 0)")
+    c.set_defaults(func=cmd_score)
+    w = sub.add_parser("sweep", help="run a grid/random sample of specs over a trace")
+    _trace_args(w)
+    w.add_argument("--grid", action="append", metavar="PATH=VALUES",
+                   help="lo:hi:step (inclusive) or a,b,c; repeat for more dimensions")
+    w.add_argument("--ranges", help="YAML file of PATH: [lo, hi, step] entries")
+    w.add_argument("--random", type=_nonneg, default=0, metavar="N",
+                   help="sample N distinct points of the grid instead of all of them")
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--labels", help="CSV of incidents: start,end[,kind]")
+    w.add_argument("--horizon", type=_nonneg, default=0)
+    w.add_argument("--out", required=True, help="the table (.csv/.jsonl/.parquet)")
+    w.set_defaults(func=cmd_sweep)
     return p
 
 
+def _trace_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("trace", metavar="TRACE",
+                   help="a log file or run directory (HF trainer_state.json, TensorBoard, "
+                        "Lightning, W&B, LLaMA-Factory, nanoGPT text, CSV/JSONL/Parquet)")
+    p.add_argument("--spec", help="spec file (default: the shipped default spec)")
+    p.add_argument("--format", default="auto", help="log format (default: detected)")
+    p.add_argument("--map", action="append", metavar="NAME=SOURCE",
+                   help="map a canonical column to a source column/tag, e.g. loss=train/loss")
+    p.add_argument("--pattern", help="regex with named groups (step, loss, …) for text logs")
+    p.add_argument("--run", help="which run of a multi-run file (W&B export, TensorBoard)")
+
+
+def _nonneg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr and status 2, like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # usage error (2) or --help (0): a status, not an exception
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return args.func(args)
     except LbwError as exc:

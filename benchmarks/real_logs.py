@@ -1,0 +1,73 @@
+"""The default spec on the six real training logs in ../shared/traces.
+
+For each log (each run of a multi-run file): rows, telemetry the spec reads but the log
+lacks, % of rows nominal after warm-up (steps >= 200), transitions, and where the guard
+left nominal (the transition and its cause). The goal: on healthy real runs the default
+spec stays nominal on >= 98 % of steps after warm-up.
+
+    python benchmarks/real_logs.py [TRACES_DIR]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lbw_sim.guard.engine import replay  # noqa: E402
+from lbw_sim.guard.spec import GuardSpec  # noqa: E402
+from lbw_sim.traces import list_runs, load_trace  # noqa: E402
+
+WARMUP = 200
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "traces"
+
+
+def runs_of(path: Path) -> list[tuple[str, str | None]]:
+    """(label, run) for each run of a log; single-run files give one entry."""
+    runs = list_runs(path)
+    if runs == ["run0"]:
+        return [(path.name, None)]
+    return [(f"{path.name} [{r}]", r) for r in runs]
+
+
+def examine(path: Path, run: str | None, spec: GuardSpec) -> dict:
+    out = replay(load_trace(path, run=run), spec)
+    after = out[out["step"] >= WARMUP]
+    left = out[(out["transition"] != "") & (out["regime"].shift(fill_value=spec.initial)
+                                            == spec.initial)]
+    return {"rows": len(out), "missing": ", ".join(out.attrs["missing"]) or "-",
+            "nominal": (after["regime"] == spec.initial).mean() * 100 if len(after) else 100.0,
+            "transitions": int((out["transition"] != "").sum()),
+            "left": [f"{r.step} {r.transition}: {r.cause}" for r in left.itertuples()]}
+
+
+def main() -> None:
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_DIR
+    files = sorted(p for p in folder.glob("*") if p.name != "README.md")
+    if not files:
+        raise SystemExit(f"no logs in {folder}")
+    spec = GuardSpec.default()
+    print(f"default spec {spec.name} ({spec.hash}); nominal % over rows with step >= {WARMUP}\n")
+    print(f"| log | rows | signals missing | nominal % (step >= {WARMUP}) | transitions | "
+          "left nominal at |")
+    print("|---|---|---|---|---|---|")
+    details = []
+    for path in files:
+        for label, run in runs_of(path):
+            r = examine(path, run, spec)
+            first = "; ".join(r["left"][:3]) + (f"; … {len(r['left']) - 3} more"
+                                                if len(r["left"]) > 3 else "")
+            print(f"| {label} | {r['rows']} | {r['missing']} | {r['nominal']:.1f} | "
+                  f"{r['transitions']} | {first or '-'} |")
+            details.append((label, r["left"]))
+    print("\nevery exit from nominal:")
+    for label, left in details:
+        for line in left[:12]:
+            print(f"  {label[:48]}: {line}")
+        if len(left) > 12:
+            print(f"  {label[:48]}: … {len(left) - 12} more")
+
+
+if __name__ == "__main__":
+    main()
