@@ -106,10 +106,12 @@ def test_lightning_sparse_rows_align_on_step(tmp_path):
     path.write_text(tf.LIGHTNING)
     assert detect_format(path) == "lightning_csv"
     df = load_trace(path)
-    assert list(df.step) == [0, 9, 19, 20, 29, 39]
+    # lr-monitor rows logged no loss: each joins the train row before it (the first one,
+    # before any training row, joins the first)
+    assert list(df.step) == [9, 19, 29, 39]
     assert at(df, 19, "loss") == 4.5 and at(df, 19, "val_loss") == 4.8  # not 4.75 (epoch)
-    assert at(df, 0, "lr") == 0.001 and at(df, 20, "lr") == 0.0005
-    assert math.isnan(at(df, 39, "loss")) and at(df, 39, "val_loss") == 4.1
+    assert at(df, 9, "lr") == 0.001 and at(df, 19, "lr") == 0.0005
+    assert math.isnan(at(df, 39, "loss")) and at(df, 39, "val_loss") == 4.1  # explicit nan
     assert df.attrs["events"] == []
 
 
@@ -329,8 +331,11 @@ def test_real_lightning_metrics():
     assert df.loss.notna().sum() == 2814 and (df.step[df.loss.notna()] % 50 == 49).all()
     assert df.loss.dropna().iloc[0] == pytest.approx(7.6286, abs=1e-3)
     assert 3.4 < df.loss.dropna().iloc[-1] < 3.8
+    # eval rows (steps 14073, …) logged no train loss: they join the train row before them,
+    # so no step reads as a NaN loss
+    assert len(df) == 2814 and df.loss.notna().all()
     val = df[df.val_loss.notna()]
-    assert len(val) == 10 and val.step.iloc[0] == 14073 and val.loss.isna().all()
+    assert len(val) == 10 and val.step.iloc[0] == 14049
     assert {"lr", "grad_norm"} <= set(df.attrs["missing"])
 
 

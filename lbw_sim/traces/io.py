@@ -47,7 +47,7 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
         if isinstance(out[col].dtype, pd.CategoricalDtype):
             out[col] = out[col].astype(str)
     if fmt == "csv":
-        out.to_csv(path, index=False)
+        out.to_csv(path, index=False, na_rep="nan")  # an empty cell would read as "not logged"
     elif fmt == "jsonl":
         out.to_json(path, orient="records", lines=True)
     else:

@@ -18,7 +18,7 @@ from lbw_sim.traces import docs, tables, textlogs
 from lbw_sim.traces.columns import check_mapping
 from lbw_sim.traces.schema import TELEMETRY_COLUMNS, canonicalize
 from lbw_sim.traces.sniff import check_file, detect_dir, detect_file
-from lbw_sim.traces.tables import PRESENT
+from lbw_sim.traces.tables import LOGGED, PRESENT
 
 FORMATS = ("hf_trainer_state", "hf_console", "tensorboard", "lightning_csv", "wandb_csv",
            "wandb_jsonl", "llamafactory_jsonl", "csv", "jsonl", "parquet", "nanogpt",
@@ -26,6 +26,9 @@ FORMATS = ("hf_trainer_state", "hf_console", "tensorboard", "lightning_csv", "wa
 ALIASES = {"trainer_state": "hf_trainer_state", "hf": "hf_trainer_state",
            "lightning": "lightning_csv", "wandb": "wandb_csv", "llamafactory": "llamafactory_jsonl",
            "tb": "tensorboard", "text": "nanogpt", "ndjson": "jsonl", "pq": "parquet"}
+#: Loggers that write one row per logging call, so an empty loss cell means "not logged"
+#: (elsewhere an empty cell is how pandas writes NaN, a value a guard must see).
+SIDE_ROW_FORMATS = ("lightning_csv",)
 MULTI_RUN = ("hf_console", "tensorboard", "wandb_csv")
 READ_ERRORS = (ValueError, KeyError, TypeError, IndexError, OSError, UnicodeError,
                RecursionError, MemoryError, OverflowError, pa.ArrowException)
@@ -59,6 +62,8 @@ def load_trace(path: str | Path, format: str = "auto", *, run: str | None = None
     fmt, target = _resolve(path, format, pattern)
     parsed = [_guard(target, fmt, lambda: _parse(fmt, target, mapping, run, pattern))]
     frame, runs, chosen = parsed.pop()
+    if fmt not in SIDE_ROW_FORMATS and LOGGED in frame:
+        frame = frame.drop(columns=LOGGED)
     held = [frame]
     del frame  # finish() holds the only reference, so it can free the raw frame early
     df, events = _guard(target, fmt, lambda: finish(held.pop()))
@@ -122,6 +127,7 @@ def _parse(fmt: str, path: Path, mapping: dict[str, str], run: str | None,
 def finish(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
     """One row per step: drop empty rows and columns, resolve resumes, merge, canonicalize."""
     present = frame.pop(PRESENT).to_numpy() if PRESENT in frame else None
+    logged = frame.pop(LOGGED).to_numpy() if LOGGED in frame else None
     signals = [c for c in frame.columns if c != "step"]
     empty = [c for c in signals if frame[c].isna().all()]
     if empty:
@@ -135,6 +141,9 @@ def finish(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
         keep &= np.abs(frame["step"].to_numpy(np.float64)) < 2.0**62  # drops NaN/inf too
     if not keep.all():
         frame = frame[keep].reset_index(drop=True)
+        logged = logged[keep] if logged is not None else None
+    if logged is not None and "step" in frame:
+        frame = fold_side_rows(frame, logged)
     if len(frame) == 0 or not signals:
         raise TraceError("no rows with values")
     if "step" not in frame:
@@ -146,6 +155,26 @@ def finish(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
     frame, events = drop_superseded(frame)
     merged = frame.groupby("step", sort=True).last().reset_index()
     return canonicalize(merged), events
+
+
+def fold_side_rows(frame: pd.DataFrame, logged: np.ndarray) -> pd.DataFrame:
+    """Rows that logged no loss (eval, LR-monitor rows) join the last train row before them
+    (rows before the first train row join the first).
+
+    Loggers such as Lightning's CSVLogger write one row per logging call; an eval row at a
+    step with no training row would otherwise become a step whose loss reads as NaN, which a
+    guard must take for a non-finite loss. An explicit "nan" loss is a logged value and stays.
+    """
+    steps = frame["step"].to_numpy(np.float64)
+    train_steps = np.unique(steps[logged])
+    side = ~logged & ~np.isin(steps, train_steps)
+    if len(train_steps) == 0 or not side.any():
+        return frame
+    idx = np.clip(np.searchsorted(train_steps, steps[side], side="right") - 1, 0, None)
+    steps = steps.copy()
+    steps[side] = train_steps[idx]
+    frame["step"] = steps
+    return frame
 
 
 def drop_superseded(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:

@@ -27,6 +27,7 @@ from lbw_sim.traces.sniff import MAX_LINE_BYTES, iter_lines
 BLOCK_BYTES = 16 * 1024**2
 NULLS = ["", "null", "NULL", "None", "NA", "N/A", "n/a"]  # an explicit "nan" is a value
 PRESENT = "_present"  # row had at least one non-null signal value (NaN counts)
+LOGGED = "_loss_logged"  # the row's loss cell was filled (an explicit "nan" counts)
 
 
 def to_float(v: object) -> float:
@@ -56,6 +57,8 @@ def frame_from_chunks(colmap: dict[str, str], chunks: dict[str, list[np.ndarray]
 
     data = {canon: cat(chunks[src], np.float64) for canon, src in colmap.items()}
     data[PRESENT] = cat(chunks[PRESENT], bool)
+    if chunks.get(LOGGED):
+        data[LOGGED] = cat(chunks[LOGGED], bool)
     return pd.DataFrame(data, copy=False)
 
 
@@ -110,12 +113,15 @@ def _stream_csv(path, colmap, sources, delim, stripped, typed: bool) -> pd.DataF
         convert_options=pcsv.ConvertOptions(
             include_columns=raw, column_types={c: ftype for c in raw},
             null_values=NULLS, strings_can_be_null=True))
-    chunks: dict[str, list[np.ndarray]] = {s: [] for s in [*sources, PRESENT]}
+    chunks: dict[str, list[np.ndarray]] = {s: [] for s in [*sources, PRESENT, LOGGED]}
     signals = {stripped.get(s, s) for s in signal_sources(colmap)}
+    loss = stripped.get(colmap["loss"], colmap["loss"]) if "loss" in colmap else None
     with reader:
         for batch in reader:
             _take_batch(batch, sources, raw, chunks, typed)
             chunks[PRESENT].append(any_valid([batch.column(n) for n in raw if n in signals]))
+            if loss is not None:
+                chunks[LOGGED].append(any_valid([batch.column(loss)]))
     return frame_from_chunks(colmap, chunks)
 
 
