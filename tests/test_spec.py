@@ -39,7 +39,7 @@ def test_diff_lists_changed_paths(default):
     other = default.with_values({"thresholds.spike_z": 6.0, "transitions.spike.for": 2,
                                  "regimes.intervene.lr_scale": 0.5})
     diff = default.diff(other)
-    assert ("thresholds.spike_z", 8.0, 6.0) in diff
+    assert ("thresholds.spike_z", 12.0, 6.0) in diff
     assert ("transitions.spike.for", 1, 2) in diff
     assert ("regimes.intervene.lr_scale", 0.25, 0.5) in diff
     assert len(diff) == 3

@@ -82,7 +82,8 @@ def signal_step(kind: int, x: torch.Tensor, step: torch.Tensor, half_life: float
         v_new = a * (s.v + (1.0 - a) * d * d)
         first_out = torch.zeros_like(x)
     elif kind == 2:
-        out = torch.where(warm, xs / s.m, torch.ones_like(x))
+        ratio = torch.where(s.m > floor, xs / s.m, torch.full_like(x, math.nan))
+        out = torch.where(warm, ratio, torch.ones_like(x))
         xc = xs
         if clip > 1.0:
             xc = torch.where(warm & (s.m > 0), torch.clamp(xs, s.m / clip, s.m * clip), xs)

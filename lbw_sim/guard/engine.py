@@ -33,6 +33,7 @@ B_LO, B_HI, B_DOWN, B_UP, B_CONSEC, B_FRAC, B_WINDOW, B_ROLLBACKS = range(8)
 # walk state layout
 S_REGIME, S_ENTERED, S_LR, S_CONSEC, S_WCOUNT, S_WPOS, S_ROLLBACKS, S_STOPPED, S_INIT = range(9)
 STATE_LEN = 9
+COMPLEMENT = {">=": "<", ">": "<=", "<": ">=", "<=": ">", "==": "!=", "!=": "=="}
 
 
 @numba.njit(cache=True, nogil=True)
@@ -321,9 +322,9 @@ def cause_text(compiled: Compiled, k: int, env: dict[str, np.ndarray], t: int) -
     for c in C.comparisons(compiled.trees[k]):
         value = float(env[c.signal][t]) if c.signal in env else float("nan")
         holds = C.CMP_OPS[c.op](value, c.threshold) == c.positive
-        mark = "" if c.positive else "not "
+        op = c.op if c.positive else COMPLEMENT[c.op]   # `not x >= t` reads `x < t`
         if holds:
-            parts.append(f"{mark}{c.signal}={value:.4g} {c.op} {c.threshold:g}")
+            parts.append(f"{c.signal}={value:.4g} {op} {c.threshold:g}")
     spec_t = next(t_ for t_ in compiled.spec.transitions if t_.name == compiled.trans_names[k])
     text = " and ".join(parts) if parts else C.unparse(compiled.trees[k])
     return f"{text} (for {spec_t.for_})"

@@ -10,8 +10,9 @@ Semantics, all in *steps* (a trace logged every N steps decays by N steps per ro
 - `ema_z`: (x - m) / sd using the statistics *before* x (a spike does not hide itself);
   sd = max(sqrt(v), floor·|m|); 0 during warm-up. With `clip`, x enters the statistics
   clipped to m ± clip·sd, so one outlier cannot inflate the variance.
-- `ratio`: x / m (m before x); 1 during warm-up; with `clip`, x enters m clipped to
-  [m/clip, m·clip].
+- `ratio`: x / m (m before x); 1 during warm-up; NaN while m <= floor (a loss that hovers
+  around zero, as in RL objectives, has no meaningful ratio); with `clip`, x enters m
+  clipped to [m/clip, m·clip].
 - `slope`: EMA of Δx/Δstep; 0 during warm-up.
 - `nonfinite`: 1 where any source column is NaN or ±inf, else 0.
 A NaN or inf input yields a NaN signal (comparisons with NaN are false) and leaves the
@@ -65,7 +66,7 @@ def signal_kernel(kind: int, x: np.ndarray, steps: np.ndarray, half_life: float,
             m = m + (1.0 - a) * d
             v = a * (v + (1.0 - a) * d * d)
         elif kind == 2:
-            out[i] = xi / m if warm else 1.0
+            out[i] = (xi / m if m > floor else np.nan) if warm else 1.0
             xc = xi
             if warm and clip > 1.0 and m > 0.0:
                 xc = min(max(xi, m / clip), m * clip)
