@@ -388,3 +388,22 @@ def demo_figure(runs: pd.DataFrame, height: int = 420):
     fig.update_layout(height=height, margin={"l": 60, "r": 20, "t": 30, "b": 40},
                       legend={"orientation": "h", "y": 1.1})
     return fig
+
+
+def regime_at(df: pd.DataFrame, step: int) -> str:
+    """The regime of the last logged row at or before `step` (the first row's if none)."""
+    i = int(np.searchsorted(df["step"].to_numpy(), step, side="right")) - 1
+    return str(df["regime"].iloc[max(i, 0)])
+
+
+def compare_summary(outs: list[pd.DataFrame], names: list[str]) -> pd.DataFrame:
+    """One row per replayed spec: steps per regime, transitions, skips, lowest LR scale."""
+    rows = []
+    for name, out in zip(names, outs):
+        counts = out["regime"].astype(str).value_counts()
+        rows.append({"spec": f"{name}: {out.attrs.get('spec', '')}",
+                     "transitions": int((out["transition"].astype(str) != "").sum()),
+                     "skipped": int(out["skipped"].sum()),
+                     "min LR scale": float(out["lr_scale"].min()),
+                     **{f"steps {r}": int(counts.get(r, 0)) for r in out["regime"].cat.categories}})
+    return pd.DataFrame(rows).fillna(0)
