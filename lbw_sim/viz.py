@@ -323,8 +323,8 @@ def trajectory_figure(paths: pd.DataFrame, land, frames: int = 60, height: int =
     x0, x1, y0, y1 = land.window
     fig.update_xaxes(title_text="parameter x", range=[x0, x1])
     fig.update_yaxes(title_text="parameter y", range=[y0, y1], scaleanchor="x")
-    fig.update_layout(height=height, margin={"l": 60, "r": 20, "t": 30, "b": 40},
-                      legend={"orientation": "h", "y": -0.18},
+    fig.update_layout(height=height, margin={"l": 60, "r": 20, "t": 60, "b": 120},
+                      legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"},
                       updatemenus=[_play_buttons()], sliders=[_step_slider(cuts)])
     return fig
 
@@ -346,7 +346,8 @@ def _path_trace(g: pd.DataFrame, arm: str, lr: float, upto: int):
 
 
 def _play_buttons() -> dict:
-    return {"type": "buttons", "direction": "left", "x": 0.0, "y": -0.08, "xanchor": "left",
+    return {"type": "buttons", "direction": "left", "x": 0.0, "y": -0.2, "xanchor": "left",
+            "yanchor": "top",
             "buttons": [
                 {"label": "▶ Play", "method": "animate",
                  "args": [None, {"frame": {"duration": 60, "redraw": False},
@@ -357,7 +358,7 @@ def _play_buttons() -> dict:
 
 
 def _step_slider(cuts: np.ndarray) -> dict:
-    return {"active": len(cuts) - 1, "x": 0.18, "len": 0.82, "y": -0.02,
+    return {"active": len(cuts) - 1, "x": 0.2, "len": 0.8, "y": -0.14, "yanchor": "top",
             "currentvalue": {"prefix": "step "},
             "steps": [{"label": str(c), "method": "animate",
                        "args": [[str(c)], {"frame": {"duration": 0, "redraw": False},
@@ -371,11 +372,13 @@ def demo_figure(runs: pd.DataFrame, height: int = 420):
 
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32],
                         vertical_spacing=0.05)
-    for arm, color in (("plain", UNGUARDED_COLOR), ("guarded", "#1f77b4")):
+    for arm, color, dash in (("guarded", "#1f77b4", "solid"),
+                             ("plain", UNGUARDED_COLOR, "dash")):
         g = runs[runs["arm"] == arm]
         label = "unguarded" if arm == "plain" else "guarded"
-        fig.add_trace(go.Scatter(x=g["step"], y=g["loss"].clip(lower=1e-30), mode="lines",
-                                 name=f"{label} loss", line={"color": color, "width": 2}),
+        fig.add_trace(go.Scatter(x=g["step"], y=g["loss"].clip(lower=1e-12), mode="lines",
+                                 name=f"{label} loss",
+                                 line={"color": color, "width": 2, "dash": dash}),
                       row=1, col=1)
     guarded = runs[runs["arm"] == "guarded"]
     fig.add_trace(go.Scatter(x=guarded["step"], y=guarded["lr_scale"], mode="lines",

@@ -15,7 +15,7 @@ def example_replay():
     return replay(trace, GuardSpec.default()), incidents
 
 
-st.title("🛡️ LBW Studio")
+st.title("LBW Studio")
 st.markdown(
     "A **Learn-by-Wire guard** sits above an optimizer such as AdamW. Each step it reads "
     "training telemetry (loss, gradient norm, non-finite values), decides which **regime** "
@@ -25,7 +25,7 @@ st.markdown(
 )
 
 st.subheader("One-click demo: the same run, unguarded and guarded")
-if st.button("▶ Run the demo", type="primary", key="home_demo"):
+if st.button("Run the demo", icon=":material/play_arrow:", type="primary", key="home_demo"):
     from lbw_sim.sim.trajectories import demo_runs
 
     with st.spinner("Training twice on CPU…"):
@@ -35,10 +35,10 @@ if runs is not None:
     plain, guarded = (runs[runs["arm"] == a] for a in ("plain", "guarded"))
     left, right = st.columns(2)
     left.metric("Unguarded", f"diverged at step {int(plain['step'].iloc[-1])}"
-                if len(plain) < len(guarded) else "stable",
-                f"loss {plain['loss'].iloc[-1]:.3g}", delta_color="off")
-    right.metric("Guarded", "held stable" if guarded["loss"].iloc[-1] < 1 else "not held",
-                 f"loss {guarded['loss'].iloc[-1]:.3g}", delta_color="off")
+                if len(plain) < len(guarded) else "stable")
+    left.caption(f"last loss {plain['loss'].iloc[-1]:.3g}")
+    right.metric("Guarded", "held stable" if guarded["loss"].iloc[-1] < 1 else "not held")
+    right.caption(f"final loss {guarded['loss'].iloc[-1]:.3g}")
     st.plotly_chart(demo_figure(runs), width="stretch", key="home_demo_chart")
     st.caption("Gradient descent on a quadratic with curvature 10, the LR warming up to 0.3 — "
                "past the edge of stability 2/λ = 0.2. Unguarded, the loss grows ×4 per step "
