@@ -265,7 +265,7 @@ def controls_figure(df: pd.DataFrame, height: int = 300):
             y = df[col].to_numpy(np.float64)
             idx = display_index(step, y)
             fig.add_trace(go.Scattergl(x=step[idx], y=y[idx], mode="lines", name=col,
-                                       line={"width": 1.5, "color": color, "shape": "hv"}))
+                                       line={"width": 1.5, "color": color}))
     if "skipped" in df.columns and df["skipped"].any():
         sk = df[df["skipped"].astype(bool)]
         fig.add_trace(go.Scattergl(x=sk["step"], y=np.zeros(len(sk)), mode="markers",
@@ -275,8 +275,9 @@ def controls_figure(df: pd.DataFrame, height: int = 300):
         _add_bands(fig, df)
     fig.update_yaxes(title_text="scale (×)", range=[-0.05, 1.1])
     fig.update_xaxes(title_text="step")
-    fig.update_layout(height=height, margin={"l": 70, "r": 20, "t": 30, "b": 40},
-                      legend={"orientation": "h", "y": 1.12}, hovermode="x unified")
+    fig.update_layout(height=height, margin={"l": 70, "r": 20, "t": 70, "b": 40},
+                      legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"},
+                      hovermode="x unified")
     return fig
 
 

@@ -141,7 +141,7 @@ def preview(spec: GuardSpec, base: GuardSpec) -> None:
     step = st.slider("Step to show on the diagram (its regime is outlined)", int(steps.iloc[0]),
                      int(steps.iloc[-1]), default, key="preview_step")
     active = regime_at(out, step)
-    left, right = st.columns([3, 2])
+    left, right = st.columns([3, 1])
     with left:
         fig = trace_figure(out, height=470)
         fig.add_vline(x=step, line_color="#000", line_width=1)
@@ -150,12 +150,13 @@ def preview(spec: GuardSpec, base: GuardSpec) -> None:
                    "it enters; the bottom panel is the LR scale it applies (× = skipped). Any "
                    "valid edit re-runs this at once.")
     with right:
-        st.graphviz_chart(to_dot(spec, active=active), width="stretch")
-        st.caption(f"State diagram of this spec; at step {step} the guard is in **{active}** "
-                   "(thick outline). Double outline = initial regime.")
+        st.markdown("**Time in each regime**")
         st.dataframe(time_in_regime(out), hide_index=True, width="stretch",
                      column_config={"share": st.column_config.ProgressColumn(
                          "share", min_value=0.0, max_value=1.0, format="percent")})
+    st.graphviz_chart(to_dot(spec, active=active), width="stretch")
+    st.caption(f"State diagram of this spec; at step {step} (the black line above) the guard "
+               f"is in **{active}** (thick outline). Double outline = initial regime.")
     st.markdown("**Transitions in the preview**")
     st.dataframe(transitions_table(out), hide_index=True, width="stretch", key="preview_fired")
     st.markdown(f"**Changes against `{base.name}`** (the spec this design started from)")

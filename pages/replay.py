@@ -41,7 +41,8 @@ st.caption("Per spec: steps in each regime, transitions fired, skipped updates a
 figs = []
 for col, name, spec, out in zip(st.columns(len(outs)), names, specs, outs):
     with col:
-        fig = trace_figure(out, title=f"{name}: {spec.name} ({spec.hash})", height=520)
+        st.markdown(f"**{name}: `{spec.name}`** · hash `{spec.hash}`")
+        fig = trace_figure(out, height=520)
         figs.append(fig)
         st.plotly_chart(fig, width="stretch", key=f"replay_chart_{name}")
 st.caption("Loss (nats) and gradient norm (L2) of the log, with the regime each spec was in "
