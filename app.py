@@ -2,9 +2,13 @@
 
 import streamlit as st
 
-st.set_page_config(page_title="LBW Studio", page_icon="🛡️", layout="wide")
+st.set_page_config(page_title="LBW Studio", page_icon=":material/shield:", layout="wide")
 
 pages = [
-    st.Page("pages/home.py", title="Home", icon="🛡️", default=True),
+    st.Page("pages/home.py", title="Home", icon=":material/shield:", default=True),
+    st.Page("pages/designer.py", title="Guard designer", icon=":material/tune:"),
+    st.Page("pages/regimes.py", title="Regimes", icon=":material/traffic:"),
+    st.Page("pages/replay.py", title="Replay", icon=":material/replay:"),
+    st.Page("pages/trajectories.py", title="Trajectories", icon=":material/route:"),
 ]
 st.navigation(pages).run()

@@ -37,6 +37,7 @@ def display_index(x: np.ndarray, y: np.ndarray, n_out: int = MAX_POINTS) -> np.n
 
     idx = MinMaxLTTBDownsampler().downsample(x.astype(np.float64), y.astype(np.float64),
                                              n_out=n_out)
+    idx = idx.astype(np.int64)
     bad = np.flatnonzero(~finite)
     return np.union1d(idx, bad[:: max(1, len(bad) // 200)]) if len(bad) else idx
 
@@ -71,17 +72,21 @@ def trace_figure(df: pd.DataFrame, panels: tuple[str, ...] = ("loss", "grad_norm
     panels = tuple(p for p in panels if p in df.columns)
     fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.04)
     step = df["step"].to_numpy()
+    shapes, notes = [], []
     for i, col in enumerate(panels, start=1):
         y = pd.to_numeric(df[col], errors="coerce").to_numpy(np.float64)
         idx = display_index(step, y)
         fig.add_trace(go.Scattergl(x=step[idx], y=y[idx], mode="lines", name=col,
                                    line={"width": 1.2}), row=i, col=1)
         fig.update_yaxes(title_text=_UNITS.get(col, col), row=i, col=1)
-        for label, value in (thresholds or {}).get(col, {}).items():
-            fig.add_hline(y=value, line_dash="dot", line_color="#555", row=i, col=1,
-                          annotation_text=label, annotation_position="top left")
+        for label, v in (thresholds or {}).get(col, {}).items():
+            line, note = hline(i, v, "#555", "dot", label)
+            shapes.append(line)
+            notes.append(note)
     if "regime" in df.columns:
-        _add_bands(fig, df)
+        _add_bands(fig, df, shapes, notes)
+    else:
+        add_shapes(fig, shapes, notes)
     if "skipped" in df.columns and "lr_scale" in panels and df["skipped"].any():
         sk = df[df["skipped"].astype(bool)]
         fig.add_trace(go.Scattergl(x=sk["step"], y=sk["lr_scale"], mode="markers",
@@ -94,7 +99,51 @@ def trace_figure(df: pd.DataFrame, panels: tuple[str, ...] = ("loss", "grad_norm
     return fig
 
 
-def _add_bands(fig, df: pd.DataFrame) -> None:
+def _axes(row: int) -> tuple[str, str]:
+    """Plotly's axis names of subplot row `row` (1-based) in a one-column figure."""
+    return ("x", "y") if row == 1 else (f"x{row}", f"y{row}")
+
+
+def hline(row: int, value: float, color: str, dash: str, text: str = "",
+          position: str = "top left") -> tuple[dict, dict | None]:
+    """A horizontal line across subplot `row` and its label, as plain dicts.
+
+    Plain dicts added in one `update_layout` call are ~100× faster than `fig.add_hline`,
+    which re-validates the whole layout per call; the latency budget depends on it.
+    """
+    xa, ya = _axes(row)
+    shape = {"type": "line", "xref": f"{xa} domain", "x0": 0, "x1": 1, "yref": ya,
+             "y0": value, "y1": value, "line": {"color": color, "dash": dash, "width": 1.2}}
+    if not text:
+        return shape, None
+    right = position.endswith("right")
+    note = {"xref": f"{xa} domain", "x": 1 if right else 0, "yref": ya, "y": value,
+            "text": text, "showarrow": False, "font": {"size": 10, "color": color},
+            "xanchor": "right" if right else "left",
+            "yanchor": "bottom" if position.startswith("top") else "top"}
+    return shape, note
+
+
+def hrect(row: int, low: float, high: float, color: str) -> dict:
+    xa, ya = _axes(row)
+    return {"type": "rect", "xref": f"{xa} domain", "x0": 0, "x1": 1, "yref": ya, "y0": low,
+            "y1": high, "fillcolor": color, "opacity": 0.13, "line": {"width": 0},
+            "layer": "below"}
+
+
+def add_shapes(fig, shapes: list[dict], notes: list[dict | None] = ()) -> None:
+    """Append shapes and annotations in one layout update."""
+    fig.update_layout(shapes=[*fig.layout.shapes, *shapes],
+                      annotations=[*fig.layout.annotations, *(n for n in notes if n)])
+
+
+def _add_bands(fig, df: pd.DataFrame, shapes: list[dict] | None = None,
+               notes: list[dict | None] = ()) -> None:
+    """Regime bands behind every row (the most common regime unshaded), plus `shapes`.
+
+    One paper-high rectangle per run covers all rows (the x axes are shared), and every
+    shape is set in a single layout update: plotly validates each shape it is given.
+    """
     import plotly.graph_objects as go
 
     seg = regime_segments(df)
@@ -102,9 +151,10 @@ def _add_bands(fig, df: pd.DataFrame) -> None:
     loud = seg[~quiet]
     if len(loud) > MAX_BANDS:
         loud = loud.loc[(loud["end"] - loud["start"]).nlargest(MAX_BANDS).index]
-    for row in loud.itertuples():
-        fig.add_vrect(x0=row.start, x1=row.end, fillcolor=regime_color(row.regime),
-                      opacity=0.18, line_width=0, layer="below")
+    bands = [{"type": "rect", "xref": "x", "x0": r.start, "x1": r.end, "yref": "paper",
+              "y0": 0, "y1": 1, "layer": "below", "fillcolor": regime_color(r.regime),
+              "opacity": 0.18, "line": {"width": 0}} for r in loud.itertuples()]
+    add_shapes(fig, [*bands, *(shapes or [])], notes)
     for name in dict.fromkeys(seg["regime"]):
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"regime: {name}",
                                  marker={"size": 10, "symbol": "square",
@@ -113,3 +163,251 @@ def _add_bands(fig, df: pd.DataFrame) -> None:
 
 _UNITS = {"loss": "loss (nats)", "grad_norm": "grad norm (L2)", "lr_scale": "LR scale (×)",
           "lr": "learning rate", "val_loss": "val loss (nats)", "update_norm": "update norm"}
+
+
+# --- signals against thresholds, controls, comparisons ------------------------------------
+
+_SIGNAL_UNITS = {"ema_z": "σ (z-score)", "ratio": "× its EMA", "slope": "per step",
+                 "nonfinite": "flag (0/1)", "ema": "EMA"}
+
+
+def signal_unit(spec, name: str) -> str:
+    """Axis title for a signal: its name and what its numbers mean."""
+    kind = spec.signals[name].kind if name in spec.signals else ""
+    return f"{name} ({_SIGNAL_UNITS.get(kind, kind)})"
+
+
+def _y_range(y: np.ndarray, levels: list[float]) -> list[float] | None:
+    """A range that keeps the thresholds readable when a spike is 50× above them."""
+    finite = y[np.isfinite(y)]
+    if not levels or not len(finite):
+        return None
+    top = max(max(levels) * 2.0, float(np.quantile(finite, 0.995)))
+    bottom = min(min(levels), float(np.quantile(finite, 0.005)))
+    pad = 0.05 * (top - bottom or 1.0)
+    return [bottom - pad, min(top, float(finite.max())) + pad]
+
+
+def signal_figure(df: pd.DataFrame, spec, signals: list[str] | None = None,
+                  height_per_panel: int = 190):
+    """Each signal against its entry and exit thresholds; the hysteresis band is shaded.
+
+    The band between exit and entry is filled in the colour of the regime it guards; a
+    dashed line marks entry, a dotted line exit; regime bands run behind every panel.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from lbw_sim.guard.bands import bands, thresholds
+
+    names = [s for s in (signals or list(spec.signals)) if s in df.columns]
+    fig = make_subplots(rows=max(len(names), 1), cols=1, shared_xaxes=True,
+                        vertical_spacing=0.03)
+    step = df["step"].to_numpy()
+    all_bands, leaves = bands(spec), thresholds(spec)
+    shapes, notes = [], []
+    for i, name in enumerate(names, start=1):
+        y = pd.to_numeric(df[name], errors="coerce").to_numpy(np.float64)
+        idx = display_index(step, y)
+        fig.add_trace(go.Scattergl(x=step[idx], y=y[idx], mode="lines", name=name,
+                                   line={"width": 1.1, "color": "#333"}, showlegend=False),
+                      row=i, col=1)
+        more, more_notes, drawn = _signal_levels(i, name, all_bands, leaves)
+        shapes += more
+        notes += more_notes
+        rng = _y_range(y, [v for v, _ in drawn])
+        fig.update_yaxes(title_text=signal_unit(spec, name), range=rng, row=i, col=1)
+    if "regime" in df.columns:
+        _add_bands(fig, df, shapes, notes)
+    else:
+        add_shapes(fig, shapes, notes)
+    fig.update_xaxes(title_text="step", row=max(len(names), 1), col=1)
+    fig.update_layout(height=max(height_per_panel * len(names), 240) + 60,
+                      margin={"l": 70, "r": 20, "t": 30, "b": 40},
+                      legend={"orientation": "h", "y": 1.04}, hovermode="x unified")
+    return fig
+
+
+def _signal_levels(row: int, name: str, all_bands: list, leaves: list
+                   ) -> tuple[list[dict], list[dict | None], set[tuple[float, str]]]:
+    """Band fills, entry (dashed) and exit (dotted) lines, and other thresholds of a signal."""
+    shapes, notes, drawn = [], [], set()
+    for b in (b for b in all_bands if b.signal == name):
+        color = regime_color(b.regime)
+        shapes.append(hrect(row, b.low, b.high, color))
+        sign_in, sign_out = (">", "<") if b.rising else ("<", ">")
+        for value, dash, text, pos in (
+                (b.entry, "dash", f"enter {b.regime}: {sign_in} {b.entry:g}", "top left"),
+                (b.exit, "dot", f"exit ({b.leave}): {sign_out} {b.exit:g}", "bottom left")):
+            if (value, dash) not in drawn:
+                drawn.add((value, dash))
+                line, note = hline(row, value, color, dash, text, pos)
+                shapes.append(line)
+                notes.append(note)
+    for leaf in leaves:
+        if leaf.signal == name and not any(v == leaf.value for v, _ in drawn):
+            drawn.add((leaf.value, "dashdot"))
+            line, note = hline(row, leaf.value, "#777", "dashdot",
+                               f"{leaf.transition}: {leaf.op} {leaf.value:g}", "top right")
+            shapes.append(line)
+            notes.append(note)
+    return shapes, notes, drawn
+
+
+def controls_figure(df: pd.DataFrame, height: int = 300):
+    """The guard's outputs: LR scale and momentum scale (×), skipped steps as crosses."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    step = df["step"].to_numpy()
+    for col, color in (("lr_scale", "#1f77b4"), ("momentum_scale", "#8c564b")):
+        if col in df.columns:
+            y = df[col].to_numpy(np.float64)
+            idx = display_index(step, y)
+            fig.add_trace(go.Scattergl(x=step[idx], y=y[idx], mode="lines", name=col,
+                                       line={"width": 1.5, "color": color}))
+    if "skipped" in df.columns and df["skipped"].any():
+        sk = df[df["skipped"].astype(bool)]
+        fig.add_trace(go.Scattergl(x=sk["step"], y=np.zeros(len(sk)), mode="markers",
+                                   name="skipped update", marker={"symbol": "x", "size": 7,
+                                                                  "color": regime_color("skip")}))
+    if "regime" in df.columns:
+        _add_bands(fig, df)
+    fig.update_yaxes(title_text="scale (×)", range=[-0.05, 1.1])
+    fig.update_xaxes(title_text="step")
+    fig.update_layout(height=height, margin={"l": 70, "r": 20, "t": 70, "b": 40},
+                      legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"},
+                      hovermode="x unified")
+    return fig
+
+
+def transitions_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows where a transition fired: step, transition, the regime it led to, and why."""
+    fired = df.loc[df["transition"].astype(str) != "", ["step", "transition", "regime", "cause"]]
+    return fired.astype({"transition": str, "regime": str, "cause": str}).reset_index(drop=True)
+
+
+# --- trajectories on 2-D landscapes -------------------------------------------------------
+
+UNGUARDED_COLOR = "#555555"
+
+
+def trajectory_figure(paths: pd.DataFrame, land, frames: int = 60, height: int = 620):
+    """Contours of the landscape and every path, animated with play/pause and a step slider.
+
+    Plain paths are grey and dashed; guarded paths are drawn as markers coloured by the
+    regime the guard was in at that step (SVG traces: no WebGL context is used).
+    """
+    import plotly.graph_objects as go
+
+    X, Y, Z = land.mesh(120)
+    fig = go.Figure(go.Contour(x=X[0], y=Y[:, 0], z=np.log10(Z - Z.min() + 1e-3),
+                               colorscale="Blues", reversescale=True, showscale=True,
+                               contours={"coloring": "heatmap"}, opacity=0.75, name="landscape",
+                               colorbar={"title": {"text": "log10 loss"}, "len": 0.8},
+                               hoverinfo="skip"))
+    groups = list(paths.groupby(["arm", "lr"], sort=False))
+    n_steps = int(paths["step"].max())
+    cuts = np.unique(np.linspace(0, n_steps, min(frames, n_steps + 1)).astype(int))
+    for (arm, lr), g in groups:
+        fig.add_trace(_path_trace(g, arm, lr, n_steps))
+    fig.add_trace(go.Scatter(x=[land.start[0]], y=[land.start[1]], mode="markers",
+                             name="start", marker={"symbol": "star", "size": 14,
+                                                   "color": "#000"}))
+    for name in dict.fromkeys(paths.loc[paths["arm"] == "guarded", "regime"]):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"regime: {name}",
+                                 marker={"size": 10, "color": regime_color(name)}))
+    traces = list(range(1, len(groups) + 1))
+    fig.frames = [go.Frame(name=str(c), traces=traces,
+                           data=[_path_trace(g, arm, lr, c) for (arm, lr), g in groups])
+                  for c in cuts]
+    x0, x1, y0, y1 = land.window
+    fig.update_xaxes(title_text="parameter x", range=[x0, x1])
+    fig.update_yaxes(title_text="parameter y", range=[y0, y1], scaleanchor="x")
+    fig.update_layout(height=height, margin={"l": 60, "r": 20, "t": 60, "b": 120},
+                      legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"},
+                      updatemenus=[_play_buttons()], sliders=[_step_slider(cuts)])
+    return fig
+
+
+def _path_trace(g: pd.DataFrame, arm: str, lr: float, upto: int):
+    import plotly.graph_objects as go
+
+    part = g[g["step"] <= upto]
+    guarded = arm == "guarded"
+    colors = [regime_color(r) for r in part["regime"]] if guarded else UNGUARDED_COLOR
+    return go.Scatter(x=part["x"], y=part["y"], mode="lines+markers",
+                      name=f"{'guarded' if guarded else 'plain'} lr={lr:g}",
+                      line={"width": 1.5, "dash": "solid" if guarded else "dash",
+                            "color": "#1f77b4" if guarded else UNGUARDED_COLOR},
+                      marker={"size": 5 if guarded else 3, "color": colors},
+                      customdata=part[["step", "loss"]].to_numpy(),
+                      hovertemplate="step %{customdata[0]}<br>loss %{customdata[1]:.3g}"
+                                    "<extra>%{fullData.name}</extra>")
+
+
+def _play_buttons() -> dict:
+    return {"type": "buttons", "direction": "left", "x": 0.0, "y": -0.2, "xanchor": "left",
+            "yanchor": "top",
+            "buttons": [
+                {"label": "▶ Play", "method": "animate",
+                 "args": [None, {"frame": {"duration": 60, "redraw": False},
+                                 "transition": {"duration": 0}, "fromcurrent": True}]},
+                {"label": "⏸ Pause", "method": "animate",
+                 "args": [[None], {"frame": {"duration": 0, "redraw": False},
+                                   "mode": "immediate", "transition": {"duration": 0}}]}]}
+
+
+def _step_slider(cuts: np.ndarray) -> dict:
+    return {"active": len(cuts) - 1, "x": 0.2, "len": 0.8, "y": -0.14, "yanchor": "top",
+            "currentvalue": {"prefix": "step "},
+            "steps": [{"label": str(c), "method": "animate",
+                       "args": [[str(c)], {"frame": {"duration": 0, "redraw": False},
+                                           "mode": "immediate"}]} for c in cuts]}
+
+
+def demo_figure(runs: pd.DataFrame, height: int = 420):
+    """Home's demo: loss of the plain and guarded run (log scale), guard regimes behind."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32],
+                        vertical_spacing=0.05)
+    for arm, color, dash in (("guarded", "#1f77b4", "solid"),
+                             ("plain", UNGUARDED_COLOR, "dash")):
+        g = runs[runs["arm"] == arm]
+        label = "unguarded" if arm == "plain" else "guarded"
+        fig.add_trace(go.Scatter(x=g["step"], y=g["loss"].clip(lower=1e-12), mode="lines",
+                                 name=f"{label} loss",
+                                 line={"color": color, "width": 2, "dash": dash}),
+                      row=1, col=1)
+    guarded = runs[runs["arm"] == "guarded"]
+    fig.add_trace(go.Scatter(x=guarded["step"], y=guarded["lr_scale"], mode="lines",
+                             name="guard LR scale", line={"color": "#1f77b4", "shape": "hv"}),
+                  row=2, col=1)
+    _add_bands(fig, guarded)
+    fig.update_yaxes(type="log", title_text="loss (log)", exponentformat="power", row=1, col=1)
+    fig.update_yaxes(title_text="LR scale (×)", range=[0, 1.1], row=2, col=1)
+    fig.update_xaxes(title_text="step", row=2, col=1)
+    fig.update_layout(height=height, margin={"l": 60, "r": 20, "t": 30, "b": 40},
+                      legend={"orientation": "h", "y": 1.1})
+    return fig
+
+
+def regime_at(df: pd.DataFrame, step: int) -> str:
+    """The regime of the last logged row at or before `step` (the first row's if none)."""
+    i = int(np.searchsorted(df["step"].to_numpy(), step, side="right")) - 1
+    return str(df["regime"].iloc[max(i, 0)])
+
+
+def compare_summary(outs: list[pd.DataFrame], names: list[str]) -> pd.DataFrame:
+    """One row per replayed spec: steps per regime, transitions, skips, lowest LR scale."""
+    rows = []
+    for name, out in zip(names, outs):
+        counts = out["regime"].astype(str).value_counts()
+        rows.append({"spec": f"{name}: {out.attrs.get('spec', '')}",
+                     "transitions": int((out["transition"].astype(str) != "").sum()),
+                     "skipped": int(out["skipped"].sum()),
+                     "min LR scale": float(out["lr_scale"].min()),
+                     **{f"steps {r}": int(counts.get(r, 0)) for r in out["regime"].cat.categories}})
+    return pd.DataFrame(rows).fillna(0)

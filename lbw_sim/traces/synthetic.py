@@ -74,3 +74,28 @@ def demo_trace(n: int = 3000, seed: int = 0) -> tuple[pd.DataFrame, list[Inciden
     incidents = [Incident("loss_spike", int(n * 0.4), 3, 4.0),
                  Incident("nan_storm", int(n * 0.7), 4)]
     return inject(healthy(n, seed), incidents), incidents
+
+
+def _divergence_trace(seed: int = 1) -> tuple[pd.DataFrame, list[Incident]]:
+    incidents = [Incident("grad_spike", 1200, 2, 3.0), Incident("divergence", 3200, 400, 30.0)]
+    return inject(healthy(4000, seed), incidents), incidents
+
+
+def _sparse_trace(seed: int = 2) -> tuple[pd.DataFrame, list[Incident]]:
+    incidents = [Incident("loss_spike", 6000, 30, 3.0), Incident("nan_storm", 14000, 60)]
+    return inject(healthy(20000, seed, every=10), incidents), incidents
+
+
+#: The studio's built-in examples: label -> builder of (trace, incidents).
+EXAMPLES = {
+    "Spike and NaN storm (3,000 steps)": demo_trace,
+    "Grad spike, then divergence (4,000 steps)": _divergence_trace,
+    "Sparse log every 10 steps (20,000 steps)": _sparse_trace,
+}
+
+
+def example(label: str) -> tuple[pd.DataFrame, list[Incident]]:
+    """A built-in example by its label (KeyError names the labels)."""
+    if label not in EXAMPLES:
+        raise KeyError(f"no example {label!r}; known: {list(EXAMPLES)}")
+    return EXAMPLES[label]()

@@ -1,0 +1,70 @@
+"""Server time of a threshold edit on a 100,000-step trace (Designer/Regimes page logic).
+
+A threshold change in the studio rebuilds the spec from the edited tables, re-runs the
+replay with signals, and rebuilds the figures the pages draw. Goal: < 300 ms in all.
+Prints a table of medians and one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+from lbw_sim.guard.editor import spec_from_tables, spec_tables
+from lbw_sim.guard.engine import replay
+from lbw_sim.guard.spec import GuardSpec
+from lbw_sim.traces.synthetic import Incident, healthy, inject
+from lbw_sim.viz import controls_figure, signal_figure, trace_figure, transitions_table
+
+N = 100_000
+REPEATS = 7
+GOAL_MS = 300.0
+
+
+def one_edit(trace, base: GuardSpec, tables: dict, value: float) -> dict[str, float]:
+    """Time each stage of what a rerun after one threshold edit does."""
+    marks = {}
+    t0 = time.perf_counter()
+    edited = {**tables, "thresholds": tables["thresholds"].copy()}
+    edited["thresholds"].loc[edited["thresholds"]["name"] == "spike_z", "value"] = value
+    spec = spec_from_tables(base, edited)
+    t1 = time.perf_counter()
+    out = replay(trace, spec, signals=True)
+    t2 = time.perf_counter()
+    signal_figure(out, spec)
+    controls_figure(out)
+    transitions_table(out)
+    t3 = time.perf_counter()
+    trace_figure(out)
+    t4 = time.perf_counter()
+    marks["spec from tables"] = (t1 - t0) * 1e3
+    marks["replay with signals"] = (t2 - t1) * 1e3
+    marks["Regimes figures"] = (t3 - t2) * 1e3
+    marks["Designer preview figure"] = (t4 - t3) * 1e3
+    marks["Regimes page total"] = (t3 - t0) * 1e3
+    marks["Designer page total"] = (t2 - t0 + t4 - t3) * 1e3
+    return marks
+
+
+def main() -> None:
+    trace = inject(healthy(N, 0), [Incident("loss_spike", 30_000, 3, 4.0),
+                                   Incident("grad_spike", 50_000, 2, 3.0),
+                                   Incident("nan_storm", 70_000, 4)])
+    base = GuardSpec.default()
+    tables = spec_tables(base)
+    one_edit(trace, base, tables, 7.0)  # warm numba and plotly imports
+    runs = [one_edit(trace, base, tables, 6.0 + 0.25 * i) for i in range(REPEATS)]
+    medians = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    print(f"threshold edit on a {N:,}-step trace, median of {REPEATS} (ms):")
+    for k, v in medians.items():
+        print(f"  {k:<26} {v:8.1f}")
+    worst = max(medians["Regimes page total"], medians["Designer page total"])
+    print(f"  goal < {GOAL_MS:.0f} ms: {'met' if worst < GOAL_MS else 'NOT met'}")
+    print(json.dumps({"bench": "page_latency", "steps": N, "median_ms": {
+        k: round(v, 1) for k, v in medians.items()}, "goal_ms": GOAL_MS,
+        "met": worst < GOAL_MS}))
+
+
+if __name__ == "__main__":
+    main()

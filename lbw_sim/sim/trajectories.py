@@ -1,0 +1,126 @@
+"""Optimizer paths on 2-D landscapes, plain and guarded, for teaching the mechanism.
+
+`run_paths` starts each arm (the plain optimizer, and the same optimizer wrapped in
+`GuardedOptimizer`) from the landscape's start point at several peak learning rates and
+records every step: position, loss, and for the guarded arm the regime and LR scale the
+guard applied. A run that leaves all reason (non-finite or |p| > `escape`) stops there.
+
+Why the edge-of-stability preset uses plain gradient descent: on a quadratic, gradient
+descent diverges once lr > 2/lambda_max, while AdamW divides each step by sqrt(v), so its
+step stays near lr and it hovers in the basin at any constant LR instead of leaving it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lbw_sim.guard.optim import GuardedOptimizer
+from lbw_sim.guard.spec import GuardSpec
+from lbw_sim.sim.landscapes import Landscape, get_landscape
+
+OPTIMIZERS = ("adamw", "sgd")
+ARMS = ("plain", "guarded")
+
+
+@dataclass(frozen=True)
+class PathConfig:
+    """What to run: landscape, optimizer, peak LRs, steps and linear LR warm-up (steps)."""
+
+    landscape: str = "edge_of_stability"
+    optimizer: str = "sgd"
+    lrs: tuple[float, ...] = (0.1, 0.3)
+    steps: int = 150
+    warmup: int = 30
+    escape: float = 1e3
+
+
+#: Presets the Trajectories page offers; the edge-of-stability one is the guard's showcase.
+PRESETS: dict[str, PathConfig] = {
+    "edge_of_stability": PathConfig(),
+    "rosenbrock": PathConfig("rosenbrock", "adamw", (0.01, 0.05, 0.2), 300, 0),
+    "ill_conditioned": PathConfig("ill_conditioned", "adamw", (0.05, 0.2, 0.8), 200, 0),
+    "rastrigin": PathConfig("rastrigin", "adamw", (0.05, 0.3, 1.0), 200, 0),
+}
+
+
+def make_optimizer(name: str, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    """Plain AdamW (no weight decay, so the landscape's minimum stays the minimum) or GD."""
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r} (one of {', '.join(OPTIMIZERS)})")
+
+
+def run_path(land: Landscape, cfg: PathConfig, lr: float, guarded: bool,
+             spec: GuardSpec | None = None) -> pd.DataFrame:
+    """One arm at one peak LR: a row per step (step 0 = the start point)."""
+    p = land.param(dtype=torch.float64)
+    inner = make_optimizer(cfg.optimizer, [p], lr)
+    opt = GuardedOptimizer(inner, spec or GuardSpec.default()) if guarded else inner
+    xy, losses = [p.detach().numpy().copy()], [_loss(land, p)]
+    for step in range(cfg.steps):
+        for group in inner.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else lr
+        opt.zero_grad()
+        loss = land.loss(p)
+        loss.backward()
+        opt.step(loss=loss) if guarded else opt.step()
+        here = p.detach().numpy().copy()
+        if not np.isfinite(here).all() or np.abs(here).max() > cfg.escape:
+            break
+        xy.append(here)
+        losses.append(_loss(land, p))
+    out = pd.DataFrame({"step": np.arange(len(xy)), "x": [v[0] for v in xy],
+                        "y": [v[1] for v in xy], "loss": losses})
+    out["regime"], out["lr_scale"], out["skipped"] = "unguarded", 1.0, False
+    if guarded:
+        tr = opt.trace()
+        n = min(len(tr), len(out) - 1)
+        out.loc[1:n, "regime"] = tr["regime"].astype(str).to_numpy()[:n]
+        out.loc[1:n, "lr_scale"] = tr["lr_scale"].to_numpy()[:n]
+        out.loc[1:n, "skipped"] = tr["skipped"].to_numpy()[:n]
+        out.loc[0, "regime"] = (spec or GuardSpec.default()).initial
+    return out
+
+
+def _loss(land: Landscape, p: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(land.loss(p))
+
+
+def demo_runs(lr: float = 0.3) -> pd.DataFrame:
+    """Home's one-click demo: GD past the edge of stability, unguarded and guarded."""
+    return run_paths(PathConfig(lrs=(lr,)))
+
+
+def run_paths(cfg: PathConfig, spec: GuardSpec | None = None) -> pd.DataFrame:
+    """Every arm at every LR, long format: arm, lr, step, x, y, loss, regime, lr_scale."""
+    land = get_landscape(cfg.landscape)
+    parts = []
+    for lr in cfg.lrs:
+        for arm in ARMS:
+            df = run_path(land, cfg, lr, arm == "guarded", spec)
+            df.insert(0, "lr", lr)
+            df.insert(0, "arm", arm)
+            parts.append(df)
+    return pd.concat(parts, ignore_index=True)
+
+
+def summarize(paths: pd.DataFrame, cfg: PathConfig) -> pd.DataFrame:
+    """Per arm and LR: final loss, whether it left the plotting window, steps run."""
+    x0, x1, y0, y1 = get_landscape(cfg.landscape).window
+    rows = []
+    for (arm, lr), g in paths.groupby(["arm", "lr"], sort=False):
+        outside = (g["x"] < x0) | (g["x"] > x1) | (g["y"] < y0) | (g["y"] > y1)
+        escaped = len(g) <= cfg.steps
+        rows.append({"arm": arm, "lr": lr, "final loss": float(g["loss"].iloc[-1]),
+                     "left the window": bool(outside.any() or escaped),
+                     "steps run": len(g) - 1,
+                     "guard acted (steps)": int((g["regime"] != "unguarded").sum()
+                                                - (g["regime"] == "nominal").sum())})
+    return pd.DataFrame(rows)

@@ -1,0 +1,183 @@
+"""Guard designer: edit thresholds, regimes, transitions and bounds; preview; import/export.
+
+The tables are built once from the spec editing started from (`designer_base`) and never
+changed under the editors; each rerun rebuilds a spec from the edited copies. A valid one
+becomes `st.session_state["spec"]` (used by Regimes and Replay); an invalid one is
+reported next to its table and the last valid spec stays in use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from lbw_sim.errors import SpecError
+from lbw_sim.guard.diagram import to_dot
+from lbw_sim.guard.editor import spec_from_tables, spec_tables
+from lbw_sim.guard.engine import replay
+from lbw_sim.guard.spec import GuardSpec
+from lbw_sim.traces.synthetic import EXAMPLES
+from lbw_sim.viz import regime_at, time_in_regime, trace_figure, transitions_table
+from pages.common import load_example
+
+ss = st.session_state
+MAX_SPEC_BYTES = 1_000_000
+COLUMNS = {
+    "thresholds": {"name": st.column_config.TextColumn("name", required=True),
+                   "value": st.column_config.NumberColumn("value", format="%.4g")},
+    "regimes": {"lr_scale": st.column_config.NumberColumn("lr_scale", min_value=0.0,
+                                                          max_value=1.0, format="%.3g"),
+                "momentum_scale": st.column_config.NumberColumn("momentum_scale", min_value=0.0,
+                                                                max_value=1.0, format="%.3g"),
+                "update_cap": st.column_config.NumberColumn("update_cap", format="%.3g"),
+                "skip_batches": st.column_config.NumberColumn("skip_batches", min_value=0,
+                                                              step=1)},
+    "transitions": {"from": st.column_config.TextColumn("from", help="regimes, comma-separated,"
+                                                        " or *"),
+                    "when": st.column_config.TextColumn("when", width="large"),
+                    "for": st.column_config.NumberColumn("for", min_value=1, step=1),
+                    "min_dwell": st.column_config.NumberColumn("min_dwell", min_value=0, step=1),
+                    "priority": st.column_config.NumberColumn("priority", step=1)},
+    "bounds": {"name": st.column_config.TextColumn("name", disabled=True),
+               "value": st.column_config.NumberColumn("value", format="%.4g")},
+}
+HELP = {
+    "thresholds": "Named constants the conditions use. Entry thresholds must stay above exit "
+                  "thresholds (hysteresis).",
+    "regimes": "Each regime's bounded control. lr_scale and momentum_scale are multipliers in "
+               "[0, 1]; rollback restores the last good snapshot and skips `skip_batches`.",
+    "transitions": "from → to when the condition has held `for` steps and the current regime "
+                   "is at least `min_dwell` steps old; the highest priority wins.",
+    "bounds": "Hard limits no regime can exceed.",
+}
+
+
+def import_spec(data: bytes | str, source: str) -> None:
+    """Replace the design with an imported spec; a bad file leaves everything as it was."""
+    if len(data) > MAX_SPEC_BYTES:
+        ss["import_error"] = f"{source}: larger than 1 MB, not a guard spec"
+        return
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        spec = GuardSpec.from_json(text) if source.endswith(".json") else GuardSpec.from_yaml(text)
+    except UnicodeDecodeError:
+        ss["import_error"] = f"{source}: not UTF-8 text"
+        return
+    except SpecError as exc:
+        ss["import_error"] = f"{source}: {exc}"
+        return
+    ss.update(designer_base=spec, spec=spec, import_error=None,
+              designer_ver=ss.get("designer_ver", 0) + 1, import_ok=f"Imported {spec.name!r}.")
+
+
+def import_ui() -> None:
+    with st.expander("Import a spec (YAML/JSON)", expanded=bool(ss.get("import_error"))):
+        left, right = st.columns(2)
+        with left:
+            up = st.file_uploader("Import a spec (YAML or JSON)", type=["yaml", "yml", "json"],
+                                  key="spec_upload")
+            if up is not None and up.file_id != ss.get("spec_upload_id"):
+                ss["spec_upload_id"] = up.file_id
+                import_spec(up.getvalue(), up.name)
+            pasted = st.text_area("…or paste YAML", key="spec_paste", height=120)
+            if st.button("Load pasted YAML", key="spec_paste_load"):
+                import_spec(pasted, "pasted YAML")
+        with right:
+            if st.button("Reset to the default spec", key="spec_reset"):
+                import_spec(GuardSpec.default().to_yaml(), "default spec")
+        if ss.get("import_error"):
+            st.error(f"Import failed, nothing changed — {ss['import_error']}")
+        elif ss.get("import_ok"):
+            st.success(ss["import_ok"])
+
+
+def edit_tables(base: GuardSpec) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """One editor per section; returns the edited tables and a slot under each for messages."""
+    ver = ss.setdefault("designer_ver", 0)
+    if ss.get("designer_tables_ver") != ver:
+        ss["designer_tables"], ss["designer_tables_ver"] = spec_tables(base), ver
+    edited, slots = {}, {}
+    for tab, (section, frame) in zip(st.tabs([s.title() for s in ss["designer_tables"]]),
+                                     ss["designer_tables"].items()):
+        with tab:
+            st.caption(HELP[section])
+            edited[section] = st.data_editor(
+                frame, key=f"ed_{section}_{ver}", hide_index=True, width="stretch",
+                num_rows="fixed" if section == "bounds" else "dynamic",
+                column_config=COLUMNS[section])
+            slots[section] = st.empty()
+    return edited, slots
+
+
+def rebuild(base: GuardSpec, edited: dict[str, pd.DataFrame], slots: dict) -> GuardSpec:
+    """A spec from the tables, or the last valid one with the error shown where it belongs."""
+    from lbw_sim.guard.editor import section_of
+
+    try:
+        spec = spec_from_tables(base, edited)
+    except SpecError as exc:
+        where = section_of(exc.field)
+        slot = slots.get(where)
+        (slot or st).error(f"**{exc.field or 'spec'}** — {exc.problem}")
+        st.error(f"The edit is not valid ({where}: {exc.field}); the last valid spec stays "
+                 "in use until it is fixed.")
+        return ss.get("spec") or base
+    ss["spec"] = spec
+    for warning in spec.warnings():
+        st.warning(warning)
+    return spec
+
+
+def preview(spec: GuardSpec, base: GuardSpec) -> None:
+    st.subheader("Preview on an example trace")
+    labels = list(EXAMPLES)
+    label = st.selectbox("Example trace", labels, key="preview_example")
+    out = replay(load_example(label), spec, signals=True)
+    steps = out["step"]
+    fired = out.loc[out["transition"].astype(str) != "", "step"]
+    default = int(fired.iloc[0]) if len(fired) else int(steps.iloc[-1])
+    step = st.slider("Step to show on the diagram (its regime is outlined)", int(steps.iloc[0]),
+                     int(steps.iloc[-1]), default, key="preview_step")
+    active = regime_at(out, step)
+    left, right = st.columns([3, 1])
+    with left:
+        fig = trace_figure(out, height=470)
+        fig.add_vline(x=step, line_color="#000", line_width=1)
+        st.plotly_chart(fig, width="stretch", key="designer_preview_chart")
+        st.caption("The spec being edited, replayed over the example. Bands are the regimes "
+                   "it enters; the bottom panel is the LR scale it applies (× = skipped). Any "
+                   "valid edit re-runs this at once.")
+    with right:
+        st.markdown("**Time in each regime**")
+        st.dataframe(time_in_regime(out), hide_index=True, width="stretch",
+                     column_config={"share": st.column_config.ProgressColumn(
+                         "share", min_value=0.0, max_value=1.0, format="percent")})
+    st.graphviz_chart(to_dot(spec, active=active), width="stretch")
+    st.caption(f"State diagram of this spec; at step {step} (the black line above) the guard "
+               f"is in **{active}** (thick outline). Double outline = initial regime.")
+    st.markdown("**Transitions in the preview**")
+    st.dataframe(transitions_table(out), hide_index=True, width="stretch", key="preview_fired")
+    st.markdown(f"**Changes against `{base.name}`** (the spec this design started from)")
+    changes = base.diff(spec)
+    if changes:
+        st.dataframe(pd.DataFrame([(p, str(a), str(b)) for p, a, b in changes],
+                                  columns=["setting", "was", "now"]),
+                     hide_index=True, width="stretch", key="designer_diff")
+    else:
+        st.caption("No changes yet.")
+
+
+st.title("Guard designer")
+st.markdown("Edit the guard's thresholds, regimes, transitions and bounds. The preview, the "
+            "state diagram and the **Regimes** and **Replay** pages use the last valid spec.")
+base = ss.setdefault("designer_base", GuardSpec.default())
+import_ui()
+edited, slots = edit_tables(ss["designer_base"])
+spec = rebuild(ss["designer_base"], edited, slots)
+info, export = st.columns([3, 1])
+info.caption(f"Spec in use: `{spec.name}` · hash `{spec.hash}`")
+export.download_button("Export YAML", data=spec.to_yaml(), file_name=f"{spec.name}.yaml",
+                       mime="application/x-yaml", key="spec_export")
+preview(spec, ss["designer_base"])

@@ -1,0 +1,197 @@
+"""Streamlit AppTest for each page's logic: edits, validation, imports, uploads, comparisons.
+
+AppTest runs the scripts without a browser (no chart rendering; see test_e2e.py for that).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from lbw_sim.guard.spec import GuardSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+GOOD_CSV = b"step,loss,grad_norm\n" + b"".join(
+    f"{i},{2.0 + 0.001 * (i % 7)},{1.0 + 0.01 * (i % 5)}\n".encode() for i in range(300))
+
+
+def page(name: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    return at.switch_page(f"pages/{name}.py").run()
+
+
+def edit(at: AppTest, key: str, rows: dict[int, dict]) -> AppTest:
+    """Seed a keyed data_editor's edit state the way the browser would send it."""
+    at.session_state[key] = {"edited_rows": rows, "added_rows": [], "deleted_rows": []}
+    return at.run()
+
+
+#: A read-only table is found by a column only it has (st.dataframe keys are not exposed).
+TABLES = {"preview_fired": "cause", "regimes_fired": "cause", "designer_diff": "setting",
+          "regimes_time": "share", "replay_summary": "min LR scale",
+          "traj_summary": "left the window"}
+
+
+def frame(at: AppTest, key: str):
+    column = TABLES[key]
+    return next(d.value for d in at.dataframe
+                if d.editing_mode == "read_only" and column in d.value.columns)
+
+
+def charts(at: AppTest, kind: str = "plotly_chart") -> list:
+    return at.get(kind)
+
+
+# --- Guard designer --------------------------------------------------------------------------
+
+def test_designer_renders_tables_diagram_and_preview():
+    at = page("designer")
+    assert not at.exception
+    assert {d.key for d in at.data_editor} >= {"ed_thresholds_0", "ed_regimes_0",
+                                               "ed_transitions_0", "ed_bounds_0"}
+    assert charts(at, "graphviz_chart") and charts(at)
+    assert at.session_state["spec"].hash == GuardSpec.default().hash
+    assert "No changes yet." in [c.value for c in at.caption]
+
+
+def test_edited_threshold_changes_the_preview_regimes():
+    at = page("designer")
+    before = frame(at, "preview_fired")
+    names = list(GuardSpec.default().thresholds)
+    at = edit(at, "ed_thresholds_0", {names.index("spike_z"): {"value": 2.5}})
+    assert not at.exception and not at.error
+    spec = at.session_state["spec"]
+    assert spec.thresholds["spike_z"] == 2.5
+    after = frame(at, "preview_fired")
+    assert (after["transition"] == "spike").sum() > (before["transition"] == "spike").sum()
+    diff = frame(at, "designer_diff")
+    assert list(diff["setting"]) == ["thresholds.spike_z"]
+
+
+def test_invalid_edit_is_reported_and_last_valid_spec_kept():
+    at = page("designer")
+    names = list(GuardSpec.default().thresholds)
+    at = edit(at, "ed_thresholds_0", {names.index("calm_z"): {"value": 9.0}})
+    assert not at.exception
+    messages = " ".join(e.value for e in at.error)
+    assert "transitions." in messages and "hysteresis" in messages
+    assert at.session_state["spec"].hash == GuardSpec.default().hash
+
+
+def test_unknown_regime_in_a_transition_names_the_field():
+    at = page("designer")
+    at = edit(at, "ed_transitions_0", {3: {"to": "nowhere"}})
+    assert any("transitions.spike.to" in e.value for e in at.error)
+    assert at.session_state["spec"].hash == GuardSpec.default().hash
+
+
+def test_malformed_yaml_import_shows_error_and_keeps_the_design():
+    at = page("designer")
+    at.text_area(key="spec_paste").input("regimes: [unclosed\n  - : :")
+    at = at.button(key="spec_paste_load").click().run()
+    assert not at.exception
+    assert any("Import failed" in e.value and "YAML" in e.value for e in at.error)
+    assert at.session_state["spec"].hash == GuardSpec.default().hash
+    at.file_uploader(key="spec_upload").upload("bad.yaml", b"name: x\nregimes: 3\n",
+                                               "application/x-yaml")
+    at = at.run()
+    assert any("Import failed" in e.value and "bad.yaml" in e.value for e in at.error)
+    assert at.session_state["spec"].hash == GuardSpec.default().hash
+
+
+def test_valid_yaml_import_replaces_the_design():
+    spec = GuardSpec.default().with_values({"thresholds.spike_z": 6.0}).renamed("imported")
+    at = page("designer")
+    at.file_uploader(key="spec_upload").upload("mine.yaml", spec.to_yaml().encode(),
+                                               "application/x-yaml")
+    at = at.run()
+    assert not at.exception and not at.error
+    assert at.session_state["spec"].name == "imported"
+    assert {d.key for d in at.data_editor} >= {"ed_thresholds_1"}  # editors reset
+
+
+# --- Regimes ---------------------------------------------------------------------------------
+
+def test_regimes_page_shows_signals_controls_transitions():
+    at = page("regimes")
+    assert not at.exception
+    assert len(charts(at)) == 2
+    fired = frame(at, "regimes_fired")
+    assert {"spike", "nonfinite"} <= set(fired["transition"])
+    assert fired["cause"].str.contains(r"\(for \d+\)").all()
+    share = frame(at, "regimes_time")["share"].sum()
+    assert share == pytest.approx(1.0)
+
+
+def test_regimes_uses_the_designers_spec():
+    at = page("designer")
+    names = list(GuardSpec.default().thresholds)
+    at = edit(at, "ed_thresholds_0", {names.index("spike_z"): {"value": 2.5}})
+    edited = at.session_state["spec"]
+    at = at.switch_page("pages/regimes.py").run()
+    assert any(edited.hash in c.value for c in at.caption)
+
+
+# --- Replay ----------------------------------------------------------------------------------
+
+def test_replay_compares_two_specs_on_an_example():
+    at = page("replay")
+    assert not at.exception
+    summary = frame(at, "replay_summary")
+    assert len(summary) == 2 and len(charts(at)) == 2
+
+
+def test_bad_upload_shows_error_and_page_stays_usable():
+    at = page("replay")
+    at = at.radio(key="replay_source").set_value("Upload a log").run()
+    at.file_uploader(key="replay_upload").upload("weights.bin", os.urandom(4096))
+    at = at.run()
+    assert not at.exception
+    assert any("Could not read the upload" in e.value for e in at.error)
+    at.file_uploader(key="replay_upload").clear()
+    at.file_uploader(key="replay_upload").upload("run.csv", GOOD_CSV, "text/csv")
+    at = at.run()
+    assert not at.exception and not at.error
+    assert len(frame(at, "replay_summary")) == 2
+    at.radio(key="replay_source").set_value("Built-in example")
+    at = at.run()
+    assert not at.exception and len(charts(at)) == 2
+
+
+def test_upload_without_known_columns_asks_for_a_mapping():
+    at = page("replay")
+    at = at.radio(key="replay_source").set_value("Upload a log").run()
+    data = b"it,my_objective,gn\n" + b"".join(f"{i},{2.0 + (i % 3) * 0.01},1.0\n".encode()
+                                             for i in range(200))
+    at.file_uploader(key="replay_upload").upload("odd.csv", data, "text/csv")
+    at = at.run()
+    assert not at.exception and at.warning
+    at.selectbox(key="replay_upload_map_step").set_value("it")
+    at.selectbox(key="replay_upload_map_loss").set_value("my_objective")
+    at = at.button[-1].click().run()  # the form's submit button
+    assert not at.exception
+    assert len(frame(at, "replay_summary")) == 2
+
+
+# --- Trajectories and Home -------------------------------------------------------------------
+
+def test_trajectories_edge_of_stability_plain_leaves_guard_holds():
+    at = page("trajectories")
+    assert not at.exception and charts(at)
+    summary = frame(at, "traj_summary")
+    high = summary[summary["lr"] > 0.2].set_index("arm")
+    assert high.loc["plain", "left the window"]
+    assert not high.loc["guarded", "left the window"]
+    assert any("holds every run" in i.value for i in at.info)
+
+
+def test_home_demo_runs_and_shows_both_outcomes():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at = at.button(key="home_demo").click().run()
+    assert not at.exception
+    values = {m.label: m.value for m in at.metric}
+    assert values["Unguarded"].startswith("diverged")
+    assert values["Guarded"] == "held stable"

@@ -1,0 +1,84 @@
+"""The core behind the studio pages: spec tables, hysteresis bands, uploads, paths, figures."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from lbw_sim.errors import SpecError, TraceError
+from lbw_sim.guard.bands import bands
+from lbw_sim.guard.editor import section_of, spec_from_tables, spec_tables
+from lbw_sim.guard.engine import replay
+from lbw_sim.guard.spec import GuardSpec
+from lbw_sim.traces.synthetic import EXAMPLES, example
+from lbw_sim.traces.uploads import read_upload
+from lbw_sim.viz import regime_at, signal_figure, trajectory_figure
+
+
+def test_tables_round_trip_the_spec_exactly():
+    spec = GuardSpec.default()
+    assert spec_from_tables(spec, spec_tables(spec)).hash == spec.hash
+
+
+def test_table_edit_and_errors_name_the_field():
+    spec = GuardSpec.default()
+    t = spec_tables(spec)
+    t["thresholds"].loc[t["thresholds"]["name"] == "spike_z", "value"] = 6.0
+    assert spec_from_tables(spec, t).thresholds["spike_z"] == 6.0
+    t["regimes"].loc[0, "name"] = "watch"
+    with pytest.raises(SpecError) as err:
+        spec_from_tables(spec, t)
+    assert err.value.field == "regimes.watch" and section_of(err.value.field) == "regimes"
+    assert section_of("transitions.spike.when") == "transitions"
+    assert section_of("initial") == "regimes"
+
+
+def test_bands_pair_entry_and_exit_thresholds():
+    found = {(b.signal, b.regime): (b.entry, b.exit) for b in bands(GuardSpec.default())}
+    assert found[("grad_z", "intervene")] == (8.0, 2.0)
+    assert found[("loss_ratio", "intervene")] == (1.5, 1.1)
+    assert found[("grad_z", "watch")] == (4.0, 2.0)
+
+
+def test_uploads_read_map_and_refuse_cleanly():
+    ok = read_upload("run.csv", b"step,loss\n1,2.0\n2,1.9\n")
+    assert list(ok.trace["loss"]) == [2.0, 1.9] and not ok.needs_mapping
+    odd = read_upload("odd.csv", b"it,obj\n1,2.0\n2,1.9\n")
+    assert odd.needs_mapping and odd.columns == ["it", "obj"] and odd.trace is None
+    mapped = read_upload("odd.csv", b"it,obj\n1,2.0\n2,1.9\n", {"step": "it", "loss": "obj"})
+    assert list(mapped.trace["step"]) == [1, 2]
+    for name, data in (("x.bin", os.urandom(2048)), ("e.csv", b""), ("n.txt", b"hello\n")):
+        with pytest.raises(TraceError) as err:
+            read_upload(name, data)
+        assert "\n" not in str(err.value) and name in str(err.value)
+    with pytest.raises(TraceError, match="upload limit"):
+        read_upload("big.csv", b"x" * 2000, max_bytes=1000)
+    assert read_upload("../../etc/passwd", b"step,loss\n1,2\n").name == "passwd"
+
+
+def test_examples_and_signal_figure_draw_bands():
+    for label in EXAMPLES:
+        trace, incidents = example(label)
+        assert len(trace) and incidents
+    out = replay(example(next(iter(EXAMPLES)))[0], GuardSpec.default(), signals=True)
+    fig = signal_figure(out, GuardSpec.default())
+    fills = [s for s in fig.layout.shapes if s.type == "rect" and s.yref != "paper"]
+    assert len(fills) == 4  # one hysteresis band per (signal, band)
+    assert regime_at(out, int(out["step"].iloc[0])) == "nominal"
+
+
+def test_edge_of_stability_paths_plain_leaves_guard_holds():
+    from lbw_sim.sim.landscapes import get_landscape
+    from lbw_sim.sim.trajectories import PRESETS, run_paths, summarize
+
+    cfg = PRESETS["edge_of_stability"]
+    paths = run_paths(cfg)
+    summary = summarize(paths, cfg).set_index(["arm", "lr"])
+    assert summary.loc[("plain", 0.3), "left the window"]
+    assert not summary.loc[("guarded", 0.3), "left the window"]
+    assert not summary.loc[("plain", 0.1), "left the window"]
+    guarded = paths[(paths["arm"] == "guarded") & (paths["lr"] == 0.3)]
+    assert "intervene" in set(guarded["regime"])
+    fig = trajectory_figure(paths, get_landscape(cfg.landscape), frames=10)
+    assert len(fig.frames) == 10 and fig.layout.sliders
