@@ -35,10 +35,12 @@ def test_table_edit_and_errors_name_the_field():
 
 
 def test_bands_pair_entry_and_exit_thresholds():
-    found = {(b.signal, b.regime): (b.entry, b.exit) for b in bands(GuardSpec.default())}
-    assert found[("grad_z", "intervene")] == (8.0, 2.0)
-    assert found[("loss_ratio", "intervene")] == (1.5, 1.1)
-    assert found[("grad_z", "watch")] == (4.0, 2.0)
+    spec = GuardSpec.default()
+    th = spec.thresholds
+    found = {(b.signal, b.regime): (b.entry, b.exit) for b in bands(spec)}
+    assert found[("grad_z", "intervene")] == (th["spike_z"], th["calm_z"])
+    assert found[("loss_ratio", "intervene")] == (th["spike_ratio"], th["calm_ratio"])
+    assert found[("grad_z", "watch")] == (th["watch_z"], th["calm_z"])
 
 
 def test_uploads_read_map_and_refuse_cleanly():
