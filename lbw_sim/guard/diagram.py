@@ -7,13 +7,20 @@ from lbw_sim.viz import regime_color
 
 
 def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A DOT string literal; real newlines become DOT's centred line breaks."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n") + '"'
 
 
-def to_dot(spec: GuardSpec, active: str | None = None) -> str:
-    """DOT for `st.graphviz_chart`: regimes as nodes (the active one bold), transitions as edges."""
-    lines = ["digraph guard {", "  rankdir=LR;", '  node [shape=box, style="rounded,filled", '
-             'fontname="Helvetica", fontsize=11];', '  edge [fontname="Helvetica", fontsize=9];']
+def to_dot(spec: GuardSpec, active: str | None = None, conditions: bool = False) -> str:
+    """DOT for `st.graphviz_chart`: regimes as nodes (the active one bold), transitions as edges.
+
+    Edges are labelled with the transition's name, priority, debounce and dwell; its
+    condition is the edge's tooltip (or part of the label with `conditions=True`).
+    """
+    lines = ["digraph guard {", "  rankdir=TB; nodesep=0.35; ranksep=0.45;",
+             '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=12];',
+             '  edge [fontname="Helvetica", fontsize=9, color="#666666"];']
     for name, r in spec.regimes.items():
         control = [f"lr×{r.lr_scale:g}"]
         if r.skip:
@@ -24,17 +31,18 @@ def to_dot(spec: GuardSpec, active: str | None = None) -> str:
             control.append(f"rollback+{r.skip_batches}")
         if r.stop:
             control.append("STOP")
-        label = f"{name}\\n{', '.join(control)}"
+        label = _quote(f"{name}\n{', '.join(control)}")
         width = 3 if name == active else 1
         shape = ', peripheries=2' if name == spec.initial else ''
-        lines.append(f'  {_quote(name)} [label="{label}", fillcolor="{regime_color(name)}40", '
+        lines.append(f'  {_quote(name)} [label={label}, fillcolor="{regime_color(name)}40", '
                      f'color="{regime_color(name)}", penwidth={width}{shape}];')
     for t in spec.transitions:
         sources = [r for r in spec.regimes if r != t.to] if ANY in t.source else t.source
         extra = f" ×{t.for_}" if t.for_ > 1 else ""
         extra += f", dwell {t.min_dwell}" if t.min_dwell else ""
-        label = f"{t.name} [{t.priority}]{extra}\\n{t.when}"
+        label = f"{t.name} [{t.priority}]{extra}" + (f"\n{t.when}" if conditions else "")
         for src in sources:
-            lines.append(f"  {_quote(src)} -> {_quote(t.to)} [label={_quote(label)}];")
+            lines.append(f"  {_quote(src)} -> {_quote(t.to)} [label={_quote(label)}, "
+                         f"tooltip={_quote(t.when)}];")
     lines.append("}")
     return "\n".join(lines)
