@@ -10,7 +10,7 @@
     seeds: 1                       # a count (0..n-1) or a list of seeds
     lrs: [1.0e-3, 3.16e-3, …]      # the LR grid (default: [optimizer.lr])
     faults: [{kind: lr_spike, factor: 10, at: 300, duration: 20}]
-    guard: default                 # or a spec path, or {spec: default, set: {thresholds.spike_z: 6}}
+    guard: default                 # or a spec path, or {spec: default, set: {path: value}}
     arms: [adamw, clip, zclip, skipstep, guard, adamw:cosine, adamw:lr_matched=3e-3]
 
 An arm may carry its own schedule: `arm:cosine`, `arm:constant`, or `arm:lr_matched=LR`
@@ -289,9 +289,8 @@ def _check_data(d: DataSpec, model: str, base_dir: Path) -> None:
                                      f"not {d.kind!r}")
     for key in ("vocab_size", "order", "n_train", "n_val"):
         _integer(f"data.{key}", getattr(d, key), lo=1)
-    if d.kind == "text":
-        if not d.path or not (base_dir / d.path).is_file():
-            raise SpecError("data.path", f"no text file {d.path!r} (relative to the scenario)")
+    if d.kind == "text" and (not d.path or not (base_dir / d.path).is_file()):
+        raise SpecError("data.path", f"no text file {d.path!r} (relative to the scenario)")
 
 
 def _check_optimizer(o: OptimizerSpec) -> None:
