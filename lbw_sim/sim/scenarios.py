@@ -335,7 +335,7 @@ def _arms(value: Any, optimizer: str) -> tuple[ArmSpec, ...]:
     arms = tuple(ArmSpec.parse(a, f"arms[{i}]") for i, a in enumerate(value))
     labels = [a.label for a in arms]
     for i, a in enumerate(arms):
-        if labels.count(a.label) > 1:
+        if a.label in labels[:i]:
             raise SpecError(f"arms[{i}]", f"arm {a.label!r} is listed twice")
         if a.name == "skipstep" and optimizer != "adamw":
             raise SpecError(f"arms[{i}]", "skipstep is an AdamW variant; optimizer.kind is "
