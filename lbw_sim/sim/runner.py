@@ -372,6 +372,7 @@ def _summary_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         if col not in df:
             df[col] = None
     df["diverged_step"] = df["diverged_step"].astype("Int64")
+    df["best_loss"] = pd.to_numeric(df["best_loss"]).astype(float)
     extra = sorted(c for c in df.columns if c not in SUMMARY_COLUMNS)
     return df[SUMMARY_COLUMNS + extra]
 
