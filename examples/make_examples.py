@@ -1,6 +1,6 @@
 """Make the four example traces shipped in examples/ (run from the repository root).
 
-    PYTHONPATH=. python examples/make_examples.py
+    PYTHONPATH=. python examples/make_examples.py [NAME ...]
 
 Each example is a small GPT trained by the simulator on a synthetic Markov corpus, with
 faults injected by a FaultSchedule, written in the canonical trace schema
@@ -44,16 +44,19 @@ EXAMPLES = {
     "nan_storm": ("guard", [
         {"kind": "nonfinite", "target": "grads", "value": "nan", "at": 300, "duration": 12},
     ], "NaN gradients for 12 batches under the default guard: skip, rollback, recover"),
-    "slow_divergence": ("adamw", [
-        {"kind": "lr_spike", "factor": 15.0, "at": 250, "duration": 350},
-    ], "the LR jumps 15x at step 250 and stays there: a slow climb of loss and grad norm"),
+    "slow_divergence": ("adamw", [  # 12% more LR every 10 steps from 200: ~90x by the end
+        {"kind": "lr_spike", "factor": 1.12, "at": at, "duration": 600 - at}
+        for at in range(200, 600, 10)
+    ], "the LR creeps up 12% every 10 steps from step 200: loss and grad norm drift up"),
 }
 
 
 def fault_labels(trace: pd.DataFrame) -> pd.DataFrame:
-    """Contiguous runs of the same fault label -> (start, end, kind), inclusive steps."""
+    """Contiguous runs of the same fault kind(s) -> (start, end, kind), inclusive steps."""
     rows, active = [], None
-    for step, kind in zip(trace["step"], trace["fault"].fillna("")):
+    labels = trace["fault"].fillna("").map(lambda s: "+".join(dict.fromkeys(filter(None,
+                                                                                s.split(",")))))
+    for step, kind in zip(trace["step"], labels):
         if active and (kind != active[2] or step != active[1] + 1):
             rows.append(active)
             active = None
@@ -75,11 +78,12 @@ def make(name: str, arm: str, faults: list, note: str) -> None:
     print(f"{name}: {len(trace)} steps, {arm}, final loss {trace['loss'].iloc[-1]:.3f} — {note}")
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
     torch.set_num_threads(1)
     for name, (arm, faults, note) in EXAMPLES.items():
-        make(name, arm, faults, note)
+        if not names or name in names:
+            make(name, arm, faults, note)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
