@@ -122,6 +122,7 @@ def added_work() -> dict[str, float]:
         skip.get_step_factor()
 
     overhead = guard_step_overhead(guard, loss_t)  # before guard_decide moves the engine on
+    step[0] = guard.step_count
     return {
         "guard.step() minus its AdamW step (median)": statistics.median(overhead),
         "  same, mean incl. snapshots every 100 steps": statistics.mean(overhead),
