@@ -14,6 +14,9 @@ Divergence: the first step whose model loss (the forward loss before any injecte
 perturbation) is non-finite or, after the warm-up, exceeds `divergence.factor` (default 2)
 times the loss of step 0. A run whose model loss stays non-finite for
 `divergence.stop_after_nonfinite` steps is cut short: its weights never recover.
+
+Each step's row is read back to the host as it is made (one sync per step on a GPU: cheap
+for these small models, and what a live chart needs anyway).
 """
 
 from __future__ import annotations
