@@ -1,7 +1,7 @@
-"""Command line: `python -m lbw_sim spec|validate|replay|score|sweep …`.
+"""Command line: `python -m lbw_sim spec|validate|replay|score|sweep|run …`.
 
 Bad input exits with status 2 and one line on stderr saying what is wrong — never a
-traceback. Nothing here imports torch: replaying a trace starts in well under a second.
+traceback. Only `run` imports torch (lazily): replaying a trace starts in well under a second.
 """
 
 from __future__ import annotations
@@ -152,6 +152,30 @@ def _point_text(point: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in point.items() if k != "error")
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a scenario; torch is imported here only, so the other commands stay light."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from lbw_sim.errors import SpecError
+    from lbw_sim.sim.runner import run_scenario
+    from lbw_sim.sim.scenarios import ArmSpec, load_scenario
+
+    for flag in ("steps", "seeds"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise SpecError(f"--{flag}", f"must be >= 1, got {getattr(args, flag)}")
+    sc = load_scenario(args.scenario)
+    arms = [ArmSpec.parse(a, "--arms") for a in args.arms.split(",")] if args.arms else None
+    out = Path(args.out or Path("runs") / sc.name)
+    summary = run_scenario(sc, out_dir=out, device=args.device, steps=args.steps,
+                           seeds=args.seeds, arms=arms, progress=not args.quiet)
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"wrote {len(summary)} trace(s) and {out / 'summary.csv'}")
+    return 0
+
+
 def summary_text(out) -> str:
     """A short human summary of a replayed trace."""
     n = len(out)
@@ -210,6 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--horizon", type=_nonneg, default=0)
     w.add_argument("--out", required=True, help="the table (.csv/.jsonl/.parquet)")
     w.set_defaults(func=cmd_sweep)
+    u = sub.add_parser("run", help="run a scenario: every arm x lr x seed, traces + summary.csv")
+    u.add_argument("scenario", metavar="SCENARIO", help="a name from scenarios/ or a path")
+    u.add_argument("--out", help="output folder (default: runs/<scenario name>)")
+    u.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    u.add_argument("--steps", type=int, help="override the scenario's steps")
+    u.add_argument("--seeds", type=int, help="run seeds 0..N-1 instead of the scenario's")
+    u.add_argument("--arms", help="comma-separated arms, e.g. adamw,guard,adamw:cosine")
+    u.add_argument("--quiet", action="store_true", help="no progress bar")
+    u.set_defaults(func=cmd_run)
     return p
 
 

@@ -6,6 +6,9 @@
 - `models`     -- a tiny GPT (nanoGPT style) and an MLP classifier
 - `data`       -- synthetic Markov text of known entropy rate, user text, digits, batching
 - `faults`     -- declarative faults (LR spikes, noise bursts, bad batches, NaN/inf, overflow)
+- `baselines`  -- the arms: AdamW, clip-norm, ZClip, OLMo-style skip-step, the guard; make_arm
+- `scenarios`  -- Scenario dataclasses loaded and validated from scenarios/*.yaml
+- `runner`     -- run_scenario (every arm x lr x seed, traces, summary) and iter_run (live)
 
 Everything here is torch code that follows the device of the tensors it is given, and it
 stays free of any UI library.

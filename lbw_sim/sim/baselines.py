@@ -1,0 +1,357 @@
+"""The arms of a comparison: plain AdamW, clip-norm, ZClip, OLMo-style skip-step, the guard.
+
+Every arm is a `torch.optim.Optimizer` with the surface of `GuardedOptimizer`, so a runner
+treats them alike:
+
+    arm = make_arm("skipstep", model, lr=3e-3)
+    loss = model(x, y)[1]; loss.backward()
+    arm.step(loss=loss); arm.zero_grad()
+    arm.trace()          # step, loss, grad_norm, lr, lr_scale, skipped, clipped
+    arm.take_skip_batches(), arm.should_stop, arm.set_spec(spec)   # no-ops but for the guard
+
+The guard arm *is* `GuardedOptimizer` (never re-implemented here). Telemetry of the baselines
+stays on the device as 0-d tensors and is read back only by `trace()` / `last_row()`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from lbw_sim.errors import SpecError
+from lbw_sim.guard.optim import GuardedOptimizer
+from lbw_sim.guard.spec import GuardSpec
+
+ARMS = ("adamw", "clip", "zclip", "skipstep", "guard")
+ALIASES = {"plain": "adamw"}  # with optimizer="sgd" the plain arm is not AdamW
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def build_optimizer(model: nn.Module, lr: float, *, optimizer: str = "adamw",
+                    betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.1,
+                    eps: float = 1e-8, momentum: float = 0.0) -> torch.optim.Optimizer:
+    """The scenario's optimizer: the model's own AdamW groups where it has them (no decay on
+    biases and norms), else one group; SGD for landscapes where GD stability is the point."""
+    if optimizer not in OPTIMIZERS:
+        raise SpecError("optimizer.kind", f"must be one of {OPTIMIZERS}, got {optimizer!r}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if hasattr(model, "configure_optimizer"):
+        opt = model.configure_optimizer(lr, weight_decay, tuple(betas))
+        for g in opt.param_groups:
+            g["eps"] = eps
+        return opt
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps,
+                             weight_decay=weight_decay)
+
+
+class Arm(torch.optim.Optimizer):
+    """Plain optimizer step plus telemetry; subclasses change `_update` only.
+
+    Like `GuardedOptimizer` it shares the wrapped optimizer's `param_groups` and `state`.
+    With `telemetry=False` nothing is measured (the benchmark's bare-AdamW reference).
+    """
+
+    name = "adamw"
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, telemetry: bool = True):
+        # Deliberately not Optimizer.__init__: the wrapped optimizer owns params and state.
+        self.defaults = optimizer.defaults
+        for hooks in ("step_pre", "step_post", "state_dict_pre", "state_dict_post",
+                      "load_state_dict_pre", "load_state_dict_post"):
+            setattr(self, f"_optimizer_{hooks}_hooks", OrderedDict())
+        self.optimizer = optimizer
+        self.telemetry = telemetry
+        self.step_count = 0
+        self.should_stop = False
+        self.stop_reason = ""
+        self._log: dict[str, list] = {k: [] for k in ("step", "loss", "grad_norm", "lr",
+                                                      "skipped", "clipped")}
+
+    @property  # type: ignore[override]
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.optimizer.param_groups
+
+    @property  # type: ignore[override]
+    def state(self) -> Any:
+        return self.optimizer.state
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def take_skip_batches(self) -> int:
+        return 0
+
+    def set_spec(self, spec: GuardSpec) -> None:
+        """Baselines have no guard spec; live edits do not apply to them."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.optimizer.__class__.__name__})"
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def grad_norm(self) -> torch.Tensor:
+        """Global L2 norm of the gradients, on their device (foreach, no sync)."""
+        grads = [p.grad for p in self._params() if p.grad is not None]
+        if not grads:
+            return torch.tensor(float("nan"))
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)))
+
+    @torch.no_grad()
+    def step(self, closure: Any = None, *, loss: torch.Tensor | float | None = None) -> Any:
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grad_norm, skipped, clipped = self._update(loss)
+        if self.telemetry:
+            self._record(loss, grad_norm, skipped, clipped)
+        self.step_count += 1
+        return loss
+
+    def _update(self, loss: Any) -> tuple[Any, Any, Any]:
+        """Apply one update; return (grad norm before any change, skipped, clipped)."""
+        norm = self.grad_norm() if self.telemetry else None
+        self.optimizer.step()
+        return norm, False, False
+
+    def _record(self, loss: Any, grad_norm: Any, skipped: Any, clipped: Any) -> None:
+        log = self._log
+        log["step"].append(self.step_count)
+        log["loss"].append(torch.as_tensor(float("nan") if loss is None else loss)
+                           .detach().float().reshape(()))
+        log["grad_norm"].append(torch.as_tensor(grad_norm).detach().float().reshape(()))
+        log["lr"].append(float(self.param_groups[0]["lr"]))
+        log["skipped"].append(torch.as_tensor(skipped).reshape(()))
+        log["clipped"].append(torch.as_tensor(clipped).reshape(()))
+
+    def _host(self, key: str, sl: slice = slice(None)) -> list:
+        values = self._log[key][sl]
+        if values and torch.is_tensor(values[0]):
+            dtype = torch.bool if values[0].dtype == torch.bool else torch.float64
+            return torch.stack([v.to(values[0].device) for v in values]).to(dtype).cpu().tolist()
+        return list(values)
+
+    def last_row(self) -> dict[str, Any]:
+        """The latest step's telemetry as host values (one device read)."""
+        if not self._log["step"]:
+            return {}
+        row = {k: self._host(k, slice(-1, None))[0] for k in self._log}
+        row["skipped"], row["clipped"] = bool(row["skipped"]), bool(row["clipped"])
+        row["lr_scale"] = 0.0 if row["skipped"] else 1.0
+        return row
+
+    def trace(self) -> pd.DataFrame:
+        """Every step so far in the canonical trace schema (one batched device read)."""
+        df = pd.DataFrame({k: self._host(k) for k in self._log})
+        df["skipped"] = df["skipped"].astype(bool)
+        df["clipped"] = df["clipped"].astype(bool)
+        df["lr_scale"] = (~df["skipped"]).astype(float)
+        return df
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "step_count": self.step_count}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(sd["optimizer"])
+        self.step_count = int(sd["step_count"])
+
+
+class ClipArm(Arm):
+    """AdamW after `clip_grad_norm_(params, max_norm)`: the default of most LLM recipes."""
+
+    name = "clip"
+
+    def __init__(self, optimizer: torch.optim.Optimizer, max_norm: float = 1.0, **kw: Any):
+        super().__init__(optimizer, **kw)
+        self.max_norm = float(max_norm)
+
+    def _update(self, loss: Any) -> tuple[Any, Any, Any]:
+        norm = torch.nn.utils.clip_grad_norm_(self._params(), self.max_norm, foreach=True)
+        self.optimizer.step()
+        return norm, False, norm > self.max_norm
+
+
+class ZClipArm(Arm):
+    """AdamW after the `zclip` package's adaptive z-score clipping (used as shipped).
+
+    ZClip reads `model.parameters()` and returns the pre-clip norm as a float; whether it
+    clipped is seen by measuring the norm again (telemetry only).
+    """
+
+    name = "zclip"
+
+    def __init__(self, optimizer: torch.optim.Optimizer, model: nn.Module, **kw: Any):
+        from zclip import ZClip
+
+        telemetry = kw.pop("telemetry", True)
+        super().__init__(optimizer, telemetry=telemetry)
+        self.model = model
+        self.zclip = ZClip(**kw)
+
+    def _update(self, loss: Any) -> tuple[Any, Any, Any]:
+        total = self.zclip.step(self.model)
+        clipped = False
+        if self.telemetry:
+            clipped = bool(self.grad_norm() < total * (1 - 1e-6))
+        self.optimizer.step()
+        return torch.tensor(total), False, clipped
+
+
+class SkipStepAdamW(torch.optim.Optimizer):
+    """AdamW that skips an update whose loss or gradient norm is an outlier (OLMo-core style).
+
+    The z-scores |x - mean| / std are taken against the previous `window` steps; once
+    `min_history` steps are seen, a step with either |z| > `sigma` gets step factor 0. The
+    factor multiplies the moment updates, the weight decay and the update on the device, so
+    the decision never reads a value back to the host. A skipped step leaves parameters,
+    moments and the step count bit-identical: its gradient is masked with `torch.where`
+    (0 * NaN would otherwise poison the moments), and non-finite values are kept out of the
+    window statistics (OLMo-core lets one NaN disable the test for a whole window).
+    """
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, *, window: int = 128,
+                 sigma: float = 6.0, min_history: int | None = None):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
+                                      weight_decay=weight_decay))
+        self.window, self.sigma = int(window), float(sigma)
+        self.min_history = max(20, self.window // 2) if min_history is None else min_history
+        self.latest_loss: torch.Tensor | None = None
+        self.latest_grad_norm: torch.Tensor | None = None
+        self.step_factor = torch.tensor(1.0)
+        self._hist: torch.Tensor | None = None  # (2, window): loss, grad norm
+        self._count = 0
+
+    def get_step_factor(self) -> torch.Tensor:
+        """1.0 to take the step, 0.0 to skip it; a device tensor, no host sync."""
+        if self.latest_loss is None or self.latest_grad_norm is None:
+            raise RuntimeError("set latest_loss and latest_grad_norm before step()")
+        x = torch.stack([self.latest_loss.detach().float().reshape(()),
+                         self.latest_grad_norm.detach().float().reshape(())])
+        if self._hist is None:
+            self._hist = torch.zeros(2, self.window, device=x.device)
+        factor = torch.ones((), device=x.device)
+        if self._count >= self.min_history:
+            h = self._hist[:, : min(self._count, self.window)]
+            ok = torch.isfinite(h)
+            n = ok.sum(1).clamp(min=2)
+            mean = torch.where(ok, h, 0.0).sum(1) / n
+            var = torch.where(ok, h - mean[:, None], 0.0).square().sum(1) / (n - 1)
+            z = (x - mean).abs() / var.sqrt()
+            factor = (z <= self.sigma).all().float()  # NaN or inf z: skip
+        self._hist[:, self._count % self.window] = x
+        self._count += 1
+        return factor
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        factor = self.step_factor = self.get_step_factor()
+        keep = factor > 0
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                self._group_step(group, params, factor, keep)
+        return loss
+
+    def _group_step(self, group: dict, params: list[torch.Tensor], factor: torch.Tensor,
+                    keep: torch.Tensor) -> None:
+        beta1, beta2 = group["betas"]
+        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["step"] = torch.zeros((), device=p.device)
+                state["exp_avg"] = torch.zeros_like(p)
+                state["exp_avg_sq"] = torch.zeros_like(p)
+        grads = [torch.where(keep, p.grad, 0.0) for p in params]
+        m = [self.state[p]["exp_avg"] for p in params]
+        v = [self.state[p]["exp_avg_sq"] for p in params]
+        steps = [self.state[p]["step"] for p in params]
+        torch._foreach_add_(steps, factor)
+        step = steps[0].clamp(min=1.0)
+        if wd:
+            torch._foreach_mul_(params, 1.0 - lr * wd * factor)
+        torch._foreach_mul_(m, 1.0 - (1.0 - beta1) * factor)
+        torch._foreach_add_(m, grads, alpha=1.0 - beta1)
+        torch._foreach_mul_(v, 1.0 - (1.0 - beta2) * factor)
+        torch._foreach_addcmul_(v, grads, grads, value=1.0 - beta2)
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, (1.0 - beta2**step).sqrt())
+        torch._foreach_add_(denom, eps)
+        update = torch._foreach_div(m, denom)
+        torch._foreach_mul_(update, -lr / (1.0 - beta1**step) * factor)
+        torch._foreach_add_(params, update)
+
+
+class SkipStepArm(Arm):
+    """`SkipStepAdamW` fed with this step's loss and gradient norm."""
+
+    name = "skipstep"
+
+    def _update(self, loss: Any) -> tuple[Any, Any, Any]:
+        if loss is None:
+            raise ValueError("the skipstep arm needs step(loss=...)")
+        norm = self.grad_norm()
+        opt: SkipStepAdamW = self.optimizer  # type: ignore[assignment]
+        opt.latest_loss, opt.latest_grad_norm = torch.as_tensor(loss), norm
+        opt.step()
+        return norm, 1.0 - opt.step_factor, False
+
+
+def _skipstep_from(opt: torch.optim.Optimizer, **kw: Any) -> SkipStepAdamW:
+    """A SkipStepAdamW over the same parameter groups (same decay split) as an AdamW."""
+    if not isinstance(opt, torch.optim.AdamW):
+        raise SpecError("arms", "skipstep is an AdamW variant; the scenario's optimizer is "
+                                f"{type(opt).__name__}")
+    keep = ("params", "lr", "betas", "eps", "weight_decay")
+    groups = [{k: g[k] for k in keep} for g in opt.param_groups]
+    return SkipStepAdamW(groups, **kw)
+
+
+def make_arm(name: str, model: nn.Module, lr: float, spec: GuardSpec | None = None, *,
+             optimizer: str = "adamw", betas: tuple[float, float] = (0.9, 0.95),
+             weight_decay: float = 0.1, eps: float = 1e-8, momentum: float = 0.0,
+             telemetry: bool = True, **opts: Any) -> torch.optim.Optimizer:
+    """Build arm `name` over `model`'s parameters. `opts` go to the arm: clip `max_norm`,
+    zclip's `ZClip(**opts)`, skipstep `window`/`sigma`/`min_history`, guard `track_norms`."""
+    name = ALIASES.get(name, name)
+    if name not in ARMS:
+        raise SpecError("arms", f"unknown arm {name!r}; known: {', '.join(ARMS)}")
+    inner = build_optimizer(model, lr, optimizer=optimizer, betas=betas,
+                            weight_decay=weight_decay, eps=eps, momentum=momentum)
+    try:
+        if name == "guard":
+            return GuardedOptimizer(inner, spec or GuardSpec.default(), **opts)
+        if name == "clip":
+            return ClipArm(inner, telemetry=telemetry, **opts)
+        if name == "zclip":
+            return ZClipArm(inner, model, telemetry=telemetry, **opts)
+        if name == "skipstep":
+            return SkipStepArm(_skipstep_from(inner, **opts), telemetry=telemetry)
+        return Arm(inner, telemetry=telemetry, **opts)
+    except TypeError as exc:
+        raise SpecError(f"arm_options.{name}", str(exc)) from None
+
+
+def last_row(arm: torch.optim.Optimizer) -> dict[str, Any]:
+    """The latest step of any arm as one flat row (the guard's decision columns included)."""
+    if not isinstance(arm, GuardedOptimizer):
+        return arm.last_row()
+    d, h = arm.last, arm.guard.history
+    if d is None:
+        return {}
+    return {"step": d.step, "loss": h["loss"][-1], "grad_norm": h["grad_norm"][-1],
+            "lr": h["lr"][-1], "lr_scale": d.lr_scale, "skipped": d.skip,
+            "safety_skip": bool(arm._extra["safety_skip"][-1]), "clipped": False,
+            "regime": d.regime, "momentum_scale": d.momentum_scale, "rollback": d.rollback,
+            "stop": d.stop, "transition": d.transition, "cause": d.cause}

@@ -1,0 +1,407 @@
+"""The runner: train every (arm, lr, seed) cell of a scenario, trace each step, summarise.
+
+    summary = run_scenario("quickstart", out_dir="runs/qs")     # one CSV trace per cell
+    for row in iter_run(load_scenario("loss_spike"), "guard", 3e-3, seed=0):
+        ...                                                      # one dict per step, live
+
+Fairness: in every arm the same seed gives the same initial weights and the same batches
+(batch `k` is `Batches.get(k)`, a pure function of (seed, k)) and the same faults. Faults
+carried by data (corrupt batches, NaN/inf, overflow, gradient noise) are keyed to the batch
+index, LR spikes to the optimizer step, so a rollback's `take_skip_batches()` jumps past bad
+batches (the PaLM recipe) but not past a bad schedule.
+
+Divergence: the first step whose model loss (the forward loss before any injected
+perturbation) is non-finite or, after the warm-up, exceeds `divergence.factor` (default 2)
+times the loss of step 0. A run whose model loss stays non-finite for
+`divergence.stop_after_nonfinite` steps is cut short: its weights never recover.
+
+Each step's row is read back to the host as it is made (one sync per step on a GPU: cheap
+for these small models, and what a live chart needs anyway).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from lbw_sim.guard.spec import GuardSpec
+from lbw_sim.sim.baselines import last_row, make_arm
+from lbw_sim.sim.data import (
+    ArrayBatches,
+    Batches,
+    SyntheticSource,
+    TextSource,
+    _step_generator,
+    digits,
+    estimate_loss,
+)
+from lbw_sim.sim.device import pick_device
+from lbw_sim.sim.faults import FaultSchedule, LRSpike
+from lbw_sim.sim.scenarios import ArmSpec, Scenario, load_scenario
+from lbw_sim.traces.recorder import TraceRecorder
+
+#: Columns of every cell's trace; the guard arm adds GUARD_TRACE_COLUMNS.
+TRACE_COLUMNS = ["step", "batch", "loss", "model_loss", "grad_norm", "lr", "lr_scale",
+                 "skipped", "clipped", "val_loss", "fault", "wall_time"]
+GUARD_TRACE_COLUMNS = ["regime", "momentum_scale", "rollback", "stop", "safety_skip",
+                       "transition", "cause"]
+SUMMARY_COLUMNS = ["arm", "lr", "seed", "final_train_loss", "final_val_loss", "diverged_step",
+                   "interventions", "skips", "rollbacks", "wall_s", "steps_run", "best_loss",
+                   "stopped"]
+FAULT_SEED = 7919  # fault randomness: a pure function of (seed, batch), the same in every arm
+
+
+# --- what a cell trains -----------------------------------------------------------------------
+
+class ParamModule(nn.Module):
+    """A bare parameter as a module, so landscapes and quadratics fit the arms' interface."""
+
+    def __init__(self, param: nn.Parameter):
+        super().__init__()
+        self.p = param
+
+
+@dataclass
+class Task:
+    """The model, its batches and losses for one seed: everything but the optimizer."""
+
+    module: nn.Module
+    batches: Batches | ArrayBatches | None
+    loss: Callable[[Any, int], torch.Tensor]  # (batch, batch index) -> scalar loss
+    evaluate: Callable[[], float]
+    n_classes: int | None = None
+    best_loss: float | None = None
+
+
+def build_task(sc: Scenario, seed: int, device: torch.device,
+               cache: dict | None = None) -> Task:
+    """Model initialised from `seed`, batches ordered by `seed`, data shared through `cache`."""
+    cache = {} if cache is None else cache
+    cfg = {k: v for k, v in sc.model.items() if k != "kind"}
+    torch.manual_seed(seed)
+    if sc.model_kind == "gpt":
+        from lbw_sim.sim.models import GPT, GPTConfig
+
+        data = _token_data(sc, cache)
+        model = GPT(GPTConfig(vocab_size=data.vocab_size, **cfg)).to(device)
+        block = model.config.block_size
+        return Task(model, Batches(data.train, block, sc.batch_size, seed=seed, device=device),
+                    lambda b, _: model(*b)[1],
+                    lambda: estimate_loss(model, data, block, sc.batch_size, sc.eval_batches,
+                                          device),
+                    n_classes=data.vocab_size, best_loss=data.best_loss)
+    if sc.model_kind == "mlp":
+        from lbw_sim.sim.models import MLPClassifier, MLPConfig
+
+        arrays = _digits(sc, cache)
+        model = MLPClassifier(MLPConfig(n_in=arrays.n_features, n_classes=arrays.n_classes,
+                                        **cfg)).to(device)
+        batches = ArrayBatches(arrays.x_train, arrays.y_train, sc.batch_size, seed, device)
+        return Task(model, batches, lambda b, _: model(*b)[1],
+                    lambda: estimate_loss(model, arrays, device=device),
+                    n_classes=arrays.n_classes)
+    if sc.model_kind == "landscape":
+        from lbw_sim.sim.landscapes import get_landscape
+
+        over = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k != "name"}
+        land = get_landscape(cfg.get("name", "rosenbrock"), **over)
+        mod = ParamModule(land.param(device))
+        return Task(mod, None, lambda b, _: land.loss(mod.p),
+                    lambda: float(land.loss(mod.p.detach())), best_loss=land.f_min)
+    from lbw_sim.sim.problems import NoisyQuadratic
+
+    prob = NoisyQuadratic(**{**cfg, "seed": int(cfg.get("seed", 0)) + seed})
+    mod = ParamModule(prob.param(device))
+    return Task(mod, None, lambda b, step: prob.loss(mod.p, step),
+                lambda: float(prob.true_loss(mod.p.detach())), best_loss=0.0)
+
+
+def prepare(sc: Scenario, arms: Sequence[ArmSpec], device: torch.device, cache: dict) -> None:
+    """Build the data into `cache` and take one untimed step per kind of arm, so that neither
+    the data nor first-call costs (lazy kernel set-up, loading the guard's compiled walk)
+    land in the wall time of whichever cell runs first."""
+    if sc.model_kind == "gpt":
+        _token_data(sc, cache)
+    elif sc.model_kind == "mlp":
+        _digits(sc, cache)
+    for name in dict.fromkeys(a.name for a in arms):
+        for _ in Run(sc, name, sc.lrs[0], sc.seeds[0], device, steps=1, cache=cache):
+            pass
+
+
+def _digits(sc: Scenario, cache: dict):
+    key = ("digits", sc.data.val_fraction, sc.data.seed)
+    if key not in cache:
+        cache[key] = digits(sc.data.val_fraction, sc.data.seed)
+    return cache[key]
+
+
+def _token_data(sc: Scenario, cache: dict):
+    d = sc.data
+    if d.kind == "text":
+        key = ("text", d.path, d.val_fraction)
+        if key not in cache:
+            cache[key] = TextSource.from_file(d.path, d.val_fraction)
+        return cache[key]
+    key = ("synthetic", d.vocab_size, d.order, d.seed, d.n_train, d.n_val)
+    if key not in cache:
+        source = SyntheticSource(vocab_size=d.vocab_size, order=d.order, seed=d.seed)
+        cache[key] = source.dataset(d.n_train, d.n_val)
+    return cache[key]
+
+
+def fault_label(sched: FaultSchedule, step: int, batch: int) -> str:
+    """Kinds active at this step: LR spikes by optimizer step, the rest by batch index."""
+    kinds = [f.kind for f in sched.active(step) if isinstance(f, LRSpike)]
+    kinds += [f.kind for f in sched.active(batch) if not isinstance(f, LRSpike)]
+    return ",".join(kinds)
+
+
+# --- one run, step by step --------------------------------------------------------------------
+
+class Run:
+    """One (arm, lr, seed) cell as an iterator of per-step rows, for scripts and live pages.
+
+    Thread-safe controls: `stop()` (or setting the `stop_event` it was given) ends the
+    iteration after the current step; `set_spec(spec)` swaps the guard spec before the next
+    step. After iteration, `arm`, `task` and `stop_reason` stay available.
+    """
+
+    def __init__(self, scenario: Scenario, arm: str | ArmSpec, lr: float, seed: int = 0,
+                 device: str | torch.device = "auto", *, steps: int | None = None,
+                 stop_event: threading.Event | None = None, cache: dict | None = None):
+        self.scenario = scenario
+        self.arm_spec = arm if isinstance(arm, ArmSpec) else ArmSpec.parse(arm, "arm")
+        self.lr, self.seed = float(lr), int(seed)
+        self.device = pick_device(device)
+        self.steps = int(steps or scenario.steps)
+        self.stop_event = stop_event or threading.Event()
+        self.cache = cache
+        self.stop_reason = ""
+        self.arm: torch.optim.Optimizer | None = None
+        self.task: Task | None = None
+        self._pending: GuardSpec | None = None
+        self._lock = threading.Lock()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def set_spec(self, spec: GuardSpec) -> None:
+        with self._lock:
+            self._pending = spec
+
+    def base_lr(self, step: int) -> float:
+        """The schedule's LR at `step` (before faults and the guard)."""
+        a, sc = self.arm_spec, self.scenario
+        lr = a.lr if a.schedule == "lr_matched" else self.lr
+        sched = sc.schedule
+        if a.schedule in ("constant", "cosine"):
+            sched = type(sched)(sched.warmup, a.schedule, sched.min_lr_ratio)
+        elif a.schedule == "lr_matched":
+            sched = type(sched)(sched.warmup, "constant", sched.min_lr_ratio)
+        return lr * sched.factor(step, self.steps)
+
+    def _setup(self) -> tuple[torch.optim.Optimizer, Task, FaultSchedule]:
+        sc, o = self.scenario, self.scenario.optimizer
+        task = build_task(sc, self.seed, self.device, self.cache)
+        arm = make_arm(self.arm_spec.name, task.module, self.lr, sc.guard, optimizer=o.kind,
+                       betas=o.betas, weight_decay=o.weight_decay, eps=o.eps,
+                       momentum=o.momentum, **sc.arm_options.get(self.arm_spec.name, {}))
+        self.arm, self.task = arm, task
+        return arm, task, sc.fault_schedule(task.n_classes)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        arm, task, faults = self._setup()
+        params = [p for p in task.module.parameters() if p.requires_grad]
+        sc, offset, bad_run, t0 = self.scenario, 0, 0, time.perf_counter()
+        for step in range(self.steps):
+            if self.stop_event.is_set():
+                self.stop_reason = "stopped by request"
+                return
+            self._apply_pending(arm)
+            batch_idx = step + offset
+            lr = self.base_lr(step) * faults.lr_factor(step)
+            for g in arm.param_groups:
+                g["lr"] = lr
+            label = fault_label(faults, step, batch_idx)
+            gen = _step_generator(self.seed + FAULT_SEED, batch_idx) if label else None
+            batch = task.batches.get(batch_idx) if task.batches is not None else None
+            if batch is not None and label:
+                batch = faults.corrupt_batch(*batch, batch_idx, gen)
+            model_loss = task.loss(batch, batch_idx)
+            loss = faults.perturb_loss(model_loss, batch_idx)
+            arm.zero_grad(set_to_none=True)
+            loss.backward()
+            faults.perturb_grads(params, batch_idx, gen)
+            arm.step(loss=loss.detach())
+            offset += arm.take_skip_batches()
+            row = last_row(arm)
+            row.update(step=step, batch=batch_idx, model_loss=float(model_loss.detach()),
+                       fault=label, wall_time=time.perf_counter() - t0, val_loss=math.nan)
+            bad_run = 0 if math.isfinite(row["model_loss"]) else bad_run + 1
+            if arm.should_stop:
+                self.stop_reason = arm.stop_reason
+            elif bad_run >= sc.stop_after_nonfinite:
+                self.stop_reason = f"model loss non-finite for {bad_run} steps"
+            last = step == self.steps - 1 or bool(self.stop_reason)
+            if last or step % sc.eval_every == 0:
+                row["val_loss"] = task.evaluate()
+            yield row
+            if self.stop_reason:
+                return
+
+    def _apply_pending(self, arm: torch.optim.Optimizer) -> None:
+        with self._lock:
+            spec, self._pending = self._pending, None
+        if spec is not None:
+            arm.set_spec(spec)
+
+
+def iter_run(scenario: Scenario | str, arm: str | ArmSpec, lr: float | None = None,
+             seed: int = 0, device: str | torch.device = "auto", *,
+             stop_event: threading.Event | None = None, steps: int | None = None) -> Run:
+    """A `Run` to iterate: one dict per step (see TRACE_COLUMNS); `run.set_spec` between steps."""
+    sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    return Run(sc, arm, sc.lrs[0] if lr is None else lr, seed, device, steps=steps,
+               stop_event=stop_event)
+
+
+# --- summaries --------------------------------------------------------------------------------
+
+def summarize(rows: Sequence[dict[str, Any]], sc: Scenario, *, arm: str, lr: float, seed: int,
+              wall_s: float, best_loss: float | None = None, stopped: str = "") -> dict:
+    """One summary row for a cell from its per-step rows."""
+    df = pd.DataFrame(rows)
+    out: dict[str, Any] = {"arm": arm, "lr": lr, "seed": seed, "steps_run": len(df),
+                           "wall_s": wall_s, "best_loss": best_loss, "stopped": stopped}
+    if df.empty:
+        return out
+    ml = df["model_loss"].to_numpy(float)
+    out["final_train_loss"] = float(ml[-max(1, len(ml) // 10):].mean())
+    val = df["val_loss"].dropna() if "val_loss" in df else pd.Series(dtype=float)
+    out["final_val_loss"] = float(df["val_loss"].iloc[-1]) if len(val) else math.nan
+    out["diverged_step"] = diverged_step(ml, sc.schedule.warmup, sc.divergence_factor)
+    skipped = df["skipped"].astype(bool) | df.get("safety_skip", False)
+    acted = skipped | df["clipped"].astype(bool) | (df["lr_scale"] < 1)
+    if "momentum_scale" in df:
+        acted |= (df["momentum_scale"] < 1) | df["rollback"].astype(bool)
+        for regime, frac in df["regime"].astype(str).value_counts(normalize=True).items():
+            out[f"time_{regime}"] = float(frac)
+    out["interventions"] = int(acted.sum())
+    out["skips"] = int(skipped.sum())
+    out["rollbacks"] = int(df["rollback"].sum()) if "rollback" in df else 0
+    return out
+
+
+def diverged_step(model_loss: np.ndarray, warmup: int, factor: float) -> int | None:
+    """First step with a non-finite loss, or one above factor x the first loss after warm-up."""
+    if len(model_loss) == 0:
+        return None
+    bad = ~np.isfinite(model_loss)
+    steps = np.arange(len(model_loss))
+    if math.isfinite(model_loss[0]):
+        bad |= (steps >= warmup) & (model_loss > factor * model_loss[0])
+    hits = np.flatnonzero(bad)
+    return int(hits[0]) if len(hits) else None
+
+
+def trace_name(arm: str, lr: float, seed: int) -> str:
+    """File name of a cell's trace, e.g. `adamw-cosine_lr0.003_seed0.csv`."""
+    return f"{re.sub(r'[^A-Za-z0-9.=_-]+', '-', arm)}_lr{lr:g}_seed{seed}.csv"
+
+
+# --- a whole scenario -------------------------------------------------------------------------
+
+def run_scenario(scenario: Scenario | str, out_dir: str | Path | None = None,
+                 device: str | torch.device = "auto", steps: int | None = None,
+                 progress: bool = True, callback: Callable[[dict, int, int], None] | None = None,
+                 stop_event: threading.Event | None = None, lrs: Sequence[float] | None = None,
+                 seeds: int | Sequence[int] | None = None,
+                 arms: Sequence[str | ArmSpec] | None = None) -> pd.DataFrame:
+    """Run every (arm, lr, seed) cell; one summary row per cell (SUMMARY_COLUMNS + time_*).
+
+    With `out_dir`, each cell's per-step trace is written crash-safely as CSV and
+    `summary.csv` is rewritten after every cell. `callback(summary_row, done, total)` runs
+    after each cell; setting `stop_event` ends the current cell after its step and returns
+    what is done.
+    """
+    sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    arm_specs = [a if isinstance(a, ArmSpec) else ArmSpec.parse(a, f"arms[{i}]")
+                 for i, a in enumerate(arms)] if arms else list(sc.arms)
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds or sc.seeds)
+    cells = [(a, lr, s) for lr in (lrs or sc.lrs) for s in seed_list for a in arm_specs]
+    n_steps = int(steps or sc.steps)
+    out = Path(out_dir) if out_dir is not None else None
+    stop_event = stop_event or threading.Event()
+    dev, cache, rows = pick_device(device), {}, []
+    prepare(sc, arm_specs, dev, cache)
+    bar = _progress(len(cells) * n_steps, progress, sc.name)
+    try:
+        for done, (arm, lr, seed) in enumerate(cells, 1):
+            rows.append(_run_cell(sc, arm, lr, seed, dev, n_steps, stop_event, cache, out, bar))
+            if out is not None:
+                _summary_frame(rows).to_csv(out / "summary.csv", index=False)
+            if callback is not None:
+                callback(rows[-1], done, len(cells))
+            if stop_event.is_set():
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    return _summary_frame(rows)
+
+
+def _run_cell(sc: Scenario, arm: ArmSpec, lr: float, seed: int, device: torch.device,
+              steps: int, stop_event: threading.Event, cache: dict, out: Path | None,
+              bar: Any) -> dict[str, Any]:
+    run = Run(sc, arm, lr, seed, device, steps=steps, stop_event=stop_event, cache=cache)
+    columns = TRACE_COLUMNS + (GUARD_TRACE_COLUMNS if arm.name == "guard" else [])
+    rec = TraceRecorder(out / trace_name(arm.label, lr, seed), columns=columns) if out else None
+    rows, t0 = [], time.perf_counter()
+    if bar is not None:
+        bar.set_postfix_str(f"{arm.label} lr={lr:g} seed={seed}")
+    try:
+        for row in run:
+            rows.append(row)
+            if rec is not None:
+                rec.record(**{c: row.get(c) for c in columns})
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if rec is not None:
+            rec.close()
+    if bar is not None and len(rows) < steps:
+        bar.update(steps - len(rows))
+    best = run.task.best_loss if run.task is not None else None
+    return summarize(rows, sc, arm=arm.label, lr=lr, seed=seed,
+                     wall_s=time.perf_counter() - t0, best_loss=best, stopped=run.stop_reason)
+
+
+def _summary_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    for col in SUMMARY_COLUMNS:
+        if col not in df:
+            df[col] = None
+    df["diverged_step"] = df["diverged_step"].astype("Int64")
+    df["best_loss"] = pd.to_numeric(df["best_loss"]).astype(float)
+    extra = sorted(c for c in df.columns if c not in SUMMARY_COLUMNS)
+    return df[SUMMARY_COLUMNS + extra]
+
+
+def _progress(total: int, enabled: bool, name: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=name, unit="step", dynamic_ncols=True)

@@ -1,0 +1,134 @@
+import math
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lbw_sim.cli import main
+from lbw_sim.guard.spec import GuardSpec
+from lbw_sim.sim.runner import (
+    GUARD_TRACE_COLUMNS,
+    SUMMARY_COLUMNS,
+    TRACE_COLUMNS,
+    Run,
+    diverged_step,
+    fault_label,
+    iter_run,
+)
+from lbw_sim.sim.scenarios import load_scenario
+
+torch.set_num_threads(1)
+QUICK = load_scenario("quickstart")
+STORM = load_scenario("nan_storm")
+
+
+def params_finite(run):
+    return all(torch.isfinite(p).all() for p in run.task.module.parameters())
+
+
+def test_quickstart_runs_end_to_end_through_the_cli(tmp_path, capsys):
+    out = tmp_path / "qs"
+    assert main(["run", "quickstart", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "guard" in printed and "summary.csv" in printed
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.columns[:len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
+    assert summary["arm"].tolist() == ["adamw", "clip", "zclip", "skipstep", "guard"]
+    traces = sorted(p.name for p in out.glob("*_seed0.csv"))
+    assert len(traces) == 5
+    guard = pd.read_csv(out / "guard_lr0.003_seed0.csv")
+    assert list(guard.columns) == TRACE_COLUMNS + GUARD_TRACE_COLUMNS
+    assert len(guard) == QUICK.steps and guard["val_loss"].notna().sum() == 3
+    assert set(guard.loc[guard["fault"].notna(), "step"]) == {70, 80, 81}
+    plain = pd.read_csv(out / "adamw_lr0.003_seed0.csv")
+    assert list(plain.columns) == TRACE_COLUMNS
+    row = summary.set_index("arm").loc["guard"]
+    assert np.isfinite(row["final_val_loss"]) and row["best_loss"] < row["final_val_loss"]
+
+
+def test_cli_run_rejects_bad_input_with_one_line(capsys):
+    assert main(["run", "no_such_scenario"]) == 2
+    assert main(["run", "quickstart", "--arms", "adamw,bogus"]) == 2
+    assert main(["run", "quickstart", "--steps", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+
+
+def test_same_seed_gives_the_same_init_and_batches_in_every_arm():
+    first = {}
+    for arm in ("adamw", "clip", "zclip", "skipstep", "guard"):
+        run = Run(QUICK, arm, 3e-3, seed=1, device="cpu", steps=3)
+        rows = list(run)
+        x, y = run.task.batches.get(2)
+        first[arm] = (rows[0]["loss"], [r["batch"] for r in rows], x, y)
+    ref = first["adamw"]
+    for loss, batches, x, y in first.values():
+        assert loss == ref[0] and batches == [0, 1, 2]
+        assert torch.equal(x, ref[2]) and torch.equal(y, ref[3])
+    other = list(Run(QUICK, "adamw", 3e-3, seed=2, device="cpu", steps=1))
+    assert other[0]["loss"] != ref[0]
+
+
+def test_nan_storm_rollback_skips_batches_and_keeps_weights_finite():
+    skip = STORM.guard.regimes["rollback"].skip_batches
+    guard = Run(STORM, "guard", STORM.lrs[0], device="cpu", steps=340)
+    rows = list(guard)
+    rb = [i for i, r in enumerate(rows) if r["rollback"]]
+    assert len(rb) == 1
+    i = rb[0]
+    assert rows[i + 1]["batch"] == rows[i]["batch"] + 1 + skip
+    assert rows[-1]["batch"] == rows[-1]["step"] + skip
+    assert params_finite(guard) and not guard.stop_reason
+
+    plain = Run(STORM, "adamw", STORM.lrs[0], device="cpu", steps=340)
+    plain_rows = list(plain)
+    assert not params_finite(plain)
+    assert "non-finite" in plain.stop_reason and len(plain_rows) < 340
+
+
+def test_stop_event_ends_a_live_run_promptly():
+    stop = threading.Event()
+    run = iter_run(QUICK, "guard", seed=0, device="cpu", steps=100_000, stop_event=stop)
+    rows, started = [], threading.Event()
+
+    def work():
+        for row in run:
+            rows.append(row)
+            started.set()
+
+    t = threading.Thread(target=work)
+    t.start()
+    assert started.wait(30)
+    t0 = time.perf_counter()
+    stop.set()
+    t.join(timeout=5)
+    assert not t.is_alive() and time.perf_counter() - t0 < 5
+    assert run.stop_reason == "stopped by request" and len(rows) < 100_000
+
+
+def test_set_spec_between_steps_reaches_the_guard():
+    run = iter_run(QUICK, "guard", device="cpu", steps=12)
+    lax = GuardSpec.default().with_values({"thresholds.spike_z": 50.0})
+    for row in run:
+        if row["step"] == 5:
+            run.set_spec(lax)
+    hashes = run.arm.trace()["spec_hash"].tolist()
+    assert hashes[:6] == [QUICK.guard.hash] * 6 and hashes[6:] == [lax.hash] * 6
+
+
+def test_schedules_faults_and_divergence():
+    sc = QUICK.replace(faults=({"kind": "lr_spike", "factor": 10.0, "at": 20},))
+    cos = Run(sc, "adamw:cosine", 1e-2, steps=100)
+    matched = Run(sc, "adamw:lr_matched=1e-3", 1e-2, steps=100)
+    assert cos.base_lr(10) == pytest.approx(1e-2) and cos.base_lr(99) < 2e-3
+    assert matched.base_lr(50) == pytest.approx(1e-3)
+    rows = list(Run(sc, "adamw", 1e-2, device="cpu", steps=22))
+    assert rows[20]["lr"] == pytest.approx(0.1) and rows[20]["fault"] == "lr_spike"
+    sched = sc.fault_schedule()
+    assert fault_label(sched, 20, 35) == "lr_spike" and fault_label(sched, 5, 20) == ""
+    assert diverged_step(np.array([4.0, 9.0, 3.0, 9.0]), warmup=2, factor=2.0) == 3
+    assert diverged_step(np.array([4.0, 3.0, math.nan]), warmup=5, factor=2.0) == 2
+    assert diverged_step(np.array([4.0, 3.0, 2.0]), warmup=0, factor=2.0) is None
