@@ -40,6 +40,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+import torch.distributed as dist
 
 from lbw_sim.guard.adamw import adamw_step
 from lbw_sim.guard.device import TensorGuard
@@ -144,25 +145,25 @@ class GuardedOptimizer(torch.optim.Optimizer):
     def telemetry(self, loss: torch.Tensor | float | None) -> tuple[float, float]:
         """(loss, gradient norm), all-reduced across ranks when distributed."""
         grads = self._grads()
-        if grads:
-            norms = torch._foreach_norm(grads, 2.0)
-            grad_norm = torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
-        else:
+        if not grads:
             grad_norm = torch.tensor(float("nan"))
+        else:
+            norms = torch._foreach_norm(grads, 2.0)
+            if norms[0].dtype != torch.float32 or len({n.dtype for n in norms}) > 1:
+                norms = [n.float() for n in norms]
+            grad_norm = torch.linalg.vector_norm(torch.stack(norms))
+        if not self._distributed():
+            loss = loss.detach() if torch.is_tensor(loss) else loss
+            return (float("nan") if loss is None else float(loss)), float(grad_norm)
         loss_t = torch.as_tensor(float("nan") if loss is None else loss).detach().float()
         packed = torch.stack([loss_t.to(grad_norm.device).reshape(()), grad_norm.reshape(())])
-        if self._distributed():
-            import torch.distributed as dist
-
-            dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=self.process_group)
-            packed[0] /= dist.get_world_size(self.process_group)
-            packed[1] /= dist.get_world_size(self.process_group)
-        values = packed.double().cpu().tolist()
+        dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=self.process_group)
+        packed = packed.double() / dist.get_world_size(self.process_group)
+        values = packed.cpu().tolist()
         return values[0], values[1]
 
-    def _distributed(self) -> bool:
-        import torch.distributed as dist
-
+    @staticmethod
+    def _distributed() -> bool:
         return dist.is_available() and dist.is_initialized()
 
     @torch.no_grad()
@@ -231,9 +232,12 @@ class GuardedOptimizer(torch.optim.Optimizer):
     def _maybe_snapshot(self, d: Decision) -> None:
         every = self.spec.bounds.snapshot_every
         if d.regime == self.spec.initial and self.step_count % every == 0:
+            state = self.optimizer.state_dict()   # tensors are shared: clone just those
+            state["state"] = {k: {n: v.clone() if torch.is_tensor(v) else copy.deepcopy(v)
+                                  for n, v in s.items()} for k, s in state["state"].items()}
             self.snapshot = {
                 "params": [p.detach().clone() for p in self._params()],
-                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "optimizer": state,
             }
             self.snapshot_step = self.step_count
 
@@ -264,8 +268,6 @@ class GuardedOptimizer(torch.optim.Optimizer):
                   torch.full((), float("nan") if loss is None else float(loss), device=dev))
         packed = torch.stack([loss_t.detach().float().reshape(()), grad_norm.reshape(())])
         if self._distributed():
-            import torch.distributed as dist
-
             dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=self.process_group)
             packed = packed / dist.get_world_size(self.process_group)
         return packed[0], packed[1]
