@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from lbw_sim.checks import integer, number
 from lbw_sim.errors import SpecError
 from lbw_sim.guard import conditions as C
 
@@ -210,7 +210,7 @@ def _build(data: Any) -> GuardSpec:
     if not isinstance(name, str) or not name.strip():
         raise SpecError("name", "must be a non-empty string")
     signals = {k: _signal(f"signals.{k}", v) for k, v in _mapping("signals", data).items()}
-    thresholds = {k: _number(f"thresholds.{k}", v)
+    thresholds = {k: number(f"thresholds.{k}", v)
                   for k, v in _mapping("thresholds", data, required=False).items()}
     regimes = {k: _regime(f"regimes.{k}", v) for k, v in _mapping("regimes", data).items()}
     initial = data.get("initial")
@@ -271,11 +271,11 @@ def _signal(path: str, data: Any) -> SignalSpec:
     if kw["kind"] != "nonfinite" and len(sources) != 1:
         raise SpecError(f"{path}.source", "only a nonfinite signal reads several columns")
     kw["source"] = source if isinstance(source, str) else tuple(sources)
-    kw["half_life"] = _number(f"{path}.half_life", kw.get("half_life", 50.0), lo=1e-9)
-    kw["warmup"] = _integer(f"{path}.warmup", kw.get("warmup", 0))
-    kw["floor"] = _number(f"{path}.floor", kw.get("floor", 0.01), lo=0.0)
+    kw["half_life"] = number(f"{path}.half_life", kw.get("half_life", 50.0), lo=1e-9)
+    kw["warmup"] = integer(f"{path}.warmup", kw.get("warmup", 0))
+    kw["floor"] = number(f"{path}.floor", kw.get("floor", 0.01), lo=0.0)
     if kw.get("clip") is not None:
-        kw["clip"] = _number(f"{path}.clip", kw["clip"], lo=1e-9)
+        kw["clip"] = number(f"{path}.clip", kw["clip"], lo=1e-9)
     return SignalSpec(**kw)
 
 
@@ -283,14 +283,14 @@ def _regime(path: str, data: Any) -> RegimeSpec:
     kw = _settings(path, data or {}, RegimeSpec)
     for key in ("lr_scale", "momentum_scale"):
         if key in kw:
-            kw[key] = _number(f"{path}.{key}", kw[key], lo=0.0, hi=1.0)
+            kw[key] = number(f"{path}.{key}", kw[key], lo=0.0, hi=1.0)
     if kw.get("update_cap") is not None:
-        kw["update_cap"] = _number(f"{path}.update_cap", kw["update_cap"], lo=1e-12)
+        kw["update_cap"] = number(f"{path}.update_cap", kw["update_cap"], lo=1e-12)
     for key in ("skip", "rollback", "stop"):
         if key in kw and not isinstance(kw[key], bool):
             raise SpecError(f"{path}.{key}", f"must be true or false, got {kw[key]!r}")
     if "skip_batches" in kw:
-        kw["skip_batches"] = _integer(f"{path}.skip_batches", kw["skip_batches"])
+        kw["skip_batches"] = integer(f"{path}.skip_batches", kw["skip_batches"])
     return RegimeSpec(**kw)
 
 
@@ -308,9 +308,9 @@ def _transition(i: int, data: Any) -> TransitionSpec:
         raise SpecError(f"{path}.from", "must be a regime name, a list of them, or '*'")
     kw["source"] = tuple(source)
     kw.setdefault("name", f"{'|'.join(source)}->{kw['to']}")
-    kw["for_"] = _integer(f"{path}.for", kw.get("for_", 1), lo=1)
-    kw["min_dwell"] = _integer(f"{path}.min_dwell", kw.get("min_dwell", 0))
-    kw["priority"] = _integer(f"{path}.priority", kw.get("priority", 0), lo=-10**6)
+    kw["for_"] = integer(f"{path}.for", kw.get("for_", 1), lo=1)
+    kw["min_dwell"] = integer(f"{path}.min_dwell", kw.get("min_dwell", 0))
+    kw["priority"] = integer(f"{path}.priority", kw.get("priority", 0), lo=-10**6)
     if not isinstance(kw["when"], str):
         raise SpecError(f"{path}.when", "must be a condition string")
     return TransitionSpec(**kw)
@@ -322,25 +322,8 @@ def _bounds(data: Any) -> Bounds:
     for f in fields(Bounds):
         value = kw.get(f.name, f.default)
         path = f"bounds.{f.name}"
-        out[f.name] = _integer(path, value) if f.type == "int" else _number(path, value)
+        out[f.name] = integer(path, value) if f.type == "int" else number(path, value)
     return Bounds(**out)
-
-
-def _number(path: str, value: Any, lo: float = -math.inf, hi: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpecError(path, f"must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or not lo <= value <= hi:
-        raise SpecError(path, f"must be a finite number in [{lo}, {hi}], got {value!r}")
-    return value
-
-
-def _integer(path: str, value: Any, lo: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-        raise SpecError(path, f"must be a whole number, got {value!r}")
-    if value < lo:
-        raise SpecError(path, f"must be >= {lo}, got {value!r}")
-    return int(value)
 
 
 # --- validation of the whole ----------------------------------------------------------------

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from lbw_sim.checks import integer, number
 from lbw_sim.errors import SpecError
 from lbw_sim.guard.spec import GuardSpec
 
@@ -116,7 +117,7 @@ class ArmSpec:
         if (schedule == "lr_matched") != (lr is not None):
             raise SpecError(path, "lr_matched needs an LR (adamw:lr_matched=3e-3) and only it")
         if lr is not None:
-            lr = _number(f"{path}.lr", lr, lo=1e-12)
+            lr = number(f"{path}.lr", lr, lo=1e-12)
         return cls(name, schedule, lr)
 
 
@@ -219,8 +220,8 @@ def _build(data: Any, base_dir: Path) -> Scenario:
     _check_optimizer(opt)
     sched = _dataclass("schedule", data.get("schedule") or {}, ScheduleSpec)
     _check_schedule(sched)
-    steps = _integer("steps", data.get("steps", 100), lo=1)
-    batch = _integer("batch_size", data.get("batch_size", 32), lo=1)
+    steps = integer("steps", data.get("steps", 100), lo=1)
+    batch = integer("batch_size", data.get("batch_size", 32), lo=1)
     seeds = _seeds(data.get("seeds", 1))
     lrs = _lrs(data.get("lrs"), opt.lr)
     arms = _arms(data.get("arms", ["adamw", "guard"]), opt.kind)
@@ -235,10 +236,10 @@ def _build(data: Any, base_dir: Path) -> Scenario:
         name=name, description=str(data.get("description") or ""), model=model, data=dspec,
         optimizer=opt, schedule=sched, steps=steps, batch_size=batch, seeds=seeds, lrs=lrs,
         arms=arms, guard=guard, faults=faults, arm_options=options,
-        eval_every=_integer("eval_every", data.get("eval_every", 100), lo=1),
-        eval_batches=_integer("eval_batches", data.get("eval_batches", 8), lo=1),
-        divergence_factor=_number("divergence.factor", div.get("factor", 2.0), lo=1.0),
-        stop_after_nonfinite=_integer("divergence.stop_after_nonfinite",
+        eval_every=integer("eval_every", data.get("eval_every", 100), lo=1),
+        eval_batches=integer("eval_batches", data.get("eval_batches", 8), lo=1),
+        divergence_factor=number("divergence.factor", div.get("factor", 2.0), lo=1.0),
+        stop_after_nonfinite=integer("divergence.stop_after_nonfinite",
                                       div.get("stop_after_nonfinite", 50), lo=1),
     )
 
@@ -288,7 +289,7 @@ def _check_data(d: DataSpec, model: str, base_dir: Path) -> None:
         raise SpecError("data.kind", f"model {model} trains on {' or '.join(needs)}, "
                                      f"not {d.kind!r}")
     for key in ("vocab_size", "order", "n_train", "n_val"):
-        _integer(f"data.{key}", getattr(d, key), lo=1)
+        integer(f"data.{key}", getattr(d, key), lo=1)
     if d.kind == "text" and (not d.path or not (base_dir / d.path).is_file()):
         raise SpecError("data.path", f"no text file {d.path!r} (relative to the scenario)")
 
@@ -296,29 +297,29 @@ def _check_data(d: DataSpec, model: str, base_dir: Path) -> None:
 def _check_optimizer(o: OptimizerSpec) -> None:
     if o.kind not in ("adamw", "sgd"):
         raise SpecError("optimizer.kind", f"must be adamw or sgd, got {o.kind!r}")
-    _number("optimizer.lr", o.lr, lo=1e-12)
+    number("optimizer.lr", o.lr, lo=1e-12)
     if not (isinstance(o.betas, (list, tuple)) and len(o.betas) == 2):
         raise SpecError("optimizer.betas", f"must be two numbers, got {o.betas!r}")
     for b in o.betas:
-        _number("optimizer.betas", b, lo=0.0, hi=0.999999)
-    _number("optimizer.weight_decay", o.weight_decay, lo=0.0)
-    _number("optimizer.eps", o.eps, lo=0.0)
-    _number("optimizer.momentum", o.momentum, lo=0.0, hi=1.0)
+        number("optimizer.betas", b, lo=0.0, hi=0.999999)
+    number("optimizer.weight_decay", o.weight_decay, lo=0.0)
+    number("optimizer.eps", o.eps, lo=0.0)
+    number("optimizer.momentum", o.momentum, lo=0.0, hi=1.0)
 
 
 def _check_schedule(s: ScheduleSpec) -> None:
-    _integer("schedule.warmup", s.warmup)
+    integer("schedule.warmup", s.warmup)
     if s.decay not in SCHEDULES:
         raise SpecError("schedule.decay", f"must be constant or cosine, got {s.decay!r}")
-    _number("schedule.min_lr_ratio", s.min_lr_ratio, lo=0.0, hi=1.0)
+    number("schedule.min_lr_ratio", s.min_lr_ratio, lo=0.0, hi=1.0)
 
 
 def _seeds(value: Any) -> tuple[int, ...]:
     if isinstance(value, list):
         if not value:
             raise SpecError("seeds", "needs at least one seed")
-        return tuple(_integer(f"seeds[{i}]", s) for i, s in enumerate(value))
-    return tuple(range(_integer("seeds", value, lo=1)))
+        return tuple(integer(f"seeds[{i}]", s) for i, s in enumerate(value))
+    return tuple(range(integer("seeds", value, lo=1)))
 
 
 def _lrs(value: Any, default: float) -> tuple[float, ...]:
@@ -326,7 +327,7 @@ def _lrs(value: Any, default: float) -> tuple[float, ...]:
         return (default,)
     if not isinstance(value, list) or not value:
         raise SpecError("lrs", "must be a non-empty list of learning rates")
-    return tuple(_number(f"lrs[{i}]", v, lo=1e-12) for i, v in enumerate(value))
+    return tuple(number(f"lrs[{i}]", v, lo=1e-12) for i, v in enumerate(value))
 
 
 def _arms(value: Any, optimizer: str) -> tuple[ArmSpec, ...]:
@@ -388,7 +389,7 @@ def _dataclass(path: str, data: Any, cls: type) -> Any:
         kw["betas"] = tuple(kw["betas"])
     for f in dataclasses.fields(cls):
         if f.name in kw and f.type in ("int", "float"):
-            kw[f.name] = (_integer if f.type == "int" else _number)(f"{path}.{f.name}", kw[f.name])
+            kw[f.name] = (integer if f.type == "int" else number)(f"{path}.{f.name}", kw[f.name])
         elif f.name in kw and f.type == "str" and not isinstance(kw[f.name], str):
             raise SpecError(f"{path}.{f.name}", f"must be a string, got {kw[f.name]!r}")
     return cls(**kw)
@@ -402,18 +403,3 @@ def _known(path: str, data: dict, known: set[str]) -> None:
                         f"unknown key (known: {', '.join(sorted(known))})")
 
 
-def _number(path: str, value: Any, lo: float = -math.inf, hi: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpecError(path, f"must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or not lo <= value <= hi:
-        raise SpecError(path, f"must be a finite number in [{lo:g}, {hi:g}], got {value!r}")
-    return value
-
-
-def _integer(path: str, value: Any, lo: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(path, f"must be a whole number, got {value!r}")
-    if value < lo:
-        raise SpecError(path, f"must be >= {lo}, got {value!r}")
-    return value

@@ -1,0 +1,28 @@
+"""Field checks shared by every validated config (guard specs, scenarios): one message style."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from lbw_sim.errors import SpecError
+
+
+def number(path: str, value: Any, lo: float = -math.inf, hi: float = math.inf) -> float:
+    """A finite float in [lo, hi], or a SpecError naming `path`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(path, f"must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise SpecError(path, f"must be a finite number in [{lo:g}, {hi:g}], got {value!r}")
+    return value
+
+
+def integer(path: str, value: Any, lo: int = 0) -> int:
+    """A whole number >= lo (3.0 is accepted as 3), or a SpecError naming `path`."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value != int(value)):
+        raise SpecError(path, f"must be a whole number, got {value!r}")
+    if value < lo:
+        raise SpecError(path, f"must be >= {lo}, got {value!r}")
+    return int(value)
