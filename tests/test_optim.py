@@ -102,15 +102,20 @@ def test_lr_scale_and_momentum_damping_applied():
         torch.testing.assert_close(damped, before * 0.5)
 
 
-def test_update_cap_bounds_the_step():
+@pytest.mark.parametrize("decide_on,inner", [("host", torch.optim.SGD),
+                                             ("device", torch.optim.AdamW)])
+def test_update_cap_bounds_the_step_and_is_recorded(decide_on, inner):
     spec = DEFAULT.with_values({"regimes.nominal.update_cap": 1e-4})
     model = make(4)
-    opt = GuardedOptimizer(torch.optim.SGD(model.parameters(), lr=1.0), spec)
+    opt = GuardedOptimizer(inner(model.parameters(), lr=1.0), spec, decide_on=decide_on)
     for step in range(3):
         before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
         train(model, opt, 1, start=step)
         after = torch.cat([p.detach().flatten() for p in model.parameters()])
         assert (after - before).norm() <= 1e-4 * before.norm() * (1 + 1e-4)
+    if decide_on == "host":
+        df = opt.trace()
+        assert (df["update_scale"] < 1).all() and (df["update_norm"] > 0).all()
 
 
 def test_nan_storm_guarded_stays_finite_plain_does_not():

@@ -50,6 +50,24 @@ from lbw_sim.guard.spec import GuardSpec
 MOMENTUM_KEYS = ("exp_avg", "momentum_buffer")
 
 
+def cap_update(params: list[torch.Tensor], before: list[torch.Tensor],
+               cap: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shrink the update θ - θ_before to at most cap·‖θ_before‖; returns (‖update‖, factor).
+
+    Tensor arithmetic only (no host read), so the device path can use it as it is.
+    """
+    delta = torch._foreach_sub(params, before)
+    d_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(delta)))
+    p_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before)))
+    factor = torch.clamp(cap * p_norm / (d_norm + 1e-12), max=1.0)
+    torch._foreach_mul_(delta, factor)
+    torch._foreach_add_(delta, before)
+    shrink = factor < 1.0            # factor 1 keeps θ bit for bit (b + (θ - b) may round)
+    for p, new in zip(params, delta):
+        p.copy_(torch.where(shrink, new, p))
+    return d_norm, factor
+
+
 class GuardedOptimizer(torch.optim.Optimizer):
     """Drop-in wrapper: `step(loss=…)`, `zero_grad()`, `param_groups`, `state_dict()`, `trace()`.
 
@@ -86,7 +104,9 @@ class GuardedOptimizer(torch.optim.Optimizer):
                                               dtype=torch.int64, device=dev)
         self.last: Decision | None = None
         self._pending_loss: list[torch.Tensor] = []
-        self._extra: dict[str, list] = {"safety_skip": [], "param_norm": [], "wall_time": []}
+        self._extra: dict[str, list] = {"safety_skip": [], "param_norm": [], "wall_time": [],
+                                        "update_norm": [], "update_scale": []}
+        self._cap: tuple[float, float] | None = None
         self._t0 = time.perf_counter()
 
     def _choose_mode(self, decide_on: str) -> str:
@@ -210,23 +230,14 @@ class GuardedOptimizer(torch.optim.Optimizer):
             for g, lr in zip(self.param_groups, base):
                 g["lr"] = lr
         if before is not None:
-            self._cap_update(before, d.update_cap)
+            d_norm, factor = cap_update(self._params(), before, d.update_cap)
+            self._cap = (float(d_norm), float(factor))
 
     def _damp_momentum(self, scale: float) -> None:
         bufs = [s[k] for s in self.optimizer.state.values() for k in MOMENTUM_KEYS
                 if k in s and torch.is_tensor(s[k])]
         if bufs:
             torch._foreach_mul_(bufs, scale)
-
-    def _cap_update(self, before: list[torch.Tensor], cap: float) -> None:
-        params = self._params()
-        delta = torch._foreach_sub(params, before)
-        d_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(delta)))
-        p_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before)))
-        factor = torch.clamp(cap * p_norm / (d_norm + 1e-12), max=1.0)
-        torch._foreach_mul_(delta, factor)
-        for p, b, dl in zip(params, before, delta):
-            p.copy_(b + dl)
 
     # --- snapshots and rollback -------------------------------------------------------------
     def _maybe_snapshot(self, d: Decision) -> None:
@@ -282,11 +293,17 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if self.snapshot is not None:
             self._restore_where(d["rollback"])
         self._pending_dev += d["rollback"].to(torch.int64) * self._skip_batches[d["regime"]]
+        before = ([p.detach().clone() for p in self._params()] if self._has_cap() else None)
         adamw_step(self.optimizer, lr_scale=d["lr_scale"], apply=apply,
                    momentum_scale=d["momentum_scale"])
+        if before is not None:   # an infinite cap gives factor 1: the update is kept as is
+            cap_update(self._params(), before, d["update_cap"].to(before[0].dtype))
         if self.step_count % self.spec.bounds.snapshot_every == 0 and self._has_rollback():
             self._snapshot_where(apply & (d["regime"] == g.c.initial))
         self.step_count += 1
+
+    def _has_cap(self) -> bool:
+        return any(r.update_cap is not None for r in self.spec.regimes.values())
 
     def _has_rollback(self) -> bool:
         return any(r.rollback for r in self.spec.regimes.values())
@@ -312,6 +329,10 @@ class GuardedOptimizer(torch.optim.Optimizer):
     def _record(self, d: Decision, safety: bool) -> None:
         e = self._extra
         e["safety_skip"].append(safety)
+        norm, scale = self._cap if self._cap is not None else (float("nan"), float("nan"))
+        self._cap = None
+        e["update_norm"].append(norm)
+        e["update_scale"].append(scale)
         e["wall_time"].append(time.perf_counter() - self._t0)
         if self.track_norms:
             params = self._params()

@@ -32,6 +32,7 @@ GUARD_COLUMNS: dict[str, tuple[str, str]] = {
     "skipped": ("bool", "the update of this step was skipped (params and state untouched)"),
     "momentum_scale": ("float64", "multiplier on the optimizer's first moment (1 = undamped)"),
     "update_cap": ("float64", "cap on the update norm relative to param norm (inf = none)"),
+    "update_scale": ("float64", "factor the update cap applied to this step's update (1 = none)"),
     "rollback": ("bool", "restore the last known-good snapshot at this step"),
     "stop": ("bool", "the guard asks the run to stop"),
     "transition": ("string", "name of the transition that fired at this step ('' if none)"),
