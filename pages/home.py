@@ -32,6 +32,8 @@ if st.button("Run the demo", icon=":material/play_arrow:", type="primary", key="
         st.session_state["home_demo_runs"] = demo_runs()
 runs = st.session_state.get("home_demo_runs")
 if runs is not None:
+    from lbw_sim.sim.trajectories import guard_actions
+
     plain, guarded = (runs[runs["arm"] == a] for a in ("plain", "guarded"))
     left, right = st.columns(2)
     left.metric("Unguarded", f"diverged at step {int(plain['step'].iloc[-1])}"
@@ -42,9 +44,9 @@ if runs is not None:
     st.plotly_chart(demo_figure(runs), width="stretch", key="home_demo_chart")
     st.caption("Gradient descent on a quadratic with curvature 10, the LR warming up to 0.3 — "
                "past the edge of stability 2/λ = 0.2. Unguarded, the loss grows ×4 per step "
-               "until the run leaves the plot. The guard (default spec) sees the loss ratio "
-               "jump, enters *intervene* and cuts the LR scale, and the run converges. "
-               "Coloured bands: the guarded run's regime. Same start, same schedule.")
+               "until the run leaves the plot. The guard (default spec) "
+               f"{guard_actions(guarded)}, and the run stays in the basin. Coloured bands: the "
+               "guarded run's regime. Same start, same schedule.")
 else:
     st.caption("Trains the same tiny problem twice (about a second on CPU): once plain, once "
                "with the guard above the optimizer.")

@@ -51,15 +51,19 @@ MOMENTUM_KEYS = ("exp_avg", "momentum_buffer")
 
 
 def cap_update(params: list[torch.Tensor], before: list[torch.Tensor],
-               cap: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+               cap: float | torch.Tensor, on_host: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Shrink the update θ - θ_before to at most cap·‖θ_before‖; returns (‖update‖, factor).
 
-    Tensor arithmetic only (no host read), so the device path can use it as it is.
+    Tensor arithmetic only, so the device path uses it without a host read; `on_host=True`
+    (CPU) reads the factor and skips the rewrite when the cap does not bind.
     """
     delta = torch._foreach_sub(params, before)
     d_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(delta)))
     p_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before)))
     factor = torch.clamp(cap * p_norm / (d_norm + 1e-12), max=1.0)
+    if on_host and float(factor) >= 1.0:
+        return d_norm, factor
     torch._foreach_mul_(delta, factor)
     torch._foreach_add_(delta, before)
     shrink = factor < 1.0            # factor 1 keeps θ bit for bit (b + (θ - b) may round)
@@ -230,7 +234,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
             for g, lr in zip(self.param_groups, base):
                 g["lr"] = lr
         if before is not None:
-            d_norm, factor = cap_update(self._params(), before, d.update_cap)
+            d_norm, factor = cap_update(self._params(), before, d.update_cap, on_host=True)
             self._cap = (float(d_norm), float(factor))
 
     def _damp_momentum(self, scale: float) -> None:

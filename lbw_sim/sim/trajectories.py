@@ -78,12 +78,15 @@ def run_path(land: Landscape, cfg: PathConfig, lr: float, guarded: bool,
     out = pd.DataFrame({"step": np.arange(len(xy)), "x": [v[0] for v in xy],
                         "y": [v[1] for v in xy], "loss": losses})
     out["regime"], out["lr_scale"], out["skipped"] = "unguarded", 1.0, False
+    out["update_scale"] = 1.0
     if guarded:
         tr = opt.trace()
         n = min(len(tr), len(out) - 1)
         out.loc[1:n, "regime"] = tr["regime"].astype(str).to_numpy()[:n]
         out.loc[1:n, "lr_scale"] = tr["lr_scale"].to_numpy()[:n]
         out.loc[1:n, "skipped"] = tr["skipped"].to_numpy()[:n]
+        if "update_scale" in tr:
+            out.loc[1:n, "update_scale"] = tr["update_scale"].fillna(1.0).to_numpy()[:n]
         out.loc[0, "regime"] = (spec or GuardSpec.default()).initial
     return out
 
@@ -91,6 +94,21 @@ def run_path(land: Landscape, cfg: PathConfig, lr: float, guarded: bool,
 def _loss(land: Landscape, p: torch.Tensor) -> float:
     with torch.no_grad():
         return float(land.loss(p))
+
+
+def guard_actions(path: pd.DataFrame) -> str:
+    """What the guard did on one guarded path, in words (regimes left, updates capped, skips)."""
+    parts = []
+    regimes = [r for r in dict.fromkeys(path["regime"]) if r != path["regime"].iloc[0]]
+    if regimes:
+        parts.append(f"entered {', '.join(regimes)}")
+    capped = int((path["update_scale"] < 1).sum())
+    if capped:
+        parts.append(f"bounded {capped} update(s) by the update cap "
+                     f"(smallest factor {path['update_scale'].min():.2g})")
+    if path["skipped"].any():
+        parts.append(f"skipped {int(path['skipped'].sum())} update(s)")
+    return "; ".join(parts) or "took no action"
 
 
 def demo_runs(lr: float = 0.3) -> pd.DataFrame:
