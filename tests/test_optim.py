@@ -112,7 +112,7 @@ def test_update_cap_bounds_the_step_and_is_recorded(decide_on, inner):
         before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
         train(model, opt, 1, start=step)
         after = torch.cat([p.detach().flatten() for p in model.parameters()])
-        assert (after - before).norm() <= 1e-4 * before.norm() * (1 + 1e-4)
+        assert (after - before).norm() <= 1e-4 * before.norm() * (1 + 1e-3)  # float32 sums
     if decide_on == "host":
         df = opt.trace()
         assert (df["update_scale"] < 1).all() and (df["update_norm"] > 0).all()

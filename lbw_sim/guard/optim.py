@@ -50,26 +50,45 @@ from lbw_sim.guard.spec import GuardSpec
 MOMENTUM_KEYS = ("exp_avg", "momentum_buffer")
 
 
-def cap_update(params: list[torch.Tensor], before: list[torch.Tensor],
-               cap: float | torch.Tensor, on_host: bool = False
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shrink the update θ - θ_before to at most cap·‖θ_before‖; returns (‖update‖, factor).
+class UpdateCap:
+    """Bound each update θ_new - θ_old to `cap`·‖θ‖, with one reusable copy of the parameters.
 
-    Tensor arithmetic only, so the device path uses it without a host read; `on_host=True`
-    (CPU) reads the factor and skips the rewrite when the cap does not bind.
+    `before()` copies θ into a persistent buffer; `apply()` turns the buffer into θ_old - θ_new,
+    measures it and, where the cap binds, moves θ back towards θ_old: θ ← f·θ_new + (1-f)·θ_old.
+    ‖θ‖ is refreshed every `refresh` steps (it drifts slowly). Tensor arithmetic only, so the
+    device path uses it without a host read; `on_host=True` reads the factor and skips the
+    rewrite when the cap does not bind.
     """
-    delta = torch._foreach_sub(params, before)
-    d_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(delta)))
-    p_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before)))
-    factor = torch.clamp(cap * p_norm / (d_norm + 1e-12), max=1.0)
-    if on_host and float(factor) >= 1.0:
+
+    def __init__(self, refresh: int = 10):
+        self.refresh, self.calls = refresh, 0
+        self.buf: list[torch.Tensor] | None = None
+        self.p_norm: torch.Tensor | None = None
+
+    def before(self, params: list[torch.Tensor]) -> None:
+        if self.buf is None or len(self.buf) != len(params):
+            self.buf = [p.detach().clone() for p in params]
+        else:
+            torch._foreach_copy_(self.buf, [p.detach() for p in params])
+        if self.p_norm is None or self.calls % self.refresh == 0:
+            self.p_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self.buf)))
+        self.calls += 1
+
+    def apply(self, params: list[torch.Tensor], cap: float | torch.Tensor,
+              on_host: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (‖update‖, factor applied)."""
+        with torch.no_grad():
+            torch._foreach_sub_(self.buf, params)                      # θ_old - θ_new
+            d_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self.buf)))
+            factor = torch.clamp(cap * self.p_norm / (d_norm + 1e-12), max=1.0)
+            if on_host:
+                f = float(factor)
+                if f < 1.0:
+                    torch._foreach_add_(params, self.buf, alpha=1.0 - f)
+            else:                                           # factor 1 adds exact zeros
+                torch._foreach_mul_(self.buf, 1.0 - factor)
+                torch._foreach_add_(params, self.buf)
         return d_norm, factor
-    torch._foreach_mul_(delta, factor)
-    torch._foreach_add_(delta, before)
-    shrink = factor < 1.0            # factor 1 keeps θ bit for bit (b + (θ - b) may round)
-    for p, new in zip(params, delta):
-        p.copy_(torch.where(shrink, new, p))
-    return d_norm, factor
 
 
 class GuardedOptimizer(torch.optim.Optimizer):
@@ -111,6 +130,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         self._extra: dict[str, list] = {"safety_skip": [], "param_norm": [], "wall_time": [],
                                         "update_norm": [], "update_scale": []}
         self._cap: tuple[float, float] | None = None
+        self._capper = UpdateCap()
         self._t0 = time.perf_counter()
 
     def _choose_mode(self, decide_on: str) -> str:
@@ -222,9 +242,9 @@ class GuardedOptimizer(torch.optim.Optimizer):
     def _apply(self, d: Decision) -> None:
         if d.momentum_scale != 1.0:
             self._damp_momentum(d.momentum_scale)
-        before = None
-        if math.isfinite(d.update_cap):
-            before = [p.detach().clone() for p in self._params()]
+        capped = math.isfinite(d.update_cap)
+        if capped:
+            self._capper.before(self._params())
         base = [g["lr"] for g in self.param_groups]
         for g, lr in zip(self.param_groups, base):
             g["lr"] = lr * d.lr_scale if not torch.is_tensor(lr) else lr.mul(d.lr_scale)
@@ -233,8 +253,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
         finally:
             for g, lr in zip(self.param_groups, base):
                 g["lr"] = lr
-        if before is not None:
-            d_norm, factor = cap_update(self._params(), before, d.update_cap, on_host=True)
+        if capped:
+            d_norm, factor = self._capper.apply(self._params(), d.update_cap, on_host=True)
             self._cap = (float(d_norm), float(factor))
 
     def _damp_momentum(self, scale: float) -> None:
@@ -297,11 +317,12 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if self.snapshot is not None:
             self._restore_where(d["rollback"])
         self._pending_dev += d["rollback"].to(torch.int64) * self._skip_batches[d["regime"]]
-        before = ([p.detach().clone() for p in self._params()] if self._has_cap() else None)
+        if self._has_cap():
+            self._capper.before(self._params())
         adamw_step(self.optimizer, lr_scale=d["lr_scale"], apply=apply,
                    momentum_scale=d["momentum_scale"])
-        if before is not None:   # an infinite cap gives factor 1: the update is kept as is
-            cap_update(self._params(), before, d["update_cap"].to(before[0].dtype))
+        if self._has_cap():   # an infinite cap gives factor 1: the update is kept as is
+            self._capper.apply(self._params(), d["update_cap"].to(self._capper.buf[0].dtype))
         if self.step_count % self.spec.bounds.snapshot_every == 0 and self._has_rollback():
             self._snapshot_where(apply & (d["regime"] == g.c.initial))
         self.step_count += 1
