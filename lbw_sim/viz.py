@@ -411,3 +411,71 @@ def compare_summary(outs: list[pd.DataFrame], names: list[str]) -> pd.DataFrame:
                      "min LR scale": float(out["lr_scale"].min()),
                      **{f"steps {r}": int(counts.get(r, 0)) for r in out["regime"].cat.categories}})
     return pd.DataFrame(rows).fillna(0)
+
+
+# --- live training ------------------------------------------------------------------------
+
+GUARDED_COLOR = "#1f77b4"
+LIVE_PANELS = (("loss", "loss (nats)"), ("grad_norm", "grad norm (L2)"),
+               ("lr_scale", "guard LR scale (×)"))
+
+
+def live_figure(guarded: pd.DataFrame, plain: pd.DataFrame, height: int = 620):
+    """Live run: loss and grad norm of both arms, the guard's LR scale; regime bands behind.
+
+    One figure (one WebGL context). Non-finite values, which a line cannot show, are
+    crosses along the bottom of their panel. `uirevision` keeps zoom across redraws.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, row_heights=[0.45, 0.3, 0.25],
+                        vertical_spacing=0.04)
+    for arm, df, color, dash in (("guarded", guarded, GUARDED_COLOR, "solid"),
+                                 ("plain", plain, UNGUARDED_COLOR, "dash")):
+        for row, (col, _) in enumerate(LIVE_PANELS[:2], start=1):
+            _live_series(fig, df, col, row, f"{arm} {col}", color, dash, legend=row == 1)
+    if len(guarded):
+        _live_series(fig, guarded, "lr_scale", 3, "guard LR scale", GUARDED_COLOR, "solid",
+                     shape="hv")
+        if guarded["skipped"].astype(bool).any():
+            sk = guarded[guarded["skipped"].astype(bool)]
+            fig.add_trace(go.Scattergl(x=sk["step"], y=np.zeros(len(sk)), mode="markers",
+                                       name="skipped update", marker={
+                                           "symbol": "x", "size": 7,
+                                           "color": regime_color("skip")}), row=3, col=1)
+        _add_bands(fig, guarded.astype({"regime": str}))
+    for row, (_, title) in enumerate(LIVE_PANELS, start=1):
+        fig.update_yaxes(title_text=title, row=row, col=1)
+    fig.update_yaxes(type="log", exponentformat="power", row=2, col=1)
+    fig.update_yaxes(range=[-0.05, 1.1], row=3, col=1)
+    fig.update_xaxes(title_text="step", row=3, col=1)
+    fig.update_layout(height=height, uirevision="live", hovermode="x unified",
+                      margin={"l": 70, "r": 20, "t": 30, "b": 40},
+                      legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"})
+    return fig
+
+
+def _live_series(fig, df: pd.DataFrame, col: str, row: int, name: str, color: str, dash: str,
+                 legend: bool = True, shape: str = "linear") -> None:
+    """One arm's column as a WebGL line, its non-finite steps as crosses at the bottom."""
+    import plotly.graph_objects as go
+
+    if not len(df):
+        return
+    step = df["step"].to_numpy()
+    y = pd.to_numeric(df[col], errors="coerce").to_numpy(np.float64)
+    idx = display_index(step, y)
+    fig.add_trace(go.Scattergl(x=step[idx], y=y[idx], mode="lines", name=name,
+                               legendgroup=name.split()[0], showlegend=legend,
+                               line={"color": color, "dash": dash, "width": 1.6,
+                                     "shape": shape}), row=row, col=1)
+    bad = ~np.isfinite(y)
+    if bad.any():
+        finite = y[~bad]
+        floor = float(finite.min()) if len(finite) else 0.0
+        fig.add_trace(go.Scattergl(x=step[bad], y=np.full(bad.sum(), floor), mode="markers",
+                                   name=f"{name}: non-finite", showlegend=legend,
+                                   legendgroup=name.split()[0],
+                                   marker={"symbol": "x", "size": 6, "color": "#d62728"}),
+                      row=row, col=1)
