@@ -423,18 +423,28 @@ LIVE_PANELS = (("loss", "loss (nats)"), ("grad_norm", "grad norm (L2)"),
 def live_figure(guarded: pd.DataFrame, plain: pd.DataFrame, height: int = 620):
     """Live run: loss and grad norm of both arms, the guard's LR scale; regime bands behind.
 
-    One figure (one WebGL context). Non-finite values, which a line cannot show, are
-    crosses along the bottom of their panel. `uirevision` keeps zoom across redraws.
+    One figure (one WebGL context). Non-finite values, which a line cannot show, are strips
+    along the top (plain) or bottom (guarded) of their panel. `uirevision` keeps zoom
+    across redraws.
     """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, row_heights=[0.45, 0.3, 0.25],
                         vertical_spacing=0.04)
+    strips = []
     for arm, df, color, dash in (("guarded", guarded, GUARDED_COLOR, "solid"),
                                  ("plain", plain, UNGUARDED_COLOR, "dash")):
+        mark = "#d62728" if arm == "plain" else color
+        mine = []
         for row, (col, _) in enumerate(LIVE_PANELS[:2], start=1):
             _live_series(fig, df, col, row, f"{arm} {col}", color, dash, legend=row == 1)
+            mine += _nonfinite_strips(df, col, row, mark, top=arm == "plain")
+        if mine:
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers",
+                                     name=f"{arm}: non-finite", marker={
+                                         "size": 10, "symbol": "square", "color": mark}))
+        strips += mine
     if len(guarded):
         _live_series(fig, guarded, "lr_scale", 3, "guard LR scale", GUARDED_COLOR, "solid",
                      shape="hv")
@@ -444,7 +454,9 @@ def live_figure(guarded: pd.DataFrame, plain: pd.DataFrame, height: int = 620):
                                        name="skipped update", marker={
                                            "symbol": "x", "size": 7,
                                            "color": regime_color("skip")}), row=3, col=1)
-        _add_bands(fig, guarded.astype({"regime": str}))
+        _add_bands(fig, guarded.astype({"regime": str}), strips)
+    else:
+        add_shapes(fig, strips)
     for row, (_, title) in enumerate(LIVE_PANELS, start=1):
         fig.update_yaxes(title_text=title, row=row, col=1)
     fig.update_yaxes(type="log", exponentformat="power", row=2, col=1)
@@ -458,7 +470,7 @@ def live_figure(guarded: pd.DataFrame, plain: pd.DataFrame, height: int = 620):
 
 def _live_series(fig, df: pd.DataFrame, col: str, row: int, name: str, color: str, dash: str,
                  legend: bool = True, shape: str = "linear") -> None:
-    """One arm's column as a WebGL line, its non-finite steps as crosses at the bottom."""
+    """One arm's column as a WebGL line (a line has gaps where values are non-finite)."""
     import plotly.graph_objects as go
 
     if not len(df):
@@ -470,12 +482,21 @@ def _live_series(fig, df: pd.DataFrame, col: str, row: int, name: str, color: st
                                legendgroup=name.split()[0], showlegend=legend,
                                line={"color": color, "dash": dash, "width": 1.6,
                                      "shape": shape}), row=row, col=1)
-    bad = ~np.isfinite(y)
-    if bad.any():
-        finite = y[~bad]
-        floor = float(finite.min()) if len(finite) else 0.0
-        fig.add_trace(go.Scattergl(x=step[bad], y=np.full(bad.sum(), floor), mode="markers",
-                                   name=f"{name}: non-finite", showlegend=legend,
-                                   legendgroup=name.split()[0],
-                                   marker={"symbol": "x", "size": 6, "color": "#d62728"}),
-                      row=row, col=1)
+
+
+def _nonfinite_strips(df: pd.DataFrame, col: str, row: int, color: str,
+                      top: bool = True) -> list[dict]:
+    """A thin strip along the top (or bottom) of a panel over each run of non-finite steps."""
+    if not len(df):
+        return []
+    step = df["step"].to_numpy()
+    bad = ~np.isfinite(pd.to_numeric(df[col], errors="coerce").to_numpy(np.float64))
+    if not bad.any():
+        return []
+    edges = np.diff(np.concatenate([[0], bad.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+    xa, ya = _axes(row)
+    y0, y1 = (0.94, 1.0) if top else (0.0, 0.06)
+    return [{"type": "rect", "xref": xa, "x0": step[a] - 0.5, "x1": step[b] + 0.5,
+             "yref": f"{ya} domain", "y0": y0, "y1": y1, "fillcolor": color, "opacity": 0.8,
+             "line": {"width": 0}} for a, b in zip(starts[-MAX_BANDS:], ends[-MAX_BANDS:])]

@@ -8,7 +8,6 @@ polled for IDLE_TIMEOUT seconds (a closed tab) stops itself.
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from lbw_sim.errors import SpecError
@@ -118,6 +117,9 @@ def metrics(snap: Snapshot) -> None:
     b.metric("Guard regime", str(g["regime"].iloc[-1]) if len(g) else "–")
     c.metric("Guarded loss", last(g, "loss"))
     d.metric("Plain loss", last(p, "loss"))
+    for arm, why in snap.ended.items():
+        df = g if arm == "guarded" else p
+        st.caption(f"The {arm} run ended at step {int(df['step'].iloc[-1])}: {why}.")
 
 
 @st.fragment(run_every=REFRESH if (ss.get(KEY) and ss[KEY].running) else None)
@@ -141,11 +143,11 @@ def live_view() -> None:
         st.dataframe(transitions_table(snap.guarded), hide_index=True, height=200)
     with right:
         st.markdown("**Spec edits during the run**")
-        edits = pd.DataFrame([{"step": c.step, "from": c.old_hash, "to": c.new_hash,
-                               "changes": "; ".join(c.changes)} for c in snap.spec_changes],
-                             columns=["step", "from", "to", "changes"])
-        st.dataframe(edits, hide_index=True, height=200)
-
+        for c in snap.spec_changes:
+            st.markdown(f"- step {c.step}: `{c.old_hash}` → `{c.new_hash}` "
+                        f"({'; '.join(c.changes) or 'same thresholds'})")
+        if not snap.spec_changes:
+            st.caption("None yet: change a threshold below and apply it.")
 
 st.title("Live training")
 st.markdown("The same model trained twice at once — **plain AdamW** and **AdamW under the "

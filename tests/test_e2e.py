@@ -169,3 +169,79 @@ def test_replay_upload(page):
     page.wait_for_selector("text=Read **my_run.csv**".replace("**", ""), timeout=30_000)
     assert page.locator("text=Could not read the upload").count() == 0
     assert_healthy(page, "replay_upload", plots=2)
+
+
+# --- Live training ---------------------------------------------------------------------------
+
+def step_count(pg) -> int:
+    metric = pg.locator('[data-testid="stMetric"]', has_text="Step")
+    return int(metric.locator('[data-testid="stMetricValue"]').inner_text())
+
+
+def start_live(pg, steps: int = 20_000) -> None:
+    """Open Live training, ask for a long run, press Start, wait for the first rows."""
+    open_page(pg, "live")
+    box = pg.get_by_label("Steps")
+    box.fill(str(steps))
+    box.press("Enter")
+    settle(pg)
+    pg.get_by_role("button", name="Start").click()
+    pg.wait_for_selector('[data-testid="stMetric"]:has-text("Step")', timeout=60_000)
+    pg.wait_for_selector(".js-plotly-plot .gl-container", state="attached", timeout=60_000)
+
+
+def test_live_training(page):
+    start_live(page)
+    first = step_count(page)
+    page.wait_for_timeout(1500)
+    second = step_count(page)
+    page.wait_for_timeout(1500)
+    third = step_count(page)
+    assert first < second < third, f"step counter did not advance: {first, second, third}"
+    assert_healthy(page, "live_running", plots=1)
+    spike = page.get_by_label("spike_z")
+    spike.fill("6")
+    page.get_by_role("button", name="Apply thresholds").click()
+    page.wait_for_selector("text=takes over at the next step")
+    page.wait_for_selector("text=thresholds.spike_z: 12.0 → 6.0", timeout=30_000)
+    assert step_count(page) > third  # still training after the edit
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Download trace (CSV)").click()
+    csv = Path(dl.value.path()).read_text()
+    header = csv.splitlines()[0].split(",")
+    hashes = {line.split(",")[header.index("spec_hash")] for line in csv.splitlines()[1:]
+              if line.startswith("guarded,")}
+    assert len(hashes) == 2, f"spec hashes in the trace: {hashes}"
+    page.get_by_role("button", name="Stop").click()
+    page.wait_for_selector("text=Stopped", timeout=30_000)
+    settle(page)
+    stopped_at = step_count(page)
+    page.wait_for_timeout(1200)
+    assert step_count(page) == stopped_at
+    assert_healthy(page, "live_stopped", plots=1)
+
+
+def test_live_sessions_are_private(page, browser):
+    """Two browser sessions: B sees no run of A's, both train at once, A's Stop spares B."""
+    start_live(page)
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1600})
+    other = ctx.new_page()
+    other.set_default_timeout(60_000)
+    other.base = page.base
+    try:
+        open_page(other, "live")
+        assert other.locator('[data-testid="stMetric"]').count() == 0
+        assert other.get_by_text("Press Start to train").count() == 1
+        other.screenshot(path=str(SHOTS / "live_other_session.png"), full_page=True)
+        start_live(other)
+        a0, b0 = step_count(page), step_count(other)
+        page.get_by_role("button", name="Stop").click()
+        page.wait_for_selector("text=Stopped", timeout=30_000)
+        other.wait_for_timeout(1500)
+        assert step_count(other) > b0 and step_count(page) >= a0
+        assert other.get_by_text("Stopped").count() == 0
+        other.get_by_role("button", name="Stop").click()
+        other.wait_for_selector("text=Stopped", timeout=30_000)
+        assert other.locator('[data-testid="stException"]').count() == 0
+    finally:
+        ctx.close()

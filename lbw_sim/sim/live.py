@@ -73,6 +73,7 @@ class Snapshot:
     plain: pd.DataFrame
     status: LiveStatus
     spec_changes: list[SpecChange] = field(default_factory=list)
+    ended: dict[str, str] = field(default_factory=dict)  # arm -> why its run ended early
 
     @property
     def steps(self) -> int:
@@ -103,6 +104,7 @@ class LiveSession:
         self._lock = threading.Lock()
         self._rows: dict[str, list[dict[str, Any]]] = {a: [] for a in ARMS}
         self._changes: list[SpecChange] = []
+        self._ended: dict[str, str] = {}
         self._specs = {self.spec.hash: self.spec}  # every spec the guarded arm has used
         self._status = LiveStatus("idle")
         self._last_touch = time.monotonic()
@@ -158,9 +160,9 @@ class LiveSession:
         self.touch()
         with self._lock:
             rows = {a: list(r) for a, r in self._rows.items()}
-            status, changes = self._status, list(self._changes)
+            status, changes, ended = self._status, list(self._changes), dict(self._ended)
         frames = {a: _frame(r) for a, r in rows.items()}
-        return Snapshot(frames["guarded"], frames["plain"], status, changes)
+        return Snapshot(frames["guarded"], frames["plain"], status, changes, ended)
 
     def trace(self) -> pd.DataFrame:
         """Both arms in one long table (`arm` column), the guarded rows first."""
@@ -209,6 +211,10 @@ class LiveSession:
             row = next(iters[arm])
         except StopIteration:
             del iters[arm]
+            reason = self.runs[arm].stop_reason
+            if reason and reason != "stopped by request":
+                with self._lock:
+                    self._ended[arm] = reason
             return
         if arm == "guarded":
             row["spec_hash"] = self._spec_hash(row["step"])
@@ -236,8 +242,7 @@ class LiveSession:
     def _finish(self) -> None:
         if self.status.state != "running":
             return
-        reasons = [f"{arm}: {run.stop_reason}" for arm, run in self.runs.items()
-                   if run.stop_reason and run.stop_reason != "stopped by request"]
+        reasons = [f"{arm}: {why}" for arm, why in self._ended.items()]
         if self.stop_event.is_set():
             self._set_status("stopped", "stopped by request")
         else:
