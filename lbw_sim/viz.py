@@ -414,89 +414,143 @@ def compare_summary(outs: list[pd.DataFrame], names: list[str]) -> pd.DataFrame:
 
 
 # --- live training ------------------------------------------------------------------------
+# Vega-Lite, not plotly: Streamlit 1.67 gives a plotly chart an element id derived from its
+# figure, so a chart redrawn every second is remounted every second (it flashes and loses
+# zoom; streamlit PR #16052). A Vega-Lite chart whose spec stays the same while its named
+# datasets change is updated in place. Canvas rendering: no WebGL context is used.
 
 GUARDED_COLOR = "#1f77b4"
-LIVE_PANELS = (("loss", "loss (nats)"), ("grad_norm", "grad norm (L2)"),
-               ("lr_scale", "guard LR scale (×)"))
+PLAIN_COLOR = "#d62728"
+LIVE_POINTS = 2000  # per series drawn; MinMaxLTTB keeps the spikes
+_ARM_SCALE = {"domain": ["guarded", "plain"], "range": [GUARDED_COLOR, UNGUARDED_COLOR]}
+_AXIS = {"minExtent": 56, "maxExtent": 56}  # the same y-axis width: the panels line up
+_LEGEND = {"orient": "top", "direction": "horizontal", "titleOrient": "left"}
 
 
-def live_figure(guarded: pd.DataFrame, plain: pd.DataFrame, height: int = 620):
-    """Live run: loss and grad norm of both arms, the guard's LR scale; regime bands behind.
-
-    One figure (one WebGL context). Non-finite values, which a line cannot show, are strips
-    along the top (plain) or bottom (guarded) of their panel. `uirevision` keeps zoom
-    across redraws.
-    """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, row_heights=[0.45, 0.3, 0.25],
-                        vertical_spacing=0.04)
-    strips = []
-    for arm, df, color, dash in (("guarded", guarded, GUARDED_COLOR, "solid"),
-                                 ("plain", plain, UNGUARDED_COLOR, "dash")):
-        mark = "#d62728" if arm == "plain" else color
-        mine = []
-        for row, (col, _) in enumerate(LIVE_PANELS[:2], start=1):
-            _live_series(fig, df, col, row, f"{arm} {col}", color, dash, legend=row == 1)
-            mine += _nonfinite_strips(df, col, row, mark, top=arm == "plain")
-        if mine:
-            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers",
-                                     name=f"{arm}: non-finite", marker={
-                                         "size": 10, "symbol": "square", "color": mark}))
-        strips += mine
-    if len(guarded):
-        _live_series(fig, guarded, "lr_scale", 3, "guard LR scale", GUARDED_COLOR, "solid",
-                     shape="hv")
-        if guarded["skipped"].astype(bool).any():
-            sk = guarded[guarded["skipped"].astype(bool)]
-            fig.add_trace(go.Scattergl(x=sk["step"], y=np.zeros(len(sk)), mode="markers",
-                                       name="skipped update", marker={
-                                           "symbol": "x", "size": 7,
-                                           "color": regime_color("skip")}), row=3, col=1)
-        _add_bands(fig, guarded.astype({"regime": str}), strips)
-    else:
-        add_shapes(fig, strips)
-    for row, (_, title) in enumerate(LIVE_PANELS, start=1):
-        fig.update_yaxes(title_text=title, row=row, col=1)
-    fig.update_yaxes(type="log", exponentformat="power", row=2, col=1)
-    fig.update_yaxes(range=[-0.05, 1.1], row=3, col=1)
-    fig.update_xaxes(title_text="step", row=3, col=1)
-    fig.update_layout(height=height, uirevision="live", hovermode="x unified",
-                      margin={"l": 70, "r": 20, "t": 30, "b": 40},
-                      legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"})
-    return fig
+def live_charts(guarded: pd.DataFrame, plain: pd.DataFrame) -> list[dict]:
+    """Three Vega-Lite specs for a live run: loss and grad norm of both arms (non-finite
+    steps as strips along the top), and the guard's LR scale with skipped updates (×).
+    Regime bands of the guarded run sit behind every panel."""
+    both = pd.concat([_live_rows(guarded, "guarded"), _live_rows(plain, "plain")],
+                     ignore_index=True)
+    bands = _live_bands(guarded)
+    return [
+        _arm_panel("loss", "loss (nats)", both, bands, _nonfinite(guarded, plain, "loss"),
+                   height=240, legend=True),
+        _arm_panel("grad_norm", "grad norm (L2, log)", both, bands,
+                   _nonfinite(guarded, plain, "grad_norm"), height=170, log=True),
+        _scale_panel(guarded, bands, height=150),
+    ]
 
 
-def _live_series(fig, df: pd.DataFrame, col: str, row: int, name: str, color: str, dash: str,
-                 legend: bool = True, shape: str = "linear") -> None:
-    """One arm's column as a WebGL line (a line has gaps where values are non-finite)."""
-    import plotly.graph_objects as go
-
+def _live_rows(df: pd.DataFrame, arm: str) -> pd.DataFrame:
+    """step, arm, loss, grad_norm, downsampled for display (the union of both columns)."""
+    cols = ["step", "loss", "grad_norm"]
     if not len(df):
-        return
-    step = df["step"].to_numpy()
-    y = pd.to_numeric(df[col], errors="coerce").to_numpy(np.float64)
-    idx = display_index(step, y)
-    fig.add_trace(go.Scattergl(x=step[idx], y=y[idx], mode="lines", name=name,
-                               legendgroup=name.split()[0], showlegend=legend,
-                               line={"color": color, "dash": dash, "width": 1.6,
-                                     "shape": shape}), row=row, col=1)
+        return pd.DataFrame(columns=[*cols, "arm"])
+    step = df["step"].to_numpy(np.float64)
+    keep = np.union1d(*(display_index(step, pd.to_numeric(df[c], errors="coerce")
+                                      .to_numpy(np.float64), LIVE_POINTS)
+                        for c in ("loss", "grad_norm")))
+    out = df.iloc[keep][cols].astype(float)
+    out[["loss", "grad_norm"]] = out[["loss", "grad_norm"]].where(
+        np.isfinite(out[["loss", "grad_norm"]]))
+    return out.assign(arm=arm)
 
 
-def _nonfinite_strips(df: pd.DataFrame, col: str, row: int, color: str,
-                      top: bool = True) -> list[dict]:
-    """A thin strip along the top (or bottom) of a panel over each run of non-finite steps."""
-    if not len(df):
-        return []
-    step = df["step"].to_numpy()
-    bad = ~np.isfinite(pd.to_numeric(df[col], errors="coerce").to_numpy(np.float64))
-    if not bad.any():
-        return []
-    edges = np.diff(np.concatenate([[0], bad.astype(np.int8), [0]]))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
-    xa, ya = _axes(row)
-    y0, y1 = (0.94, 1.0) if top else (0.0, 0.06)
-    return [{"type": "rect", "xref": xa, "x0": step[a] - 0.5, "x1": step[b] + 0.5,
-             "yref": f"{ya} domain", "y0": y0, "y1": y1, "fillcolor": color, "opacity": 0.8,
-             "line": {"width": 0}} for a, b in zip(starts[-MAX_BANDS:], ends[-MAX_BANDS:])]
+def _live_bands(guarded: pd.DataFrame) -> pd.DataFrame:
+    """Runs of the guarded run's regimes other than its most common one."""
+    if not len(guarded):
+        return pd.DataFrame(columns=["start", "end", "regime"])
+    seg = regime_segments(guarded.astype({"regime": str}))
+    common = guarded["regime"].astype(str).mode().iloc[0]
+    return seg[seg["regime"] != common].tail(MAX_BANDS).reset_index(drop=True)
+
+
+def _nonfinite(guarded: pd.DataFrame, plain: pd.DataFrame, col: str) -> pd.DataFrame:
+    """Runs of non-finite `col` per arm: start, end, arm."""
+    rows = []
+    for arm, df in (("guarded", guarded), ("plain", plain)):
+        if not len(df):
+            continue
+        step = df["step"].to_numpy()
+        bad = ~np.isfinite(pd.to_numeric(df[col], errors="coerce").to_numpy(np.float64))
+        edges = np.diff(np.concatenate([[0], bad.astype(np.int8), [0]]))
+        for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1):
+            rows.append({"start": step[a] - 0.5, "end": step[b] + 0.5, "arm": arm})
+    return pd.DataFrame(rows[-MAX_BANDS:], columns=["start", "end", "arm"])
+
+
+def _band_layer(legend: bool = False) -> dict:
+    names = list(REGIME_COLORS)
+    return {"data": {"name": "bands"}, "mark": {"type": "rect", "opacity": 0.2},
+            "encoding": {"x": {"field": "start", "type": "quantitative"},
+                         "x2": {"field": "end"},
+                         "color": {"field": "regime", "type": "nominal", "title": "regime",
+                                   "legend": _LEGEND if legend else None,
+                                   "scale": {"domain": names,
+                                             "range": [REGIME_COLORS[n] for n in names]}},
+                         "tooltip": [{"field": "regime"}, {"field": "start", "title": "from"},
+                                     {"field": "end", "title": "to"}]}}
+
+
+def _x(title: str = "") -> dict:
+    return {"field": "step", "type": "quantitative", "title": title or None,
+            "scale": {"zero": False, "nice": False}}
+
+
+def _arm_panel(col: str, title: str, rows: pd.DataFrame, bands: pd.DataFrame,
+               bad: pd.DataFrame, height: int, log: bool = False, legend: bool = False) -> dict:
+    y = {"field": col, "type": "quantitative", "title": title, "axis": _AXIS,
+         "scale": {"type": "log"} if log else {"zero": False}}
+    line = {"data": {"name": "rows"},
+            "mark": {"type": "line", "strokeWidth": 1.5, "invalid": "break-paths-show-domains"},
+            "encoding": {"x": _x(), "y": y,
+                         "color": {"field": "arm", "type": "nominal", "title": "run",
+                                   "scale": _ARM_SCALE,
+                                   "legend": {"orient": "top-right", "fillColor": "white",
+                                              "padding": 4} if legend else None},
+                         "strokeDash": {"field": "arm", "type": "nominal", "legend": None,
+                                        "scale": {"domain": ["guarded", "plain"],
+                                                  "range": [[1, 0], [5, 3]]}},
+                         "tooltip": [{"field": "arm"}, {"field": "step"},
+                                     {"field": col, "format": ".4g"}]}}
+    strips = {"data": {"name": "bad"},
+              "mark": {"type": "rect", "opacity": 0.85},
+              "encoding": {"x": {"field": "start", "type": "quantitative"},
+                           "x2": {"field": "end"}, "y": {"value": 0},
+                           "color": {"field": "arm", "type": "nominal", "legend": None,
+                                     "scale": {"domain": ["guarded", "plain"],
+                                               "range": [GUARDED_COLOR, PLAIN_COLOR]}},
+                           "y2": {"value": 5},
+                           "tooltip": [{"field": "arm", "title": f"non-finite {col}"},
+                                       {"field": "start", "title": "from"},
+                                       {"field": "end", "title": "to"}]}}
+    return {"height": height, "datasets": {"rows": rows, "bands": bands, "bad": bad},
+            "layer": [_band_layer(legend), line, strips],
+            "resolve": {"scale": {"color": "independent"}}}
+
+
+def _scale_panel(guarded: pd.DataFrame, bands: pd.DataFrame, height: int) -> dict:
+    cols = ["step", "lr_scale", "skipped"]
+    g = guarded[cols].copy() if len(guarded) else pd.DataFrame(columns=cols)
+    if len(g):
+        g = g.iloc[display_index(g["step"].to_numpy(np.float64),
+                                 g["lr_scale"].to_numpy(np.float64), LIVE_POINTS)]
+    skips = g.loc[g["skipped"].astype(bool), ["step"]].assign(y=0.0)
+    line = {"data": {"name": "scale"},
+            "mark": {"type": "line", "interpolate": "step-after", "color": GUARDED_COLOR},
+            "encoding": {"x": _x("step"),
+                         "y": {"field": "lr_scale", "type": "quantitative",
+                               "title": "guard LR scale (×)", "axis": _AXIS,
+                               "scale": {"domain": [0, 1.05]}},
+                         "tooltip": [{"field": "step"}, {"field": "lr_scale", "format": ".3g"}]}}
+    crosses = {"data": {"name": "skips"},
+               "mark": {"type": "point", "shape": "cross", "color": regime_color("skip"),
+                        "size": 60, "filled": True},
+               "encoding": {"x": _x("step"), "y": {"field": "y", "type": "quantitative"},
+                            "tooltip": [{"field": "step", "title": "skipped update"}]}}
+    return {"height": height,
+            "datasets": {"scale": g[["step", "lr_scale"]].astype(float), "skips": skips,
+                         "bands": bands},
+            "layer": [_band_layer(), line, crosses]}

@@ -11,10 +11,10 @@ from __future__ import annotations
 import streamlit as st
 
 from lbw_sim.errors import SpecError
-from lbw_sim.sim.device import DEVICE_CHOICES, describe_device, pick_device
-from lbw_sim.sim.live import LiveSession, Snapshot
+from lbw_sim.sim.device import DEVICE_CHOICES, pick_device
+from lbw_sim.sim.live import LiveSession, Snapshot, device_label
 from lbw_sim.sim.scenarios import list_scenarios, load_scenario
-from lbw_sim.viz import live_figure, transitions_table
+from lbw_sim.viz import live_charts, transitions_table
 from pages.common import spec_choice
 
 ss = st.session_state
@@ -73,7 +73,7 @@ def controls(running: bool) -> tuple:
     a, b, c = st.columns([1, 1, 2])
     device = a.selectbox("Device", available_devices(), key="live_device", disabled=running,
                          help="auto picks cuda → mps → cpu")
-    b.caption(f"Runs on **{describe_device(pick_device(device))}**")
+    b.caption(f"Runs on **{device_label(pick_device(device))}**")
     pace = b.selectbox("Pace", list(PACES), key="live_pace", disabled=running,
                        help="Slow the run down to watch it; the training is the same.")
     with c:
@@ -136,7 +136,8 @@ def live_view() -> None:
     if snap.steps == 0:
         st.caption("Building the model and data…")
         return
-    st.plotly_chart(live_figure(snap.guarded, snap.plain), key="live_chart")
+    for spec in live_charts(snap.guarded, snap.plain):
+        st.vega_lite_chart(spec, width="stretch")
     left, right = st.columns([3, 2])
     with left:
         st.markdown("**Guard transitions and their causes**")

@@ -41,6 +41,14 @@ THREAD_PREFIX = "lbw-live"
 #: Weights are initialised from torch's global RNG: one session seeds and builds at a time.
 _SEED_LOCK = threading.Lock()
 _ids = itertools.count(1)
+#: torch keeps the last `set_num_threads` as the default of threads started later; the
+#: worker puts this back when it ends so other users of torch are not left at one thread.
+_DEFAULT_THREADS = torch.get_num_threads()
+
+
+def device_label(device: torch.device) -> str:
+    """What a live run trains on, for display (on the CPU: one intra-op thread)."""
+    return "cpu (1 intra-op thread)" if device.type == "cpu" else describe_device(device)
 
 
 @dataclass(frozen=True)
@@ -96,8 +104,7 @@ class LiveSession:
         self.lr = float(sc.lrs[0] if lr is None else lr)
         self.seed, self.steps = int(seed), int(steps or sc.steps)
         self.device = pick_device(device)
-        self.device_label = ("cpu (1 intra-op thread)" if self.device.type == "cpu"
-                             else describe_device(self.device))
+        self.device_label = device_label(self.device)
         self.idle_timeout = idle_timeout
         self.max_rate = max_rate  # steps per second per arm; None = as fast as it goes
         self.stop_event = threading.Event()
@@ -188,6 +195,8 @@ class LiveSession:
             last = traceback.extract_tb(exc.__traceback__)[-1]
             where = f" ({last.filename.rsplit('/', 1)[-1]}:{last.lineno})"
             self._set_status("error", f"{type(exc).__name__}: {exc}{where}")
+        finally:
+            torch.set_num_threads(_DEFAULT_THREADS)
 
     def _train(self) -> None:
         iters = {arm: iter(run) for arm, run in self.runs.items()}
