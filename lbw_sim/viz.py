@@ -430,17 +430,35 @@ _LEGEND = {"orient": "top", "direction": "horizontal", "titleOrient": "left"}
 def live_charts(guarded: pd.DataFrame, plain: pd.DataFrame) -> list[dict]:
     """Three Vega-Lite specs for a live run: loss and grad norm of both arms (non-finite
     steps as strips along the top), and the guard's LR scale with skipped updates (×).
-    Regime bands of the guarded run sit behind every panel."""
+    Regime bands of the guarded run sit behind every panel; a dashed rule marks each step
+    from which an edited spec decided. Only the named datasets change between redraws."""
     both = pd.concat([_live_rows(guarded, "guarded"), _live_rows(plain, "plain")],
                      ignore_index=True)
-    bands = _live_bands(guarded)
+    bands, edits = _live_bands(guarded), _spec_edits(guarded)
     return [
         _arm_panel("loss", "loss (nats)", both, bands, _nonfinite(guarded, plain, "loss"),
-                   height=240, legend=True),
+                   edits, height=240, legend=True),
         _arm_panel("grad_norm", "grad norm (L2, log)", both, bands,
-                   _nonfinite(guarded, plain, "grad_norm"), height=170, log=True),
-        _scale_panel(guarded, bands, height=150),
+                   _nonfinite(guarded, plain, "grad_norm"), edits, height=170, log=True),
+        _scale_panel(guarded, bands, edits, height=150),
     ]
+
+
+def _spec_edits(guarded: pd.DataFrame) -> pd.DataFrame:
+    """Guarded steps decided by a different spec than the step before (live edits)."""
+    if "spec_hash" not in guarded or not len(guarded):
+        return pd.DataFrame(columns=["step", "spec"])
+    h = guarded["spec_hash"].astype(str)
+    changed = guarded.loc[h.ne(h.shift()) & h.shift().notna(), ["step"]]
+    return changed.assign(spec=h[changed.index]).astype({"step": float})
+
+
+def _edit_layer() -> dict:
+    return {"data": {"name": "edits"},
+            "mark": {"type": "rule", "color": "#000", "strokeDash": [4, 3]},
+            "encoding": {"x": {"field": "step", "type": "quantitative"},
+                         "tooltip": [{"field": "step", "title": "spec edited at step"},
+                                     {"field": "spec", "title": "new spec hash"}]}}
 
 
 def _live_rows(df: pd.DataFrame, arm: str) -> pd.DataFrame:
@@ -500,7 +518,8 @@ def _x(title: str = "") -> dict:
 
 
 def _arm_panel(col: str, title: str, rows: pd.DataFrame, bands: pd.DataFrame,
-               bad: pd.DataFrame, height: int, log: bool = False, legend: bool = False) -> dict:
+               bad: pd.DataFrame, edits: pd.DataFrame, height: int, log: bool = False,
+               legend: bool = False) -> dict:
     y = {"field": col, "type": "quantitative", "title": title, "axis": _AXIS,
          "scale": {"type": "log"} if log else {"zero": False}}
     line = {"data": {"name": "rows"},
@@ -526,12 +545,14 @@ def _arm_panel(col: str, title: str, rows: pd.DataFrame, bands: pd.DataFrame,
                            "tooltip": [{"field": "arm", "title": f"non-finite {col}"},
                                        {"field": "start", "title": "from"},
                                        {"field": "end", "title": "to"}]}}
-    return {"height": height, "datasets": {"rows": rows, "bands": bands, "bad": bad},
-            "layer": [_band_layer(legend), line, strips],
+    return {"height": height,
+            "datasets": {"rows": rows, "bands": bands, "bad": bad, "edits": edits},
+            "layer": [_band_layer(legend), _edit_layer(), line, strips],
             "resolve": {"scale": {"color": "independent"}}}
 
 
-def _scale_panel(guarded: pd.DataFrame, bands: pd.DataFrame, height: int) -> dict:
+def _scale_panel(guarded: pd.DataFrame, bands: pd.DataFrame, edits: pd.DataFrame,
+                 height: int) -> dict:
     cols = ["step", "lr_scale", "skipped"]
     g = guarded[cols].copy() if len(guarded) else pd.DataFrame(columns=cols)
     if len(g):
@@ -552,5 +573,5 @@ def _scale_panel(guarded: pd.DataFrame, bands: pd.DataFrame, height: int) -> dic
                             "tooltip": [{"field": "step", "title": "skipped update"}]}}
     return {"height": height,
             "datasets": {"scale": g[["step", "lr_scale"]].astype(float), "skips": skips,
-                         "bands": bands},
-            "layer": [_band_layer(), line, crosses]}
+                         "bands": bands, "edits": edits},
+            "layer": [_band_layer(), _edit_layer(), line, crosses]}

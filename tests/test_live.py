@@ -123,3 +123,29 @@ def test_trace_csv_holds_both_arms_and_the_spec_hash(sessions):
     assert {"loss", "grad_norm", "lr_scale", "regime", "cause"} <= set(df.columns)
     with pytest.raises(RuntimeError):
         live.start()
+
+
+def test_live_charts_keep_their_spec_while_data_grows(sessions):
+    """Streamlit updates a Vega-Lite chart in place only while its spec (less the named
+    datasets) is unchanged; non-finite runs, regime bands and spec edits are data."""
+    import json
+
+    from lbw_sim.viz import live_charts
+
+    live = LiveSession("quickstart", 3e-3, steps=140)
+    sessions.append(live.start())
+    wait_rows(live, 100)
+    live.set_spec(live.spec.with_values({"thresholds.spike_z": 6.0}))
+    live.thread.join(60)
+    snap = live.snapshot()
+    full = live_charts(snap.guarded, snap.plain)
+    early = live_charts(snap.guarded.iloc[:3], snap.plain.iloc[:3])
+    assert [json.dumps({k: v for k, v in c.items() if k != "datasets"}) for c in full] == \
+        [json.dumps({k: v for k, v in c.items() if k != "datasets"}) for c in early]
+    loss = full[0]["datasets"]
+    # NaN gradients at step 80 make the plain weights, hence its loss, NaN from step 81.
+    assert set(loss["bad"]["arm"]) == {"plain"} and loss["bad"]["start"].iloc[0] == 80.5
+    assert {"intervene", "skip"} <= set(loss["bands"]["regime"])
+    assert len(loss["edits"]) == 1 and loss["edits"]["step"].iloc[0] > 100
+    assert loss["rows"]["loss"].notna().any() and loss["rows"]["arm"].nunique() == 2
+    assert snap.ended == {"plain": "model loss non-finite for 50 steps"}
