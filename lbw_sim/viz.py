@@ -1,4 +1,5 @@
-"""Plotly figures of traces and regimes, shared by the studio pages and notebooks.
+"""Plotly figures of traces and regimes, shared by the studio pages and notebooks, and the
+Vega-Lite specs of the live-training charts (see "live training" below for why).
 
 Computation is never downsampled; only what is drawn is (MinMaxLTTB keeps the extremes,
 so a one-step spike survives in a 1,000,000-step trace drawn with 4,000 points).

@@ -151,10 +151,10 @@ def live_view() -> None:
             st.caption("None yet: change a threshold below and apply it.")
 
 st.title("Live training")
-st.markdown("The same model trained twice at once — **plain AdamW** and **AdamW under the "
-            "guard** — from the same weights, on the same batches in the same order, with "
-            "the scenario's faults. The charts follow the run every second; thresholds can "
-            "be changed while it trains.")
+st.markdown("The same model trained twice at once — with the scenario's **plain** optimizer "
+            "(AdamW in most) and with the same optimizer **under the guard** — from the same "
+            "weights, on the same batches in the same order, with the scenario's faults. The "
+            "charts follow the run every second; thresholds can be changed while it trains.")
 live: LiveSession | None = ss.get(KEY)
 running = bool(live and live.running)
 ss["live_drawn_running"] = running
