@@ -426,6 +426,7 @@ LIVE_POINTS = 2000  # per series drawn; MinMaxLTTB keeps the spikes
 _ARM_SCALE = {"domain": ["guarded", "plain"], "range": [GUARDED_COLOR, UNGUARDED_COLOR]}
 _AXIS = {"minExtent": 56, "maxExtent": 56}  # the same y-axis width: the panels line up
 _LEGEND = {"orient": "top", "direction": "horizontal", "titleOrient": "left"}
+_RUN_LEGEND = {"orient": "top-right", "fillColor": "rgba(255,255,255,0.7)", "padding": 4}
 
 
 def live_charts(guarded: pd.DataFrame, plain: pd.DataFrame) -> list[dict]:
@@ -528,8 +529,7 @@ def _arm_panel(col: str, title: str, rows: pd.DataFrame, bands: pd.DataFrame,
             "encoding": {"x": _x(), "y": y,
                          "color": {"field": "arm", "type": "nominal", "title": "run",
                                    "scale": _ARM_SCALE,
-                                   "legend": {"orient": "top-right", "fillColor": "white",
-                                              "padding": 4} if legend else None},
+                                   "legend": _RUN_LEGEND if legend else None},
                          "strokeDash": {"field": "arm", "type": "nominal", "legend": None,
                                         "scale": {"domain": ["guarded", "plain"],
                                                   "range": [[1, 0], [5, 3]]}},
