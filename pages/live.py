@@ -11,6 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from lbw_sim.errors import SpecError
+from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.sim.device import DEVICE_CHOICES, pick_device
 from lbw_sim.sim.live import LiveSession, Snapshot, device_label
 from lbw_sim.sim.scenarios import list_scenarios, load_scenario
@@ -40,7 +41,7 @@ def available_devices() -> list[str]:
 
 
 def start_run(scenario: str, lr: float, steps: int, seed: int, device: str, pace: str,
-              spec) -> None:
+              spec: GuardSpec) -> None:
     """Stop this session's previous run, then start a new one."""
     stop_run()
     try:
