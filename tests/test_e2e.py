@@ -169,3 +169,108 @@ def test_replay_upload(page):
     page.wait_for_selector("text=Read **my_run.csv**".replace("**", ""), timeout=30_000)
     assert page.locator("text=Could not read the upload").count() == 0
     assert_healthy(page, "replay_upload", plots=2)
+
+
+# --- Live training ---------------------------------------------------------------------------
+
+def step_count(pg) -> int:
+    metric = pg.locator('[data-testid="stMetric"]', has_text="Step")
+    return int(metric.locator('[data-testid="stMetricValue"]').inner_text())
+
+
+def start_live(pg, steps: int = 20_000) -> None:
+    """Open Live training, ask for a long run, press Start, wait for the first rows."""
+    open_page(pg, "live")
+    box = pg.get_by_label("Steps")
+    box.fill(str(steps))
+    box.press("Enter")
+    settle(pg)
+    pg.get_by_role("button", name="Start").click()
+    pg.wait_for_selector('[data-testid="stMetric"]:has-text("Step")', timeout=60_000)
+    pg.wait_for_selector(f"{VEGA} .mark-line path", state="attached", timeout=60_000)
+
+
+VEGA = '[data-testid="stVegaLiteChart"]'
+
+
+def live_line(pg) -> str:
+    """The loss chart's line geometry (changes when the chart is redrawn with new data)."""
+    return pg.locator(f"{VEGA} .mark-line path").first.get_attribute("d") or ""
+
+
+def assert_live_healthy(pg, name: str) -> None:
+    pg.wait_for_timeout(300)
+    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    assert pg.locator('[data-testid="stException"]').count() == 0, f"{name}: exception shown"
+    charts = pg.locator(VEGA)
+    assert charts.count() == 3, f"{name}: {charts.count()} live charts, want 3"
+    for i in range(3):
+        box = charts.nth(i).bounding_box()
+        assert box and box["width"] > 300 and box["height"] > 100, f"{name}: empty chart {i}"
+        assert charts.nth(i).locator(".mark-line path").count() > 0, f"{name}: no line in {i}"
+
+
+def counter_changes(pg, seconds: float = 3.0) -> list[float]:
+    """Times (s) at which the step counter changed while polled every 100 ms."""
+    t0, last, changes = time.monotonic(), step_count(pg), []
+    while time.monotonic() - t0 < seconds:
+        pg.wait_for_timeout(100)
+        now = step_count(pg)
+        if now != last:
+            changes.append(round(time.monotonic() - t0, 2))
+        last = now
+    return changes
+
+
+def trace_hashes(pg) -> set[str]:
+    """spec_hash values of the guarded rows in the downloaded trace CSV."""
+    with pg.expect_download() as dl:
+        pg.get_by_role("button", name="Download trace (CSV)").click()
+    lines = Path(dl.value.path()).read_text().splitlines()
+    col = lines[0].split(",").index("spec_hash")
+    return {line.split(",")[col] for line in lines[1:] if line.startswith("guarded,")}
+
+
+def stop_live(pg) -> int:
+    pg.get_by_role("button", name="Stop").click()
+    pg.wait_for_selector("text=Stopped", timeout=30_000)
+    settle(pg)
+    return step_count(pg)
+
+
+def test_live_training_in_two_sessions(page, browser):
+    """A trains and redraws every second; B (another browser session) sees no run of A's and
+    trains at the same time; A's threshold edit shows in A's trace only; A's Stop spares B."""
+    start_live(page)
+    line = live_line(page)
+    changes = counter_changes(page)
+    print(f"\nstep counter changed at {changes} s")
+    assert len(changes) >= 2, f"charts did not update every second: {changes}"
+    assert live_line(page) != line, "the chart was not redrawn"
+    assert_live_healthy(page, "live_running")
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1600})
+    other = ctx.new_page()
+    other.set_default_timeout(60_000)
+    other.base = page.base
+    try:
+        open_page(other, "live")
+        assert other.locator('[data-testid="stMetric"]').count() == 0
+        assert other.get_by_text("Press Start to train").count() == 1
+        start_live(other)
+        page.get_by_label("spike_z").fill("6")
+        page.get_by_role("button", name="Apply thresholds").click()
+        page.wait_for_selector("text=takes over at the next step")
+        page.wait_for_selector("text=thresholds.spike_z: 12.0 → 6.0", timeout=30_000)
+        assert len(trace_hashes(page)) == 2
+        a_stopped = stop_live(page)
+        b_before = step_count(other)
+        other.wait_for_timeout(1500)
+        assert step_count(other) > b_before, "B stopped with A"
+        assert step_count(page) == a_stopped and other.get_by_text("Stopped").count() == 0
+        assert len(trace_hashes(other)) == 1
+        other.screenshot(path=str(SHOTS / "live_other_session.png"), full_page=True)
+        stop_live(other)
+        assert other.locator('[data-testid="stException"]').count() == 0
+    finally:
+        ctx.close()
+    assert_live_healthy(page, "live_stopped")

@@ -195,3 +195,62 @@ def test_home_demo_runs_and_shows_both_outcomes():
     values = {m.label: m.value for m in at.metric}
     assert values["Unguarded"].startswith("diverged")
     assert values["Guarded"] == "held stable"
+
+
+# --- Live training ---------------------------------------------------------------------------
+
+def wait_for(cond, timeout: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_live_page_renders_controls_and_device():
+    at = page("live")
+    assert not at.exception and not at.error
+    assert at.selectbox(key="live_scenario").value == "quickstart"
+    assert any("Runs on" in c.value and "cpu" in c.value for c in at.caption)
+    assert at.button(key="live_stop").disabled and not at.button(key="live_start").disabled
+    assert "live_session" not in at.session_state
+
+
+def test_live_start_thresholds_stop():
+    """Start → a session in session_state; a threshold applied mid-run; Stop ends the thread.
+
+    AppTest does not run `run_every` fragments; the browser test covers the live redraw."""
+    at = page("live")
+    at.number_input(key="live_steps_quickstart").set_value(20_000)
+    at = at.button(key="live_start").click().run()
+    assert not at.exception
+    live = at.session_state["live_session"]
+    assert live.running and live.steps == 20_000 and at.button(key="live_start").disabled
+    wait_for(lambda: len(live.snapshot().guarded) >= 5)
+    at = at.run()
+    assert int(next(m.value for m in at.metric if m.label == "Step")) >= 5
+    at.number_input(key=f"live_thr_{live.thread.name}_spike_z").set_value(6.0)
+    at = next(b for b in at.button if b.label == "Apply thresholds").click().run()
+    assert not at.exception and live.spec.thresholds["spike_z"] == 6.0
+    wait_for(lambda: live.snapshot().spec_changes)
+    at = at.button(key="live_stop").click().run()
+    assert not at.exception
+    assert live.status.state == "stopped" and not live.thread.is_alive()
+    assert not at.button(key="live_start").disabled
+
+
+def test_live_run_that_finishes_leaves_no_thread_and_can_restart():
+    at = page("live")
+    at.number_input(key="live_steps_quickstart").set_value(20)
+    at = at.button(key="live_start").click().run()
+    first = at.session_state["live_session"]
+    first.thread.join(60)
+    at = at.run()  # in the browser the fragment sees the end and reruns the page
+    assert first.status.state == "finished" and not first.thread.is_alive()
+    assert any("Finished" in s.value for s in at.success)
+    assert not at.button(key="live_start").disabled and at.button(key="live_stop").disabled
+    at = at.button(key="live_start").click().run()
+    second = at.session_state["live_session"]
+    assert second is not first and second.running
+    assert second.stop() and not at.exception

@@ -1,0 +1,187 @@
+"""Live training: a guarded and a plain run side by side, charts redrawn every second.
+
+The run is a `LiveSession` (lbw_sim/sim/live.py) kept in this browser session's
+`st.session_state`: its worker thread makes no Streamlit calls; the fragment below reads
+`snapshot()` once a second. Start stops the session's previous run first; a run no page has
+polled for IDLE_TIMEOUT seconds (a closed tab) stops itself.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from lbw_sim.errors import SpecError
+from lbw_sim.guard.spec import GuardSpec
+from lbw_sim.sim.device import DEVICE_CHOICES, pick_device
+from lbw_sim.sim.live import LiveSession, Snapshot, device_label
+from lbw_sim.sim.scenarios import list_scenarios, load_scenario
+from lbw_sim.viz import live_charts, transitions_table
+from pages.common import spec_choice
+
+ss = st.session_state
+KEY = "live_session"
+REFRESH = "1s"
+IDLE_TIMEOUT = 300.0
+DEFAULT_SCENARIO = "quickstart"
+PACES = {"full speed": None, "50 steps/s": 50.0, "20 steps/s": 20.0, "5 steps/s": 5.0}
+STATE_BOX = {"running": st.info, "finished": st.success, "stopped": st.warning,
+             "error": st.error, "idle": st.info}
+
+
+def available_devices() -> list[str]:
+    """"auto" plus every device this machine can honour."""
+    out = []
+    for name in DEVICE_CHOICES:
+        try:
+            pick_device(name)
+        except SpecError:
+            continue
+        out.append(name)
+    return out
+
+
+def start_run(scenario: str, lr: float, steps: int, seed: int, device: str, pace: str,
+              spec: GuardSpec) -> None:
+    """Stop this session's previous run, then start a new one."""
+    stop_run()
+    try:
+        ss[KEY] = LiveSession(scenario, lr, seed=seed, steps=steps, device=device, spec=spec,
+                              idle_timeout=IDLE_TIMEOUT, max_rate=PACES[pace]).start()
+        ss.pop("live_error", None)
+    except (SpecError, RuntimeError) as exc:
+        ss["live_error"] = f"Could not start: {exc}"
+
+
+def stop_run() -> None:
+    live = ss.get(KEY)
+    if live is not None and not live.stop():
+        ss["live_error"] = "The run did not stop within 10 s; it will end after its step."
+
+
+def controls(running: bool) -> tuple:
+    """Scenario, LR, steps, seed, device, pace and spec pickers → start_run's arguments."""
+    names = list_scenarios()
+    a, b, c, d = st.columns([2, 1, 1, 1])
+    name = a.selectbox("Scenario", names, key="live_scenario", disabled=running,
+                       index=names.index(DEFAULT_SCENARIO) if DEFAULT_SCENARIO in names else 0)
+    sc = load_scenario(name)
+    a.caption(sc.description)
+    lr = b.number_input("Learning rate", 1e-6, 10.0, float(sc.lrs[0]), format="%.2e",
+                        key=f"live_lr_{name}", disabled=running)
+    steps = c.number_input("Steps", 10, 20_000, max(sc.steps, 600), step=100,
+                           key=f"live_steps_{name}", disabled=running)
+    seed = d.number_input("Seed", 0, 10_000, 0, key="live_seed", disabled=running)
+    a, b, c = st.columns([1, 1, 2])
+    device = a.selectbox("Device", available_devices(), key="live_device", disabled=running,
+                         help="auto picks cuda → mps → cpu")
+    b.caption(f"Runs on **{device_label(pick_device(device))}**")
+    pace = b.selectbox("Pace", list(PACES), key="live_pace", disabled=running,
+                       help="Slow the run down to watch it; the training is the same.")
+    with c:
+        spec = spec_choice("Guard spec", key="live_spec")
+        st.caption(f"`{spec.name}` · hash `{spec.hash}`")
+    return name, float(lr), int(steps), int(seed), device, pace, spec
+
+
+def threshold_form(live: LiveSession) -> None:
+    """The guarded arm's thresholds, editable while it runs; Apply → `set_spec`."""
+    spec = live.spec
+    with st.form(f"live_thresholds_{live.thread.name}", border=True):
+        st.markdown("**Thresholds** — applied to the guarded run from its next step")
+        cols = st.columns(min(len(spec.thresholds), 5) or 1)
+        values = {}
+        for i, (k, v) in enumerate(spec.thresholds.items()):
+            values[f"thresholds.{k}"] = cols[i % len(cols)].number_input(
+                k, value=float(v), format="%.4g", key=f"live_thr_{live.thread.name}_{k}")
+        if st.form_submit_button("Apply thresholds", icon=":material/tune:"):
+            try:
+                new = spec.with_values(values)
+            except SpecError as exc:
+                st.error(f"Not applied: {exc}")
+                return
+            if new.hash != spec.hash:
+                live.set_spec(new)
+                st.success(f"Spec `{new.hash}` takes over at the next step (see `spec_hash` "
+                           "in the trace).")
+
+
+def status_box(snap: Snapshot) -> None:
+    state, msg = snap.status.state, snap.status.message
+    STATE_BOX[state](f"**{state.capitalize()}** — {msg}" if msg else state.capitalize())
+
+
+def metrics(snap: Snapshot) -> None:
+    g, p = snap.guarded, snap.plain
+    last = lambda df, col: f"{df[col].iloc[-1]:.4g}" if len(df) else "–"
+    a, b, c, d = st.columns(4)
+    a.metric("Step", snap.steps)
+    b.metric("Guard regime", str(g["regime"].iloc[-1]) if len(g) else "–")
+    c.metric("Guarded loss", last(g, "loss"))
+    d.metric("Plain loss", last(p, "loss"))
+    for arm, why in snap.ended.items():
+        df = g if arm == "guarded" else p
+        st.caption(f"The {arm} run ended at step {int(df['step'].iloc[-1])}: {why}.")
+
+
+@st.fragment(run_every=REFRESH if (ss.get(KEY) and ss[KEY].running) else None)
+def live_view() -> None:
+    """Redrawn every second while running; a full rerun once the run ends."""
+    live = ss.get(KEY)
+    if live is None:
+        return
+    snap = live.snapshot()
+    if not snap.status.running and ss.get("live_drawn_running"):
+        st.rerun()  # the run ended: redraw the page (controls, no more ticking)
+    status_box(snap)
+    metrics(snap)
+    if snap.steps == 0:
+        st.caption("Building the model and data…")
+        return
+    for spec in live_charts(snap.guarded, snap.plain):
+        st.vega_lite_chart(spec, width="stretch")
+    left, right = st.columns([3, 2])
+    with left:
+        st.markdown("**Guard transitions and their causes**")
+        st.dataframe(transitions_table(snap.guarded), hide_index=True, height=200)
+    with right:
+        st.markdown("**Spec edits during the run**")
+        for c in snap.spec_changes:
+            st.markdown(f"- step {c.step}: `{c.old_hash}` → `{c.new_hash}` "
+                        f"({'; '.join(c.changes) or 'same thresholds'})")
+        if not snap.spec_changes:
+            st.caption("None yet: change a threshold below and apply it.")
+
+st.title("Live training")
+st.markdown("The same model trained twice at once — with the scenario's **plain** optimizer "
+            "(AdamW in most) and with the same optimizer **under the guard** — from the same "
+            "weights, on the same batches in the same order, with the scenario's faults. The "
+            "charts follow the run every second; thresholds can be changed while it trains.")
+live: LiveSession | None = ss.get(KEY)
+running = bool(live and live.running)
+ss["live_drawn_running"] = running
+args = controls(running)
+a, b, c = st.columns([1, 1, 4])
+if a.button("Start", type="primary", icon=":material/play_arrow:", key="live_start",
+            disabled=running, width="stretch"):
+    start_run(*args)
+    st.rerun()
+if b.button("Stop", icon=":material/stop:", key="live_stop", disabled=not running,
+            width="stretch"):
+    stop_run()
+    st.rerun()
+if ss.get("live_error"):
+    st.error(ss["live_error"])
+if live is None:
+    st.info("Press **Start** to train. The quickstart scenario (a 2-layer GPT with a "
+            "corrupted batch at step 70 and NaN gradients at step 80) shows the difference "
+            "within seconds on a CPU.")
+    st.stop()
+with c:
+    st.download_button("Download trace (CSV)", data=live.trace_csv, on_click="ignore",
+                       file_name=f"live_{live.scenario.name}_lr{live.lr:g}_seed{live.seed}.csv",
+                       mime="text/csv", icon=":material/download:", key="live_download")
+live_view()
+threshold_form(live)
+st.caption(f"Run `{live.thread.name}` on {live.device_label}: {live.scenario.name}, "
+           f"LR {live.lr:g}, seed {live.seed}, {live.steps} steps. The trace has both arms "
+           "(`arm` column); every guarded row carries the hash of the spec that decided it.")
