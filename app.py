@@ -10,5 +10,6 @@ pages = [
     st.Page("pages/regimes.py", title="Regimes", icon=":material/traffic:"),
     st.Page("pages/replay.py", title="Replay", icon=":material/replay:"),
     st.Page("pages/trajectories.py", title="Trajectories", icon=":material/route:"),
+    st.Page("pages/stress.py", title="Stress suite", icon=":material/speed:"),
 ]
 st.navigation(pages).run()

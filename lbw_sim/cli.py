@@ -183,12 +183,15 @@ def cmd_stress(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
+    import torch
+
     from lbw_sim.sim.stress import build_grid, run_stress
     from lbw_sim.sim.stress_report import write_outputs
 
     grid = build_grid(quick=args.quick, text=args.text, seeds=args.seeds)
     out = Path(args.out or Path("runs") / ("stress_quick" if args.quick else "stress"))
     workers = args.workers or min(2, os.cpu_count() or 1)
+    torch.set_num_threads(1)  # one thread per training process, here and in the workers
     t0 = time.perf_counter()
     result = run_stress(grid, out, workers=workers, progress=not args.quiet)
     files = write_outputs(result, out)

@@ -169,3 +169,14 @@ def test_replay_upload(page):
     page.wait_for_selector("text=Read **my_run.csv**".replace("**", ""), timeout=30_000)
     assert page.locator("text=Could not read the upload").count() == 0
     assert_healthy(page, "replay_upload", plots=2)
+
+
+def test_stress_miniature_grid(page):
+    open_page(page, "stress")
+    page.get_by_role("button", name="Run the miniature grid").click()
+    page.wait_for_selector('[data-testid="stProgress"]', timeout=30_000)
+    page.screenshot(path=str(SHOTS / "stress_running.png"))
+    page.wait_for_selector("text=Worst ratio per arm", timeout=180_000)
+    settle(page)
+    assert page.locator('[data-testid="stProgress"]').count() == 0
+    assert_healthy(page, "stress", plots=3)

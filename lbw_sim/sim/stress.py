@@ -59,10 +59,11 @@ CURVE_COLUMNS = ["step", "model_loss", "val_loss", "lr_scale", "skipped"]
 QUICK = {"steps": 500, "seeds": 1, "schedule": {"warmup": 50}, "eval_every": 50,
          "model": {"kind": "gpt", "n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 32},
          "lrs": [3.16e-3, 1.0e-2, 3.16e-2, 1.0e-1, 3.16e-1, 1.0]}
-#: The studio's miniature grid: seconds per cell on one CPU thread.
+#: The studio's miniature grid: seconds per cell on one CPU thread. An order-1 chain, which
+#: a 2-layer width-32 GPT learns to within ~0.1 nats of its floor in 160 steps.
 MINI = {"steps": 160, "seeds": 1, "schedule": {"warmup": 20}, "eval_every": 40,
         "eval_batches": 4, "batch_size": 16,
-        "data": {"n_train": 100_000, "n_val": 10_000},
+        "data": {"order": 1, "n_train": 100_000, "n_val": 10_000},
         "model": {"kind": "gpt", "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32},
         "lrs": [1.0e-2, 1.0e-1, 1.0], "arms": ["adamw", "clip", "guard"]}
 
@@ -260,8 +261,8 @@ def run_stress(grid: StressGrid, out_dir: str | Path | None = None, *, workers: 
                progress: bool = True, callback: Callback | None = None,
                stop_event: threading.Event | None = None) -> StressResult:
     """Run the cells not yet in `out_dir`'s summary; `workers` > 1 uses that many processes
-    (one torch thread each), else this process with per-step progress. Stops early (keeping
-    what is done) when `stop_event` is set."""
+    (one torch thread each), else this process (its torch threads as they are) with per-step
+    progress. Stops early (keeping what is done) when `stop_event` is set."""
     reference = reference_levels(grid.scenario)  # also: a text too short fails here, not later
     out = Path(out_dir) if out_dir is not None else None
     done_rows = _open_out_dir(grid, out) if out is not None else []
@@ -337,7 +338,6 @@ def _run_here(book: _Book, stop_event: threading.Event) -> None:
 
     from lbw_sim.sim.runner import prepare
 
-    torch.set_num_threads(1)
     cache: dict = {}
     steps = book.grid.scenario.steps
     prepare(book.grid.scenario, [arm_spec(a, 1.0, 1.0) for a in book.grid.arms],
