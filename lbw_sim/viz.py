@@ -443,32 +443,31 @@ def _reference_lines(fig, reference: dict[str, float], rows: int = 1, cols: int 
 
 def stress_loss_figure(report: pd.DataFrame, reference: dict[str, float] | None = None,
                        height: int = 460):
-    """Final validation loss against the LR per arm (mean ± std over seeds); a diverged
-    cell (non-finite loss) is an × at the top of the plot."""
+    """Final validation loss against the LR per arm (mean ± std over seeds). The y axis stops
+    at 1.5x the unigram level: a cell above it (or non-finite: its weights blew up) is an ×
+    on the top edge, its value in the hover."""
     import plotly.graph_objects as go
 
+    ref = reference or {}
     finite = report["val_loss"][np.isfinite(report["val_loss"])]
-    top = float(max(finite.max() if len(finite) else 1.0, *(reference or {0: 0}).values()))
-    cap = top * 1.08
+    cap = 1.5 * ref.get("unigram", float(finite.median()) if len(finite) else 1.0)
+    cap = min(cap, float(finite.max()) * 1.05) if len(finite) and finite.max() < cap else cap
     fig = go.Figure()
     for arm, g in report.groupby("arm", sort=False):
-        ok = np.isfinite(g["val_loss"])
+        v = g["val_loss"].to_numpy(float)
+        out = ~np.isfinite(v) | (v > cap)
         fig.add_trace(go.Scatter(
-            x=g["lr"], y=g["val_loss"].where(ok), mode="lines+markers", name=arm,
+            x=g["lr"], y=np.where(out, cap, v), mode="lines+markers", name=arm,
             line={"color": arm_color(arm), "width": 2.5 if arm == "guard" else 1.5},
-            error_y={"type": "data", "array": g["val_std"].where(ok).fillna(0), "width": 3},
-            hovertemplate="lr %{x:g}<br>val loss %{y:.4f}<extra>" + arm + "</extra>"))
-        if (~ok).any():
-            fig.add_trace(go.Scatter(
-                x=g.loc[~ok, "lr"], y=[cap] * int((~ok).sum()), mode="markers",
-                name=f"{arm} diverged", showlegend=False,
-                marker={"symbol": "x", "size": 11, "color": arm_color(arm)},
-                hovertemplate="lr %{x:g}: diverged<extra>" + arm + "</extra>"))
-    _reference_lines(fig, reference or {})
+            marker={"symbol": np.where(out, "x", "circle"), "size": np.where(out, 11, 7)},
+            error_y={"type": "data", "array": g["val_std"].where(~out).fillna(0), "width": 3},
+            customdata=v, hovertemplate="lr %{x:g}<br>val loss %{customdata:.4g}<extra>"
+                                        + arm + "</extra>"))
+    _reference_lines(fig, ref)
     fig.update_xaxes(type="log", title_text="peak learning rate", exponentformat="power")
     fig.update_yaxes(title_text="final validation loss (nats)", range=[None, cap * 1.03])
     fig.update_layout(height=height, margin={"l": 60, "r": 20, "t": 40, "b": 50},
-                      title="Final validation loss vs LR (× = non-finite loss)",
+                      title="Final validation loss vs LR (× = off the top or non-finite)",
                       legend={"orientation": "h", "y": -0.18})
     return fig
 
@@ -501,9 +500,11 @@ def stress_curves_figure(curves: pd.DataFrame, reference: dict[str, float] | Non
     lo = 0.9 * min(ref.values()) if ref else None
     fig.update_yaxes(range=[lo, hi] if hi else None)
     fig.update_xaxes(title_text="step", row=rows)
-    fig.update_layout(height=height_per_row * rows + 80, title="Training loss per LR",
-                      margin={"l": 50, "r": 20, "t": 70, "b": 40},
-                      legend={"orientation": "h", "y": -0.08})
+    height = height_per_row * rows + 130
+    fig.update_layout(height=height, title="Training loss per LR",
+                      margin={"l": 50, "r": 20, "t": 70, "b": 90},
+                      legend={"orientation": "h", "yanchor": "top",
+                              "y": -50 / (height - 160)})
     return fig
 
 

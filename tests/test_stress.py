@@ -42,7 +42,7 @@ TINY = {"steps": 20, "lrs": [1e-2, 1e-1], "seeds": 1, "schedule": {"warmup": 5},
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("stress") / "tiny"
     grid = build_grid(overrides=TINY)
-    result = run_stress(grid, out, progress=False)
+    result = run_stress(grid, out, workers=2, progress=False)  # the CLI's process pool
     write_outputs(result, out)
     return grid, result, out
 
@@ -140,14 +140,15 @@ def test_resume_skips_finished_cells_and_reruns_a_killed_one(tiny_run):
         run_stress(build_grid(overrides={**TINY, "steps": 21}), out, progress=False)
 
 
-def test_two_processes_give_the_same_results_as_one(tiny_run, tmp_path):
-    _, result, _ = tiny_run
+def test_one_process_gives_the_same_results_as_the_pool(tiny_run, tmp_path):
+    _, pooled, _ = tiny_run
     grid = build_grid(overrides={**TINY, "lrs": [0.1]}, arms=["adamw", "guard", "lr_matched"])
-    pooled = run_stress(grid, tmp_path / "pool", workers=2, progress=False).summary
-    here = result.summary.set_index(["arm", "lr"])
-    for row in pooled.itertuples():
-        assert row.final_val_loss == here.loc[(row.arm, row.lr), "final_val_loss"]
-    assert len(load_results(tmp_path / "pool").curves) == 3 * TINY["steps"]
+    here = run_stress(grid, tmp_path / "here", progress=False).summary
+    by = pooled.summary.set_index(["arm", "lr"])
+    for row in here.itertuples():
+        assert row.final_val_loss == by.loc[(row.arm, row.lr), "final_val_loss"]
+        assert row.run_lr == by.loc[(row.arm, row.lr), "run_lr"]
+    assert len(load_results(tmp_path / "here").curves) == 3 * TINY["steps"]
 
 
 def test_background_job_reports_progress_and_result():

@@ -33,6 +33,8 @@ from lbw_sim.sim.stress import (
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_SUMMARY_BYTES = 20 * 2**20
+REPORT_COLUMNS = ["arm", "lr", "val_loss", "val_std", "ratio", "diverged", "first_diverged_step",
+                  "interventions", "skips", "ppl", "train_loss", "wall_s", "seeds"]
 OUTPUT_FILES = ("summary.csv", "table.md", "final_loss_vs_lr.html", "loss_curves.html")
 
 
@@ -107,6 +109,7 @@ def report_table(summary: pd.DataFrame) -> pd.DataFrame:
     }).reset_index()
     rep["ppl"] = np.exp(np.minimum(rep["val_loss"], 700.0))
     rep["ratio"] = rep["val_loss"] / adamw_best(rep)[1]
+    rep = rep[REPORT_COLUMNS]
     order = {a: i for i, a in enumerate(STRESS_ARMS)}
     rep = rep.assign(_o=rep["arm"].map(order).fillna(len(order)))
     return rep.sort_values(["_o", "lr"]).drop(columns="_o").reset_index(drop=True)
