@@ -11,5 +11,6 @@ pages = [
     st.Page("pages/replay.py", title="Replay", icon=":material/replay:"),
     st.Page("pages/trajectories.py", title="Trajectories", icon=":material/route:"),
     st.Page("pages/live.py", title="Live training", icon=":material/monitor_heart:"),
+    st.Page("pages/stress.py", title="Stress suite", icon=":material/speed:"),
 ]
 st.navigation(pages).run()

@@ -1,7 +1,8 @@
-"""Command line: `python -m lbw_sim spec|validate|replay|score|sweep|run …`.
+"""Command line: `python -m lbw_sim spec|validate|replay|score|sweep|run|stress …`.
 
 Bad input exits with status 2 and one line on stderr saying what is wrong — never a
-traceback. Only `run` imports torch (lazily): replaying a trace starts in well under a second.
+traceback. Only `run` and `stress` import torch (lazily): replaying a trace starts in well
+under a second.
 """
 
 from __future__ import annotations
@@ -176,6 +177,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stress(args: argparse.Namespace) -> int:
+    """The LR stress grid; resumes in --out, then writes the table and figures."""
+    import os
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from lbw_sim.sim.stress import build_grid, run_stress
+    from lbw_sim.sim.stress_report import write_outputs
+
+    grid = build_grid(quick=args.quick, text=args.text, seeds=args.seeds)
+    out = Path(args.out or Path("runs") / ("stress_quick" if args.quick else "stress"))
+    workers = args.workers or min(2, os.cpu_count() or 1)
+    torch.set_num_threads(1)  # one thread per training process, here and in the workers
+    t0 = time.perf_counter()
+    result = run_stress(grid, out, workers=workers, progress=not args.quiet)
+    files = write_outputs(result, out)
+    print((out / "table.md").read_text(encoding="utf-8"))
+    print(f"{len(result.summary)} cells in {time.perf_counter() - t0:.0f} s with {workers} "
+          f"worker(s); wrote {', '.join(f.name for f in files)} in {out}")
+    return 0
+
+
 def summary_text(out) -> str:
     """A short human summary of a replayed trace."""
     n = len(out)
@@ -243,6 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--arms", help="comma-separated arms, e.g. adamw,guard,adamw:cosine")
     u.add_argument("--quiet", action="store_true", help="no progress bar")
     u.set_defaults(func=cmd_run)
+    t = sub.add_parser("stress", help="LR x arm x seed stress grid (scenarios/lr_stress.yaml): "
+                                      "summary.csv, table.md, HTML figures; resumes in --out")
+    t.add_argument("--quick", action="store_true",
+                   help="500 steps, 50 warm-up, one seed, a 2-layer model (< 10 min, 2 cores)")
+    t.add_argument("--out", help="output folder (default: runs/stress or runs/stress_quick)")
+    t.add_argument("--text", metavar="FILE", help="train on this text (characters) instead of "
+                                                  "the synthetic corpus")
+    t.add_argument("--seeds", type=_positive, help="seeds 0..N-1 (default: the scenario's)")
+    t.add_argument("--workers", type=_positive, help="processes (default: 2, or 1 on one core)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_stress)
     return p
 
 
@@ -265,6 +301,13 @@ def _nonneg(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _nonneg(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 

@@ -274,3 +274,14 @@ def test_live_training_in_two_sessions(page, browser):
     finally:
         ctx.close()
     assert_live_healthy(page, "live_stopped")
+
+
+def test_stress_miniature_grid(page):
+    open_page(page, "stress")
+    page.get_by_role("button", name="Run the miniature grid").click()
+    page.wait_for_selector('[data-testid="stProgress"]', timeout=30_000)
+    page.screenshot(path=str(SHOTS / "stress_running.png"))
+    page.wait_for_selector("text=Worst ratio per arm", timeout=300_000)  # busy 2-core box
+    settle(page)
+    assert page.locator('[data-testid="stProgress"]').count() == 0
+    assert_healthy(page, "stress", plots=3)

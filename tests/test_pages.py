@@ -254,3 +254,46 @@ def test_live_run_that_finishes_leaves_no_thread_and_can_restart():
     second = at.session_state["live_session"]
     assert second is not first and second.running
     assert second.stop() and not at.exception
+# --- Stress suite ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def stress_runs(tmp_path_factory):
+    """A runs folder holding one tiny finished grid, as `python -m lbw_sim stress` leaves it."""
+    from test_stress import TINY
+
+    from lbw_sim.sim.stress import build_grid, run_stress
+    from lbw_sim.sim.stress_report import write_outputs
+
+    root = tmp_path_factory.mktemp("runs")
+    grid = build_grid(overrides=TINY, arms=["adamw", "clip", "guard"])
+    write_outputs(run_stress(grid, root / "tiny", progress=False), root / "tiny")
+    return root
+
+
+def test_stress_page_loads_results_from_the_runs_folder(stress_runs, monkeypatch):
+    monkeypatch.setenv("LBW_RUNS_DIR", str(stress_runs))
+    at = page("stress")
+    assert not at.exception
+    at = at.radio(key="stress_source").set_value("Earlier results (runs/)").run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="stress_folder").options == ["tiny"]
+    assert len(charts(at)) == 3  # loss vs LR, divergence + interventions, curves
+    rep = next(d.value for d in at.dataframe if "ratio" in d.value.columns)
+    assert set(rep["arm"]) == {"adamw", "clip", "guard"} and len(rep) == 6
+
+
+def test_stress_page_bad_summary_upload_shows_error_and_stays_usable(stress_runs, monkeypatch):
+    monkeypatch.setenv("LBW_RUNS_DIR", str(stress_runs))
+    at = page("stress")
+    at = at.radio(key="stress_source").set_value("Upload a summary.csv").run()
+    at.file_uploader(key="stress_upload").upload("summary.csv", os.urandom(2048), "text/csv")
+    at = at.run()
+    assert not at.exception
+    assert any("Could not read the summary" in e.value for e in at.error)
+    at.file_uploader(key="stress_upload").clear()
+    at.file_uploader(key="stress_upload").upload(
+        "summary.csv", (stress_runs / "tiny" / "summary.csv").read_bytes(), "text/csv")
+    at = at.run()
+    assert not at.exception and not at.error and len(charts(at)) == 2
+    at = at.radio(key="stress_source").set_value("Earlier results (runs/)").run()
+    assert not at.exception and len(charts(at)) == 3

@@ -44,7 +44,8 @@ def test_lr_stress_is_the_paper_grid_in_miniature():
     assert sc.optimizer.betas == (0.9, 0.95) and sc.optimizer.weight_decay == 0.1
     assert sc.lrs[0] == 1e-3 and sc.lrs[-1] == pytest.approx(3.16e-1)
     assert all(b / a == pytest.approx(10**0.5, rel=0.01) for a, b in zip(sc.lrs, sc.lrs[1:]))
-    assert [a.label for a in sc.arms] == ["adamw", "clip", "zclip", "skipstep", "guard"]
+    assert [a.label for a in sc.arms] == ["adamw", "clip", "zclip", "skipstep", "guard",
+                                          "adamw:cosine"]
 
 
 @pytest.mark.parametrize("changes, field", [

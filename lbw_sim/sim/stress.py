@@ -1,0 +1,491 @@
+"""The LR stress suite: an LR grid x arms x seeds on `scenarios/lr_stress.yaml`, resumable.
+
+    grid = build_grid(quick=True)                    # 500 steps, 50 warm-up, one seed
+    result = run_stress(grid, out_dir="runs/stress_quick", workers=2)
+    write_outputs(result, "runs/stress_quick")       # summary.csv, table.md, two HTML figures
+
+Arms: the scenario's arms (`adamw`, `clip`, `zclip`, `skipstep`, `guard`; `adamw:cosine` is
+called `cosine` here) and the control `lr_matched`, added whenever `guard` is in the grid.
+
+`lr_matched` is plain AdamW, with the scenario's warm-up and then a constant LR of
+`lr x s`, where `s` is the guard cell's (same lr, same seed) mean *effective* LR scale over
+the steps it ran from the end of warm-up on: a step's effective scale is the guard's
+`lr_scale` times the update cap's factor `update_scale` (AdamW's update is proportional to
+its LR, so a capped step is that step at a lower LR), or 0 when the update was not applied
+(`skipped` or `safety_skip`). A guard cell
+that stopped before the end of warm-up averages over all its steps. So it asks: is the guard
+only a lower LR in disguise? Its cell runs once the guard cell is done; `mean_lr_scale`
+(guard rows) and `run_lr` (every row) in the summary record what was used.
+
+Fairness: every cell with the same seed starts from the same weights and sees the same
+batches whichever worker process runs it (batch k is a pure function of (seed, k)).
+
+Resume: `summary.csv` in the output folder is rewritten (atomically) after every cell; cells
+already in it are skipped, and the partial trace of a cell killed mid-way is deleted and the
+cell re-run. `grid.json` records what must match for results to be mixed (model, data,
+steps, schedule, guard hash …); LRs and seeds may grow between runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from lbw_sim.errors import SpecError
+from lbw_sim.sim.scenarios import SCENARIO_DIR, ArmSpec, Scenario
+
+STRESS_YAML = SCENARIO_DIR / "lr_stress.yaml"
+#: Arms in report order; `cosine` and `lr_matched` are the AdamW controls.
+STRESS_ARMS = ("adamw", "clip", "zclip", "skipstep", "guard", "cosine", "lr_matched")
+#: summary.csv starts with these columns (one row per cell); extras follow.
+SUMMARY_COLUMNS = ["arm", "lr", "seed", "final_train_loss", "final_val_loss", "diverged_step",
+                   "interventions", "skips", "wall_s"]
+EXTRA_COLUMNS = ["final_val_ppl", "run_lr", "mean_lr_scale", "rollbacks", "steps_run",
+                 "stopped"]
+CURVE_COLUMNS = ["step", "model_loss", "val_loss", "lr_scale", "skipped"]
+
+#: --quick: a 2-layer GPT on 32-token windows, 500 steps, 50 warm-up, one seed, LRs up to
+#: 1.0 so the grid reaches >= 30x AdamW's best LR (which sits near 1e-2 at this size).
+QUICK = {"steps": 500, "seeds": 1, "schedule": {"warmup": 50}, "eval_every": 50,
+         "model": {"kind": "gpt", "n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 32},
+         "lrs": [3.16e-3, 1.0e-2, 3.16e-2, 1.0e-1, 3.16e-1, 1.0]}
+#: The studio's miniature grid: seconds per cell on one CPU thread. An order-1 chain, which
+#: a 2-layer width-32 GPT learns to within ~0.1 nats of its floor in 160 steps.
+MINI = {"steps": 160, "seeds": 1, "schedule": {"warmup": 20}, "eval_every": 40,
+        "eval_batches": 4, "batch_size": 16,
+        "data": {"order": 1, "n_train": 100_000, "n_val": 10_000},
+        "model": {"kind": "gpt", "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32},
+        "lrs": [1.0e-2, 1.0e-1, 1.0], "arms": ["adamw", "clip", "guard"]}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (arm, lr, seed) of the grid; `lr` is the grid LR, also for `lr_matched`."""
+
+    arm: str
+    lr: float
+    seed: int
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return self.arm, f"{self.lr:.6g}", int(self.seed)
+
+    @property
+    def trace_file(self) -> str:
+        return f"{self.arm}_lr{self.lr:g}_seed{self.seed}.csv"
+
+
+@dataclass(frozen=True)
+class StressGrid:
+    """A validated scenario plus the stress arms to run over its LRs and seeds."""
+
+    scenario: Scenario
+    arms: tuple[str, ...]
+
+    def cells(self) -> list[Cell]:
+        """Every cell, LR-major; `lr_matched` after `guard` of the same LR."""
+        sc = self.scenario
+        return [Cell(a, lr, s) for lr in sc.lrs for s in sc.seeds for a in self.arms]
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What two runs must share for their cells to sit in one summary."""
+        sc = self.scenario
+        return {"model": sc.model, "data": _data_id(sc), "optimizer": repr(sc.optimizer),
+                "schedule": repr(sc.schedule), "steps": sc.steps, "batch_size": sc.batch_size,
+                "guard": sc.guard.hash, "eval": [sc.eval_every, sc.eval_batches],
+                "divergence": [sc.divergence_factor, sc.stop_after_nonfinite]}
+
+
+def _data_id(sc: Scenario) -> str:
+    d = sc.data
+    if d.kind != "text":
+        return repr(d)
+    stat = Path(d.path).stat()
+    return f"text:{Path(d.path).name}:{stat.st_size}:{d.val_fraction}"
+
+
+# --- building the grid ------------------------------------------------------------------------
+
+def build_grid(*, quick: bool = False, mini: bool = False, text: str | Path | None = None,
+               seeds: int | None = None, overrides: dict[str, Any] | None = None,
+               arms: list[str] | None = None, path: Path = STRESS_YAML) -> StressGrid:
+    """The grid of `lr_stress.yaml`, with the --quick (or studio `mini`) overrides, real
+    text instead of the synthetic corpus, a seed count, and any further `overrides`
+    (merged key by key into the YAML before validation, so errors name the field)."""
+    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    for extra in (QUICK if quick else None, MINI if mini else None, overrides):
+        raw = _merge(raw, extra or {})
+    if text is not None:
+        raw["data"] = {"kind": "text", "path": str(_text_path(text))}
+    if seeds is not None:
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise SpecError("--seeds", f"must be a whole number >= 1, got {seeds!r}")
+        raw["seeds"] = seeds
+    stress_arms = arms or [_stress_name(a) for a in raw.get("arms", [])]
+    raw["arms"] = [_arm_label(a) for a in stress_arms if a != "lr_matched"]
+    sc = Scenario.from_dict(raw, Path(path).parent)
+    if arms is None and "guard" in stress_arms:
+        stress_arms.append("lr_matched")
+    if "lr_matched" in stress_arms and "guard" not in stress_arms:
+        raise SpecError("arms", "lr_matched takes its LR from the guard cell: add guard")
+    order = [a for a in STRESS_ARMS if a in stress_arms]
+    return StressGrid(sc.replace(source=str(path)), tuple(order))
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    """`base` with `extra` merged in, nested mappings key by key."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _text_path(text: str | Path) -> Path:
+    p = Path(text).expanduser()
+    if not p.is_file():
+        raise SpecError("--text", f"{text}: no such file")
+    return p.resolve()
+
+
+def _stress_name(label: str) -> str:
+    return {"adamw:cosine": "cosine", "plain": "adamw"}.get(str(label), str(label))
+
+
+def _arm_label(name: str) -> str:
+    if name not in STRESS_ARMS:
+        raise SpecError("arms", f"unknown stress arm {name!r}; known: {', '.join(STRESS_ARMS)}")
+    return "adamw:cosine" if name == "cosine" else name
+
+
+def arm_spec(arm: str, lr: float, lr_scale: float | None = None) -> ArmSpec:
+    """The runner's arm for a stress arm; `lr_matched` needs the guard cell's `lr_scale`."""
+    if arm == "lr_matched":
+        if lr_scale is None or not math.isfinite(lr_scale):
+            raise SpecError("arms", "lr_matched needs the guard cell's mean lr_scale")
+        return ArmSpec("adamw", "lr_matched", max(lr * lr_scale, 1e-12))
+    return ArmSpec.parse(_arm_label(arm), "arms")
+
+
+def mean_lr_scale(trace: pd.DataFrame, warmup: int) -> float:
+    """The guard's mean effective LR scale from the end of warm-up (see the module doc)."""
+    if trace.empty:
+        return 1.0
+    applied = ~trace["skipped"].astype(bool)
+    if "safety_skip" in trace:
+        applied &= ~trace["safety_skip"].fillna(False).astype(bool)
+    scale = trace["lr_scale"].astype(float)
+    if "update_scale" in trace:
+        scale = scale * trace["update_scale"].astype(float).fillna(1.0)
+    scale = scale.where(applied, 0.0)
+    after = trace["step"] >= warmup
+    return float(scale[after].mean() if after.any() else scale.mean())
+
+
+# --- one cell ---------------------------------------------------------------------------------
+
+def run_cell(grid: StressGrid, cell: Cell, lr_scale: float | None = None,
+             out_dir: Path | None = None, cache: dict | None = None,
+             on_step: Callable[[int], None] | None = None,
+             stop_event: threading.Event | None = None) -> tuple[dict, pd.DataFrame]:
+    """Train one cell; return its summary row and its curve (CURVE_COLUMNS)."""
+    import torch
+
+    from lbw_sim.sim.runner import GUARD_TRACE_COLUMNS, TRACE_COLUMNS, Run, summarize
+    from lbw_sim.traces.recorder import TraceRecorder
+
+    sc, spec = grid.scenario, arm_spec(cell.arm, cell.lr, lr_scale)
+    run = Run(sc, spec, cell.lr, cell.seed, torch.device("cpu"), stop_event=stop_event,
+              cache=cache)
+    columns = TRACE_COLUMNS + (GUARD_TRACE_COLUMNS if spec.name == "guard" else [])
+    rec = None
+    if out_dir is not None:
+        (out_dir / cell.trace_file).unlink(missing_ok=True)  # a killed run's partial trace
+        rec = TraceRecorder(out_dir / cell.trace_file, columns=columns, flush_every=100)
+    rows, t0 = [], time.perf_counter()
+    try:
+        for row in run:
+            rows.append(row)
+            if rec is not None:
+                rec.record(**{c: row.get(c) for c in columns})
+            if on_step is not None:
+                on_step(len(rows))
+    finally:
+        if rec is not None:
+            rec.close()
+    summary = summarize(rows, sc, arm=cell.arm, lr=cell.lr, seed=cell.seed,
+                        wall_s=time.perf_counter() - t0, stopped=run.stop_reason)
+    trace = pd.DataFrame(rows)
+    return _finish_row(summary, trace, grid, cell, spec), _curve(trace)
+
+
+def _finish_row(row: dict, trace: pd.DataFrame, grid: StressGrid, cell: Cell,
+                spec: ArmSpec) -> dict:
+    loss = row.get("final_val_loss", math.nan)
+    row["final_val_ppl"] = math.exp(min(loss, 700.0)) if math.isfinite(loss) else math.nan
+    row["run_lr"] = spec.lr if spec.lr is not None else cell.lr
+    if cell.arm == "guard":
+        row["mean_lr_scale"] = mean_lr_scale(trace, grid.scenario.schedule.warmup)
+    row.pop("best_loss", None)
+    return row
+
+
+def _curve(trace: pd.DataFrame) -> pd.DataFrame:
+    if trace.empty:
+        return pd.DataFrame(columns=CURVE_COLUMNS)
+    return trace[CURVE_COLUMNS].copy()
+
+
+# --- the whole grid ---------------------------------------------------------------------------
+
+@dataclass
+class StressResult:
+    """A grid's summary (one row per cell) and, where known, the per-step curves."""
+
+    grid: StressGrid | None
+    summary: pd.DataFrame
+    curves: pd.DataFrame = field(default_factory=lambda: pd.DataFrame())
+    reference: dict[str, float] = field(default_factory=dict)
+
+
+Callback = Callable[[float, int, "dict | None"], None]  # (cells done, total, finished row)
+
+
+def run_stress(grid: StressGrid, out_dir: str | Path | None = None, *, workers: int = 1,
+               progress: bool = True, callback: Callback | None = None,
+               stop_event: threading.Event | None = None) -> StressResult:
+    """Run the cells not yet in `out_dir`'s summary; `workers` > 1 uses that many processes
+    (one torch thread each), else this process (its torch threads as they are) with per-step
+    progress. Stops early (keeping what is done) when `stop_event` is set."""
+    reference = reference_levels(grid.scenario)  # also: a text too short fails here, not later
+    out = Path(out_dir) if out_dir is not None else None
+    done_rows = _open_out_dir(grid, out) if out is not None else []
+    book = _Book(grid, out, done_rows, callback, progress, reference)
+    stop_event = stop_event or threading.Event()
+    try:
+        if workers > 1 and len(book.todo) > 1:
+            _run_pool(book, workers, stop_event)
+        else:
+            _run_here(book, stop_event)
+    finally:
+        book.close()
+    return book.result()
+
+
+class _Book:
+    """Bookkeeping of a grid run: what is done, what is left, summary writes, progress."""
+
+    def __init__(self, grid: StressGrid, out: Path | None, rows: list[dict],
+                 callback: Callback | None, progress: bool, reference: dict[str, float]):
+        self.grid, self.out, self.rows, self.callback = grid, out, rows, callback
+        self.reference = reference
+        done = {Cell(r["arm"], float(r["lr"]), int(r["seed"])).key for r in rows}
+        self.todo = [c for c in grid.cells() if c.key not in done]
+        self.total, self.finished = len(self.todo), 0
+        self.curves: list[pd.DataFrame] = []
+        self.bar = _bar(self.total, grid.scenario.steps) if progress and self.todo else None
+
+    def guard_scale(self, cell: Cell) -> float | None:
+        """The guard cell's mean lr_scale for an lr_matched cell (None: not run yet)."""
+        key = Cell("guard", cell.lr, cell.seed).key
+        for r in self.rows:
+            if Cell(r["arm"], float(r["lr"]), int(r["seed"])).key == key:
+                return float(r["mean_lr_scale"])
+        return None
+
+    def add(self, row: dict, curve: pd.DataFrame, cell: Cell) -> None:
+        self.rows.append(row)
+        self.curves.append(curve.assign(arm=cell.arm, lr=cell.lr, seed=cell.seed))
+        self.finished += 1
+        if self.out is not None:
+            write_summary(summary_frame(self.rows), self.out / "summary.csv")
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{cell.arm} lr={cell.lr:g} seed={cell.seed}")
+        self.tick(self.finished, row)
+
+    def tick(self, done: float, row: dict | None = None) -> None:
+        if self.bar is not None:
+            self.bar.update(round(done * self.grid.scenario.steps) - self.bar.n)
+        if self.callback is not None:
+            self.callback(done, self.total, row)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def result(self) -> StressResult:
+        curves = pd.concat(self.curves, ignore_index=True) if self.curves else pd.DataFrame()
+        if self.out is not None:
+            curves = read_curves(self.out, summary_frame(self.rows))
+        return StressResult(self.grid, summary_frame(self.rows), curves, self.reference)
+
+
+def _bar(cells: int, steps: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cells * steps, desc=f"stress ({cells} cells)", unit="step",
+                dynamic_ncols=True)
+
+
+def _run_here(book: _Book, stop_event: threading.Event) -> None:
+    import torch
+
+    from lbw_sim.sim.runner import prepare
+
+    cache: dict = {}
+    steps = book.grid.scenario.steps
+    prepare(book.grid.scenario, [arm_spec(a, 1.0, 1.0) for a in book.grid.arms],
+            torch.device("cpu"), cache)
+    for cell in list(book.todo):
+        base = book.finished
+        row, curve = run_cell(book.grid, cell, book.guard_scale(cell), book.out, cache,
+                              on_step=lambda n, b=base: book.tick(b + n / steps),
+                              stop_event=stop_event)
+        if stop_event.is_set():
+            return  # the interrupted cell is not recorded: a resume re-runs it
+        book.add(row, curve, cell)
+
+
+# --- worker processes -------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(grid: StressGrid) -> None:
+    """One torch thread per process; data and first-call costs paid before any timed cell."""
+    import torch
+
+    from lbw_sim.sim.runner import prepare
+
+    torch.set_num_threads(1)
+    _WORKER["cache"] = {}
+    prepare(grid.scenario, [arm_spec(a, 1.0, 1.0) for a in grid.arms], torch.device("cpu"),
+            _WORKER["cache"])
+
+
+def _worker_cell(grid: StressGrid, cell: Cell, lr_scale: float | None,
+                 out: Path | None) -> tuple[dict, pd.DataFrame]:
+    return run_cell(grid, cell, lr_scale, out, _WORKER.get("cache"))
+
+
+def _run_pool(book: _Book, workers: int, stop_event: threading.Event) -> None:
+    """Base cells first-come first-served; each lr_matched cell once its guard cell is in."""
+    import multiprocessing as mp
+
+    waiting = [c for c in book.todo if c.arm == "lr_matched"]
+    queue = [c for c in book.todo if c.arm != "lr_matched"]
+    running: dict[Future, Cell] = {}
+    ctx = mp.get_context("spawn")  # no fork of a process that already runs torch threads
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(book.grid,)) as pool:
+        try:
+            while queue or waiting or running:
+                ready = [c for c in waiting if book.guard_scale(c) is not None]
+                for c in ready:
+                    waiting.remove(c)
+                queue = ready + queue
+                while queue and len(running) < workers and not stop_event.is_set():
+                    c = queue.pop(0)
+                    running[pool.submit(_worker_cell, book.grid, c, book.guard_scale(c),
+                                        book.out)] = c
+                if not running:
+                    break
+                finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    cell = running.pop(fut)
+                    book.add(*fut.result(), cell)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+# --- files ------------------------------------------------------------------------------------
+
+def _open_out_dir(grid: StressGrid, out: Path) -> list[dict]:
+    """Create `out` or check that its grid.json matches; the rows already done."""
+    out.mkdir(parents=True, exist_ok=True)
+    meta, fp = out / "grid.json", json.loads(json.dumps(grid.fingerprint(), default=str))
+    if meta.exists():
+        old = json.loads(meta.read_text(encoding="utf-8"))
+        if old != fp:
+            diff = sorted(k for k in fp if old.get(k) != fp[k])
+            raise SpecError("--out", f"{out} holds results of another grid (differs in "
+                                     f"{', '.join(diff) or 'format'}); pick another folder")
+    else:
+        _atomic_write(meta, json.dumps(fp, indent=1))
+    summary = out / "summary.csv"
+    if not summary.exists():
+        return []
+    from lbw_sim.sim.stress_report import read_summary
+
+    return read_summary(summary).to_dict("records")
+
+
+def summary_frame(rows: list[dict]) -> pd.DataFrame:
+    """Rows in a stable order (arm order, lr, seed), SUMMARY_COLUMNS first."""
+    df = pd.DataFrame(rows)
+    for col in SUMMARY_COLUMNS + EXTRA_COLUMNS:
+        if col not in df:
+            df[col] = np.nan
+    if df.empty:
+        return df[SUMMARY_COLUMNS + EXTRA_COLUMNS]
+    df["diverged_step"] = pd.to_numeric(df["diverged_step"]).astype("Int64")
+    order = {a: i for i, a in enumerate(STRESS_ARMS)}
+    df = df.assign(_o=df["arm"].map(order)).sort_values(["lr", "_o", "seed"], kind="stable")
+    extra = sorted(c for c in df.columns if c not in SUMMARY_COLUMNS + EXTRA_COLUMNS + ["_o"])
+    return df[SUMMARY_COLUMNS + EXTRA_COLUMNS + extra].reset_index(drop=True)
+
+
+def write_summary(df: pd.DataFrame, path: Path) -> None:
+    _atomic_write(path, df.to_csv(index=False))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_curves(out: Path, summary: pd.DataFrame) -> pd.DataFrame:
+    """The per-step curves of the summary's cells from their trace files (missing: skipped)."""
+    from lbw_sim.traces.io import read_table
+
+    parts = []
+    for r in summary[["arm", "lr", "seed"]].itertuples(index=False):
+        path = out / Cell(r.arm, float(r.lr), int(r.seed)).trace_file
+        if path.is_file():
+            df = read_table(path)
+            keep = [c for c in CURVE_COLUMNS if c in df]
+            parts.append(df[keep].assign(arm=r.arm, lr=float(r.lr), seed=int(r.seed)))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def reference_levels(sc: Scenario) -> dict[str, float]:
+    """Loss levels drawn for reference: the entropy floor (synthetic data) and the unigram
+    entropy (the loss of predicting token frequencies only). Reads a text source, so a text
+    that cannot be read or is too short for the model's windows fails here."""
+    from lbw_sim.sim.data import SyntheticSource, TextSource, ngram_entropy
+
+    d = sc.data
+    if d.kind == "synthetic":
+        src = SyntheticSource(vocab_size=d.vocab_size, order=d.order, seed=d.seed)
+        return {"entropy floor": src.entropy_rate, "unigram": src.unigram_entropy}
+    if d.kind == "text":
+        text = TextSource.from_file(d.path, d.val_fraction)
+        need = int(sc.model.get("block_size", 64)) + 2
+        if min(len(text.train), len(text.val)) < need:
+            raise SpecError("--text", f"{Path(d.path).name}: {len(text.train) + len(text.val)} "
+                                      f"characters is too short for windows of {need - 2}")
+        return {"unigram": ngram_entropy(text.train.numpy(), 0, text.vocab_size)}
+    return {}

@@ -1,0 +1,215 @@
+"""What a stress grid reports: the per-(arm, lr) table, ratios to AdamW's best, files on disk.
+
+    report = report_table(summary)       # mean ± std over seeds, ratio to AdamW's best LR
+    worst = worst_ratios(report)         # per arm, the worst ratio over the grid
+    write_outputs(result, out_dir)       # summary.csv, table.md, final_loss_vs_lr.html, …
+    load_results(out_dir)                # read them back (the studio's "earlier results")
+
+The ratio of a cell is its arm's mean final validation loss at that LR over AdamW's best
+mean final validation loss over the whole grid; a cell whose loss is not finite in some
+seed (its weights blew up) has ratio inf.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lbw_sim.errors import TraceError
+from lbw_sim.sim.stress import (
+    STRESS_ARMS,
+    SUMMARY_COLUMNS,
+    StressResult,
+    read_curves,
+    summary_frame,
+    write_summary,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+MAX_SUMMARY_BYTES = 20 * 2**20
+REPORT_COLUMNS = ["arm", "lr", "val_loss", "val_std", "ratio", "diverged", "first_diverged_step",
+                  "interventions", "skips", "ppl", "train_loss", "wall_s", "seeds"]
+OUTPUT_FILES = ("summary.csv", "table.md", "final_loss_vs_lr.html", "loss_curves.html")
+
+
+def runs_dir() -> Path:
+    """The project's own runs folder (`LBW_RUNS_DIR` may move it; never a user's input)."""
+    return Path(os.environ.get("LBW_RUNS_DIR") or ROOT / "runs")
+
+
+def list_result_dirs(root: Path | None = None) -> list[str]:
+    """Folders (up to two levels) under the runs folder that hold a stress summary.csv."""
+    root = root or runs_dir()
+    if not root.is_dir():
+        return []
+    found = [p.parent for p in [*root.glob("*/summary.csv"), *root.glob("*/*/summary.csv")]
+             if (p.parent / "grid.json").is_file()]
+    return sorted(str(p.relative_to(root)) for p in found)
+
+
+# --- reading a summary ------------------------------------------------------------------------
+
+def read_summary(source: str | Path | bytes, name: str = "summary.csv") -> pd.DataFrame:
+    """A summary.csv from disk or an upload, checked: the columns, numeric LRs and seeds."""
+    if isinstance(source, (str, Path)):
+        name, source = Path(source).name, Path(source).read_bytes()
+    if len(source) > MAX_SUMMARY_BYTES:
+        raise TraceError(f"{name}: {len(source) / 2**20:.1f} MiB is too large for a summary")
+    try:
+        df = pd.read_csv(io.BytesIO(source), nrows=200_000)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TraceError(f"{name}: not a CSV table ({first})") from None
+    missing = [c for c in SUMMARY_COLUMNS if c not in df.columns]
+    if missing:
+        raise TraceError(f"{name}: not a stress summary; missing column(s) "
+                         f"{', '.join(missing)}")
+    if df.empty:
+        raise TraceError(f"{name}: no rows")
+    return _typed(df, name)
+
+
+def _typed(df: pd.DataFrame, name: str) -> pd.DataFrame:
+    df = df.copy()
+    df["arm"] = df["arm"].astype(str)
+    for col in SUMMARY_COLUMNS[1:]:
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    bad_lr = ~(np.isfinite(df["lr"]) & (df["lr"] > 0))
+    if bad_lr.any():
+        raise TraceError(f"{name}: row {int(np.flatnonzero(bad_lr)[0]) + 2}: lr must be a "
+                         "positive number")
+    if df["seed"].isna().any():
+        raise TraceError(f"{name}: row {int(np.flatnonzero(df['seed'].isna())[0]) + 2}: "
+                         "seed must be a whole number")
+    df["seed"] = df["seed"].astype(int)
+    return summary_frame(df.to_dict("records"))
+
+
+# --- the report -------------------------------------------------------------------------------
+
+def report_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per (arm, lr): mean ± std over seeds, diverged seeds, ratio to AdamW's best."""
+    g = summary.groupby(["arm", "lr"], sort=False)
+    rep = pd.DataFrame({
+        "seeds": g.size(),
+        "val_loss": g["final_val_loss"].agg(_mean_or_inf),
+        "val_std": g["final_val_loss"].std(ddof=0),
+        "train_loss": g["final_train_loss"].agg(_mean_or_inf),
+        "diverged": g["diverged_step"].agg(lambda s: int(s.notna().sum())),
+        "first_diverged_step": g["diverged_step"].min(),
+        "interventions": g["interventions"].mean(),
+        "skips": g["skips"].mean(),
+        "wall_s": g["wall_s"].mean(),
+    }).reset_index()
+    rep["ppl"] = np.exp(np.minimum(rep["val_loss"], 700.0))
+    rep["ratio"] = rep["val_loss"] / adamw_best(rep)[1]
+    rep = rep[REPORT_COLUMNS]
+    order = {a: i for i, a in enumerate(STRESS_ARMS)}
+    rep = rep.assign(_o=rep["arm"].map(order).fillna(len(order)))
+    return rep.sort_values(["_o", "lr"]).drop(columns="_o").reset_index(drop=True)
+
+
+def _mean_or_inf(s: pd.Series) -> float:
+    """Mean over seeds; inf when any seed ended with a non-finite loss (weights blew up)."""
+    v = s.to_numpy(float)
+    return float("inf") if (~np.isfinite(v)).any() else float(v.mean())
+
+
+def adamw_best(rep: pd.DataFrame) -> tuple[float, float]:
+    """(lr, mean final val loss) of AdamW's best cell on the grid; NaNs without AdamW."""
+    a = rep[(rep["arm"] == "adamw") & np.isfinite(rep["val_loss"])]
+    if a.empty:
+        return math.nan, math.nan
+    best = a.loc[a["val_loss"].idxmin()]
+    return float(best["lr"]), float(best["val_loss"])
+
+
+def worst_ratios(rep: pd.DataFrame) -> pd.DataFrame:
+    """Per arm: the worst ratio to AdamW's best over the grid, and at which LR."""
+    rows = []
+    for arm, g in rep.groupby("arm", sort=False):
+        i = g["ratio"].fillna(np.inf).idxmax()
+        rows.append({"arm": arm, "worst_ratio": float(g.loc[i, "ratio"]),
+                     "at_lr": float(g.loc[i, "lr"]), "best_ratio": float(g["ratio"].min()),
+                     "diverged_cells": int((g["diverged"] > 0).sum()), "cells": len(g)})
+    return pd.DataFrame(rows)
+
+
+def table_markdown(rep: pd.DataFrame, reference: dict[str, float], title: str = "") -> str:
+    """table.md: the per-(arm, lr) table, then the worst ratio per arm."""
+    best_lr, best = adamw_best(rep)
+    lines = [f"# {title or 'LR stress'}", ""]
+    refs = ", ".join(f"{k} {v:.4f} nats" for k, v in reference.items())
+    if refs:
+        lines += [f"Reference levels: {refs}.", ""]
+    lines += [f"AdamW's best: final val loss {best:.4f} at lr {best_lr:g}; the grid reaches "
+              f"{rep['lr'].max() / best_lr:.0f}× that LR." if math.isfinite(best)
+              else "No finite AdamW cell: ratios are undefined.", "",
+              "| arm | lr | final val loss (mean ± std) | ppl | train loss | diverged | "
+              "interventions | skips | wall s | ratio to AdamW best |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rep.itertuples():
+        lines.append(f"| {r.arm} | {r.lr:g} | {_pm(r.val_loss, r.val_std, r.seeds)} | "
+                     f"{_num(r.ppl, '.2f')} | {_num(r.train_loss, '.4f')} | "
+                     f"{r.diverged}/{r.seeds}{_at(r.first_diverged_step)} | "
+                     f"{r.interventions:.0f} | {r.skips:.0f} | {r.wall_s:.1f} | "
+                     f"{_num(r.ratio, '.3f')} |")
+    lines += ["", "Worst ratio per arm over the grid:", "",
+              "| arm | worst ratio | at lr | best ratio | cells diverged |",
+              "|---|---|---|---|---|"]
+    for w in worst_ratios(rep).itertuples():
+        lines.append(f"| {w.arm} | {_num(w.worst_ratio, '.3f')} | {w.at_lr:g} | "
+                     f"{_num(w.best_ratio, '.3f')} | {w.diverged_cells}/{w.cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def _num(x: float, fmt: str) -> str:
+    if x != x:
+        return "n/a"
+    return "∞" if math.isinf(x) else format(x, fmt)
+
+
+def _pm(mean: float, std: float, n: int) -> str:
+    if not math.isfinite(mean):
+        return "diverged" if math.isinf(mean) else "n/a"
+    return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
+
+
+def _at(step: float) -> str:
+    return "" if pd.isna(step) else f" (step {int(step)})"
+
+
+# --- files ------------------------------------------------------------------------------------
+
+def write_outputs(result: StressResult, out: str | Path) -> list[Path]:
+    """summary.csv, table.md, reference.json and the two HTML figures into `out`."""
+    from lbw_sim.viz import stress_curves_figure, stress_loss_figure
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_summary(result.summary, out / "summary.csv")
+    rep = report_table(result.summary)
+    title = f"LR stress: {result.grid.scenario.name}" if result.grid else "LR stress"
+    (out / "table.md").write_text(table_markdown(rep, result.reference, title), encoding="utf-8")
+    (out / "reference.json").write_text(json.dumps(result.reference), encoding="utf-8")
+    stress_loss_figure(rep, result.reference).write_html(out / OUTPUT_FILES[2],
+                                                         include_plotlyjs=True)
+    stress_curves_figure(result.curves, result.reference).write_html(out / OUTPUT_FILES[3],
+                                                                     include_plotlyjs=True)
+    return [out / f for f in OUTPUT_FILES]
+
+
+def load_results(out: str | Path) -> StressResult:
+    """A finished (or partial) grid from its folder: summary, curves, reference levels."""
+    out = Path(out)
+    summary = read_summary(out / "summary.csv")
+    ref_path = out / "reference.json"
+    reference = json.loads(ref_path.read_text(encoding="utf-8")) if ref_path.is_file() else {}
+    return StressResult(None, summary, read_curves(out, summary),
+                        {str(k): float(v) for k, v in reference.items()})

@@ -1,0 +1,128 @@
+"""Stress suite: the LR x arm grid in miniature (run here) or earlier results (runs/, upload).
+
+The miniature grid runs in a worker thread (`StressJob`, no Streamlit calls) held in this
+browser session's state; a fragment polls its progress every half second, so the page
+stays usable while it trains and another session can neither see nor stop it.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from lbw_sim.errors import TraceError
+from lbw_sim.sim.stress import MINI, StressResult
+from lbw_sim.sim.stress_job import StressJob, mini_grid
+from lbw_sim.sim.stress_report import (
+    list_result_dirs,
+    load_results,
+    read_summary,
+    report_table,
+    runs_dir,
+    worst_ratios,
+)
+from lbw_sim.viz import stress_curves_figure, stress_events_figure, stress_loss_figure
+
+SOURCES = ("Run a miniature grid", "Earlier results (runs/)", "Upload a summary.csv")
+
+st.title("Stress suite")
+st.markdown("Final validation loss against the learning rate for plain AdamW, clip-norm, "
+            "ZClip, OLMo-style skip-step and the guard — the paper's claim in miniature. "
+            "The full grid runs from the command line (`python -m lbw_sim stress --quick`); "
+            "here a miniature one runs in seconds, or earlier results are loaded.")
+source = st.radio("Results", SOURCES, horizontal=True, key="stress_source")
+
+
+@st.fragment(run_every=0.5)
+def job_progress(job: StressJob) -> None:
+    """Progress of this session's run, redrawn alone; a full rerun once the run ends."""
+    snap = job.snapshot()
+    if not snap["running"]:
+        st.rerun()
+    st.progress(min(1.0, snap["done"] / max(snap["total"], 1)),
+                text=f"{snap['done']:.1f} / {snap['total']} cells · {snap['last']}")
+    if st.button("Stop", icon=":material/stop:", key="stress_stop"):
+        job.stop()
+
+
+def run_section() -> StressResult | None:
+    lrs = ", ".join(f"{lr:g}" for lr in MINI["lrs"])
+    st.caption(f"Arms {', '.join(MINI['arms'])} × LRs {lrs}; a {MINI['model']['n_layer']}-"
+               f"layer GPT (width {MINI['model']['n_embd']}) on an order-1 synthetic corpus, "
+               f"{MINI['steps']} steps with {MINI['schedule']['warmup']} warm-up, one seed.")
+    job: StressJob | None = st.session_state.get("stress_job")
+    busy = job is not None and job.snapshot()["running"]
+    if st.button("Run the miniature grid", icon=":material/play_arrow:", type="primary",
+                 key="stress_run", disabled=busy):
+        job = StressJob(mini_grid())
+        st.session_state["stress_job"] = job
+        job.start()
+        busy = True
+    if busy:
+        job_progress(job)
+    if job is None or busy:
+        return None
+    snap = job.snapshot()
+    if snap["error"]:
+        st.error(f"The run failed: {snap['error']}")
+    elif job.stop_event.is_set():
+        st.warning("Stopped: the cells finished before the stop are shown.")
+    return snap["result"]
+
+
+def folder_section() -> StressResult | None:
+    folders = list_result_dirs()
+    if not folders:
+        st.info("No stress results under the project's runs/ folder yet: "
+                "`python -m lbw_sim stress --quick` writes runs/stress_quick.")
+        return None
+    choice = st.selectbox("Results folder (under runs/)", folders, key="stress_folder")
+    try:
+        return load_results(runs_dir() / choice)
+    except (TraceError, OSError) as exc:
+        st.error(f"Could not read runs/{choice}: {exc}")
+        return None
+
+
+def upload_section() -> StressResult | None:
+    up = st.file_uploader("A summary.csv written by `python -m lbw_sim stress`",
+                          type=["csv"], key="stress_upload")
+    if up is None:
+        return None
+    try:
+        summary = read_summary(up.getvalue(), up.name)
+    except TraceError as exc:
+        st.error(f"Could not read the summary: {exc}")
+        return None
+    st.caption(f"Read **{up.name}**: {len(summary)} cells (no loss curves in a summary).")
+    return StressResult(None, summary)
+
+
+def show(result: StressResult) -> None:
+    if result.summary.empty:
+        st.info("No finished cell yet.")
+        return
+    rep = report_table(result.summary)
+    worst = worst_ratios(rep)
+    st.plotly_chart(stress_loss_figure(rep, result.reference), width="stretch",
+                    key="stress_loss_chart")
+    left, right = st.columns([3, 1])
+    with left:
+        st.markdown("**Per arm and LR** (mean over seeds; ratio = final val loss / AdamW's best)")
+        st.dataframe(rep, hide_index=True, width="stretch", key="stress_table",
+                     column_config={"lr": st.column_config.NumberColumn(format="%g")})
+    with right:
+        st.markdown("**Worst ratio per arm**")
+        st.dataframe(worst, hide_index=True, width="stretch", key="stress_worst")
+    st.plotly_chart(stress_events_figure(rep), width="stretch", key="stress_events_chart")
+    if not result.curves.empty:
+        st.plotly_chart(stress_curves_figure(result.curves, result.reference), width="stretch",
+                        key="stress_curves_chart")
+    if result.reference:
+        st.caption("Dashed: the entropy floor of the synthetic corpus (the best possible "
+                   "loss); dotted: the unigram level (predicting token frequencies only).")
+
+
+section = {SOURCES[0]: run_section, SOURCES[1]: folder_section, SOURCES[2]: upload_section}
+result = section[source]()
+if result is not None:
+    show(result)

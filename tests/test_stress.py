@@ -1,0 +1,188 @@
+"""The LR stress suite: grid building, the lr_matched control, resume, outputs, CLI errors."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from lbw_sim.cli import main
+from lbw_sim.errors import SpecError, TraceError
+from lbw_sim.sim.stress import (
+    QUICK,
+    STRESS_ARMS,
+    SUMMARY_COLUMNS,
+    Cell,
+    arm_spec,
+    build_grid,
+    mean_lr_scale,
+    run_stress,
+)
+from lbw_sim.sim.stress_job import StressJob
+from lbw_sim.sim.stress_report import (
+    OUTPUT_FILES,
+    load_results,
+    read_summary,
+    report_table,
+    worst_ratios,
+    write_outputs,
+)
+
+torch.set_num_threads(1)
+#: A grid that trains in about a second per arm: 20 steps of a 1-layer, width-16 GPT.
+TINY = {"steps": 20, "lrs": [1e-2, 1e-1], "seeds": 1, "schedule": {"warmup": 5},
+        "eval_every": 10, "eval_batches": 2, "batch_size": 8,
+        "data": {"n_train": 20_000, "n_val": 5_000},
+        "model": {"kind": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16}}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("stress") / "tiny"
+    grid = build_grid(overrides=TINY)
+    result = run_stress(grid, out, workers=2, progress=False)  # the CLI's process pool
+    write_outputs(result, out)
+    return grid, result, out
+
+
+def test_grid_has_every_arm_and_both_controls():
+    grid = build_grid()
+    assert grid.arms == STRESS_ARMS
+    sc = grid.scenario
+    cells = grid.cells()
+    assert len(cells) == len(STRESS_ARMS) * len(sc.lrs) * len(sc.seeds)
+    arms = [c.arm for c in cells if c.lr == sc.lrs[0]]
+    assert arms.index("guard") < arms.index("lr_matched")
+    assert arm_spec("cosine", 0.1).label == "adamw:cosine"
+
+
+def test_quick_grid_is_short_and_reaches_far_past_adamws_best():
+    sc = build_grid(quick=True, seeds=None).scenario
+    assert (sc.steps, sc.schedule.warmup, sc.seeds) == (500, 50, (0,))
+    assert max(sc.lrs) / 3.16e-2 >= 30  # covers AdamW at its best up to 3.16e-2
+    assert build_grid(quick=True, seeds=3).scenario.seeds == (0, 1, 2)
+    assert sc.lrs == tuple(QUICK["lrs"])
+
+
+def test_lr_matched_lr_is_the_guards_mean_effective_scale_after_warmup():
+    trace = pd.DataFrame({"step": range(8), "lr_scale": [1, 1, 1, 0.5, 0.5, 1.0, 0.25, 1],
+                          "skipped": [0, 0, 0, 0, 0, 1, 0, 0],
+                          "safety_skip": [0, 0, 0, 0, 0, 0, 0, 1]})
+    # steps 3..7 after a warm-up of 3: 0.5, 0.5, 0 (skipped), 0.25, 0 (safety skip)
+    assert mean_lr_scale(trace, warmup=3) == pytest.approx(1.25 / 5)
+    assert mean_lr_scale(trace, warmup=50) == pytest.approx(4.25 / 8)  # stopped in warm-up
+    # a capped update counts as that step at a lower LR; NaN = the cap did not apply
+    trace["update_scale"] = [1, 1, 1, 0.5, float("nan"), 1, 1, 1]
+    assert mean_lr_scale(trace, warmup=3) == pytest.approx(1.0 / 5)
+    spec = arm_spec("lr_matched", 0.1, 0.25)
+    assert (spec.name, spec.schedule, spec.lr) == ("adamw", "lr_matched", pytest.approx(0.025))
+    with pytest.raises(SpecError, match="guard"):
+        arm_spec("lr_matched", 0.1)
+    with pytest.raises(SpecError, match="add guard"):
+        build_grid(overrides=TINY, arms=["adamw", "lr_matched"])
+    with pytest.raises(SpecError, match="unknown stress arm"):
+        build_grid(overrides=TINY, arms=["adamw", "sgd"])
+
+
+def test_tiny_grid_writes_summary_table_and_figures(tiny_run):
+    grid, result, out = tiny_run
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.columns[:len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
+    assert len(summary) == len(grid.cells()) == 14
+    assert {Cell(r.arm, r.lr, r.seed).key for r in summary.itertuples()} == {
+        c.key for c in grid.cells()}
+    assert summary["final_val_loss"].notna().all() and (summary["wall_s"] > 0).all()
+    by = summary.set_index(["arm", "lr"])
+    for lr in TINY["lrs"]:
+        scale = by.loc[("guard", lr), "mean_lr_scale"]
+        assert 0 <= scale <= 1
+        assert by.loc[("lr_matched", lr), "run_lr"] == pytest.approx(lr * scale)
+    assert all((out / name).stat().st_size > 0 for name in OUTPUT_FILES)
+    table = (out / "table.md").read_text()
+    assert "entropy floor" in table and "Worst ratio per arm" in table and "| guard |" in table
+    assert len(result.curves) == 14 * TINY["steps"]
+
+
+def test_report_ratios_to_adamws_best():
+    summary = pd.DataFrame({"arm": ["adamw", "adamw", "guard", "guard", "guard"],
+                            "lr": [0.01, 0.1, 0.01, 0.1, 0.1], "seed": [0, 0, 0, 0, 1],
+                            "final_train_loss": 1.0,
+                            "final_val_loss": [2.0, 4.0, 2.2, 2.4, math.nan],
+                            "diverged_step": [None, 30, None, None, 12],
+                            "interventions": 0, "skips": 0, "wall_s": 1.0})
+    rep = report_table(summary).set_index(["arm", "lr"])
+    assert rep.loc[("adamw", 0.1), "ratio"] == pytest.approx(2.0)
+    assert rep.loc[("guard", 0.01), "ratio"] == pytest.approx(1.1)
+    assert math.isinf(rep.loc[("guard", 0.1), "ratio"])  # one seed blew up
+    assert rep.loc[("guard", 0.1), "diverged"] == 1
+    worst = worst_ratios(rep.reset_index()).set_index("arm")
+    assert worst.loc["adamw", "worst_ratio"] == pytest.approx(2.0)
+    assert math.isinf(worst.loc["guard", "worst_ratio"]) and worst.loc["guard", "at_lr"] == 0.1
+
+
+def test_resume_skips_finished_cells_and_reruns_a_killed_one(tiny_run):
+    grid, _, out = tiny_run
+    calls = []
+    again = run_stress(grid, out, progress=False, callback=lambda *a: calls.append(a))
+    assert calls == [] and len(again.summary) == 14
+    summary = pd.read_csv(out / "summary.csv")
+    killed = Cell("clip", 0.1, 0)
+    keep = ~((summary["arm"] == killed.arm) & (summary["lr"] == killed.lr))
+    summary[keep].to_csv(out / "summary.csv", index=False)
+    trace = out / killed.trace_file
+    trace.write_text("\n".join(trace.read_text().splitlines()[:6]))  # torn, partial trace
+    calls.clear()
+    resumed = run_stress(grid, out, progress=False, callback=lambda *a: calls.append(a))
+    finished = [row for *_, row in calls if row is not None]
+    assert [(r["arm"], r["lr"]) for r in finished] == [("clip", 0.1)]
+    assert len(resumed.summary) == 14
+    assert len(pd.read_csv(trace)) == TINY["steps"]
+    with pytest.raises(SpecError, match="another grid"):
+        run_stress(build_grid(overrides={**TINY, "steps": 21}), out, progress=False)
+
+
+def test_one_process_gives_the_same_results_as_the_pool(tiny_run, tmp_path):
+    _, pooled, _ = tiny_run
+    grid = build_grid(overrides={**TINY, "lrs": [0.1]}, arms=["adamw", "guard", "lr_matched"])
+    here = run_stress(grid, tmp_path / "here", progress=False).summary
+    by = pooled.summary.set_index(["arm", "lr"])
+    for row in here.itertuples():
+        assert row.final_val_loss == by.loc[(row.arm, row.lr), "final_val_loss"]
+        assert row.run_lr == by.loc[(row.arm, row.lr), "run_lr"]
+    assert len(load_results(tmp_path / "here").curves) == 3 * TINY["steps"]
+
+
+def test_background_job_reports_progress_and_result():
+    job = StressJob(build_grid(overrides={**TINY, "lrs": [0.1]}, arms=["adamw", "guard"]))
+    job.start()
+    job.join(120)
+    snap = job.snapshot()
+    assert not snap["running"] and snap["error"] is None
+    assert snap["done"] == snap["total"] == 2 and len(snap["result"].summary) == 2
+
+
+@pytest.mark.parametrize("data, problem", [
+    (b"\x00\x01\x02garbage\xff" * 50, "not a"),
+    (b"arm,lr\nadamw,0.1\n", "missing column"),
+    (b"arm,lr,seed,final_train_loss,final_val_loss,diverged_step,interventions,skips,wall_s\n"
+     b"adamw,-1,0,1,1,,0,0,1\n", "lr must be"),
+    (b"", "not a CSV"),
+])
+def test_bad_summary_is_refused_with_a_message(data, problem):
+    with pytest.raises(TraceError, match=problem):
+        read_summary(data, "up.csv")
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00" * 100)
+    (tmp_path / "short.txt").write_text("hi there")
+    (tmp_path / "file").write_text("x")
+    assert main(["stress", "--seeds", "0"]) == 2
+    assert main(["stress", "--quick", "--text", str(tmp_path / "missing.txt")]) == 2
+    assert main(["stress", "--quick", "--text", str(tmp_path / "bin.txt")]) == 2
+    assert main(["stress", "--quick", "--text", str(tmp_path / "short.txt")]) == 2
+    assert main(["stress", "--quick", "--out", str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 5 and all(line.startswith("error: ") for line in err)
