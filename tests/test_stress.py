@@ -145,8 +145,15 @@ def test_resume_skips_finished_cells_and_reruns_a_killed_one(tiny_run):
 
 def test_one_process_gives_the_same_results_as_the_pool(tiny_run, tmp_path):
     _, pooled, _ = tiny_run
+    import torch
+
     grid = build_grid(overrides={**TINY, "lrs": [0.1]}, arms=["adamw", "guard", "lr_matched"])
-    here = run_stress(grid, tmp_path / "here", progress=False).summary
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the pool's workers: float reductions depend on threads
+    try:
+        here = run_stress(grid, tmp_path / "here", progress=False).summary
+    finally:
+        torch.set_num_threads(threads)
     by = pooled.summary.set_index(["arm", "lr"])
     for row in here.itertuples():
         assert row.final_val_loss == by.loc[(row.arm, row.lr), "final_val_loss"]
