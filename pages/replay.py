@@ -7,6 +7,9 @@ import streamlit as st
 
 from lbw_sim.errors import TraceError
 from lbw_sim.guard.engine import replay_many
+from lbw_sim.guard.scoring import labels_from_bytes, read_labels, score
+from lbw_sim.traces.synthetic import EXAMPLES, example
+from lbw_sim.traces.synthetic import labels as example_labels
 from lbw_sim.traces.uploads import to_csv_bytes
 from lbw_sim.viz import compare_summary, trace_figure
 from pages.common import spec_choice, trace_source
@@ -65,6 +68,34 @@ def chart_html() -> str:
     return f"<!doctype html><html><head><meta charset='utf-8'><title>LBW replay</title>" \
            f"</head><body>{divs}</body></html>"
 
+
+st.subheader("Detection quality against labelled incidents")
+st.caption("An *alarm* is each step where a spec leaves its initial regime. Precision: alarms "
+           "that fall in an incident (or up to the horizon before it); recall: incidents with "
+           "an alarm; lead time: incident start minus its first alarm (positive = early).")
+lab_col, hor_col = st.columns([3, 1])
+with lab_col:
+    upload = st.file_uploader("Incident labels (CSV: start,end[,kind])", key="replay_labels")
+with hor_col:
+    horizon = int(st.number_input("Horizon (steps)", 0, 100_000, 20, key="replay_horizon"))
+incidents = None
+try:
+    if upload is not None:
+        incidents = labels_from_bytes(upload.name, upload.getvalue())
+    elif label in EXAMPLES:
+        incidents = read_labels(example_labels(example(label)[1]))
+        st.caption(f"Using the incidents built into the example *{label}*.")
+except TraceError as exc:
+    st.error(str(exc))
+if incidents is not None and len(incidents.start):
+    scores = pd.DataFrame([{"spec": f"{n}: {s.name}", **score(trace, s, incidents, horizon)}
+                           for n, s in zip(names, specs)])
+    st.dataframe(scores, hide_index=True, width="stretch", key="replay_scores")
+elif incidents is not None:
+    st.info("The label table is empty.")
+else:
+    st.info("Upload a label table (or pick a built-in example, whose incidents are known) to "
+            "score the specs.")
 
 left, right = st.columns(2)
 left.download_button("Download annotated trace (CSV)", data=annotated_csv,

@@ -32,7 +32,7 @@ def edit(at: AppTest, key: str, rows: dict[int, dict]) -> AppTest:
 #: A read-only table is found by a column only it has (st.dataframe keys are not exposed).
 TABLES = {"preview_fired": "cause", "regimes_fired": "cause", "designer_diff": "setting",
           "regimes_time": "share", "replay_summary": "min LR scale",
-          "traj_summary": "left the window"}
+          "traj_summary": "left the window", "replay_scores": "recall"}
 
 
 def frame(at: AppTest, key: str):
@@ -142,6 +142,22 @@ def test_replay_compares_two_specs_on_an_example():
     assert not at.exception
     summary = frame(at, "replay_summary")
     assert len(summary) == 2 and len(charts(at)) == 2
+
+
+def test_replay_scores_specs_against_labelled_incidents():
+    at = page("replay")
+    scores = frame(at, "replay_scores")          # the example's own incidents
+    assert len(scores) == 2 and {"recall", "precision", "out_share"} <= set(scores.columns)
+    assert scores["recall"].iloc[0] == 1.0       # the default spec catches both incidents
+    at.file_uploader(key="replay_labels").upload("labels.csv", b"\x00\xff garbage")
+    at = at.run()
+    assert not at.exception and any("labels" in e.value for e in at.error)
+    assert len(frame(at, "replay_summary")) == 2  # the rest of the page still works
+    at.file_uploader(key="replay_labels").clear()
+    at.file_uploader(key="replay_labels").upload("labels.csv", b"start,end\n1200,1202\n")
+    at = at.run()
+    assert not at.exception and not at.error
+    assert frame(at, "replay_scores")["recall"].iloc[0] == 1.0
 
 
 def test_bad_upload_shows_error_and_page_stays_usable():

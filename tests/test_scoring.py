@@ -117,3 +117,15 @@ def test_score_replays_the_default_spec_on_labelled_demo():
     out = replay(trace)
     assert m["out_share"] == pytest.approx((out["regime"] != "nominal").mean())
     assert m["skipped"] == out["skipped"].sum()
+
+
+def test_labels_from_uploaded_bytes():
+    from lbw_sim.errors import TraceError
+    from lbw_sim.guard.scoring import labels_from_bytes
+
+    got = labels_from_bytes("l.csv", b"start,end,kind\n10,12,spike\n40,40,nan\n")
+    assert got.start.tolist() == [10, 40] and got.end.tolist() == [12, 40]
+    for bad in (b"\x00\xff\xfe garbage", b"", b"begin,stop\n1,2\n", b"start,end\n5,3\n"):
+        with pytest.raises(TraceError) as err:
+            labels_from_bytes("l.csv", bad)
+        assert "\n" not in str(err.value)

@@ -19,6 +19,7 @@ score every spec of a 1,000-spec sweep.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,18 @@ def read_labels(labels: pd.DataFrame | str | Path) -> Labels:
     order = np.argsort(start, kind="stable")
     table = pd.DataFrame({"start": start[order], "end": end[order], "kind": kind[order]})
     return Labels(start[order], end[order], kind[order], table)
+
+
+def labels_from_bytes(name: str, data: bytes) -> Labels:
+    """Labels from an uploaded CSV (`start,end[,kind]`); any problem is a one-line TraceError."""
+    if len(data) > 50_000_000:
+        raise TraceError(f"{name}: larger than 50 MB, not a label table")
+    try:
+        frame = pd.read_csv(io.BytesIO(data))
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise TraceError(f"{name}: cannot read labels: {first}") from None
+    return read_labels(frame)
 
 
 def _read_label_csv(path: Path) -> pd.DataFrame:
