@@ -146,6 +146,6 @@ def test_live_charts_keep_their_spec_while_data_grows(sessions):
     # NaN gradients at step 80 make the plain weights, hence its loss, NaN from step 81.
     assert set(loss["bad"]["arm"]) == {"plain"} and loss["bad"]["start"].iloc[0] == 80.5
     assert {"intervene", "skip"} <= set(loss["bands"]["regime"])
-    assert len(loss["edits"]) == 1 and loss["edits"]["step"].iloc[0] > 100
+    assert len(loss["edits"]) == 1 and loss["edits"]["step"].iloc[0] >= 100  # after 100 rows
     assert loss["rows"]["loss"].notna().any() and loss["rows"]["arm"].nunique() == 2
     assert snap.ended == {"plain": "model loss non-finite for 50 steps"}
