@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from lbw_sim.errors import SpecError
@@ -26,3 +27,15 @@ def integer(path: str, value: Any, lo: int = 0) -> int:
     if value < lo:
         raise SpecError(path, f"must be >= {lo}, got {value!r}")
     return int(value)
+
+
+def read_config(path: Path, field: str, what: str, limit: int = 1_000_000) -> str:
+    """The UTF-8 text of a small config file, or a SpecError naming `field` and the file."""
+    if not path.is_file():
+        raise SpecError(field, f"{path}: no such file")
+    if path.stat().st_size > limit:
+        raise SpecError(field, f"{path.name}: larger than {limit // 1_000_000} MB, not {what}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpecError(field, f"{path.name}: not UTF-8 text") from None

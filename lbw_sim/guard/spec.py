@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from lbw_sim.checks import integer, number
+from lbw_sim.checks import integer, number, read_config
 from lbw_sim.errors import SpecError
 from lbw_sim.guard import conditions as C
 
@@ -126,14 +126,7 @@ class GuardSpec:
     def load(cls, path: str | Path) -> GuardSpec:
         """Read a spec file (.yaml/.yml/.json); a missing or huge file is a SpecError."""
         path = Path(path)
-        if not path.is_file():
-            raise SpecError("", f"{path}: no such file")
-        if path.stat().st_size > 1_000_000:
-            raise SpecError("", f"{path}: larger than 1 MB, not a guard spec")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise SpecError("", f"{path}: not UTF-8 text") from None
+        text = read_config(path, "", "a guard spec")
         return cls.from_json(text) if path.suffix.lower() == ".json" else cls.from_yaml(text)
 
     @classmethod

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from lbw_sim.checks import integer, number
+from lbw_sim.checks import integer, number, read_config
 from lbw_sim.errors import SpecError
 from lbw_sim.guard.spec import GuardSpec
 
@@ -185,14 +185,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         if not path.is_file():
             raise SpecError("scenario", f"no scenario named {str(name_or_path)!r}; "
                                         f"shipped: {', '.join(list_scenarios())}")
-    if not path.is_file():
-        raise SpecError("scenario", f"{path}: no such file")
-    if path.stat().st_size > 1_000_000:
-        raise SpecError("scenario", f"{path.name}: larger than 1 MB, not a scenario")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise SpecError("scenario", f"{path.name}: not UTF-8 text") from None
+    text = read_config(path, "scenario", "a scenario")
     sc = Scenario.from_yaml(text, path.parent)
     return sc.replace(source=str(path))
 
