@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from lbw_sim.errors import SpecError
 
 
@@ -39,3 +41,13 @@ def read_config(path: Path, field: str, what: str, limit: int = 1_000_000) -> st
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise SpecError(field, f"{path.name}: not UTF-8 text") from None
+
+
+def load_yaml(text: str) -> Any:
+    """`yaml.safe_load` whose failure is a one-line SpecError with the line number."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise SpecError("", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None

@@ -317,11 +317,12 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if self.snapshot is not None:
             self._restore_where(d["rollback"])
         self._pending_dev += d["rollback"].to(torch.int64) * self._skip_batches[d["regime"]]
-        if self._has_cap():
+        has_cap = self._has_cap()
+        if has_cap:
             self._capper.before(self._params())
         adamw_step(self.optimizer, lr_scale=d["lr_scale"], apply=apply,
                    momentum_scale=d["momentum_scale"])
-        if self._has_cap():   # an infinite cap gives factor 1: the update is kept as is
+        if has_cap:   # an infinite cap gives factor 1: the update is kept as is
             self._capper.apply(self._params(), d["update_cap"].to(self._capper.buf[0].dtype))
         if self.step_count % self.spec.bounds.snapshot_every == 0 and self._has_rollback():
             self._snapshot_where(apply & (d["regime"] == g.c.initial))

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from lbw_sim.checks import integer, number, read_config
+from lbw_sim.checks import integer, load_yaml, number, read_config
 from lbw_sim.errors import SpecError
 from lbw_sim.guard import conditions as C
 
@@ -106,13 +106,7 @@ class GuardSpec:
 
     @classmethod
     def from_yaml(cls, text: str) -> GuardSpec:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise SpecError("", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(load_yaml(text))
 
     @classmethod
     def from_json(cls, text: str) -> GuardSpec:

@@ -26,9 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from lbw_sim.checks import integer, number, read_config
+from lbw_sim.checks import integer, load_yaml, number, read_config
 from lbw_sim.errors import SpecError
 from lbw_sim.guard.spec import GuardSpec
 
@@ -163,13 +161,7 @@ class Scenario:
 
     @classmethod
     def from_yaml(cls, text: str, base_dir: Path | None = None) -> Scenario:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise SpecError("", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-        return cls.from_dict(data, base_dir)
+        return cls.from_dict(load_yaml(text), base_dir)
 
 
 def list_scenarios() -> list[str]:

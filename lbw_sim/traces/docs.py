@@ -15,7 +15,7 @@ import pandas as pd
 from lbw_sim.errors import TraceError
 from lbw_sim.traces.columns import resolve_columns
 from lbw_sim.traces.sniff import MAX_JSON_DOC_BYTES
-from lbw_sim.traces.tables import need_signal
+from lbw_sim.traces.tables import need_signal, pick_run
 from lbw_sim.traces.textlogs import SUMMARY_KEYS, Columns, candidate_row, to_canonical
 
 
@@ -64,9 +64,7 @@ def read_tensorboard(path: Path, mapping: dict[str, str], run: str | None
     runs = tb_runs(path)
     if not runs:
         raise TraceError(f"{path.name}: no TensorBoard event files")
-    run = runs[0] if run is None else run
-    if run not in runs:
-        raise TraceError(f"{path.name}: no run {run!r} (runs: {', '.join(runs)})")
+    run = pick_run(path, runs, run)
     scalars = _tb_scalars(path if path.is_file() else path / run, path.name)
     if not scalars:
         raise TraceError(f"{path.name}: no scalars in the TensorBoard events "

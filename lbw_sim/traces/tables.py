@@ -76,6 +76,15 @@ def any_valid(columns: list[pa.Array]) -> np.ndarray:
 # ---------------------------------------------------------------- CSV
 
 
+def pick_run(path: Path, runs: list[str], run: str | None) -> str:
+    """The requested run of a multi-run log (the first when none is asked for)."""
+    if run is None:
+        return runs[0]
+    if run not in runs:
+        raise TraceError(f"{path.name}: no run {run!r} (runs: {', '.join(runs)})")
+    return run
+
+
 def csv_header(path: Path) -> tuple[list[str], str]:
     """The header row and delimiter of a CSV file (read from its first line only)."""
     first = next(iter_lines(path), None)
@@ -163,9 +172,7 @@ def read_wandb_csv(path: Path, mapping: dict[str, str], run: str | None
     runs = wandb_runs(header)
     if not runs:
         raise TraceError(f"{path.name}: no '<run> - <metric>' columns in this W&B export")
-    run = runs[0] if run is None else run
-    if run not in runs:
-        raise TraceError(f"{path.name}: no run {run!r} (runs: {', '.join(runs)})")
+    run = pick_run(path, runs, run)
     prefix = run + " - "
     metrics = {c[len(prefix):]: c for c in header
                if c.startswith(prefix) and not c.endswith(("__MIN", "__MAX"))}

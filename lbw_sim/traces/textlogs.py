@@ -18,7 +18,7 @@ from lbw_sim.errors import TraceError
 from lbw_sim.traces.columns import is_candidate, resolve_columns
 from lbw_sim.traces.schema import TELEMETRY_COLUMNS
 from lbw_sim.traces.sniff import BUILD_NANOGPT_LINE, KV_LOG_LINE, iter_lines
-from lbw_sim.traces.tables import PRESENT, need_signal, to_float
+from lbw_sim.traces.tables import PRESENT, need_signal, pick_run, to_float
 
 MAX_TEXT_LINE = 64 * 1024
 SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second",
@@ -119,9 +119,7 @@ def read_hf_console(path: Path, mapping: dict[str, str], run: str | None
     names = [f"run{i}" for i, r in enumerate(runs) if r.n]
     if not names:
         raise TraceError(f"{path.name}: no Trainer log dicts like {{'loss': …}} found")
-    run = names[0] if run is None else run
-    if run not in names:
-        raise TraceError(f"{path.name}: no run {run!r} (runs: {', '.join(names)})")
+    run = pick_run(path, names, run)
     return to_canonical(path, runs[int(run[3:])], mapping), names, run
 
 
