@@ -7,7 +7,7 @@ import streamlit as st
 
 from lbw_sim.errors import TraceError
 from lbw_sim.guard.engine import replay_many
-from lbw_sim.guard.scoring import labels_from_bytes, read_labels, score
+from lbw_sim.guard.scoring import labels_from_bytes, read_labels, score_replayed
 from lbw_sim.traces.synthetic import EXAMPLES, example
 from lbw_sim.traces.synthetic import labels as example_labels
 from lbw_sim.traces.uploads import to_csv_bytes
@@ -88,8 +88,9 @@ try:
 except TraceError as exc:
     st.error(str(exc))
 if incidents is not None and len(incidents.start):
-    scores = pd.DataFrame([{"spec": f"{n}: {s.name}", **score(trace, s, incidents, horizon)}
-                           for n, s in zip(names, specs)])
+    scores = pd.DataFrame([{"spec": f"{n}: {s.name}",
+                            **score_replayed(o, incidents, horizon, s.initial)}
+                           for n, s, o in zip(names, specs, outs)])
     st.dataframe(scores, hide_index=True, width="stretch", key="replay_scores")
 elif incidents is not None:
     st.info("The label table is empty.")

@@ -129,3 +129,16 @@ def test_labels_from_uploaded_bytes():
         with pytest.raises(TraceError) as err:
             labels_from_bytes("l.csv", bad)
         assert "\n" not in str(err.value)
+
+
+def test_scoring_an_annotated_trace_equals_scoring_by_replay():
+    from lbw_sim.guard.engine import replay
+    from lbw_sim.guard.scoring import read_labels, score, score_replayed
+    from lbw_sim.guard.spec import GuardSpec
+    from lbw_sim.traces.synthetic import demo_trace, labels
+
+    trace, incidents = demo_trace()
+    lab = read_labels(labels(incidents))
+    spec = GuardSpec.default()
+    assert score_replayed(replay(trace, spec), lab, 20, spec.initial) == \
+        score(trace, spec, lab, 20)

@@ -171,6 +171,15 @@ def first_alarm(alarms: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarra
     return np.where(inside, first, -1)
 
 
+def score_replayed(out: pd.DataFrame, labels: Labels | None = None,
+                   horizon: int = 0, initial: str | None = None) -> dict[str, float]:
+    """`score` of a trace `replay` already annotated (no second replay)."""
+    regime = out["regime"].astype(str).to_numpy()
+    initial = initial if initial is not None else regime[0]
+    return score_walk(out["step"].to_numpy(), regime, out["skipped"].to_numpy(),
+                      out["lr_scale"].to_numpy(), initial, labels, horizon)
+
+
 def score(trace: pd.DataFrame, spec=None, labels: Labels | pd.DataFrame | str | Path | None
           = None, horizon: int = 0) -> dict[str, float]:
     """Replay `spec` (default: the shipped one) over a trace and score it against labels."""
