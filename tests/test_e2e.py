@@ -30,6 +30,15 @@ pytestmark = [pytest.mark.e2e,
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
 
+def button(pg, name: str):
+    """A button in the page body, by its label.
+
+    Streamlit's header status widget has its own "Stop" button while a script runs, so
+    lookups are scoped to the main block to stay unambiguous.
+    """
+    return pg.get_by_test_id("stMainBlockContainer").get_by_role("button", name=name)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -122,7 +131,7 @@ def assert_healthy(pg, name: str, plots: int = 0, graphviz: int = 0) -> None:
 
 def test_home_demo(page):
     open_page(page, "")
-    page.get_by_role("button", name="Run the demo").click()
+    button(page, "Run the demo").click()
     page.wait_for_selector("text=held stable", timeout=60_000)
     settle(page)
     assert_healthy(page, "home", plots=2, graphviz=1)
@@ -185,7 +194,7 @@ def start_live(pg, steps: int = 20_000) -> None:
     box.fill(str(steps))
     box.press("Enter")
     settle(pg)
-    pg.get_by_role("button", name="Start").click()
+    button(pg, "Start").click()
     pg.wait_for_selector('[data-testid="stMetric"]:has-text("Step")', timeout=60_000)
     pg.wait_for_selector(f"{VEGA} .mark-line path", state="attached", timeout=60_000)
 
@@ -225,14 +234,14 @@ def counter_changes(pg, seconds: float = 3.0) -> list[float]:
 def trace_hashes(pg) -> set[str]:
     """spec_hash values of the guarded rows in the downloaded trace CSV."""
     with pg.expect_download() as dl:
-        pg.get_by_role("button", name="Download trace (CSV)").click()
+        button(pg, "Download trace (CSV)").click()
     lines = Path(dl.value.path()).read_text().splitlines()
     col = lines[0].split(",").index("spec_hash")
     return {line.split(",")[col] for line in lines[1:] if line.startswith("guarded,")}
 
 
 def stop_live(pg) -> int:
-    pg.get_by_role("button", name="Stop").click()
+    button(pg, "Stop").click()
     pg.wait_for_selector("text=Stopped", timeout=30_000)
     settle(pg)
     return step_count(pg)
@@ -258,7 +267,7 @@ def test_live_training_in_two_sessions(page, browser):
         assert other.get_by_text("Press Start to train").count() == 1
         start_live(other)
         page.get_by_label("spike_z").fill("6")
-        page.get_by_role("button", name="Apply thresholds").click()
+        button(page, "Apply thresholds").click()
         page.wait_for_selector("text=takes over at the next step")
         page.wait_for_selector("text=thresholds.spike_z: 12.0 → 6.0", timeout=30_000)
         assert len(trace_hashes(page)) == 2
@@ -278,7 +287,7 @@ def test_live_training_in_two_sessions(page, browser):
 
 def test_stress_miniature_grid(page):
     open_page(page, "stress")
-    page.get_by_role("button", name="Run the miniature grid").click()
+    button(page, "Run the miniature grid").click()
     page.wait_for_selector('[data-testid="stProgress"]', timeout=30_000)
     page.screenshot(path=str(SHOTS / "stress_running.png"))
     page.wait_for_selector("text=Worst ratio per arm", timeout=300_000)  # busy 2-core box
