@@ -275,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="output folder (default: runs/stress or runs/stress_quick)")
     t.add_argument("--text", metavar="FILE", help="train on this text (characters) instead of "
                                                   "the synthetic corpus")
-    t.add_argument("--seeds", type=_positive, help="seeds 0..N-1 (default: the scenario's)")
+    t.add_argument("--seeds", type=_positive,
+                   help="seeds 1..N (default: the scenario's; seed 0 is kept for tuning)")
     t.add_argument("--workers", type=_positive, help="processes (default: 2, or 1 on one core)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_stress)

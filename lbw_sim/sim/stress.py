@@ -58,12 +58,12 @@ CURVE_COLUMNS = ["step", "model_loss", "val_loss", "lr_scale", "skipped"]
 
 #: --quick: a 2-layer GPT on 32-token windows, 500 steps, 50 warm-up, one seed, LRs up to
 #: 1.0 so the grid reaches >= 30x AdamW's best LR (which sits near 1e-2 at this size).
-QUICK = {"steps": 500, "seeds": 1, "schedule": {"warmup": 50}, "eval_every": 50,
+QUICK = {"steps": 500, "seeds": [1], "schedule": {"warmup": 50}, "eval_every": 50,
          "model": {"kind": "gpt", "n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 32},
          "lrs": [3.16e-3, 1.0e-2, 3.16e-2, 1.0e-1, 3.16e-1, 1.0]}
 #: The studio's miniature grid: seconds per cell on one CPU thread. An order-1 chain, which
 #: a 2-layer width-32 GPT learns to within ~0.1 nats of its floor in 160 steps.
-MINI = {"steps": 160, "seeds": 1, "schedule": {"warmup": 20}, "eval_every": 40,
+MINI = {"steps": 160, "seeds": [1], "schedule": {"warmup": 20}, "eval_every": 40,
         "eval_batches": 4, "batch_size": 16,
         "data": {"order": 1, "n_train": 100_000, "n_val": 10_000},
         "model": {"kind": "gpt", "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32},
@@ -122,7 +122,8 @@ def build_grid(*, quick: bool = False, mini: bool = False, text: str | Path | No
                seeds: int | None = None, overrides: dict[str, Any] | None = None,
                arms: list[str] | None = None, path: Path = STRESS_YAML) -> StressGrid:
     """The grid of `lr_stress.yaml`, with the --quick (or studio `mini`) overrides, real
-    text instead of the synthetic corpus, a seed count, and any further `overrides`
+    text instead of the synthetic corpus, a seed count N (seeds 1..N: seed 0 is kept for
+    tuning guard specs, so reported figures are not fitted to themselves), and `overrides`
     (merged key by key into the YAML before validation, so errors name the field)."""
     raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     for extra in (QUICK if quick else None, MINI if mini else None, overrides):
@@ -132,7 +133,7 @@ def build_grid(*, quick: bool = False, mini: bool = False, text: str | Path | No
     if seeds is not None:
         if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
             raise SpecError("--seeds", f"must be a whole number >= 1, got {seeds!r}")
-        raw["seeds"] = seeds
+        raw["seeds"] = list(range(1, seeds + 1))
     stress_arms = arms or [_stress_name(a) for a in raw.get("arms", [])]
     raw["arms"] = [_arm_label(a) for a in stress_arms if a != "lr_matched"]
     sc = Scenario.from_dict(raw, Path(path).parent)
