@@ -13,6 +13,7 @@ from lbw_sim.errors import TraceError
 from lbw_sim.sim.stress import MINI, StressResult
 from lbw_sim.sim.stress_job import StressJob, mini_grid
 from lbw_sim.sim.stress_report import (
+    goals,
     list_result_dirs,
     load_results,
     read_summary,
@@ -113,6 +114,11 @@ def show(result: StressResult) -> None:
     with right:
         st.markdown("**Worst ratio per arm**")
         st.dataframe(worst, hide_index=True, width="stretch", key="stress_worst")
+    verdict = goals(rep).assign(met=lambda d: d["met"].map({True: "✔", False: "✘"}).fillna("?"))
+    st.markdown("**Goals** (issue 4: no harm at the best LR, rescue at 10×/30×, dominance "
+                "from 3×; LRs matched within a factor 1.2)")
+    st.dataframe(verdict, hide_index=True, width="stretch", key="stress_goals",
+                 column_config={"measured": st.column_config.NumberColumn(format="%.3f")})
     st.plotly_chart(stress_events_figure(rep), width="stretch", key="stress_events_chart")
     if not result.curves.empty:
         st.plotly_chart(stress_curves_figure(result.curves, result.reference), width="stretch",

@@ -296,6 +296,9 @@ def test_stress_page_loads_results_from_the_runs_folder(stress_runs, monkeypatch
     assert len(charts(at)) == 3  # loss vs LR, divergence + interventions, curves
     rep = next(d.value for d in at.dataframe if "ratio" in d.value.columns)
     assert set(rep["arm"]) == {"adamw", "clip", "guard"} and len(rep) == 6
+    verdict = next(d.value for d in at.dataframe if "goal" in d.value.columns)
+    assert verdict["goal"].iloc[0] == "no harm at AdamW's best LR"
+    assert set(verdict["met"]) <= {"✔", "✘", "?"} and verdict["measured"].notna().any()
 
 
 def test_stress_page_bad_summary_upload_shows_error_and_stays_usable(stress_runs, monkeypatch):

@@ -23,7 +23,10 @@ from lbw_sim.sim.stress import (
 from lbw_sim.sim.stress_job import StressJob
 from lbw_sim.sim.stress_report import (
     OUTPUT_FILES,
+    goals,
+    goals_markdown,
     load_results,
+    nominal_fractions,
     read_summary,
     report_table,
     worst_ratios,
@@ -193,3 +196,49 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert main(["stress", "--quick", "--out", str(tmp_path / "file")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 5 and all(line.startswith("error: ") for line in err)
+
+
+def _grid_summary(guard: list[float], clip: list[float]) -> pd.DataFrame:
+    """AdamW best at 1e-2 (loss 2.0); LRs in half-decades up to 3.16e-1."""
+    lrs = [1e-2, 3.16e-2, 1e-1, 3.16e-1]
+    arms = {"adamw": [2.0, 2.5, 3.0, 3.3], "clip": clip, "zclip": [2.1, 2.4, 3.0, 3.3],
+            "skipstep": [2.0, 2.5, 3.1, 3.4], "guard": guard}
+    rows = [{"arm": a, "lr": lr, "seed": 1, "final_train_loss": v, "final_val_loss": v,
+             "diverged_step": None, "interventions": 0, "skips": 0, "wall_s": 1.0}
+            for a, vals in arms.items() for lr, v in zip(lrs, vals)]
+    return pd.DataFrame(rows)
+
+
+def test_goals_judge_each_claim_on_the_grid():
+    rep = report_table(_grid_summary(guard=[2.01, 2.2, 2.1, 2.15], clip=[2.0, 2.4, 3.0, 3.3]))
+    v = goals(rep, {1e-2: 0.99}).set_index("goal")
+    assert v.loc["no harm at AdamW's best LR", "measured"] == pytest.approx(1.005)
+    assert v.loc["no harm at AdamW's best LR", "met"]
+    assert v.loc["rescue at 10x (lr 0.1)", "measured"] == pytest.approx(1.05)
+    assert v.loc["rescue at 30x (lr 0.316)", "met"]
+    assert v.loc["dominance at every LR >= 3x", "met"]
+    assert v.loc["smallest worst ratio of all arms", "met"]
+    assert v.loc["quiet: nominal after warm-up, LR <= best", "met"]
+    assert v.loc["stretch: better than AdamW at its best LR", "met"] is False
+    md = goals_markdown(goals(rep))
+    assert "| dominance at every LR >= 3x | 0.000 | 0 losses | ✔ |" in md
+
+
+def test_goals_name_what_is_missed():
+    rep = report_table(_grid_summary(guard=[2.05, 2.45, 2.3, 2.5], clip=[2.0, 2.4, 3.0, 3.3]))
+    v = goals(rep, {1e-2: 0.9}).set_index("goal")
+    assert v.loc["no harm at AdamW's best LR", "met"] is False
+    assert v.loc["rescue at 30x (lr 0.316)", "met"] is False       # 2.5 / 2.0 = 1.25
+    dom = v.loc["dominance at every LR >= 3x"]
+    assert dom["met"] is False
+    assert dom["detail"] == "clip beats guard at 0.0316; zclip beats guard at 0.0316"
+    assert v.loc["quiet: nominal after warm-up, LR <= best", "met"] is False
+
+
+def test_nominal_fractions_read_the_guard_traces_after_warmup(tmp_path):
+    steps = list(range(10))
+    regimes = ["watch"] * 5 + ["nominal"] * 4 + ["intervene"]  # 4 of the 5 after warm-up
+    pd.DataFrame({"step": steps, "regime": regimes}).to_csv(
+        tmp_path / Cell("guard", 0.01, 1).trace_file, index=False)
+    summary = _grid_summary(guard=[2.0] * 4, clip=[2.0] * 4)
+    assert nominal_fractions(tmp_path, summary, warmup=5) == {0.01: pytest.approx(0.8)}

@@ -2,6 +2,7 @@
 
     report = report_table(summary)       # mean ± std over seeds, ratio to AdamW's best LR
     worst = worst_ratios(report)         # per arm, the worst ratio over the grid
+    verdict = goals(report, quiet)       # the issue's goals, each measured and judged
     write_outputs(result, out_dir)       # summary.csv, table.md, final_loss_vs_lr.html, …
     load_results(out_dir)                # read them back (the studio's "earlier results")
 
@@ -141,8 +142,9 @@ def worst_ratios(rep: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def table_markdown(rep: pd.DataFrame, reference: dict[str, float], title: str = "") -> str:
-    """table.md: the per-(arm, lr) table, then the worst ratio per arm."""
+def table_markdown(rep: pd.DataFrame, reference: dict[str, float], title: str = "",
+                   nominal: dict[float, float] | None = None) -> str:
+    """table.md: the per-(arm, lr) table, the worst ratio per arm, then the goals."""
     best_lr, best = adamw_best(rep)
     lines = [f"# {title or 'LR stress'}", ""]
     refs = ", ".join(f"{k} {v:.4f} nats" for k, v in reference.items())
@@ -166,6 +168,95 @@ def table_markdown(rep: pd.DataFrame, reference: dict[str, float], title: str = 
     for w in worst_ratios(rep).itertuples():
         lines.append(f"| {w.arm} | {_num(w.worst_ratio, '.3f')} | {w.at_lr:g} | "
                      f"{_num(w.best_ratio, '.3f')} | {w.diverged_cells}/{w.cells} |")
+    lines += ["", "Goals (issue 4):", "", goals_markdown(goals(rep, nominal))]
+    return "\n".join(lines)
+
+
+#: The stress goals (issue 4): no harm at AdamW's best LR, rescue at 10x and 30x, dominance
+#: at every LR >= 3x over these arms, quiet (nominal) guard at LRs up to the best.
+NO_HARM, RESCUE, QUIET = 1.01, 1.10, 0.98
+RIVALS = ("adamw", "clip", "zclip", "skipstep")
+
+
+def nominal_fractions(out: str | Path, summary: pd.DataFrame, warmup: int) -> dict[float, float]:
+    """Per LR, the guard's smallest fraction of steps in `nominal` after warm-up over seeds,
+    from the guard traces in `out` (cells whose trace is missing are left out)."""
+    from lbw_sim.sim.stress import Cell
+
+    fractions: dict[float, float] = {}
+    for r in summary[summary["arm"] == "guard"].itertuples():
+        path = Path(out) / Cell("guard", float(r.lr), int(r.seed)).trace_file
+        if not path.is_file():
+            continue
+        t = pd.read_csv(path, usecols=["step", "regime"])
+        after = t[t["step"] >= warmup]
+        if len(after):
+            frac = float((after["regime"] == "nominal").mean())
+            fractions[float(r.lr)] = min(frac, fractions.get(float(r.lr), 1.0))
+    return fractions
+
+
+def goals(rep: pd.DataFrame, nominal: dict[float, float] | None = None) -> pd.DataFrame:
+    """The issue's goals on a report table: one row each (goal, measured, target, met).
+
+    LRs are matched to 3x/10x/30x AdamW's best within a factor 1.2 (the grid is in
+    half-decades, so 3.16x counts as 3x). `met` is None where the grid cannot tell.
+    """
+    best_lr, best = adamw_best(rep)
+    by = rep.set_index(["arm", "lr"])["val_loss"]
+    lrs = sorted(rep["lr"].unique())
+
+    def near(k: float) -> float | None:
+        hits = [lr for lr in lrs if math.isfinite(best_lr) and abs(math.log(lr / (k * best_lr)))
+                < math.log(1.2)]
+        return hits[0] if hits else None
+
+    def guard(lr: float | None) -> float:
+        return float(by.get(("guard", lr), math.nan)) if lr is not None else math.nan
+
+    rows = [("no harm at AdamW's best LR", guard(best_lr) / best, f"<= {NO_HARM}",
+             _le(guard(best_lr) / best, NO_HARM))]
+    for k in (10, 30):
+        lr = near(k)
+        rows.append((f"rescue at {k}x (lr {_num(lr or math.nan, 'g')})", guard(lr) / best,
+                     f"<= {RESCUE}", _le(guard(lr) / best, RESCUE)))
+    high = [lr for lr in lrs if math.isfinite(best_lr) and lr >= best_lr * 3 / 1.2]
+    beaten = [(lr, a) for lr in high for a in RIVALS if ("guard", lr) in by and (a, lr) in by
+              and not guard(lr) < float(by[(a, lr)])]
+    rows.append(("dominance at every LR >= 3x", float(len(beaten)), "0 losses",
+                 None if not high else not beaten,
+                 "; ".join(f"{a} beats guard at {lr:g}" for lr, a in beaten)))
+    worst = worst_ratios(rep).set_index("arm")["worst_ratio"]
+    if "guard" in worst:
+        others = worst.drop("guard")
+        rows.append(("smallest worst ratio of all arms", float(worst["guard"]),
+                     f"< {_num(float(others.min()), '.3f')} ({others.idxmin()})"
+                     if len(others) else "n/a",
+                     bool(len(others)) and bool(worst["guard"] < others.min())))
+    if nominal:
+        quiet = [f for lr, f in nominal.items() if lr <= best_lr * 1.0001]
+        rows.append(("quiet: nominal after warm-up, LR <= best",
+                     min(quiet) if quiet else math.nan, f">= {QUIET}",
+                     _le(-min(quiet), -QUIET) if quiet else None))
+    rows.append(("stretch: better than AdamW at its best LR", guard(best_lr) / best, "< 1",
+                 _le(guard(best_lr) / best, 1.0 - 1e-12)))
+    out = pd.DataFrame([r if len(r) == 5 else (*r, "") for r in rows],
+                       columns=["goal", "measured", "target", "met", "detail"])
+    out["met"] = pd.Series([m if m is None else bool(m) for m in out["met"]], dtype=object)
+    return out
+
+
+def _le(x: float, limit: float) -> bool | None:
+    return None if x != x else bool(x <= limit)
+
+
+def goals_markdown(verdict: pd.DataFrame) -> str:
+    """The goals as a markdown table (✔ met, ✘ missed, ? the grid cannot tell)."""
+    lines = ["| goal | measured | target | met |", "|---|---|---|---|"]
+    for r in verdict.itertuples():
+        mark = {True: "✔", False: "✘"}.get(r.met, "?")
+        detail = f" ({r.detail})" if r.detail else ""
+        lines.append(f"| {r.goal} | {_num(r.measured, '.3f')} | {r.target} | {mark}{detail} |")
     return "\n".join(lines) + "\n"
 
 
@@ -196,7 +287,10 @@ def write_outputs(result: StressResult, out: str | Path) -> list[Path]:
     write_summary(result.summary, out / "summary.csv")
     rep = report_table(result.summary)
     title = f"LR stress: {result.grid.scenario.name}" if result.grid else "LR stress"
-    (out / "table.md").write_text(table_markdown(rep, result.reference, title), encoding="utf-8")
+    warmup = result.grid.scenario.schedule.warmup if result.grid else 0
+    nominal = nominal_fractions(out, result.summary, warmup)
+    (out / "table.md").write_text(table_markdown(rep, result.reference, title, nominal),
+                                  encoding="utf-8")
     (out / "reference.json").write_text(json.dumps(result.reference), encoding="utf-8")
     stress_loss_figure(rep, result.reference).write_html(out / OUTPUT_FILES[2],
                                                          include_plotlyjs=True)
