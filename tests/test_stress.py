@@ -105,6 +105,7 @@ def test_tiny_grid_writes_summary_table_and_figures(tiny_run):
     assert all((out / name).stat().st_size > 0 for name in OUTPUT_FILES)
     table = (out / "table.md").read_text()
     assert "entropy floor" in table and "Worst ratio per arm" in table and "| guard |" in table
+    assert "Goals (issue 4)" in table and "| LR | adamw | clip |" in table
     assert len(result.curves) == 14 * TINY["steps"]
 
 

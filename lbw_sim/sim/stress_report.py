@@ -168,7 +168,9 @@ def table_markdown(rep: pd.DataFrame, reference: dict[str, float], title: str = 
     for w in worst_ratios(rep).itertuples():
         lines.append(f"| {w.arm} | {_num(w.worst_ratio, '.3f')} | {w.at_lr:g} | "
                      f"{_num(w.best_ratio, '.3f')} | {w.diverged_cells}/{w.cells} |")
-    lines += ["", "Goals (issue 4):", "", goals_markdown(goals(rep, nominal))]
+    lines += ["", "Final validation loss by LR (rows) and arm (columns), mean ± std over "
+              "seeds, ratio to AdamW's best in brackets:", "", pivot_markdown(rep),
+              "Goals (issue 4):", "", goals_markdown(goals(rep, nominal))]
     return "\n".join(lines)
 
 
@@ -257,6 +259,29 @@ def goals_markdown(verdict: pd.DataFrame) -> str:
         mark = {True: "✔", False: "✘"}.get(r.met, "?")
         detail = f" ({r.detail})" if r.detail else ""
         lines.append(f"| {r.goal} | {_num(r.measured, '.3f')} | {r.target} | {mark}{detail} |")
+    return "\n".join(lines) + "\n"
+
+
+def pivot_markdown(rep: pd.DataFrame) -> str:
+    """LR x arm: `mean ± std (ratio)` per cell, AdamW's best LR marked, a worst-ratio row."""
+    best_lr, _ = adamw_best(rep)
+    arms = list(dict.fromkeys(rep["arm"]))
+    by = rep.set_index(["arm", "lr"])
+    lines = ["| LR | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
+    for lr in sorted(rep["lr"].unique()):
+        label = f"{lr:g}" + (" (AdamW's best)" if lr == best_lr else
+                             f" ({lr / best_lr:.3g}×)" if math.isfinite(best_lr) else "")
+        cells = []
+        for a in arms:
+            if (a, lr) not in by.index:
+                cells.append("")
+                continue
+            r = by.loc[(a, lr)]
+            cells.append(f"{_pm(r.val_loss, r.val_std, r.seeds)} ({_num(r.ratio, '.3f')})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    worst = worst_ratios(rep).set_index("arm")["worst_ratio"]
+    lines.append("| worst ratio | " + " | ".join(_num(float(worst.get(a, math.nan)), ".3f")
+                                               for a in arms) + " |")
     return "\n".join(lines) + "\n"
 
 
