@@ -2,6 +2,8 @@
 
 import streamlit as st
 
+from pages.common import ROUTED, WANTED
+
 st.set_page_config(page_title="LBW Studio", page_icon=":material/shield:", layout="wide")
 
 pages = [
@@ -13,4 +15,9 @@ pages = [
     st.Page("pages/live.py", title="Live training", icon=":material/monitor_heart:"),
     st.Page("pages/stress.py", title="Stress suite", icon=":material/speed:"),
 ]
-st.navigation(pages).run()
+nav = st.navigation(pages)
+st.session_state[ROUTED] = True           # pages opened the legacy way come back here
+wanted = st.session_state.pop(WANTED, None)
+if wanted is not None:
+    st.switch_page(f"pages/{wanted}.py")
+nav.run()

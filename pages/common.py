@@ -8,6 +8,8 @@ project's own examples.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from lbw_sim.errors import TraceError
@@ -16,6 +18,19 @@ from lbw_sim.traces.synthetic import EXAMPLES, example
 from lbw_sim.traces.uploads import MAX_UPLOAD_BYTES, UploadResult, read_upload
 
 MAP_TARGETS = ("step", "loss", "grad_norm", "lr", "val_loss")
+ROUTED, WANTED = "_lbw_routed", "_lbw_wanted_page"
+
+
+def through_app(page_file: str) -> None:
+    """Hand a page opened the legacy way over to app.py, which then opens it.
+
+    Until app.py has run once in the server process, Streamlit serves a page URL straight
+    from `pages/` (raw file names in the sidebar, no st.navigation menu). app.py marks every
+    session it routes; an unmarked session is sent to app.py with the page it asked for.
+    """
+    if not st.session_state.get(ROUTED):
+        st.session_state[WANTED] = Path(page_file).stem
+        st.switch_page("app.py")
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

@@ -20,7 +20,9 @@ from lbw_sim.guard.engine import replay
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.traces.synthetic import EXAMPLES
 from lbw_sim.viz import regime_at, time_in_regime, trace_figure, transitions_table
-from pages.common import load_example
+from pages.common import load_example, through_app
+
+through_app(__file__)
 
 ss = st.session_state
 MAX_SPEC_BYTES = 1_000_000

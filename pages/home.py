@@ -7,6 +7,9 @@ from lbw_sim.guard.engine import replay
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.traces.synthetic import demo_trace
 from lbw_sim.viz import demo_figure, time_in_regime, trace_figure
+from pages.common import through_app
+
+through_app(__file__)
 
 
 @st.cache_data(show_spinner=False)
@@ -23,7 +26,6 @@ st.markdown(
     "slew rate, skipped updates, momentum damping, rollback — with **hysteresis**, so it "
     "does not chatter. Everything it does is written into the trace with its cause."
 )
-
 st.subheader("One-click demo: the same run, unguarded and guarded")
 if st.button("Run the demo", icon=":material/play_arrow:", type="primary", key="home_demo"):
     from lbw_sim.sim.trajectories import demo_runs

@@ -16,7 +16,9 @@ from lbw_sim.sim.device import DEVICE_CHOICES, pick_device
 from lbw_sim.sim.live import LiveSession, Snapshot, device_label
 from lbw_sim.sim.scenarios import list_scenarios, load_scenario
 from lbw_sim.viz import live_charts, transitions_table
-from pages.common import spec_choice
+from pages.common import spec_choice, through_app
+
+through_app(__file__)
 
 ss = st.session_state
 KEY = "live_session"

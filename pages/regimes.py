@@ -7,7 +7,9 @@ import streamlit as st
 from lbw_sim.errors import TraceError
 from lbw_sim.guard.engine import replay
 from lbw_sim.viz import controls_figure, signal_figure, time_in_regime, transitions_table
-from pages.common import spec_choice, trace_source
+from pages.common import spec_choice, through_app, trace_source
+
+through_app(__file__)
 
 st.title("Regimes")
 st.markdown("Why the guard is in the regime it is in: every signal with the thresholds that "

@@ -12,7 +12,9 @@ from lbw_sim.traces.synthetic import EXAMPLES, example
 from lbw_sim.traces.synthetic import labels as example_labels
 from lbw_sim.traces.uploads import to_csv_bytes
 from lbw_sim.viz import compare_summary, trace_figure
-from pages.common import spec_choice, trace_source
+from pages.common import spec_choice, through_app, trace_source
+
+through_app(__file__)
 
 st.title("Replay")
 st.markdown("Run the guard offline over a recorded training log — yours (HF Trainer, "

@@ -22,6 +22,9 @@ from lbw_sim.sim.stress_report import (
     worst_ratios,
 )
 from lbw_sim.viz import stress_curves_figure, stress_events_figure, stress_loss_figure
+from pages.common import through_app
+
+through_app(__file__)
 
 SOURCES = ("Run a miniature grid", "Earlier results (runs/)", "Upload a summary.csv")
 

@@ -10,7 +10,9 @@ from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.sim.landscapes import get_landscape
 from lbw_sim.sim.trajectories import OPTIMIZERS, PRESETS, PathConfig, run_paths, summarize
 from lbw_sim.viz import trajectory_figure
-from pages.common import designer_spec
+from pages.common import designer_spec, through_app
+
+through_app(__file__)
 
 
 @st.cache_data(show_spinner="Running the optimizers…", max_entries=16)

@@ -8,6 +8,7 @@ Run alone with `python -m pytest -m e2e tests/test_e2e.py`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -45,11 +46,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server():
+@contextlib.contextmanager
+def streamlit_server(log_name: str = "server.log"):
+    """`streamlit run app.py` on a free port; yields its URL once healthy."""
     port = free_port()
     SHOTS.mkdir(exist_ok=True)
-    log = (SHOTS / "server.log").open("w")  # noqa: SIM115 (closed at teardown)
+    log = (SHOTS / log_name).open("w")  # noqa: SIM115 (closed at teardown)
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1",
@@ -57,25 +59,32 @@ def server():
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not become healthy within 60 s")
-    print(f"\nscreenshots: {SHOTS}")
-    yield url
-    proc.terminate()
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("streamlit did not become healthy within 60 s")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def server():
+    with streamlit_server() as url:
+        print(f"\nscreenshots: {SHOTS}")
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -294,3 +303,23 @@ def test_stress_miniature_grid(page):
     settle(page)
     assert page.locator('[data-testid="stProgress"]').count() == 0
     assert_healthy(page, "stress", plots=3)
+
+
+def test_a_page_url_on_a_fresh_server_opens_through_the_navigation(browser):
+    """Before app.py has run once, Streamlit serves pages/ files the legacy way (raw file
+    names such as `common` in the sidebar); the page must hand over to app.py."""
+    with streamlit_server("fresh_server.log") as url:
+        ctx = browser.new_context(viewport={"width": 1400, "height": 1200})
+        pg = ctx.new_page()
+        pg.set_default_timeout(60_000)
+        try:
+            pg.goto(f"{url}/regimes")
+            pg.wait_for_selector("h1:has-text('Regimes')")
+            settle(pg)
+            links = pg.locator('[data-testid="stSidebarNav"] a').all_inner_texts()
+            assert any("Guard designer" in t for t in links), links
+            assert not any(t.strip() in ("common", "app") for t in links), links
+            assert pg.url.endswith("/regimes")
+            assert pg.locator('[data-testid="stException"]').count() == 0
+        finally:
+            ctx.close()
