@@ -2,7 +2,7 @@
 
     report = report_table(summary)       # mean ± std over seeds, ratio to AdamW's best LR
     worst = worst_ratios(report)         # per arm, the worst ratio over the grid
-    verdict = goals(report, quiet)       # the issue's goals, each measured and judged
+    verdict = goals(report, nominal_fractions(out_dir, summary, warmup))  # each goal judged
     write_outputs(result, out_dir)       # summary.csv, table.md, final_loss_vs_lr.html, …
     load_results(out_dir)                # read them back (the studio's "earlier results")
 
@@ -199,57 +199,51 @@ def nominal_fractions(out: str | Path, summary: pd.DataFrame, warmup: int) -> di
 
 
 def goals(rep: pd.DataFrame, nominal: dict[float, float] | None = None) -> pd.DataFrame:
-    """The issue's goals on a report table: one row each (goal, measured, target, met).
+    """The issue's goals on a report table: one row each (goal, measured, target, met, detail).
 
     LRs are matched to 3x/10x/30x AdamW's best within a factor 1.2 (the grid is in
     half-decades, so 3.16x counts as 3x). `met` is None where the grid cannot tell.
     """
     best_lr, best = adamw_best(rep)
     by = rep.set_index(["arm", "lr"])["val_loss"]
-    lrs = sorted(rep["lr"].unique())
+    lrs = sorted(rep["lr"].unique()) if math.isfinite(best_lr) else []
+    rows: list[tuple] = []
 
-    def near(k: float) -> float | None:
-        hits = [lr for lr in lrs if math.isfinite(best_lr) and abs(math.log(lr / (k * best_lr)))
-                < math.log(1.2)]
-        return hits[0] if hits else None
+    def add(goal: str, measured: float, target: str, met: bool | None, detail: str = ""):
+        rows.append((goal, measured, target, None if met is None else bool(met), detail))
 
-    def guard(lr: float | None) -> float:
-        return float(by.get(("guard", lr), math.nan)) if lr is not None else math.nan
+    def guard_ratio(lr: float | None) -> float:
+        return float(by.get(("guard", lr), math.nan)) / best if lr is not None else math.nan
 
-    rows = [("no harm at AdamW's best LR", guard(best_lr) / best, f"<= {NO_HARM}",
-             _le(guard(best_lr) / best, NO_HARM))]
+    def judged(x: float, ok: bool) -> bool | None:
+        return None if x != x else ok
+
+    at_best = guard_ratio(best_lr)
+    add("no harm at AdamW's best LR", at_best, f"<= {NO_HARM}", judged(at_best, at_best <= NO_HARM))
     for k in (10, 30):
-        lr = near(k)
-        rows.append((f"rescue at {k}x (lr {_num(lr or math.nan, 'g')})", guard(lr) / best,
-                     f"<= {RESCUE}", _le(guard(lr) / best, RESCUE)))
-    high = [lr for lr in lrs if math.isfinite(best_lr) and lr >= best_lr * 3 / 1.2]
-    beaten = [(lr, a) for lr in high for a in RIVALS if ("guard", lr) in by and (a, lr) in by
-              and not guard(lr) < float(by[(a, lr)])]
-    rows.append(("dominance at every LR >= 3x", float(len(beaten)), "0 losses",
-                 None if not high else not beaten,
-                 "; ".join(f"{a} beats guard at {lr:g}" for lr, a in beaten)))
+        lr = next((x for x in lrs if abs(math.log(x / (k * best_lr))) < math.log(1.2)), None)
+        r = guard_ratio(lr)
+        add(f"rescue at {k}x (lr {_num(lr or math.nan, 'g')})", r, f"<= {RESCUE}",
+            judged(r, r <= RESCUE))
+    high = [lr for lr in lrs if lr >= best_lr * 3 / 1.2 and ("guard", lr) in by]
+    beaten = [(lr, a) for lr in high for a in RIVALS
+              if (a, lr) in by and not by[("guard", lr)] < by[(a, lr)]]
+    add("dominance at every LR >= 3x", float(len(beaten)), "0 losses",
+        not beaten if high else None, "; ".join(f"{a} beats guard at {lr:g}" for lr, a in beaten))
     worst = worst_ratios(rep).set_index("arm")["worst_ratio"]
-    if "guard" in worst:
+    if "guard" in worst and len(worst) > 1:
         others = worst.drop("guard")
-        rows.append(("smallest worst ratio of all arms", float(worst["guard"]),
-                     f"< {_num(float(others.min()), '.3f')} ({others.idxmin()})"
-                     if len(others) else "n/a",
-                     bool(len(others)) and bool(worst["guard"] < others.min())))
-    if nominal:
-        quiet = [f for lr, f in nominal.items() if lr <= best_lr * 1.0001]
-        rows.append(("quiet: nominal after warm-up, LR <= best",
-                     min(quiet) if quiet else math.nan, f">= {QUIET}",
-                     _le(-min(quiet), -QUIET) if quiet else None))
-    rows.append(("stretch: better than AdamW at its best LR", guard(best_lr) / best, "< 1",
-                 _le(guard(best_lr) / best, 1.0 - 1e-12)))
-    out = pd.DataFrame([r if len(r) == 5 else (*r, "") for r in rows],
-                       columns=["goal", "measured", "target", "met", "detail"])
-    out["met"] = pd.Series([m if m is None else bool(m) for m in out["met"]], dtype=object)
+        add("smallest worst ratio of all arms", float(worst["guard"]),
+            f"< {_num(float(others.min()), '.3f')} ({others.idxmin()})",
+            worst["guard"] < others.min())
+    quiet = [f for lr, f in (nominal or {}).items() if lr <= best_lr * 1.0001]
+    if quiet:
+        add("quiet: nominal after warm-up, LR <= best", min(quiet), f">= {QUIET}",
+            min(quiet) >= QUIET)
+    add("stretch: better than AdamW at its best LR", at_best, "< 1", judged(at_best, at_best < 1))
+    out = pd.DataFrame(rows, columns=["goal", "measured", "target", "met", "detail"])
+    out["met"] = pd.Series([r[3] for r in rows], dtype=object)   # keep None, not NaN
     return out
-
-
-def _le(x: float, limit: float) -> bool | None:
-    return None if x != x else bool(x <= limit)
 
 
 def goals_markdown(verdict: pd.DataFrame) -> str:
