@@ -201,7 +201,8 @@ def signal_figure(df: pd.DataFrame, spec, signals: list[str] | None = None,
 
     from lbw_sim.guard.bands import bands, thresholds
 
-    names = [s for s in (signals or list(spec.signals)) if s in df.columns]
+    names = [s for s in (signals or list(spec.signals)) if s in df.columns
+             and np.isfinite(pd.to_numeric(df[s], errors="coerce")).any()]   # no empty panels
     fig = make_subplots(rows=max(len(names), 1), cols=1, shared_xaxes=True,
                         vertical_spacing=0.03)
     step = df["step"].to_numpy()

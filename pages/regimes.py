@@ -30,8 +30,9 @@ except TraceError as exc:
     st.error(f"Cannot replay this trace: {exc}")
     st.stop()
 if out.attrs.get("missing"):
-    st.warning(f"The trace has no {', '.join(out.attrs['missing'])}: signals that read it stay "
-               "empty (NaN) and their transitions never fire.")
+    st.info(f"The trace has no {', '.join(out.attrs['missing'])}: the signals that read it "
+            "are left out below and their transitions never fire. (Training logs rarely record "
+            "`update_ratio`; `GuardedOptimizer` traces do.)")
 
 st.subheader("Signals against their thresholds")
 st.plotly_chart(signal_figure(out, spec), width="stretch", key="regimes_signals")

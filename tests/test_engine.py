@@ -193,7 +193,7 @@ def test_missing_grad_norm_runs_on_what_it_has():
     df = inject(healthy(2000, seed=6), [Incident("loss_spike", 1200, 2, 4.0)]).drop(
         columns="grad_norm")
     out = replay(df, DEFAULT)
-    assert out.attrs["missing"] == ["grad_norm"]
+    assert out.attrs["missing"] == ["grad_norm", "update_ratio"]   # in signal order
     assert out["regime"].iloc[1200] == "intervene"
 
 

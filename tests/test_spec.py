@@ -76,7 +76,8 @@ def test_validation_names_the_field(default, change, field, message):
 
 def test_regime_lr_outside_bounds_is_clamped_with_a_warning(default):
     spec = default.with_values({"regimes.intervene.lr_scale": 0.01})
-    assert spec.warnings() == ["regimes.intervene.lr_scale: 0.01 is clamped to bounds [0.05, 1]"]
+    lo = default.bounds.lr_scale_min
+    assert spec.warnings() == [f"regimes.intervene.lr_scale: 0.01 is clamped to bounds [{lo:g}, 1]"]
     assert default.warnings() == []
 
 

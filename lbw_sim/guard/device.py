@@ -33,8 +33,8 @@ from lbw_sim.guard.spec import TELEMETRY, GuardSpec
 
 F64 = torch.float64
 # columns of the on-device record buffer
-RECORD = ("step", "loss", "grad_norm", "lr", "regime", "transition", "lr_scale", "skipped",
-          "rollback", "stop")
+RECORD = ("step", "loss", "grad_norm", "lr", "update_ratio", "regime", "transition", "lr_scale",
+          "skipped", "rollback", "stop")
 
 
 def _scalar(v: torch.Tensor | float, device: torch.device) -> torch.Tensor:
@@ -210,7 +210,8 @@ class TensorGuard:
     def _record(self, step_t, env, signals, d) -> None:
         if self.rows == self.buffer.shape[0]:
             self.flush()
-        vals = [step_t, env["loss"], env["grad_norm"], env["lr"], d["regime"], d["transition"],
+        vals = [step_t, env["loss"], env["grad_norm"], env["lr"], env["update_ratio"],
+                d["regime"], d["transition"],
                 d["lr_scale"], d["skip"], d["rollback"], d["stop"], *signals.values()]
         self.buffer[self.rows] = torch.stack([v.to(F64).reshape(()) for v in vals])
         self.rows += 1
@@ -252,7 +253,7 @@ class TensorGuard:
         trans = raw["transition"].to_numpy(np.int64)
         env = {k: raw[k].to_numpy() for k in cols}
         df = pd.DataFrame({"step": raw["step"].to_numpy(np.int64)})
-        for col in ("loss", "grad_norm", "lr"):
+        for col in ("loss", "grad_norm", "lr", "update_ratio"):
             if np.isfinite(raw[col]).any():
                 df[col] = raw[col]
         df["regime"] = pd.Categorical.from_codes(regime, categories=c.regimes)

@@ -74,6 +74,13 @@ class UpdateCap:
             self.p_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self.buf)))
         self.calls += 1
 
+    def state_dict(self) -> dict[str, Any]:
+        """The refresh phase and the cached ‖θ‖, so a resumed run caps exactly as before."""
+        return {"calls": self.calls, "p_norm": self.p_norm}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.calls, self.p_norm = int(sd["calls"]), sd["p_norm"]
+
     def apply(self, params: list[torch.Tensor], cap: float | torch.Tensor,
               on_host: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (‖update‖, factor applied)."""
@@ -131,6 +138,11 @@ class GuardedOptimizer(torch.optim.Optimizer):
                                         "update_norm": [], "update_scale": []}
         self._cap: tuple[float, float] | None = None
         self._capper = UpdateCap()
+        # ‖update‖/‖θ‖ of the last applied update (before the cap), seen at the next step;
+        # a 0-d tensor on the device path
+        self._update_ratio: float | torch.Tensor = math.nan
+        if self.mode == "device":
+            self._update_ratio = torch.full((), math.nan, device=self._params()[0].device)
         self._t0 = time.perf_counter()
 
     def _choose_mode(self, decide_on: str) -> str:
@@ -224,8 +236,10 @@ class GuardedOptimizer(torch.optim.Optimizer):
             return loss
         loss_value, grad_norm = self.telemetry(loss)
         d = self.guard.observe(self.step_count, loss=loss_value, grad_norm=grad_norm,
-                               lr=float(self.param_groups[0]["lr"]))
+                               lr=float(self.param_groups[0]["lr"]),
+                               update_ratio=self._update_ratio)
         self.last = d
+        self._update_ratio = math.nan
         safety = not d.skip and not math.isfinite(grad_norm)
         if d.rollback:
             self._restore()
@@ -242,7 +256,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
     def _apply(self, d: Decision) -> None:
         if d.momentum_scale != 1.0:
             self._damp_momentum(d.momentum_scale)
-        capped = math.isfinite(d.update_cap)
+        capped = math.isfinite(d.update_cap) or self._reads_ratio()
         if capped:
             self._capper.before(self._params())
         base = [g["lr"] for g in self.param_groups]
@@ -253,9 +267,14 @@ class GuardedOptimizer(torch.optim.Optimizer):
         finally:
             for g, lr in zip(self.param_groups, base):
                 g["lr"] = lr
-        if capped:
+        if capped:   # an infinite cap only measures: factor 1, nothing rewritten
             d_norm, factor = self._capper.apply(self._params(), d.update_cap, on_host=True)
             self._cap = (float(d_norm), float(factor))
+            self._update_ratio = float(d_norm / self._capper.p_norm)
+
+    def _reads_ratio(self) -> bool:
+        """Whether a signal of the spec reads `update_ratio` (then every update is measured)."""
+        return any(s.source == "update_ratio" for s in self.spec.signals.values())
 
     def _damp_momentum(self, scale: float) -> None:
         bufs = [s[k] for s in self.optimizer.state.values() for k in MOMENTUM_KEYS
@@ -312,7 +331,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         g = self.device_guard
         loss_t, grad_norm = self._telemetry_device(loss)
         d = g.observe(self.step_count, loss=loss_t, grad_norm=grad_norm,
-                      lr=float(self.param_groups[0]["lr"]))
+                      lr=float(self.param_groups[0]["lr"]), update_ratio=self._update_ratio)
         apply = ~d["skip"] & torch.isfinite(grad_norm)
         if self.snapshot is not None:
             self._restore_where(d["rollback"])
@@ -323,13 +342,18 @@ class GuardedOptimizer(torch.optim.Optimizer):
         adamw_step(self.optimizer, lr_scale=d["lr_scale"], apply=apply,
                    momentum_scale=d["momentum_scale"])
         if has_cap:   # an infinite cap gives factor 1: the update is kept as is
-            self._capper.apply(self._params(), d["update_cap"].to(self._capper.buf[0].dtype))
+            d_norm, _ = self._capper.apply(self._params(),
+                                           d["update_cap"].to(self._capper.buf[0].dtype))
+            ratio = (d_norm / self._capper.p_norm).float()
+            self._update_ratio = torch.where(apply, ratio, torch.full_like(ratio, math.nan))
         if self.step_count % self.spec.bounds.snapshot_every == 0 and self._has_rollback():
             self._snapshot_where(apply & (d["regime"] == g.c.initial))
         self.step_count += 1
 
     def _has_cap(self) -> bool:
-        return any(r.update_cap is not None for r in self.spec.regimes.values())
+        """Whether updates are measured (a regime caps them, or a signal reads the ratio)."""
+        return (any(r.update_cap is not None for r in self.spec.regimes.values())
+                or self._reads_ratio())
 
     def _has_rollback(self) -> bool:
         return any(r.rollback for r in self.spec.regimes.values())
@@ -391,6 +415,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
             "stop_reason": self.stop_reason,
             "snapshot": copy.deepcopy(self.snapshot),
             "snapshot_step": self.snapshot_step,
+            "update_ratio": self._update_ratio,
+            "capper": self._capper.state_dict(),
             "extra": {k: list(v) for k, v in self._extra.items()},
         }
 
@@ -406,6 +432,11 @@ class GuardedOptimizer(torch.optim.Optimizer):
         self.stop_reason = str(sd["stop_reason"])
         self.snapshot = sd["snapshot"]
         self.snapshot_step = sd["snapshot_step"]
+        if "capper" in sd:
+            self._capper.load_state_dict(sd["capper"])
+        ratio = sd.get("update_ratio", math.nan)
+        self._update_ratio = (ratio.to(self._params()[0].device) if torch.is_tensor(ratio)
+                              else float(ratio))
         self._extra = {k: list(v) for k, v in sd.get("extra", self._extra).items()}
 
     def set_spec(self, spec: GuardSpec) -> None:

@@ -23,7 +23,8 @@ from lbw_sim.guard import conditions as C
 
 SIGNAL_KINDS = ("ema", "ema_z", "ratio", "slope", "nonfinite")
 #: Telemetry columns a signal may read (the canonical trace schema's numeric columns).
-TELEMETRY = ("loss", "grad_norm", "lr", "update_norm", "param_norm", "val_loss")
+TELEMETRY = ("loss", "grad_norm", "lr", "update_norm", "param_norm", "update_ratio",
+             "val_loss")
 ANY = "*"
 
 

@@ -354,5 +354,6 @@ def last_row(arm: torch.optim.Optimizer) -> dict[str, Any]:
             "lr": h["lr"][-1], "lr_scale": d.lr_scale, "skipped": d.skip,
             "safety_skip": bool(arm._extra["safety_skip"][-1]), "clipped": False,
             "update_scale": arm._extra["update_scale"][-1],
+            "update_ratio": h["update_ratio"][-1],
             "regime": d.regime, "momentum_scale": d.momentum_scale, "rollback": d.rollback,
             "stop": d.stop, "transition": d.transition, "cause": d.cause}

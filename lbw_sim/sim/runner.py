@@ -54,8 +54,8 @@ from lbw_sim.traces.recorder import TraceRecorder
 #: Columns of every cell's trace; the guard arm adds GUARD_TRACE_COLUMNS.
 TRACE_COLUMNS = ["step", "batch", "loss", "model_loss", "grad_norm", "lr", "lr_scale",
                  "skipped", "clipped", "val_loss", "fault", "wall_time"]
-GUARD_TRACE_COLUMNS = ["regime", "momentum_scale", "update_scale", "rollback", "stop",
-                       "safety_skip", "transition", "cause"]
+GUARD_TRACE_COLUMNS = ["regime", "momentum_scale", "update_scale", "update_ratio", "rollback",
+                       "stop", "safety_skip", "transition", "cause"]
 SUMMARY_COLUMNS = ["arm", "lr", "seed", "final_train_loss", "final_val_loss", "diverged_step",
                    "interventions", "skips", "rollbacks", "wall_s", "steps_run", "best_loss",
                    "stopped"]

@@ -22,6 +22,7 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
                  "validation/loss", "valid_loss", "valid/loss", "loss/val", "val_loss_epoch"),
     "update_norm": ("update_norm", "train/update_norm"),
     "param_norm": ("param_norm", "parameter_norm", "weight_norm", "train/param_norm"),
+    "update_ratio": ("update_ratio", "train/update_ratio", "update_to_weight"),
     "nonfinite": ("nonfinite", "train/nonfinite"),
     "wall_time": ("wall_time", "_runtime", "train/wall_time", "elapsed_s"),
 }

@@ -20,6 +20,8 @@ TELEMETRY_COLUMNS: dict[str, tuple[str, str]] = {
     "lr": ("float64", "base learning rate the schedule asked for (before the guard)"),
     "update_norm": ("float64", "global L2 norm of the parameter update actually applied"),
     "param_norm": ("float64", "global L2 norm of the parameters after the step"),
+    "update_ratio": ("float64", "update norm / param norm of the last applied update, before "
+                     "any cap (known to the guard before it decides the next step)"),
     "nonfinite": ("float64", "count of non-finite gradient elements (0 = healthy)"),
     "val_loss": ("float64", "validation loss where evaluated (NaN elsewhere)"),
     "wall_time": ("float64", "seconds since the run started"),
