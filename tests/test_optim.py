@@ -61,7 +61,7 @@ def test_live_equals_replay_with_injected_spikes():
     train(model, opt, 400, spikes=(150, 151, 300), nan_steps=(250, 251, 252, 253))
     live = opt.trace()
     assert (live["regime"] != "nominal").any() and live["skipped"].any()
-    again = replay(live[["step", "loss", "grad_norm", "lr"]], DEFAULT)
+    again = replay(live[["step", "loss", "grad_norm", "lr", "update_ratio"]], DEFAULT)
     for col in ("regime", "lr_scale", "skipped", "momentum_scale", "rollback", "transition",
                 "cause"):
         assert live[col].astype(str).tolist() == again[col].astype(str).tolist(), col
@@ -221,7 +221,7 @@ def test_device_path_live_equals_replay():
     train(model, opt, 300, spikes=(150, 151), nan_steps=(220, 221, 222, 223))
     live = opt.trace()
     assert (live["regime"] == "rollback").any() and live["skipped"].any()
-    again = replay(live[["step", "loss", "grad_norm", "lr"]], DEFAULT)
+    again = replay(live[["step", "loss", "grad_norm", "lr", "update_ratio"]], DEFAULT)
     for col in ("regime", "lr_scale", "skipped", "rollback", "transition", "cause"):
         assert live[col].astype(str).tolist() == again[col].astype(str).tolist(), col
 
