@@ -243,3 +243,16 @@ def test_nominal_fractions_read_the_guard_traces_after_warmup(tmp_path):
         tmp_path / Cell("guard", 0.01, 1).trace_file, index=False)
     summary = _grid_summary(guard=[2.0] * 4, clip=[2.0] * 4)
     assert nominal_fractions(tmp_path, summary, warmup=5) == {0.01: pytest.approx(0.8)}
+
+
+def test_a_tie_on_the_worst_ratio_is_missed_and_named():
+    """lr_matched runs the guard's own mean LR: where the guard is quiet they are one run."""
+    guard = [2.01, 2.2, 2.1, 2.15]
+    summary = _grid_summary(guard=guard, clip=[2.0, 2.4, 3.0, 3.3])
+    matched = summary[summary["arm"] == "guard"].assign(arm="lr_matched")
+    matched.loc[matched["lr"] != 3.16e-2, "final_val_loss"] = 2.0   # better elsewhere
+    v = goals(report_table(pd.concat([summary, matched])), {}).set_index("goal")
+    row = v.loc["smallest worst ratio of all arms"]
+    assert row["met"] is False and row["measured"] == pytest.approx(1.1)
+    assert row["detail"] == ("lr_matched ties (1.100 at lr 0.0316; guard's worst at lr 0.0316); "
+                             "rivals' smallest worst ratio 1.650 (adamw)")

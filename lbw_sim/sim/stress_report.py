@@ -230,12 +230,14 @@ def goals(rep: pd.DataFrame, nominal: dict[float, float] | None = None) -> pd.Da
               if (a, lr) in by and not by[("guard", lr)] < by[(a, lr)]]
     add("dominance at every LR >= 3x", float(len(beaten)), "0 losses",
         not beaten if high else None, "; ".join(f"{a} beats guard at {lr:g}" for lr, a in beaten))
-    worst = worst_ratios(rep).set_index("arm")["worst_ratio"]
+    wr = worst_ratios(rep).set_index("arm")
+    worst = wr["worst_ratio"]
     if "guard" in worst and len(worst) > 1:
         others = worst.drop("guard")
-        add("smallest worst ratio of all arms", float(worst["guard"]),
-            f"< {_num(float(others.min()), '.3f')} ({others.idxmin()})",
-            worst["guard"] < others.min())
+        g = float(worst["guard"])
+        add("smallest worst ratio of all arms", g,
+            f"< {_num(float(others.min()), '.3f')} ({others.idxmin()})", g < others.min(),
+            _worst_detail(wr, g))
     quiet = [f for lr, f in (nominal or {}).items() if lr <= best_lr * 1.0001]
     if quiet:
         add("quiet: nominal after warm-up, LR <= best", min(quiet), f">= {QUIET}",
@@ -244,6 +246,19 @@ def goals(rep: pd.DataFrame, nominal: dict[float, float] | None = None) -> pd.Da
     out = pd.DataFrame(rows, columns=["goal", "measured", "target", "met", "detail"])
     out["met"] = pd.Series([r[3] for r in rows], dtype=object)   # keep None, not NaN
     return out
+
+
+def _worst_detail(wr: pd.DataFrame, guard: float) -> str:
+    """Who matches or beats the guard's worst ratio, where, and how the rivals compare."""
+    lr_of = wr["at_lr"]
+    parts = [f"{a} {'ties' if v == guard else 'beats it'} ({_num(v, '.3f')} at lr "
+             f"{lr_of[a]:g}; guard's worst at lr {lr_of['guard']:g})"
+             for a, v in wr["worst_ratio"].drop("guard").items() if not v > guard]
+    rivals = wr["worst_ratio"].reindex(RIVALS).dropna()
+    if parts and len(rivals):
+        parts.append(f"rivals' smallest worst ratio {_num(float(rivals.min()), '.3f')} "
+                     f"({rivals.idxmin()})")
+    return "; ".join(parts)
 
 
 def goals_markdown(verdict: pd.DataFrame) -> str:
