@@ -24,7 +24,7 @@ from lbw_sim.sim.scenarios import Scenario  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CANONICAL = ["step", "loss", "grad_norm", "lr", "val_loss", "wall_time"]
-GUARD = ["regime", "lr_scale", "skipped", "momentum_scale", "rollback", "stop",
+GUARD = ["update_ratio", "regime", "lr_scale", "skipped", "momentum_scale", "rollback", "stop",
          "transition", "cause"]
 BASE = {
     "model": {"kind": "gpt", "n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 64},
@@ -48,6 +48,10 @@ EXAMPLES = {
         {"kind": "lr_spike", "factor": 1.12, "at": at, "duration": 600 - at}
         for at in range(200, 600, 10)
     ], "the LR creeps up 12% every 10 steps from step 200: loss and grad norm drift up"),
+    "lr_too_high": ("guard", [
+        {"kind": "lr_spike", "factor": 10.0, "at": 0, "duration": 600},
+    ], "AdamW at 10x its LR under the default guard: the LR ratchet halves it while the "
+       "update/weight ratio stays above 3%"),
 }
 
 

@@ -125,3 +125,15 @@ def test_device_path_measures_the_same_ratio_and_throttles_the_same():
     host, dev = fit(0.3, 200).trace(), fit(0.3, 200, decide_on="device").trace()
     assert host["regime"].astype(str).tolist() == dev["regime"].astype(str).tolist()
     np.testing.assert_allclose(host["update_ratio"], dev["update_ratio"], rtol=1e-4)
+
+
+def test_recorded_example_replays_to_the_regimes_it_was_recorded_with():
+    from lbw_sim.traces.synthetic import EXAMPLES, RATCHET_CSV, example
+
+    label = next(k for k in EXAMPLES if "ratchet" in k)
+    trace, incidents = example(label)
+    assert incidents and RATCHET_CSV.exists()
+    out = replay(trace.drop(columns=["regime", "lr_scale", "transition", "cause"]), DEFAULT)
+    assert out["regime"].astype(str).tolist() == trace["regime"].tolist()
+    assert trace["regime"].iloc[-1].startswith("throttle")
+    assert trace["update_ratio"].iloc[-50:].max() < DEFAULT.thresholds["ratio_high"]

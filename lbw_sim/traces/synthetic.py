@@ -9,6 +9,7 @@ as labels, so detection quality can be scored.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -86,12 +87,28 @@ def _sparse_trace(seed: int = 2) -> tuple[pd.DataFrame, list[Incident]]:
     return inject(healthy(20000, seed, every=10), incidents), incidents
 
 
+#: A recorded GuardedOptimizer run (examples/make_examples.py), not synthetic telemetry: the
+#: update ratio falls after each LR cut only in a closed loop.
+RATCHET_CSV = Path(__file__).resolve().parents[2] / "examples" / "lr_too_high.csv"
+
+
+def _ratchet_trace() -> tuple[pd.DataFrame, list[Incident]]:
+    trace = pd.read_csv(RATCHET_CSV)
+    labels = pd.read_csv(RATCHET_CSV.with_name("lr_too_high_labels.csv"))
+    incidents = [Incident(str(r.kind), int(r.start), int(r.end - r.start + 1))
+                 for r in labels.itertuples()]
+    return trace, incidents
+
+
 #: The studio's built-in examples: label -> builder of (trace, incidents).
 EXAMPLES = {
     "Spike and NaN storm (3,000 steps)": demo_trace,
     "Grad spike, then divergence (4,000 steps)": _divergence_trace,
     "Sparse log every 10 steps (20,000 steps)": _sparse_trace,
 }
+if RATCHET_CSV.exists():   # shipped with the repository, not with an installed package
+    EXAMPLES["LR 10× too high, recorded under the guard: the ratchet (600 steps)"] = \
+        _ratchet_trace
 
 
 def example(label: str) -> tuple[pd.DataFrame, list[Incident]]:
