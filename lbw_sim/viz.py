@@ -14,6 +14,9 @@ import pandas as pd
 REGIME_COLORS = {
     "nominal": "#2ca02c", "watch": "#bcbd22", "intervene": "#ff7f0e", "recover": "#1f77b4",
     "skip": "#9467bd", "rollback": "#d62728", "stop": "#000000",
+    # the default spec's LR ratchet: darker = a deeper cut
+    "throttle_1": "#d4a373", "throttle_2": "#b5835a", "throttle_3": "#8c564b",
+    "throttle_4": "#6b4226", "throttle_5": "#4a2c17",
 }
 _PALETTE = ["#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a"]
 MAX_POINTS = 4000
@@ -41,6 +44,12 @@ def display_index(x: np.ndarray, y: np.ndarray, n_out: int = MAX_POINTS) -> np.n
     idx = idx.astype(np.int64)
     bad = np.flatnonzero(~finite)
     return np.union1d(idx, bad[:: max(1, len(bad) // 200)]) if len(bad) else idx
+
+
+def starting_regime(df: pd.DataFrame) -> str:
+    """The regime drawn unshaded: where the run started (the spec's initial regime, as a
+    rule), not the most common one, which a run that spends most steps throttled would hide."""
+    return str(df["regime"].iloc[0])
 
 
 def regime_segments(df: pd.DataFrame) -> pd.DataFrame:
@@ -140,7 +149,7 @@ def add_shapes(fig, shapes: list[dict], notes: list[dict | None] = ()) -> None:
 
 def _add_bands(fig, df: pd.DataFrame, shapes: list[dict] | None = None,
                notes: list[dict | None] = ()) -> None:
-    """Regime bands behind every row (the most common regime unshaded), plus `shapes`.
+    """Regime bands behind every row (the starting regime unshaded), plus `shapes`.
 
     One paper-high rectangle per run covers all rows (the x axes are shared), and every
     shape is set in a single layout update: plotly validates each shape it is given.
@@ -148,7 +157,7 @@ def _add_bands(fig, df: pd.DataFrame, shapes: list[dict] | None = None,
     import plotly.graph_objects as go
 
     seg = regime_segments(df)
-    quiet = seg["regime"] == df["regime"].astype(str).mode().iloc[0]
+    quiet = seg["regime"] == starting_regime(df)
     loud = seg[~quiet]
     if len(loud) > MAX_BANDS:
         loud = loud.loc[(loud["end"] - loud["start"]).nlargest(MAX_BANDS).index]
@@ -480,12 +489,11 @@ def _live_rows(df: pd.DataFrame, arm: str) -> pd.DataFrame:
 
 
 def _live_bands(guarded: pd.DataFrame) -> pd.DataFrame:
-    """Runs of the guarded run's regimes other than its most common one."""
+    """Runs of the guarded run's regimes other than its starting one."""
     if not len(guarded):
         return pd.DataFrame(columns=["start", "end", "regime"])
     seg = regime_segments(guarded.astype({"regime": str}))
-    common = guarded["regime"].astype(str).mode().iloc[0]
-    return seg[seg["regime"] != common].tail(MAX_BANDS).reset_index(drop=True)
+    return seg[seg["regime"] != starting_regime(guarded)].tail(MAX_BANDS).reset_index(drop=True)
 
 
 def _nonfinite(guarded: pd.DataFrame, plain: pd.DataFrame, col: str) -> pd.DataFrame:

@@ -137,3 +137,15 @@ def test_recorded_example_replays_to_the_regimes_it_was_recorded_with():
     assert out["regime"].astype(str).tolist() == trace["regime"].tolist()
     assert trace["regime"].iloc[-1].startswith("throttle")
     assert trace["update_ratio"].iloc[-50:].max() < DEFAULT.thresholds["ratio_high"]
+
+
+def test_regime_bands_shade_the_throttles_not_the_starting_regime():
+    from lbw_sim.traces.synthetic import EXAMPLES, example
+    from lbw_sim.viz import REGIME_COLORS, signal_figure
+
+    trace, _ = example(next(k for k in EXAMPLES if "ratchet" in k))
+    out = replay(trace.drop(columns=["regime"]), DEFAULT, signals=True)
+    assert (out["regime"] == "throttle_2").mean() > 0.5        # the most common regime
+    fills = {s.fillcolor for s in signal_figure(out, DEFAULT).layout.shapes
+             if s.type == "rect" and s.yref == "paper"}
+    assert REGIME_COLORS["throttle_2"] in fills and REGIME_COLORS["nominal"] not in fills
