@@ -21,10 +21,13 @@ def example_replay():
 st.title("LBW Studio")
 st.markdown(
     "A **Learn-by-Wire guard** sits above an optimizer such as AdamW. Each step it reads "
-    "training telemetry (loss, gradient norm, non-finite values), decides which **regime** "
-    "training is in, and applies **bounded control** — an LR scale within hard limits and a "
-    "slew rate, skipped updates, momentum damping, rollback — with **hysteresis**, so it "
-    "does not chatter. Everything it does is written into the trace with its cause."
+    "training telemetry (loss, gradient norm, non-finite values, the update/weight ratio), "
+    "decides which **regime** training is in, and applies **bounded control** — an LR scale "
+    "within hard limits and a slew rate, an update cap, skipped updates, momentum damping, "
+    "rollback — with **hysteresis**, so it does not chatter. The default spec also carries "
+    "a one-way **LR ratchet**: while the updates stay above 3 % of the weights, the LR is "
+    "halved for the rest of the run. Everything the guard does is written into the trace "
+    "with its cause."
 )
 st.subheader("One-click demo: the same run, unguarded and guarded")
 if st.button("Run the demo", icon=":material/play_arrow:", type="primary", key="home_demo"):
