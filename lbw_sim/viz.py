@@ -7,6 +7,8 @@ so a one-step spike survives in a 1,000,000-step trace drawn with 4,000 points).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -647,7 +649,8 @@ def stress_loss_figure(report: pd.DataFrame, reference: dict[str, float] | None 
 def stress_curves_figure(curves: pd.DataFrame, reference: dict[str, float] | None = None,
                          cols: int = 3, smooth: int = 10, height_per_row: int = 260):
     """Training loss curves, one panel per LR, one line per arm (mean over seeds of a
-    `smooth`-step rolling mean); the y range stops at twice the unigram level."""
+    `smooth`-step rolling mean); the y range runs from just below the lowest curve or
+    reference level to twice the unigram level."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -656,11 +659,14 @@ def stress_curves_figure(curves: pd.DataFrame, reference: dict[str, float] | Non
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"lr {lr:g}" for lr in lrs],
                         shared_xaxes=True, vertical_spacing=0.1, horizontal_spacing=0.05)
     shown: set[str] = set()
+    lowest = math.inf
     for i, lr in enumerate(lrs):
         for arm, g in curves[curves["lr"] == lr].groupby("arm", sort=False):
             y = (g.assign(v=g.groupby("seed")["model_loss"].transform(
                 lambda s: s.rolling(smooth, min_periods=1).mean()))
                  .groupby("step")["v"].mean())
+            finite = y[np.isfinite(y)]
+            lowest = min(lowest, float(finite.min()) if len(finite) else math.inf)
             fig.add_trace(go.Scatter(x=y.index, y=y.to_numpy(), mode="lines", name=arm,
                                      legendgroup=arm, showlegend=arm not in shown,
                                      line={"color": arm_color(arm), "width": 1.3}),
@@ -669,7 +675,8 @@ def stress_curves_figure(curves: pd.DataFrame, reference: dict[str, float] | Non
     _reference_lines(fig, reference or {}, rows, cols)
     ref = reference or {}
     hi = 2 * ref.get("unigram", 0) or None
-    lo = 0.9 * min(ref.values()) if ref else None
+    levels = [v for v in (*ref.values(), lowest) if math.isfinite(v)]
+    lo = 0.9 * min(levels) if levels else None
     fig.update_yaxes(range=[lo, hi] if hi else None)
     fig.update_xaxes(title_text="step", row=rows)
     height = height_per_row * rows + 130
@@ -699,6 +706,10 @@ def stress_events_figure(report: pd.DataFrame, height: int = 360):
     fig.update_xaxes(type="log", title_text="peak learning rate", exponentformat="power")
     fig.update_yaxes(title_text="step", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="steps", rangemode="tozero", row=1, col=2)
+    if not np.isfinite(report["first_diverged_step"].astype(float)).any():
+        fig.add_annotation(text="no cell diverged in this grid", xref="x domain",
+                           yref="y domain", x=0.5, y=0.5, showarrow=False,
+                           font={"size": 14, "color": "#666"})
     fig.update_layout(height=height, margin={"l": 60, "r": 20, "t": 40, "b": 50},
                       legend={"orientation": "h", "y": -0.25})
     return fig

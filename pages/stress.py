@@ -117,7 +117,9 @@ def show(result: StressResult) -> None:
     with right:
         st.markdown("**Worst ratio per arm**")
         st.dataframe(worst, hide_index=True, width="stretch", key="stress_worst")
-    verdict = goals(rep).assign(met=lambda d: d["met"].map({True: "✔", False: "✘"}).fillna("?"))
+    marks = {True: "✔", False: "✘"}
+    verdict = goals(rep, result.nominal or None).assign(
+        met=lambda d: d["met"].map(marks).fillna("?"))
     st.markdown("**Goals** (issue 4: no harm at the best LR, rescue at 10×/30×, dominance "
                 "from 3×; LRs matched within a factor 1.2)")
     st.dataframe(verdict, hide_index=True, width="stretch", key="stress_goals",
@@ -127,8 +129,10 @@ def show(result: StressResult) -> None:
         st.plotly_chart(stress_curves_figure(result.curves, result.reference), width="stretch",
                         key="stress_curves_chart")
     if result.reference:
-        st.caption("Dashed: the entropy floor of the synthetic corpus (the best possible "
-                   "loss); dotted: the unigram level (predicting token frequencies only).")
+        unigram = "the unigram level (predicting token frequencies only)"
+        st.caption(f"Dashed: the entropy floor of the synthetic corpus (the best possible "
+                   f"loss); dotted: {unigram}." if "entropy floor" in result.reference else
+                   f"Dotted: {unigram}.")
 
 
 section = {SOURCES[0]: run_section, SOURCES[1]: folder_section, SOURCES[2]: upload_section}

@@ -256,3 +256,19 @@ def test_a_tie_on_the_worst_ratio_is_missed_and_named():
     assert row["met"] is False and row["measured"] == pytest.approx(1.1)
     assert row["detail"] == ("lr_matched ties (1.100 at lr 0.0316; guard's worst at lr 0.0316); "
                              "rivals' smallest worst ratio 1.650 (adamw)")
+
+
+def test_loaded_results_carry_quiet_fractions_and_curves_stay_in_view(tiny_run):
+    from lbw_sim.viz import stress_curves_figure
+
+    grid, _, out = tiny_run
+    loaded = load_results(out)
+    warmup = grid.scenario.schedule.warmup
+    assert warmup > 0 and loaded.nominal == nominal_fractions(out, loaded.summary, warmup)
+    assert set(loaded.nominal) == set(TINY["lrs"])
+    goal = goals(report_table(loaded.summary), loaded.nominal).set_index("goal")
+    assert "quiet: nominal after warm-up, LR <= best" in goal.index
+    # a text run has no entropy floor: the y axis must still reach the lowest curve
+    fig = stress_curves_figure(loaded.curves, {"unigram": 99.0})
+    lowest = min(min(t.y) for t in fig.data if len(t.y))
+    assert fig.layout.yaxis.range[0] <= lowest

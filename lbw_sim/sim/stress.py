@@ -258,6 +258,8 @@ class StressResult:
     summary: pd.DataFrame
     curves: pd.DataFrame = field(default_factory=lambda: pd.DataFrame())
     reference: dict[str, float] = field(default_factory=dict)
+    #: per LR, the guard's smallest fraction of steps in `nominal` after warm-up (from traces)
+    nominal: dict[float, float] = field(default_factory=dict)
 
 
 Callback = Callable[[float, int, "dict | None"], None]  # (cells done, total, finished row)

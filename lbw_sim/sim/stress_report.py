@@ -17,6 +17,7 @@ import io
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -340,4 +341,15 @@ def load_results(out: str | Path) -> StressResult:
     ref_path = out / "reference.json"
     reference = json.loads(ref_path.read_text(encoding="utf-8")) if ref_path.is_file() else {}
     return StressResult(None, summary, read_curves(out, summary),
-                        {str(k): float(v) for k, v in reference.items()})
+                        {str(k): float(v) for k, v in reference.items()},
+                        nominal_fractions(out, summary, _warmup_of(out)))
+
+
+def _warmup_of(out: Path) -> int:
+    """The warm-up recorded in the folder's grid.json (0 when it cannot be read)."""
+    try:
+        schedule = str(json.loads((out / "grid.json").read_text(encoding="utf-8"))["schedule"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    found = re.search(r"warmup=(\d+)", schedule)
+    return int(found.group(1)) if found else 0
