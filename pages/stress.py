@@ -73,6 +73,13 @@ def run_section() -> StressResult | None:
     return snap["result"]
 
 
+@st.cache_data(show_spinner=False, max_entries=4)
+def cached_results(folder: str, summary_mtime_ns: int) -> StressResult:
+    """A results folder, read once per version of its summary.csv (every cell rewrites it),
+    not on every rerun: a full grid is 126 trace files."""
+    return load_results(folder)
+
+
 def folder_section() -> StressResult | None:
     folders = list_result_dirs()
     if not folders:
@@ -81,7 +88,8 @@ def folder_section() -> StressResult | None:
         return None
     choice = st.selectbox("Results folder (under runs/)", folders, key="stress_folder")
     try:
-        return load_results(runs_dir() / choice)
+        summary = runs_dir() / choice / "summary.csv"
+        return cached_results(str(summary.parent), summary.stat().st_mtime_ns)
     except (TraceError, OSError) as exc:
         st.error(f"Could not read runs/{choice}: {exc}")
         return None

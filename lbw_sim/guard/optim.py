@@ -98,6 +98,12 @@ class UpdateCap:
         return d_norm, factor
 
 
+def reads_update_ratio(spec: GuardSpec) -> bool:
+    """Whether a signal reads `update_ratio`: then every applied update is measured (with an
+    infinite cap where the regime has none). Decided once per spec, not per step."""
+    return any(s.source == "update_ratio" for s in spec.signals.values())
+
+
 class GuardedOptimizer(torch.optim.Optimizer):
     """Drop-in wrapper: `step(loss=…)`, `zero_grad()`, `param_groups`, `state_dict()`, `trace()`.
 
@@ -141,6 +147,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         # ‖update‖/‖θ‖ of the last applied update (before the cap), seen at the next step;
         # a 0-d tensor on the device path
         self._update_ratio: float | torch.Tensor = math.nan
+        self._reads_ratio = reads_update_ratio(self.spec)
         if self.mode == "device":
             self._update_ratio = torch.full((), math.nan, device=self._params()[0].device)
         self._t0 = time.perf_counter()
@@ -256,7 +263,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
     def _apply(self, d: Decision) -> None:
         if d.momentum_scale != 1.0:
             self._damp_momentum(d.momentum_scale)
-        capped = math.isfinite(d.update_cap) or self._reads_ratio()
+        capped = math.isfinite(d.update_cap) or self._reads_ratio
         if capped:
             self._capper.before(self._params())
         base = [g["lr"] for g in self.param_groups]
@@ -270,11 +277,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if capped:   # an infinite cap only measures: factor 1, nothing rewritten
             d_norm, factor = self._capper.apply(self._params(), d.update_cap, on_host=True)
             self._cap = (float(d_norm), float(factor))
-            self._update_ratio = float(d_norm / self._capper.p_norm)
-
-    def _reads_ratio(self) -> bool:
-        """Whether a signal of the spec reads `update_ratio` (then every update is measured)."""
-        return any(s.source == "update_ratio" for s in self.spec.signals.values())
+            self._update_ratio = self._cap[0] / float(self._capper.p_norm)
 
     def _damp_momentum(self, scale: float) -> None:
         bufs = [s[k] for s in self.optimizer.state.values() for k in MOMENTUM_KEYS
@@ -336,7 +339,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if self.snapshot is not None:
             self._restore_where(d["rollback"])
         self._pending_dev += d["rollback"].to(torch.int64) * self._skip_batches[d["regime"]]
-        has_cap = self._has_cap()
+        has_cap = self._reads_ratio or self._has_cap()
         if has_cap:
             self._capper.before(self._params())
         adamw_step(self.optimizer, lr_scale=d["lr_scale"], apply=apply,
@@ -351,9 +354,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         self.step_count += 1
 
     def _has_cap(self) -> bool:
-        """Whether updates are measured (a regime caps them, or a signal reads the ratio)."""
-        return (any(r.update_cap is not None for r in self.spec.regimes.values())
-                or self._reads_ratio())
+        return any(r.update_cap is not None for r in self.spec.regimes.values())
 
     def _has_rollback(self) -> bool:
         return any(r.rollback for r in self.spec.regimes.values())
@@ -424,6 +425,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         self.optimizer.load_state_dict(sd["optimizer"])
         self.guard.load_state_dict(sd["guard"])
         self.spec = self.guard.spec
+        self._reads_ratio = reads_update_ratio(self.spec)
         self.step_count = int(sd["step_count"])
         self.pending_skip_batches = int(sd["pending_skip_batches"])
         self._should_stop = bool(sd["should_stop"])
@@ -445,4 +447,5 @@ class GuardedOptimizer(torch.optim.Optimizer):
             raise NotImplementedError("live spec edits run on the host engine "
                                       "(decide_on='host')")
         self.spec = spec
+        self._reads_ratio = reads_update_ratio(spec)
         self.guard.set_spec(spec)
