@@ -277,7 +277,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if capped:   # an infinite cap only measures: factor 1, nothing rewritten
             d_norm, factor = self._capper.apply(self._params(), d.update_cap, on_host=True)
             self._cap = (float(d_norm), float(factor))
-            self._update_ratio = self._cap[0] / float(self._capper.p_norm)
+            # divided as tensors (float32), like the device path, so both decide alike
+            self._update_ratio = float(d_norm / self._capper.p_norm)
 
     def _damp_momentum(self, scale: float) -> None:
         bufs = [s[k] for s in self.optimizer.state.values() for k in MOMENTUM_KEYS
