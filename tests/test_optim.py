@@ -285,7 +285,8 @@ def test_device_path_resume_is_exact():
     opt_c.load_state_dict(saved["opt"])
     train(model_c, opt_c, 100, start=100, spikes=(50,), nan_steps=(120, 121, 122))
     assert all(torch.equal(a, c) for a, c in zip(model_a.parameters(), model_c.parameters()))
-    pd.testing.assert_frame_equal(opt_a.trace(), opt_c.trace())
+    pd.testing.assert_frame_equal(opt_a.trace().drop(columns="wall_time"),
+                                  opt_c.trace().drop(columns="wall_time"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
