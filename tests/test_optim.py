@@ -278,14 +278,24 @@ def test_cuda_guarded_loop_adds_no_host_sync():
         opt.zero_grad()
         loss.backward()
         opt.step(loss=loss)
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for x, y in batches[5:]:
-            loss = train_step(x, y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step(loss=loss)
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
-    assert np.isfinite(opt.trace()["grad_norm"]).all()
+    lax = DEFAULT.with_values({"thresholds.spike_z": 50.0})
+
+    def checked(part):
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for x, y in part:
+                loss = train_step(x, y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step(loss=loss)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+
+    checked(batches[5:20])
+    opt.set_spec(lax)                      # a live edit between steps: no sync in step()
+    checked(batches[20:])
+    df = opt.trace()
+    assert np.isfinite(df["grad_norm"]).all() and len(df) == 40
+    assert df["spec_hash"].tolist() == [DEFAULT.hash] * 20 + [lax.hash] * 20
+    assert {"safety_skip", "update_norm", "update_scale", "wall_time"} <= set(df.columns)
