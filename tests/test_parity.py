@@ -270,3 +270,10 @@ def test_host_and_device_optimizer_write_the_same_trace(edit_at):
     row_h, row_d = host.last_row(), dev.last_row()
     assert row_h.keys() == row_d.keys()
     assert {k: row_h[k] for k in DECISION_COLUMNS} == {k: row_d[k] for k in DECISION_COLUMNS}
+
+
+def test_a_trace_before_any_step_has_the_columns_and_no_rows():
+    for backend in (OnlineGuard(DEFAULT), TensorGuard(DEFAULT, "cpu")):
+        df = backend.trace()
+        assert len(df) == 0 and set(DECISION_COLUMNS) <= set(df.columns)
+        assert backend.last_row() == {} and backend.stop_reason() == ""

@@ -439,8 +439,10 @@ def _columns(compiled: Compiled, m: np.ndarray) -> dict[str, Any]:
 
 def trace_frame(segments: Sequence[tuple[Compiled, np.ndarray]]) -> pd.DataFrame:
     """The online backends' trace: logged rows, one block per spec used (`set_spec`)."""
-    parts = [pd.DataFrame(_columns(c, m)) for c, m in segments if len(m)] or \
-        [pd.DataFrame(_columns(segments[-1][0], np.zeros((0, len(LOG_HEAD) + len(LOG_WALK)))))]
+    parts = [pd.DataFrame(_columns(c, m)) for c, m in segments if len(m)]
+    if not parts:     # nothing observed yet: the columns, no rows
+        c = segments[-1][0]
+        parts = [pd.DataFrame(_columns(c, np.zeros((0, len(log_columns(c.spec))))))]
     if len(parts) == 1:
         df = parts[0]
     else:
