@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from lbw_sim import GuardedOptimizer, SpecError
-from lbw_sim.sim.baselines import ARMS, SkipStepAdamW, last_row, make_arm
+from lbw_sim.sim.baselines import ARMS, SkipStepAdamW, make_arm
 
 torch.set_num_threads(1)
 
@@ -54,7 +54,7 @@ def test_every_arm_trains_and_traces(name):
     df = arm.trace()
     assert {"step", "loss", "grad_norm", "lr", "lr_scale", "skipped"} <= set(df.columns)
     assert df["step"].tolist() == list(range(40)) and (df["lr"] == 1e-2).all()
-    assert last_row(arm)["step"] == 39
+    assert arm.last_row()["step"] == 39
     assert isinstance(arm, GuardedOptimizer) == (name == "guard")
 
 
@@ -75,13 +75,13 @@ def test_skipstep_skips_a_spike_bit_identically():
     train(model, arm, 40)
     params, state = snapshot(model, arm)
     train(model, arm, 1, start=40, spike=(40,), size=1000.0)
-    assert float(arm.optimizer.step_factor) == 0.0 and last_row(arm)["skipped"]
+    assert float(arm.optimizer.step_factor) == 0.0 and arm.last_row()["skipped"]
     assert same(params, [p.detach() for p in model.parameters()])
     assert same(state, snapshot(model, arm)[1])          # moments and step count untouched
     train(model, arm, 1, start=41, nan=(41,))            # NaN loss and grads: masked too
     assert same(params, [p.detach() for p in model.parameters()])
     train(model, arm, 1, start=42)
-    assert not last_row(arm)["skipped"]
+    assert not arm.last_row()["skipped"]
     assert not same(params, [p.detach() for p in model.parameters()])
 
 
@@ -98,7 +98,7 @@ def test_clip_arm_clips_to_one():
     model = make(3)
     arm = make_arm("clip", model, lr=1e-3)
     train(model, arm, 1, spike=(0,))
-    row = last_row(arm)
+    row = arm.last_row()
     assert row["clipped"] and row["grad_norm"] > 1.0   # grad_norm is measured before clipping
     assert torch.linalg.vector_norm(
         torch.stack([p.grad.norm() for p in model.parameters()])) <= 1.0 + 1e-5
@@ -116,7 +116,7 @@ def test_zclip_clips_an_outlier_after_its_warmup():
     before = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
     arm.step(loss=loss.detach())
     after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
-    assert last_row(arm)["clipped"] and after < 0.5 * before
+    assert arm.last_row()["clipped"] and after < 0.5 * before
     assert arm.zclip.initialized
 
 

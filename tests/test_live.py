@@ -149,3 +149,24 @@ def test_live_charts_keep_their_spec_while_data_grows(sessions):
     assert len(loss["edits"]) == 1 and loss["edits"]["step"].iloc[0] >= 100  # after 100 rows
     assert loss["rows"]["loss"].notna().any() and loss["rows"]["arm"].nunique() == 2
     assert snap.ended == {"plain": "model loss non-finite for 50 steps"}
+
+
+def test_live_on_the_device_path_gives_the_host_rows(sessions):
+    """Live with the torch backend (what `auto` picks on a GPU), on CPU tensors."""
+    runs = {}
+    for decide_on in ("host", "device"):
+        live = LiveSession("quickstart", 3e-3, steps=90, decide_on=decide_on)
+        sessions.append(live.start())
+        live.thread.join(120)
+        assert live.status.state == "finished", live.status
+        assert live.runs["guarded"].arm.mode == decide_on
+        runs[decide_on] = live.snapshot().guarded
+    host, dev = runs["host"], runs["device"]
+    cols = ["step", "batch", "regime", "lr_scale", "skipped", "safety_skip", "rollback",
+            "transition", "cause", "spec_hash"]
+    pd.testing.assert_frame_equal(dev[cols], host[cols])
+    for col in ("loss", "grad_norm", "update_ratio"):
+        pd.testing.assert_series_equal(dev[col], host[col], rtol=1e-4)
+    assert dev[["loss", "regime", "lr_scale"]].notna().all().all()
+    assert dev["grad_norm"].isna().tolist() == [s in (80, 81) for s in dev["step"]]  # NaN grads
+    assert {"intervene", "skip"} <= set(dev["regime"])

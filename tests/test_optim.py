@@ -214,18 +214,6 @@ def device_opt(model, spec=DEFAULT, lr=3e-3):
                             decide_on="device")
 
 
-def test_device_path_live_equals_replay():
-    model = make(11)
-    opt = device_opt(model)
-    assert opt.mode == "device"
-    train(model, opt, 300, spikes=(150, 151), nan_steps=(220, 221, 222, 223))
-    live = opt.trace()
-    assert (live["regime"] == "rollback").any() and live["skipped"].any()
-    again = replay(live[["step", "loss", "grad_norm", "lr", "update_ratio"]], DEFAULT)
-    for col in ("regime", "lr_scale", "skipped", "rollback", "transition", "cause"):
-        assert live[col].astype(str).tolist() == again[col].astype(str).tolist(), col
-
-
 def test_device_path_skip_is_bit_identical_and_storm_stays_finite():
     model = make(12)
     opt = device_opt(model, lr=1e-2)
@@ -238,17 +226,6 @@ def test_device_path_skip_is_bit_identical_and_storm_stays_finite():
     train(model, opt, 60, start=61, nan_steps=tuple(range(70, 100)))
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert opt.should_stop
-
-
-def test_device_path_matches_host_path_training():
-    host_model, dev_model = make(13), make(13)
-    host = GuardedOptimizer(torch.optim.AdamW(host_model.parameters(), lr=3e-3), DEFAULT)
-    dev = device_opt(dev_model)
-    train(host_model, host, 120, spikes=(80,))
-    train(dev_model, dev, 120, spikes=(80,))
-    assert host.trace()["regime"].tolist() == dev.trace()["regime"].tolist()
-    for a, b in zip(host_model.parameters(), dev_model.parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_device_path_reads_nothing_back_to_the_host(monkeypatch):
@@ -285,7 +262,8 @@ def test_device_path_resume_is_exact():
     opt_c.load_state_dict(saved["opt"])
     train(model_c, opt_c, 100, start=100, spikes=(50,), nan_steps=(120, 121, 122))
     assert all(torch.equal(a, c) for a, c in zip(model_a.parameters(), model_c.parameters()))
-    pd.testing.assert_frame_equal(opt_a.trace(), opt_c.trace())
+    pd.testing.assert_frame_equal(opt_a.trace().drop(columns="wall_time"),
+                                  opt_c.trace().drop(columns="wall_time"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -300,14 +278,24 @@ def test_cuda_guarded_loop_adds_no_host_sync():
         opt.zero_grad()
         loss.backward()
         opt.step(loss=loss)
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for x, y in batches[5:]:
-            loss = train_step(x, y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step(loss=loss)
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
-    assert np.isfinite(opt.trace()["grad_norm"]).all()
+    lax = DEFAULT.with_values({"thresholds.spike_z": 50.0})
+
+    def checked(part):
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for x, y in part:
+                loss = train_step(x, y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step(loss=loss)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+
+    checked(batches[5:20])
+    opt.set_spec(lax)                      # a live edit between steps: no sync in step()
+    checked(batches[20:])
+    df = opt.trace()
+    assert np.isfinite(df["grad_norm"]).all() and len(df) == 40
+    assert df["spec_hash"].tolist() == [DEFAULT.hash] * 20 + [lax.hash] * 20
+    assert {"safety_skip", "update_norm", "update_scale", "wall_time"} <= set(df.columns)

@@ -132,3 +132,50 @@ def test_schedules_faults_and_divergence():
     assert diverged_step(np.array([4.0, 9.0, 3.0, 9.0]), warmup=2, factor=2.0) == 3
     assert diverged_step(np.array([4.0, 3.0, math.nan]), warmup=5, factor=2.0) == 2
     assert diverged_step(np.array([4.0, 3.0, 2.0]), warmup=0, factor=2.0) is None
+
+
+GUARD_ROW = TRACE_COLUMNS + GUARD_TRACE_COLUMNS
+
+
+def compare_rows(host: list[dict], dev: list[dict]) -> None:
+    assert len(host) == len(dev)
+    for h, d in zip(host, dev):
+        assert set(d) == set(h) == set(GUARD_ROW)
+        for key in ("step", "batch", "regime", "lr_scale", "skipped", "safety_skip",
+                    "momentum_scale", "rollback", "stop", "transition", "cause", "clipped"):
+            assert d[key] == h[key], (h["step"], key)
+        for key in ("loss", "model_loss", "grad_norm", "update_ratio", "update_scale"):
+            assert d[key] == pytest.approx(h[key], rel=1e-4, abs=1e-7, nan_ok=True), key
+
+
+def test_device_path_rows_are_complete_and_equal_the_host_rows():
+    """The torch backend (the GPU path, here on CPU tensors) through the runner."""
+    host = iter_run(QUICK, "guard", device="cpu", steps=90, decide_on="host")
+    dev = iter_run(QUICK, "guard", device="cpu", steps=90, decide_on="device")
+    h_rows, d_rows = list(host), list(dev)
+    assert host.arm.mode == "host" and dev.arm.mode == "device"
+    compare_rows(h_rows, d_rows)
+    assert all(np.isfinite(r["grad_norm"]) or r["safety_skip"] or r["skipped"]
+               for r in d_rows)
+    regimes = [r["regime"] for r in d_rows]
+    assert "intervene" in regimes and "skip" in regimes and all(regimes)
+
+
+def test_device_path_takes_a_live_spec_edit_through_the_runner():
+    run = iter_run(QUICK, "guard", device="cpu", steps=12, decide_on="device")
+    lax = GuardSpec.default().with_values({"thresholds.spike_z": 50.0})
+    for row in run:
+        if row["step"] == 5:
+            run.set_spec(lax)
+    assert run.arm.mode == "device"
+    hashes = run.arm.trace()["spec_hash"].tolist()
+    assert hashes[:6] == [QUICK.guard.hash] * 6 and hashes[6:] == [lax.hash] * 6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_runner_decides_on_the_device_with_complete_rows():
+    host = list(iter_run(QUICK, "guard", device="cuda", steps=90, decide_on="host"))
+    run = iter_run(QUICK, "guard", device="cuda", steps=90)        # auto
+    rows = list(run)
+    assert run.arm.mode == "device"
+    compare_rows(host, rows)

@@ -7,7 +7,8 @@ multiplied or interpolated by `apply` ∈ {0, 1}. With apply = 0 each update red
 gradient is replaced by zero first so that 0 · NaN never reaches the state.
 
 Same state layout as `torch.optim.AdamW` (`step`, `exp_avg`, `exp_avg_sq`), so a state dict
-moves freely between the two. Single-tensor and foreach variants, like torch.optim.
+moves freely between the two. One kernel (foreach) for the guard's device path and for the
+skip-step baseline (`baselines.SkipStepAdamW`).
 """
 
 from __future__ import annotations
@@ -17,34 +18,12 @@ from torch import Tensor
 
 
 @torch.no_grad()
-def adamw_single_tensor(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
-                        exp_avg_sqs: list[Tensor], steps: list[Tensor], *, lr: Tensor,
-                        beta1: float, beta2: float, eps: float, weight_decay: float,
-                        apply: Tensor, momentum_scale: Tensor) -> None:
-    """Reference loop, one parameter at a time; `lr`, `apply`, `momentum_scale` are 0-d."""
-    a = apply.to(params[0].dtype) if params else apply
-    mom = torch.where(apply, momentum_scale, torch.ones_like(momentum_scale))
-    for p, g, m, v, step in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
-        g = torch.where(apply & torch.isfinite(g), g, torch.zeros_like(g))
-        step.add_(a.to(step.dtype))
-        p.mul_(1 - lr * weight_decay * a)
-        m.mul_(mom.to(m.dtype))
-        m.add_((g - m) * ((1 - beta1) * a))
-        v.mul_(torch.where(apply, torch.tensor(beta2, dtype=v.dtype, device=v.device),
-                           torch.ones((), dtype=v.dtype, device=v.device)))
-        v.add_(g * g * ((1 - beta2) * a))
-        s = torch.clamp(step, min=1.0)
-        bias1, bias2 = 1 - beta1 ** s, 1 - beta2 ** s
-        denom = v.sqrt() / bias2.sqrt() + eps
-        p.sub_(m / denom * (lr / bias1 * a))
-
-
-@torch.no_grad()
 def adamw_foreach(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
                   exp_avg_sqs: list[Tensor], steps: list[Tensor], *, lr: Tensor, beta1: float,
                   beta2: float, eps: float, weight_decay: float, apply: Tensor,
                   momentum_scale: Tensor) -> None:
-    """The same update with torch's multi-tensor (`_foreach_*`) kernels."""
+    """AdamW with torch's multi-tensor (`_foreach_*`) kernels; `lr`, `apply` (bool) and
+    `momentum_scale` are 0-d tensors."""
     if not params:
         return
     a = apply.to(params[0].dtype)
@@ -74,7 +53,7 @@ def adamw_foreach(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tens
 
 @torch.no_grad()
 def adamw_step(optimizer: torch.optim.Optimizer, *, lr_scale: Tensor, apply: Tensor,
-               momentum_scale: Tensor, foreach: bool = True) -> None:
+               momentum_scale: Tensor) -> None:
     """One controlled AdamW step over `optimizer`'s param groups and state (no host sync)."""
     for group in optimizer.param_groups:
         params = [p for p in group["params"] if p.grad is not None]
@@ -91,9 +70,8 @@ def adamw_step(optimizer: torch.optim.Optimizer, *, lr_scale: Tensor, apply: Ten
         base = group["lr"]
         lr = (base.to(dev, torch.float64) if torch.is_tensor(base) else
               torch.full((), float(base), dtype=torch.float64, device=dev)) * lr_scale.to(dev)
-        fn = adamw_foreach if foreach else adamw_single_tensor
-        fn(params, [p.grad for p in params], [s["exp_avg"] for s in states],
-           [s["exp_avg_sq"] for s in states], [s["step"] for s in states],
-           lr=lr.to(params[0].dtype), beta1=beta1, beta2=beta2, eps=group["eps"],
-           weight_decay=group["weight_decay"], apply=apply.to(dev),
-           momentum_scale=momentum_scale.to(dev).to(params[0].dtype))
+        adamw_foreach(params, [p.grad for p in params], [s["exp_avg"] for s in states],
+                      [s["exp_avg_sq"] for s in states], [s["step"] for s in states],
+                      lr=lr.to(params[0].dtype), beta1=beta1, beta2=beta2, eps=group["eps"],
+                      weight_decay=group["weight_decay"], apply=apply.to(dev),
+                      momentum_scale=momentum_scale.to(dev).to(params[0].dtype))

@@ -16,17 +16,19 @@ gradient of that step, before its update is applied) and apply to that same upda
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numba
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from lbw_sim.errors import TraceError
 from lbw_sim.guard import conditions as C
 from lbw_sim.guard.signals import compute_signal, compute_signals, missing_sources, new_state
 from lbw_sim.guard.spec import TELEMETRY, GuardSpec, sources_of
+from lbw_sim.traces.schema import DECISION_COLUMNS
 
 # bounds vector layout
 B_LO, B_HI, B_DOWN, B_UP, B_CONSEC, B_FRAC, B_WINDOW, B_ROLLBACKS = range(8)
@@ -290,7 +292,7 @@ def replay(trace: pd.DataFrame, spec: GuardSpec | None = None, *,
     compiled = compile_spec(spec)
     walk, env, _ = decide(spec, steps, columns, compiled)
     out = trace.copy()
-    _annotate(out, compiled, walk, env)
+    annotate(out, compiled, walk, env)
     if signals:
         for name in spec.signals:
             out[name] = env[name]
@@ -299,26 +301,37 @@ def replay(trace: pd.DataFrame, spec: GuardSpec | None = None, *,
     return out
 
 
-def _annotate(df: pd.DataFrame, compiled: Compiled, walk: Walk,
-              env: dict[str, np.ndarray]) -> None:
+def decision_columns(compiled: Compiled, walk: Walk,
+                     env: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The guard's columns (DECISION_COLUMNS) for rows of a walk; causes read `env`."""
     regime = walk.regime.astype(np.int64)
-    df["regime"] = pd.Categorical.from_codes(regime, categories=compiled.regimes)
-    df["lr_scale"] = walk.lr_scale
-    df["skipped"] = walk.skipped.astype(bool)
-    df["momentum_scale"] = compiled.reg_momentum[regime]
-    df["update_cap"] = compiled.reg_cap[regime]
-    df["rollback"] = walk.rollback.astype(bool)
-    df["stop"] = compiled.reg_stop[regime].astype(bool)
     trans = walk.transition.astype(np.int64)
-    df["transition"] = pd.Categorical.from_codes(trans + 1, categories=[""] +
-                                                 compiled.trans_names)
     fired = np.flatnonzero(trans >= 0)
     texts = [cause_text(compiled, int(trans[t]), env, int(t)) for t in fired]
     categories = ["", *dict.fromkeys(texts)]
     lookup = {text: i for i, text in enumerate(categories)}
-    codes = np.zeros(len(df), dtype=np.int32)
+    codes = np.zeros(len(regime), dtype=np.int32)
     codes[fired] = [lookup[text] for text in texts]
-    df["cause"] = pd.Categorical.from_codes(codes, categories=categories)
+    values = (
+        pd.Categorical.from_codes(regime, categories=compiled.regimes),
+        np.asarray(walk.lr_scale, dtype=np.float64),
+        walk.skipped.astype(bool),
+        compiled.reg_momentum[regime],
+        compiled.reg_cap[regime],
+        walk.rollback.astype(bool),
+        compiled.reg_stop[regime].astype(bool),
+        pd.Categorical.from_codes(trans + 1, categories=["", *compiled.trans_names]),
+        pd.Categorical.from_codes(codes, categories=categories),
+    )
+    return dict(zip(DECISION_COLUMNS, values, strict=True))
+
+
+def annotate(df: pd.DataFrame, compiled: Compiled, walk: Walk,
+             env: dict[str, np.ndarray]) -> None:
+    """Add the guard's columns to `df` (one row per walked row): the one trace builder,
+    used by replay, sweeps and both online backends."""
+    for name, col in decision_columns(compiled, walk, env).items():
+        df[name] = col
 
 
 def cause_text(compiled: Compiled, k: int, env: dict[str, np.ndarray], t: int) -> str:
@@ -335,104 +348,193 @@ def cause_text(compiled: Compiled, k: int, env: dict[str, np.ndarray], t: int) -
     return f"{text} (for {spec_t.for_})"
 
 
-# --- online -----------------------------------------------------------------------------------
+# --- online: one interface, two backends ---------------------------------------------------
 
 @dataclass
 class Decision:
-    """The guard's controls for one step."""
+    """The guard's controls for one step: one record for both backends.
+
+    On the host backend the fields are Python values. On the torch backend they are 0-d
+    tensors on the training device (`regime` and `transition` are indices into
+    `compiled.regimes` / `compiled.trans_names`, -1 for no transition), and `reason` and
+    `cause` are '' (they are written into the trace, read back in batches).
+    """
 
     step: int
-    regime: str
-    lr_scale: float
-    skip: bool
-    momentum_scale: float
-    update_cap: float
-    rollback: bool
-    skip_batches: int
-    stop: bool
+    regime: Any
+    lr_scale: Any
+    skip: Any
+    momentum_scale: Any
+    update_cap: Any
+    rollback: Any
+    skip_batches: Any
+    stop: Any
+    initial: Any          # in the spec's initial regime (the only one that takes snapshots)
     reason: str = ""
-    transition: str = ""
+    transition: Any = ""
     cause: str = ""
 
 
-@dataclass
-class OnlineGuard:
-    """The engine one step at a time, for a training loop; bit-identical to `replay`.
-
-    `observe(step, loss=…, grad_norm=…)` returns the Decision for that step's update.
-    `set_spec` swaps the spec mid-run (thresholds edited live): signal state is kept for
-    signals whose definition is unchanged, the regime is kept by name.
-    """
+class Guard(Protocol):
+    """What a training loop sees of the guard, whichever backend decides."""
 
     spec: GuardSpec
-    history: dict[str, list] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self.compiled = compile_spec(self.spec)
-        self.sig_state = new_state(len(self.spec.signals))
+    def observe(self, step: int, **telemetry: Any) -> Decision: ...
+    def trace(self) -> pd.DataFrame: ...
+    def last_row(self) -> dict[str, Any]: ...
+    def stop_reason(self) -> str: ...
+    def set_spec(self, spec: GuardSpec) -> None: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, sd: dict[str, Any]) -> None: ...
+
+
+#: Layout of one logged row (float64): step, telemetry, the walk's outputs, then the signals.
+LOG_HEAD = ("step", *TELEMETRY)
+LOG_WALK = ("regime", "transition", "lr_scale", "skipped", "rollback")
+
+
+def log_columns(spec: GuardSpec) -> tuple[str, ...]:
+    return (*LOG_HEAD, *LOG_WALK, *(f"signal:{name}" for name in spec.signals))
+
+
+class StepLog:
+    """Logged rows as Python floats (host backend); `matrix()` stacks them."""
+
+    def __init__(self, width: int):
+        self.width = width
+        self.rows: list[list[float]] = []
+
+    def append(self, row: list[float]) -> None:
+        self.rows.append(row)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def matrix(self, last: bool = False) -> np.ndarray:
+        rows = self.rows[-1:] if last else self.rows
+        return np.array(rows, dtype=np.float64).reshape(len(rows), self.width)
+
+    def state_dict(self) -> list[list[float]]:
+        return [list(r) for r in self.rows]
+
+    def load_state_dict(self, rows: list[list[float]]) -> None:
+        self.rows = [list(r) for r in rows]
+
+
+def _columns(compiled: Compiled, m: np.ndarray) -> dict[str, Any]:
+    """Columns of logged rows: telemetry, the decision (via `decision_columns`), spec hash."""
+    head, walk_at = len(LOG_HEAD), len(LOG_HEAD) + len(LOG_WALK)
+    env = {c: m[:, 1 + i] for i, c in enumerate(TELEMETRY)}
+    env.update({name: m[:, walk_at + i] for i, name in enumerate(compiled.spec.signals)})
+    w = m[:, head:walk_at]
+    walk = Walk(w[:, 0].astype(np.int16), w[:, 1].astype(np.int16), w[:, 2],
+                w[:, 3].astype(np.uint8), w[:, 4].astype(np.uint8))
+    cols: dict[str, Any] = {"step": m[:, 0].astype(np.int64)}
+    cols.update({c: env[c] for c in TELEMETRY})
+    cols.update(decision_columns(compiled, walk, env))
+    cols["spec_hash"] = np.full(len(m), compiled.spec.hash, dtype=object)
+    return cols
+
+
+def trace_frame(segments: Sequence[tuple[Compiled, np.ndarray]]) -> pd.DataFrame:
+    """The online backends' trace: logged rows, one block per spec used (`set_spec`)."""
+    parts = [pd.DataFrame(_columns(c, m)) for c, m in segments if len(m)]
+    if not parts:     # nothing observed yet: the columns, no rows
+        c = segments[-1][0]
+        parts = [pd.DataFrame(_columns(c, np.zeros((0, len(log_columns(c.spec))))))]
+    if len(parts) == 1:
+        df = parts[0]
+    else:
+        df = pd.concat(parts, ignore_index=True)
+        for col in ("regime", "transition", "cause"):
+            df[col] = union_categoricals([p[col] for p in parts])
+    empty = [c for c in TELEMETRY if df[c].isna().all()]
+    return df.drop(columns=empty)
+
+
+def last_row(compiled: Compiled, m: np.ndarray) -> dict[str, Any]:
+    """The latest logged row as host scalars (the same builder as `trace_frame`)."""
+    if not len(m):
+        return {}
+    return {k: (v[-1].item() if isinstance(v, np.ndarray) and v.dtype != object else v[-1])
+            for k, v in _columns(compiled, m[-1:]).items()}
+
+
+class OnlineGuard:
+    """The host backend: the numba walk one step at a time, bit-identical to `replay`.
+
+    `observe(step, loss=…, grad_norm=…)` returns the Decision for that step's update
+    (telemetry as floats or 0-d tensors). `set_spec` swaps the spec mid-run (thresholds
+    edited live): signal state is kept for signals whose definition is unchanged, the
+    regime is kept by name; the trace records each row's `spec_hash`.
+    """
+
+    def __init__(self, spec: GuardSpec):
+        self.spec = spec
+        self.compiled = compile_spec(spec)
+        self.sig_state = new_state(len(spec.signals))
         self.walk_state = initial_state(self.compiled)
         self.runs = np.zeros(len(self.compiled.trans_names), dtype=np.int64)
         self.ring = np.zeros(int(self.compiled.bounds[B_WINDOW]), dtype=np.uint8)
-        self.history = {k: [] for k in ("step", *TELEMETRY, "regime", "lr_scale", "skipped",
-                                        "momentum_scale", "update_cap", "rollback", "stop",
-                                        "transition", "cause", "spec_hash")}
+        self.segments: list[tuple[Compiled, StepLog]] = [(self.compiled, self._log())]
         self._last_step: int | None = None
+
+    def _log(self) -> StepLog:
+        return StepLog(len(log_columns(self.spec)))
 
     @property
     def regime(self) -> str:
         return self.compiled.regimes[int(self.walk_state[S_REGIME])]
 
-    def observe(self, step: int, **telemetry: float) -> Decision:
+    def observe(self, step: int, **telemetry: Any) -> Decision:
         step = int(step)
         if self._last_step is not None and step <= self._last_step:
             raise ValueError(f"steps must increase: got {step} after {self._last_step}")
         self._last_step = step
         steps = np.array([step], dtype=np.int64)
-        columns = {k: np.array([float(v)]) for k, v in telemetry.items()
-                   if k in TELEMETRY and v is not None}
+        values = {k: float(v) for k, v in telemetry.items() if k in TELEMETRY and v is not None}
+        columns = {k: np.array([v]) for k, v in values.items()}
         signals = compute_signals(self.spec, columns, steps, self.sig_state)
         env = _env(self.compiled, columns, signals, 1)
         # numpy scalars compare exactly like array elements, at a tenth of the cost
         cond = evaluate_conditions(self.compiled, {k: v[0] for k, v in env.items()}, 1)
         w = run_walk(self.compiled, cond, steps, self.walk_state, self.runs, self.ring)
-        return self._decision(step, w, env, telemetry)
+        self.segments[-1][1].append(
+            [float(step), *(values.get(c, np.nan) for c in TELEMETRY), float(w.regime[0]),
+             float(w.transition[0]), float(w.lr_scale[0]), float(w.skipped[0]),
+             float(w.rollback[0]), *(float(v[0]) for v in signals.values())])
+        return self._decision(step, w, env)
 
-    def _decision(self, step: int, w: Walk, env: dict, telemetry: dict) -> Decision:
+    def _decision(self, step: int, w: Walk, env: dict) -> Decision:
         c = self.compiled
         r, k = int(w.regime[0]), int(w.transition[0])
         name = c.regimes[r]
         regime = self.spec.regimes[name]
-        d = Decision(step=step, regime=name, lr_scale=float(w.lr_scale[0]),
-                     skip=bool(w.skipped[0]), momentum_scale=float(c.reg_momentum[r]),
-                     update_cap=float(c.reg_cap[r]), rollback=bool(w.rollback[0]),
-                     skip_batches=regime.skip_batches if w.rollback[0] else 0,
-                     stop=bool(c.reg_stop[r]), reason=regime.reason if c.reg_stop[r] else "",
-                     transition=c.trans_names[k] if k >= 0 else "",
-                     cause=cause_text(c, k, env, 0) if k >= 0 else "")
-        h = self.history
-        h["step"].append(step)
-        for col in TELEMETRY:
-            v = telemetry.get(col)
-            h[col].append(np.nan if v is None else float(v))
-        h["regime"].append(name)
-        h["lr_scale"].append(d.lr_scale)
-        h["skipped"].append(d.skip)
-        h["momentum_scale"].append(d.momentum_scale)
-        h["update_cap"].append(d.update_cap)
-        h["rollback"].append(d.rollback)
-        h["stop"].append(d.stop)
-        h["transition"].append(d.transition)
-        h["cause"].append(d.cause)
-        h["spec_hash"].append(self.spec.hash)
-        return d
+        return Decision(step=step, regime=name, lr_scale=float(w.lr_scale[0]),
+                        skip=bool(w.skipped[0]), momentum_scale=float(c.reg_momentum[r]),
+                        update_cap=float(c.reg_cap[r]), rollback=bool(w.rollback[0]),
+                        skip_batches=regime.skip_batches if w.rollback[0] else 0,
+                        stop=bool(c.reg_stop[r]), initial=r == c.initial,
+                        reason=regime.reason if c.reg_stop[r] else "",
+                        transition=c.trans_names[k] if k >= 0 else "",
+                        cause=cause_text(c, k, env, 0) if k >= 0 else "")
 
     def trace(self) -> pd.DataFrame:
         """Everything observed and decided so far, in the canonical trace schema."""
-        df = pd.DataFrame(self.history)
-        seen = [r for r in dict.fromkeys(self.history["regime"]) if r not in self.compiled.regimes]
-        df["regime"] = pd.Categorical(df["regime"], categories=self.compiled.regimes + seen)
-        telemetry = [c for c in TELEMETRY if df[c].isna().all()]
-        return df.drop(columns=telemetry)
+        return trace_frame([(c, log.matrix()) for c, log in self.segments])
+
+    def last_row(self) -> dict[str, Any]:
+        """The latest step's trace row as host values."""
+        c, log = self.segments[-1]
+        return last_row(c, log.matrix(last=True))
+
+    def stop_reason(self) -> str:
+        """Why the guard stopped the run ('' while it has not)."""
+        r = int(self.walk_state[S_REGIME])
+        if not (self.walk_state[S_STOPPED] or self.compiled.reg_stop[r]):
+            return ""
+        return self.spec.regimes[self.regime].reason or f"regime {self.regime}"
 
     def set_spec(self, spec: GuardSpec) -> None:
         """Swap in an edited spec; it takes effect at the next observation."""
@@ -454,13 +556,15 @@ class OnlineGuard:
         if window != self.ring.shape[0]:
             self.ring = np.zeros(window, dtype=np.uint8)
             self.walk_state[S_WCOUNT] = self.walk_state[S_WPOS] = 0
+        self.segments.append((self.compiled, self._log()))
 
     def state_dict(self) -> dict[str, Any]:
         """Plain Python data only (no numpy), so `torch.load(weights_only=True)` accepts it."""
         return {"spec": self.spec.to_dict(), "sig_state": self.sig_state.tolist(),
                 "walk_state": self.walk_state.tolist(), "runs": self.runs.tolist(),
                 "ring": self.ring.tolist(), "last_step": self._last_step,
-                "history": {k: list(v) for k, v in self.history.items()}}
+                "segments": [{"spec": c.spec.to_dict(), "rows": log.state_dict()}
+                             for c, log in self.segments]}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         self.spec = GuardSpec.from_dict(sd["spec"])
@@ -470,8 +574,13 @@ class OnlineGuard:
         self.runs = np.array(sd["runs"], dtype=np.int64)
         self.ring = np.array(sd["ring"], dtype=np.uint8)
         self._last_step = sd["last_step"]
-        if "history" in sd:
-            self.history = {k: list(v) for k, v in sd["history"].items()}
+        self.segments = []
+        for i, seg in enumerate(sd["segments"]):
+            last = i == len(sd["segments"]) - 1
+            spec = self.spec if last else GuardSpec.from_dict(seg["spec"])
+            log = StepLog(len(log_columns(spec)))
+            log.load_state_dict(seg["rows"])
+            self.segments.append((self.compiled if last else compile_spec(spec), log))
 
 
 # --- batched ----------------------------------------------------------------------------------
@@ -547,7 +656,7 @@ def replay_many(trace: pd.DataFrame, specs: Sequence[GuardSpec]) -> list[pd.Data
     out: list[pd.DataFrame] = [pd.DataFrame()] * len(specs)
     for i, compiled, walk, cache in iter_walks(trace, specs):
         df = trace.copy()
-        _annotate(df, compiled, walk, cache.env(compiled.spec))
+        annotate(df, compiled, walk, cache.env(compiled.spec))
         df.attrs.update(spec=compiled.spec.name, spec_hash=compiled.spec.hash)
         out[i] = df
     return out

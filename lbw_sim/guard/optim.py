@@ -6,11 +6,11 @@
     opt.zero_grad()
 
 Each step: the gradient norm is computed with foreach ops, the loss and the norm are handed
-to the engine (`OnlineGuard`, the same numba walk that `replay` runs, so live == replay),
-and the decision is applied to the wrapped optimizer:
+to the guard (`engine.Guard`: the host or the torch backend, both deciding exactly as
+`replay`), and the decision is applied to the wrapped optimizer:
 - **lr_scale** multiplies each group's LR for this step only (the scheduler never sees it);
-- **skip** does not call the inner step at all: parameters *and* optimizer state stay
-  bit-identical (no moment decay, no weight decay);
+- **skip** leaves parameters *and* optimizer state bit-identical (no moment decay, no weight
+  decay);
 - **momentum_scale** damps first moments (`exp_avg`, `momentum_buffer`) before the step;
 - **update_cap** rescales an update whose norm exceeds `cap · ‖θ‖`;
 - **rollback** restores the last known-good snapshot (taken every `snapshot_every` steps
@@ -19,15 +19,18 @@ and the decision is applied to the wrapped optimizer:
 An update with a non-finite gradient is never applied, whatever the spec says
 (`safety_skip` in the trace marks the steps where the actuator overrode the decision).
 
+One `step()` for both backends (`decide_on`): telemetry, update ratio, cap, snapshots,
+rollback, skip batches, stop and the trace are one code path; only *how* a decision is
+applied differs. On the host (numba backend; free on CPU, any wrapped optimizer) a decision
+is a Python value and applying it is a branch. On the device (torch backend; AdamW, chosen
+by `auto` on a GPU) a decision is a 0-d tensor and applying it is arithmetic: the AdamW
+kernel takes a 0/1 step factor (`adamw.adamw_step`), rollback and snapshots are
+`torch.where` between live and saved tensors, so `step()` never waits for the host.
+Rows reach the host only when read (`trace()`, `last_row()`, `should_stop`,
+`take_skip_batches()`), outside `step()`.
+
 Under `torch.distributed`, loss and gradient norm are all-reduced before the decision, so
 every rank reaches the same regime.
-
-Where decisions are taken (`decide_on`): on CPU the host engine (`OnlineGuard`, numba) costs
-nothing and supports any wrapped optimizer. On a GPU with AdamW the device engine
-(`TensorGuard`) keeps every decision a tensor and applies it through `adamw.adamw_step`
-with a 0/1 step factor, so no step waits for the host; telemetry reaches the host in
-batches. Rollback there is a `torch.where` between live and snapshot tensors (one extra
-pass over parameters and state per step when the spec has a rollback regime).
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections import OrderedDict
 from typing import Any
 
 import pandas as pd
@@ -43,9 +45,11 @@ import torch
 import torch.distributed as dist
 
 from lbw_sim.guard.adamw import adamw_step
-from lbw_sim.guard.device import TensorGuard
-from lbw_sim.guard.engine import Decision, OnlineGuard
+from lbw_sim.guard.engine import Decision, Guard, OnlineGuard, StepLog
+from lbw_sim.guard.shell import WrappedOptimizer
 from lbw_sim.guard.spec import GuardSpec
+from lbw_sim.guard.torch_backend import TensorGuard, TensorLog
+from lbw_sim.traces.schema import ACTUATOR_COLUMNS
 
 MOMENTUM_KEYS = ("exp_avg", "momentum_buffer")
 
@@ -65,28 +69,38 @@ class UpdateCap:
         self.buf: list[torch.Tensor] | None = None
         self.p_norm: torch.Tensor | None = None
 
-    def before(self, params: list[torch.Tensor]) -> None:
+    def before(self, params: list[torch.Tensor], apply: bool | torch.Tensor = True) -> None:
+        """Copy θ; ‖θ‖ is refreshed on every `refresh`-th applied update. On the host this is
+        called only for applied updates; on the device every step, with `apply` a tensor."""
         if self.buf is None or len(self.buf) != len(params):
             self.buf = [p.detach().clone() for p in params]
         else:
             torch._foreach_copy_(self.buf, [p.detach() for p in params])
-        if self.p_norm is None or self.calls % self.refresh == 0:
-            self.p_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self.buf)))
-        self.calls += 1
+        if not torch.is_tensor(apply):
+            if self.p_norm is None or self.calls % self.refresh == 0:
+                self.p_norm = _norm(self.buf)
+            self.calls += 1
+            return
+        norm = _norm(self.buf)
+        if not torch.is_tensor(self.calls):   # a fill on the device, not a copy
+            self.calls = torch.full((), self.calls, dtype=torch.int64, device=norm.device)
+        due = (self.calls % self.refresh == 0) & apply
+        self.p_norm = norm if self.p_norm is None else torch.where(due, norm, self.p_norm)
+        self.calls = self.calls + apply.to(torch.int64)
 
     def state_dict(self) -> dict[str, Any]:
         """The refresh phase and the cached ‖θ‖, so a resumed run caps exactly as before."""
         return {"calls": self.calls, "p_norm": self.p_norm}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        self.calls, self.p_norm = int(sd["calls"]), sd["p_norm"]
+        self.calls, self.p_norm = sd["calls"], sd["p_norm"]
 
     def apply(self, params: list[torch.Tensor], cap: float | torch.Tensor,
               on_host: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (‖update‖, factor applied)."""
         with torch.no_grad():
             torch._foreach_sub_(self.buf, params)                      # θ_old - θ_new
-            d_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self.buf)))
+            d_norm = _norm(self.buf)
             factor = torch.clamp(cap * self.p_norm / (d_norm + 1e-12), max=1.0)
             if on_host:
                 f = float(factor)
@@ -98,13 +112,22 @@ class UpdateCap:
         return d_norm, factor
 
 
+def _norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+
+
 def reads_update_ratio(spec: GuardSpec) -> bool:
     """Whether a signal reads `update_ratio`: then every applied update is measured (with an
     infinite cap where the regime has none). Decided once per spec, not per step."""
     return any(s.source == "update_ratio" for s in spec.signals.values())
 
 
-class GuardedOptimizer(torch.optim.Optimizer):
+def _not(x: Any) -> Any:
+    """Logical not of a host bool or a bool tensor."""
+    return (not x) if isinstance(x, bool) else ~x
+
+
+class GuardedOptimizer(WrappedOptimizer):
     """Drop-in wrapper: `step(loss=…)`, `zero_grad()`, `param_groups`, `state_dict()`, `trace()`.
 
     It is a `torch.optim.Optimizer` (so LR schedulers and trainers accept it) that shares
@@ -114,46 +137,36 @@ class GuardedOptimizer(torch.optim.Optimizer):
     def __init__(self, optimizer: torch.optim.Optimizer, spec: GuardSpec | None = None, *,
                  process_group: Any = None, track_norms: bool = False,
                  decide_on: str = "auto"):
-        # Deliberately not Optimizer.__init__: the wrapped optimizer owns params and state.
-        self.defaults = optimizer.defaults
-        for hooks in ("step_pre", "step_post", "state_dict_pre", "state_dict_post",
-                      "load_state_dict_pre", "load_state_dict_post"):
-            setattr(self, f"_optimizer_{hooks}_hooks", OrderedDict())
-        self.optimizer = optimizer
+        super().__init__(optimizer)
         self.spec = spec or GuardSpec.default()
-        self.guard = OnlineGuard(self.spec)
         self.process_group = process_group
         self.track_norms = track_norms
-        self.step_count = 0
-        self.snapshot: dict[str, Any] | None = None
-        self.snapshot_step: int | None = None
-        self.pending_skip_batches = 0
-        self._should_stop = False
-        self.stop_reason = ""
         self.mode = self._choose_mode(decide_on)
-        self.device_guard: TensorGuard | None = None
-        if self.mode == "device":
-            self.device_guard = TensorGuard(self.spec, self._params()[0].device)
-            dev = self._params()[0].device
-            self._pending_dev = torch.zeros((), dtype=torch.int64, device=dev)
-            self._skip_batches = torch.tensor([r.skip_batches for r in self.spec.regimes.values()],
-                                              dtype=torch.int64, device=dev)
+        self.on_device = self.mode == "device"
+        dev = self._params()[0].device
+        self.device = dev
+        self.guard: Guard = (TensorGuard(self.spec, dev) if self.on_device
+                             else OnlineGuard(self.spec))
+        self._nan = torch.full((), math.nan, device=dev)
+        # bools and ints on the host, 0-d tensors on the device
+        self._stop: bool | torch.Tensor = self._flag(False)
+        self.pending_skip_batches: int | torch.Tensor = (
+            torch.zeros((), dtype=torch.int64, device=dev) if self.on_device else 0)
+        self._stop_reason = ""
+        self.snapshot: dict[str, Any] | None = None
         self.last: Decision | None = None
         self._pending_loss: list[torch.Tensor] = []
-        self._extra: dict[str, list] = {"safety_skip": [], "param_norm": [], "wall_time": [],
-                                        "update_norm": [], "update_scale": []}
-        self._cap: tuple[float, float] | None = None
+        self._log = (TensorLog(len(ACTUATOR_COLUMNS) - 1, dev) if self.on_device
+                     else StepLog(len(ACTUATOR_COLUMNS) - 1))   # wall_time is kept apart
+        self._wall: list[float] = []
         self._capper = UpdateCap()
-        # ‖update‖/‖θ‖ of the last applied update (before the cap), seen at the next step;
-        # a 0-d tensor on the device path
-        self._update_ratio: float | torch.Tensor = math.nan
-        self._reads_ratio = reads_update_ratio(self.spec)
-        if self.mode == "device":
-            self._update_ratio = torch.full((), math.nan, device=self._params()[0].device)
+        # ‖update‖/‖θ‖ of the last applied update (before the cap), seen at the next step
+        self._update_ratio: torch.Tensor = self._nan
+        self._set_spec_flags(self.spec)
         self._t0 = time.perf_counter()
 
     def _choose_mode(self, decide_on: str) -> str:
-        """'host' (numba engine, free on CPU) or 'device' (tensor engine, no syncs on GPU)."""
+        """'host' (numba backend, free on CPU) or 'device' (torch backend, no syncs on GPU)."""
         if decide_on not in ("auto", "host", "device"):
             raise ValueError(f"decide_on must be auto, host or device, got {decide_on!r}")
         adamw = type(self.optimizer) is torch.optim.AdamW
@@ -165,21 +178,32 @@ class GuardedOptimizer(torch.optim.Optimizer):
             return "device" if on_gpu and adamw else "host"
         return decide_on
 
+    def _flag(self, value: bool) -> bool | torch.Tensor:
+        return torch.tensor(value, device=self.device) if self.on_device else value
+
+    def _set_spec_flags(self, spec: GuardSpec) -> None:
+        self._reads_ratio = reads_update_ratio(spec)
+        self._has_cap = any(r.update_cap is not None for r in spec.regimes.values())
+        self._has_rollback = any(r.rollback for r in spec.regimes.values())
+
     @property
     def should_stop(self) -> bool:
-        """True once the guard entered a stop regime (on device: reads one flag back)."""
-        if self.device_guard is not None:
-            return bool(self.device_guard.stopped)
-        return self._should_stop
+        """True once the guard entered a stop regime (on the device: reads one flag back)."""
+        return bool(self._stop)
 
-    # --- the torch.optim surface ------------------------------------------------------------
-    @property  # type: ignore[override]
-    def param_groups(self) -> list[dict[str, Any]]:
-        return self.optimizer.param_groups
+    @property
+    def stop_reason(self) -> str:
+        """The stop regime's reason, once the guard stopped the run ('' before)."""
+        if not self._stop_reason and self.should_stop:
+            self._stop_reason = self.guard.stop_reason() or "stopped by the guard"
+        return self._stop_reason
 
-    @property  # type: ignore[override]
-    def state(self) -> Any:
-        return self.optimizer.state
+    @property
+    def snapshot_step(self) -> int | None:
+        """The step of the known-good snapshot a rollback restores (None: none yet)."""
+        if self.snapshot is None or not bool(self.snapshot["valid"]):
+            return None
+        return int(self.snapshot["step"])
 
     def observe_loss(self, loss: torch.Tensor | float) -> None:
         """Hand over a (micro-batch) loss for the next `step()` that is called without one.
@@ -189,41 +213,24 @@ class GuardedOptimizer(torch.optim.Optimizer):
         """
         self._pending_loss.append(torch.as_tensor(loss).detach().float().reshape(()))
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.optimizer.zero_grad(set_to_none=set_to_none)
-
-    def add_param_group(self, group: dict[str, Any]) -> None:
-        self.optimizer.add_param_group(group)
-
     def __repr__(self) -> str:
         return f"GuardedOptimizer({self.optimizer.__class__.__name__}, spec={self.spec.name})"
 
     # --- one guarded step -------------------------------------------------------------------
-    def _params(self) -> list[torch.Tensor]:
-        return [p for g in self.param_groups for p in g["params"]]
-
-    def _grads(self) -> list[torch.Tensor]:
-        return [p.grad for p in self._params() if p.grad is not None]
-
-    def telemetry(self, loss: torch.Tensor | float | None) -> tuple[float, float]:
-        """(loss, gradient norm), all-reduced across ranks when distributed."""
-        grads = self._grads()
-        if not grads:
-            grad_norm = torch.tensor(float("nan"))
+    def telemetry(self, loss: torch.Tensor | float | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, gradient norm) as 0-d tensors, all-reduced across ranks when distributed."""
+        grad_norm = self.grad_norm()
+        if torch.is_tensor(loss):
+            loss_t = loss.detach().reshape(())
         else:
-            norms = torch._foreach_norm(grads, 2.0)
-            if norms[0].dtype != torch.float32 or len({n.dtype for n in norms}) > 1:
-                norms = [n.float() for n in norms]
-            grad_norm = torch.linalg.vector_norm(torch.stack(norms))
+            loss_t = torch.full((), math.nan if loss is None else float(loss),
+                                dtype=torch.float64, device=grad_norm.device)
         if not self._distributed():
-            loss = loss.detach() if torch.is_tensor(loss) else loss
-            return (float("nan") if loss is None else float(loss)), float(grad_norm)
-        loss_t = torch.as_tensor(float("nan") if loss is None else loss).detach().float()
-        packed = torch.stack([loss_t.to(grad_norm.device).reshape(()), grad_norm.reshape(())])
+            return loss_t, grad_norm
+        packed = torch.stack([loss_t.float().to(grad_norm.device), grad_norm.float()])
         dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=self.process_group)
         packed = packed.double() / dist.get_world_size(self.process_group)
-        values = packed.cpu().tolist()
-        return values[0], values[1]
+        return packed[0], packed[1]
 
     @staticmethod
     def _distributed() -> bool:
@@ -232,40 +239,63 @@ class GuardedOptimizer(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Any = None, *, loss: torch.Tensor | float | None = None) -> Any:
         """Observe this step's loss and gradient, decide, and apply the bounded control."""
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._closure_loss(closure, loss)
         if loss is None and self._pending_loss:
             loss = torch.stack(self._pending_loss).mean()
         self._pending_loss = []
-        if self.device_guard is not None:
-            self._step_device(loss)
-            return loss
-        loss_value, grad_norm = self.telemetry(loss)
-        d = self.guard.observe(self.step_count, loss=loss_value, grad_norm=grad_norm,
-                               lr=float(self.param_groups[0]["lr"]),
-                               update_ratio=self._update_ratio)
+        loss_t, grad_norm = self.telemetry(loss)
+        d = self.guard.observe(self.step_count, loss=loss_t, grad_norm=grad_norm,
+                               lr=self.param_groups[0]["lr"], update_ratio=self._update_ratio)
         self.last = d
-        self._update_ratio = math.nan
-        safety = not d.skip and not math.isfinite(grad_norm)
-        if d.rollback:
-            self._restore()
-            self.pending_skip_batches += d.skip_batches
-        elif not d.skip and not safety:
-            self._apply(d)
-            self._maybe_snapshot(d)
-        if d.stop and not self._should_stop:
-            self._should_stop, self.stop_reason = True, d.reason or f"regime {d.regime}"
-        self._record(d, safety)
+        finite = torch.isfinite(grad_norm)
+        finite = finite if self.on_device else bool(finite)
+        apply = _not(d.skip) & finite
+        self._restore(d.rollback)
+        self.pending_skip_batches = self.pending_skip_batches + d.skip_batches
+        update_norm, update_scale = self._apply(d, apply)
+        if self._has_rollback and self.step_count % self.spec.bounds.snapshot_every == 0:
+            self._snapshot(apply & d.initial)
+        self._stop = self._stop | d.stop
+        self._record(_not(d.skip) & _not(finite), update_norm, update_scale)
         self.step_count += 1
         return loss
 
-    def _apply(self, d: Decision) -> None:
+    def _apply(self, d: Decision, apply: bool | torch.Tensor) -> tuple[Any, Any]:
+        """Apply the update as decided; returns (‖update‖, cap factor), NaN where none.
+
+        The one fork of the step: on the host a branch around the wrapped optimizer's own
+        step; on the device the AdamW kernel with a 0/1 step factor."""
+        params = self._params()
+        if self.on_device:
+            measure = self._reads_ratio or self._has_cap
+            if measure:
+                self._capper.before(params, apply)
+            adamw_step(self.optimizer, lr_scale=d.lr_scale, apply=apply,
+                       momentum_scale=d.momentum_scale)
+        else:
+            measure = apply and (math.isfinite(d.update_cap) or self._reads_ratio)
+            if measure:
+                self._capper.before(params)
+            if apply:
+                self._host_update(d)
+        if not measure:
+            self._update_ratio = self._nan
+            return self._nan, self._nan
+        # an infinite cap only measures: factor 1, nothing rewritten
+        cap = d.update_cap.to(self._capper.buf[0].dtype) if self.on_device else d.update_cap
+        d_norm, factor = self._capper.apply(params, cap, on_host=not self.on_device)
+        ratio = (d_norm / self._capper.p_norm).float()   # float32, alike on both paths
+        self._update_ratio = torch.where(apply, ratio, self._nan) if self.on_device else ratio
+        if self.on_device:
+            return torch.where(apply, d_norm, self._nan), torch.where(apply, factor, self._nan)
+        return d_norm, factor
+
+    def _host_update(self, d: Decision) -> None:
         if d.momentum_scale != 1.0:
-            self._damp_momentum(d.momentum_scale)
-        capped = math.isfinite(d.update_cap) or self._reads_ratio
-        if capped:
-            self._capper.before(self._params())
+            bufs = [s[k] for s in self.optimizer.state.values() for k in MOMENTUM_KEYS
+                    if k in s and torch.is_tensor(s[k])]
+            if bufs:
+                torch._foreach_mul_(bufs, d.momentum_scale)
         base = [g["lr"] for g in self.param_groups]
         for g, lr in zip(self.param_groups, base):
             g["lr"] = lr * d.lr_scale if not torch.is_tensor(lr) else lr.mul(d.lr_scale)
@@ -274,179 +304,144 @@ class GuardedOptimizer(torch.optim.Optimizer):
         finally:
             for g, lr in zip(self.param_groups, base):
                 g["lr"] = lr
-        if capped:   # an infinite cap only measures: factor 1, nothing rewritten
-            d_norm, factor = self._capper.apply(self._params(), d.update_cap, on_host=True)
-            self._cap = (float(d_norm), float(factor))
-            # divided as tensors (float32), like the device path, so both decide alike
-            self._update_ratio = float(d_norm / self._capper.p_norm)
 
-    def _damp_momentum(self, scale: float) -> None:
-        bufs = [s[k] for s in self.optimizer.state.values() for k in MOMENTUM_KEYS
-                if k in s and torch.is_tensor(s[k])]
-        if bufs:
-            torch._foreach_mul_(bufs, scale)
+    # --- snapshots and rollback: one layout, one restore -----------------------------------
+    def _live(self) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
+        """Parameters and their optimizer state, in the snapshot's layout."""
+        params = self._params()
+        return [p.detach() for p in params], [self.optimizer.state.get(p, {}) for p in params]
 
-    # --- snapshots and rollback -------------------------------------------------------------
-    def _maybe_snapshot(self, d: Decision) -> None:
-        every = self.spec.bounds.snapshot_every
-        if d.regime == self.spec.initial and self.step_count % every == 0:
-            state = self.optimizer.state_dict()   # tensors are shared: clone just those
-            state["state"] = {k: {n: v.clone() if torch.is_tensor(v) else copy.deepcopy(v)
-                                  for n, v in s.items()} for k, s in state["state"].items()}
-            self.snapshot = {
-                "params": [p.detach().clone() for p in self._params()],
-                "optimizer": state,
-            }
-            self.snapshot_step = self.step_count
+    def _snapshot(self, good: bool | torch.Tensor) -> None:
+        """Keep θ and the optimizer state as known-good where `good`."""
+        params, states = self._live()
+        clone = lambda v: v.clone() if torch.is_tensor(v) else copy.deepcopy(v)  # noqa: E731
+        if self.snapshot is None or not self.on_device:
+            if self.on_device or good:
+                self.snapshot = {"params": [p.clone() for p in params],
+                                 "state": [{k: clone(v) for k, v in s.items()} for s in states],
+                                 "valid": good if self.on_device else True,
+                                 "step": torch.where(good, self.step_count, -1)
+                                 if self.on_device else self.step_count}
+            return
+        snap = self.snapshot
+        for saved, cur in self._pairs(params, states):
+            saved.copy_(torch.where(good, cur, saved))
+        snap["valid"] = snap["valid"] | good
+        snap["step"] = torch.where(good, self.step_count, snap["step"])
 
-    def _restore(self) -> None:
+    def _pairs(self, params: list[torch.Tensor],
+               states: list[dict[str, Any]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        snap = self.snapshot
+        pairs = list(zip(snap["params"], params))
+        for saved, cur in zip(snap["state"], states):
+            pairs += [(saved[k], cur[k]) for k in saved if torch.is_tensor(saved[k])]
+        return pairs
+
+    def _restore(self, rollback: bool | torch.Tensor) -> None:
+        """Put the snapshot back where `rollback` (and a known-good snapshot exists)."""
         if self.snapshot is None:
             return
-        for p, saved in zip(self._params(), self.snapshot["params"]):
-            p.copy_(saved)
-        self.optimizer.load_state_dict(copy.deepcopy(self.snapshot["optimizer"]))
+        params, states = self._live()
+        if self.on_device:
+            back = rollback & self.snapshot["valid"]
+            for saved, cur in self._pairs(params, states):
+                cur.copy_(torch.where(back, saved, cur))
+        elif rollback:
+            for p, saved, st in zip(self._params(), self.snapshot["params"],
+                                    self.snapshot["state"]):
+                p.detach().copy_(saved)
+                self.optimizer.state.pop(p, None)
+                if st:
+                    self.optimizer.state[p] = {
+                        k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v)
+                        for k, v in st.items()}
 
     def take_skip_batches(self) -> int:
         """Batches the runner should skip now (after a rollback); resets the counter."""
-        if self.device_guard is not None:
-            n = int(self._pending_dev)
-            self._pending_dev.zero_()
-            return n
-        n, self.pending_skip_batches = self.pending_skip_batches, 0
+        n = int(self.pending_skip_batches)
+        self.pending_skip_batches = self.pending_skip_batches * 0
         return n
 
-    # --- the device path --------------------------------------------------------------------
-    def _telemetry_device(self, loss: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        grads = self._grads()
-        dev = self._params()[0].device
-        norms = torch._foreach_norm(grads, 2.0) if grads else []
-        grad_norm = (torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
-                     if grads else torch.full((), float("nan"), device=dev))
-        loss_t = (loss if torch.is_tensor(loss) else
-                  torch.full((), float("nan") if loss is None else float(loss), device=dev))
-        packed = torch.stack([loss_t.detach().float().reshape(()), grad_norm.reshape(())])
-        if self._distributed():
-            dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=self.process_group)
-            packed = packed / dist.get_world_size(self.process_group)
-        return packed[0], packed[1]
-
-    def _step_device(self, loss: Any) -> None:
-        """The whole step as tensor arithmetic: no value is read back to the host."""
-        g = self.device_guard
-        loss_t, grad_norm = self._telemetry_device(loss)
-        d = g.observe(self.step_count, loss=loss_t, grad_norm=grad_norm,
-                      lr=float(self.param_groups[0]["lr"]), update_ratio=self._update_ratio)
-        apply = ~d["skip"] & torch.isfinite(grad_norm)
-        if self.snapshot is not None:
-            self._restore_where(d["rollback"])
-        self._pending_dev += d["rollback"].to(torch.int64) * self._skip_batches[d["regime"]]
-        has_cap = self._reads_ratio or self._has_cap()
-        if has_cap:
-            self._capper.before(self._params())
-        adamw_step(self.optimizer, lr_scale=d["lr_scale"], apply=apply,
-                   momentum_scale=d["momentum_scale"])
-        if has_cap:   # an infinite cap gives factor 1: the update is kept as is
-            d_norm, _ = self._capper.apply(self._params(),
-                                           d["update_cap"].to(self._capper.buf[0].dtype))
-            ratio = (d_norm / self._capper.p_norm).float()
-            self._update_ratio = torch.where(apply, ratio, torch.full_like(ratio, math.nan))
-        if self.step_count % self.spec.bounds.snapshot_every == 0 and self._has_rollback():
-            self._snapshot_where(apply & (d["regime"] == g.c.initial))
-        self.step_count += 1
-
-    def _has_cap(self) -> bool:
-        return any(r.update_cap is not None for r in self.spec.regimes.values())
-
-    def _has_rollback(self) -> bool:
-        return any(r.rollback for r in self.spec.regimes.values())
-
-    def _state_tensors(self) -> list[torch.Tensor]:
-        return [t for p in self._params() for t in self.optimizer.state.get(p, {}).values()
-                if torch.is_tensor(t)]
-
-    def _snapshot_where(self, good: torch.Tensor) -> None:
-        current = [p.detach() for p in self._params()] + self._state_tensors()
-        if self.snapshot is None:
-            self.snapshot = {"tensors": [t.clone() for t in current]}
-            return
-        for saved, cur in zip(self.snapshot["tensors"], current):
-            saved.copy_(torch.where(good, cur, saved))
-
-    def _restore_where(self, rollback: torch.Tensor) -> None:
-        current = [p.detach() for p in self._params()] + self._state_tensors()
-        for saved, cur in zip(self.snapshot["tensors"], current):
-            cur.copy_(torch.where(rollback, saved, cur))
-
     # --- records ----------------------------------------------------------------------------
-    def _record(self, d: Decision, safety: bool) -> None:
-        e = self._extra
-        e["safety_skip"].append(safety)
-        norm, scale = self._cap if self._cap is not None else (float("nan"), float("nan"))
-        self._cap = None
-        e["update_norm"].append(norm)
-        e["update_scale"].append(scale)
-        e["wall_time"].append(time.perf_counter() - self._t0)
-        if self.track_norms:
-            params = self._params()
-            e["param_norm"].append(float(torch.linalg.vector_norm(
-                torch.stack(torch._foreach_norm(params)))))
+    def _record(self, safety: Any, update_norm: Any, update_scale: Any) -> None:
+        pn = _norm(self._params()) if self.track_norms else self._nan
+        if self.on_device:
+            self._log.append(torch.stack([safety, pn, update_norm, update_scale]).double())
         else:
-            e["param_norm"].append(float("nan"))
+            self._log.append([float(safety), float(pn), float(update_norm),
+                              float(update_scale)])
+        self._wall.append(time.perf_counter() - self._t0)
+
+    def _actuator(self, m: Any) -> dict[str, Any]:
+        cols = [c for c in ACTUATOR_COLUMNS if c != "wall_time"]
+        out = {c: m[:, i] for i, c in enumerate(cols)}
+        out["safety_skip"] = out["safety_skip"].astype(bool)
+        return out
 
     def trace(self) -> pd.DataFrame:
         """Telemetry and decisions of every step so far, in the canonical trace schema."""
-        if self.device_guard is not None:
-            return self.device_guard.trace()
         df = self.guard.trace()
-        for key, values in self._extra.items():
-            if len(values) == len(df):
-                df[key] = values
+        extra = self._actuator(self._log.matrix())
+        extra["wall_time"] = self._wall
+        for col in ACTUATOR_COLUMNS:
+            if len(extra[col]) == len(df):
+                df[col] = extra[col]
         return df.dropna(axis=1, how="all")
+
+    def last_row(self) -> dict[str, Any]:
+        """The latest step's trace row as host values (on the device: reads it back)."""
+        row = self.guard.last_row()
+        if not row:
+            return row
+        extra = self._actuator(self._log.matrix(last=True))
+        row.update({k: v[0].item() for k, v in extra.items()}, wall_time=self._wall[-1],
+                   clipped=False)
+        return row
 
     # --- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The wrapped optimizer's state plus the guard's, so a resumed run continues exactly."""
         return {
             "optimizer": self.optimizer.state_dict(),
+            "decide_on": self.mode,
             "guard": self.guard.state_dict(),
             "step_count": self.step_count,
             "pending_skip_batches": self.pending_skip_batches,
-            "should_stop": self._should_stop,
-            "device_guard": (self.device_guard.state_dict() if self.device_guard is not None
-                             else None),
-            "stop_reason": self.stop_reason,
+            "stop": self._stop,
+            "stop_reason": self._stop_reason,
             "snapshot": copy.deepcopy(self.snapshot),
-            "snapshot_step": self.snapshot_step,
             "update_ratio": self._update_ratio,
             "capper": self._capper.state_dict(),
-            "extra": {k: list(v) for k, v in self._extra.items()},
+            "actuator": self._log.state_dict(),
+            "wall_time": list(self._wall),
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
+        if sd.get("decide_on") != self.mode:
+            raise ValueError(f"this state was saved with decide_on={sd.get('decide_on')!r}; "
+                             f"this optimizer decides on {self.mode!r}")
         self.optimizer.load_state_dict(sd["optimizer"])
         self.guard.load_state_dict(sd["guard"])
         self.spec = self.guard.spec
-        self._reads_ratio = reads_update_ratio(self.spec)
+        self._set_spec_flags(self.spec)
         self.step_count = int(sd["step_count"])
-        self.pending_skip_batches = int(sd["pending_skip_batches"])
-        self._should_stop = bool(sd["should_stop"])
-        if self.device_guard is not None and sd.get("device_guard") is not None:
-            self.device_guard.load_state_dict(sd["device_guard"])
-        self.stop_reason = str(sd["stop_reason"])
-        self.snapshot = sd["snapshot"]
-        self.snapshot_step = sd["snapshot_step"]
-        if "capper" in sd:
-            self._capper.load_state_dict(sd["capper"])
-        ratio = sd.get("update_ratio", math.nan)
-        self._update_ratio = (ratio.to(self._params()[0].device) if torch.is_tensor(ratio)
-                              else float(ratio))
-        self._extra = {k: list(v) for k, v in sd.get("extra", self._extra).items()}
+        move = lambda v: v.to(self.device) if torch.is_tensor(v) else v  # noqa: E731
+        self.pending_skip_batches = move(sd["pending_skip_batches"])
+        self._stop, self._stop_reason = move(sd["stop"]), str(sd["stop_reason"])
+        snap = sd["snapshot"]
+        if snap is not None:
+            snap = {"params": [move(p) for p in snap["params"]],
+                    "state": [{k: move(v) for k, v in s.items()} for s in snap["state"]],
+                    "valid": move(snap["valid"]), "step": move(snap["step"])}
+        self.snapshot = snap
+        self._capper.load_state_dict(sd["capper"])
+        self._update_ratio = move(sd["update_ratio"])
+        self._log.load_state_dict(sd["actuator"])
+        self._wall = list(sd["wall_time"])
 
     def set_spec(self, spec: GuardSpec) -> None:
-        """Swap the spec mid-run (live edits); takes effect at the next step."""
-        if self.device_guard is not None:
-            raise NotImplementedError("live spec edits run on the host engine "
-                                      "(decide_on='host')")
+        """Swap the spec mid-run (live edits); it decides from the next step on, on either
+        backend, and the trace records each step's `spec_hash`."""
         self.spec = spec
-        self._reads_ratio = reads_update_ratio(spec)
+        self._set_spec_flags(spec)
         self.guard.set_spec(spec)

@@ -20,11 +20,11 @@ import yaml
 from lbw_sim.checks import integer, load_yaml, number, read_config
 from lbw_sim.errors import SpecError
 from lbw_sim.guard import conditions as C
+from lbw_sim.traces.schema import SIGNAL_SOURCES
 
 SIGNAL_KINDS = ("ema", "ema_z", "ratio", "slope", "nonfinite")
-#: Telemetry columns a signal may read (the canonical trace schema's numeric columns).
-TELEMETRY = ("loss", "grad_norm", "lr", "update_norm", "param_norm", "update_ratio",
-             "val_loss")
+#: Telemetry columns a signal may read (declared with the trace schema).
+TELEMETRY = SIGNAL_SOURCES
 ANY = "*"
 
 

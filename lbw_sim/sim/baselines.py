@@ -7,15 +7,16 @@ treats them alike:
     loss = model(x, y)[1]; loss.backward()
     arm.step(loss=loss); arm.zero_grad()
     arm.trace()          # step, loss, grad_norm, lr, lr_scale, skipped, clipped
+    arm.last_row()       # the latest step as one flat row of host values
     arm.take_skip_batches(), arm.should_stop, arm.set_spec(spec)   # no-ops but for the guard
 
-The guard arm *is* `GuardedOptimizer` (never re-implemented here). Telemetry of the baselines
-stays on the device as 0-d tensors and is read back only by `trace()` / `last_row()`.
+The guard arm *is* `GuardedOptimizer` (never re-implemented here); every arm shares its
+torch.optim shell (`guard.shell.WrappedOptimizer`). Telemetry of the baselines stays on the
+device as 0-d tensors and is read back only by `trace()` / `last_row()`.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
 import pandas as pd
@@ -23,7 +24,9 @@ import torch
 import torch.nn as nn
 
 from lbw_sim.errors import SpecError
+from lbw_sim.guard.adamw import adamw_step
 from lbw_sim.guard.optim import GuardedOptimizer
+from lbw_sim.guard.shell import WrappedOptimizer
 from lbw_sim.guard.spec import GuardSpec
 
 ARMS = ("adamw", "clip", "zclip", "skipstep", "guard")
@@ -50,7 +53,7 @@ def build_optimizer(model: nn.Module, lr: float, *, optimizer: str = "adamw",
                              weight_decay=weight_decay)
 
 
-class Arm(torch.optim.Optimizer):
+class Arm(WrappedOptimizer):
     """Plain optimizer step plus telemetry; subclasses change `_update` only.
 
     Like `GuardedOptimizer` it shares the wrapped optimizer's `param_groups` and `state`.
@@ -60,54 +63,16 @@ class Arm(torch.optim.Optimizer):
     name = "adamw"
 
     def __init__(self, optimizer: torch.optim.Optimizer, *, telemetry: bool = True):
-        # Deliberately not Optimizer.__init__: the wrapped optimizer owns params and state.
-        self.defaults = optimizer.defaults
-        for hooks in ("step_pre", "step_post", "state_dict_pre", "state_dict_post",
-                      "load_state_dict_pre", "load_state_dict_post"):
-            setattr(self, f"_optimizer_{hooks}_hooks", OrderedDict())
-        self.optimizer = optimizer
+        super().__init__(optimizer)
         self.telemetry = telemetry
-        self.step_count = 0
         self.should_stop = False
         self.stop_reason = ""
         self._log: dict[str, list] = {k: [] for k in ("step", "loss", "grad_norm", "lr",
                                                       "skipped", "clipped")}
 
-    @property  # type: ignore[override]
-    def param_groups(self) -> list[dict[str, Any]]:
-        return self.optimizer.param_groups
-
-    @property  # type: ignore[override]
-    def state(self) -> Any:
-        return self.optimizer.state
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.optimizer.zero_grad(set_to_none=set_to_none)
-
-    def take_skip_batches(self) -> int:
-        return 0
-
-    def set_spec(self, spec: GuardSpec) -> None:
-        """Baselines have no guard spec; live edits do not apply to them."""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.optimizer.__class__.__name__})"
-
-    def _params(self) -> list[torch.Tensor]:
-        return [p for g in self.param_groups for p in g["params"]]
-
-    def grad_norm(self) -> torch.Tensor:
-        """Global L2 norm of the gradients, on their device (foreach, no sync)."""
-        grads = [p.grad for p in self._params() if p.grad is not None]
-        if not grads:
-            return torch.tensor(float("nan"))
-        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)))
-
     @torch.no_grad()
     def step(self, closure: Any = None, *, loss: torch.Tensor | float | None = None) -> Any:
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._closure_loss(closure, loss)
         grad_norm, skipped, clipped = self._update(loss)
         if self.telemetry:
             self._record(loss, grad_norm, skipped, clipped)
@@ -256,41 +221,9 @@ class SkipStepAdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         factor = self.step_factor = self.get_step_factor()
-        keep = factor > 0
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if params:
-                self._group_step(group, params, factor, keep)
+        one = torch.ones((), dtype=torch.float64, device=factor.device)
+        adamw_step(self, lr_scale=one, apply=factor > 0, momentum_scale=one)
         return loss
-
-    def _group_step(self, group: dict, params: list[torch.Tensor], factor: torch.Tensor,
-                    keep: torch.Tensor) -> None:
-        beta1, beta2 = group["betas"]
-        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
-        for p in params:
-            state = self.state[p]
-            if not state:
-                state["step"] = torch.zeros((), device=p.device)
-                state["exp_avg"] = torch.zeros_like(p)
-                state["exp_avg_sq"] = torch.zeros_like(p)
-        grads = [torch.where(keep, p.grad, 0.0) for p in params]
-        m = [self.state[p]["exp_avg"] for p in params]
-        v = [self.state[p]["exp_avg_sq"] for p in params]
-        steps = [self.state[p]["step"] for p in params]
-        torch._foreach_add_(steps, factor)
-        step = steps[0].clamp(min=1.0)
-        if wd:
-            torch._foreach_mul_(params, 1.0 - lr * wd * factor)
-        torch._foreach_mul_(m, 1.0 - (1.0 - beta1) * factor)
-        torch._foreach_add_(m, grads, alpha=1.0 - beta1)
-        torch._foreach_mul_(v, 1.0 - (1.0 - beta2) * factor)
-        torch._foreach_addcmul_(v, grads, grads, value=1.0 - beta2)
-        denom = torch._foreach_sqrt(v)
-        torch._foreach_div_(denom, (1.0 - beta2**step).sqrt())
-        torch._foreach_add_(denom, eps)
-        update = torch._foreach_div(m, denom)
-        torch._foreach_mul_(update, -lr / (1.0 - beta1**step) * factor)
-        torch._foreach_add_(params, update)
 
 
 class SkipStepArm(Arm):
@@ -341,19 +274,3 @@ def make_arm(name: str, model: nn.Module, lr: float, spec: GuardSpec | None = No
         return Arm(inner, telemetry=telemetry, **opts)
     except TypeError as exc:
         raise SpecError(f"arm_options.{name}", str(exc)) from None
-
-
-def last_row(arm: torch.optim.Optimizer) -> dict[str, Any]:
-    """The latest step of any arm as one flat row (the guard's decision columns included)."""
-    if not isinstance(arm, GuardedOptimizer):
-        return arm.last_row()
-    d, h = arm.last, arm.guard.history
-    if d is None:
-        return {}
-    return {"step": d.step, "loss": h["loss"][-1], "grad_norm": h["grad_norm"][-1],
-            "lr": h["lr"][-1], "lr_scale": d.lr_scale, "skipped": d.skip,
-            "safety_skip": bool(arm._extra["safety_skip"][-1]), "clipped": False,
-            "update_scale": arm._extra["update_scale"][-1],
-            "update_ratio": h["update_ratio"][-1],
-            "regime": d.regime, "momentum_scale": d.momentum_scale, "rollback": d.rollback,
-            "stop": d.stop, "transition": d.transition, "cause": d.cause}

@@ -13,6 +13,8 @@ decided that step, so a live edit is visible in the trace. An exception in the w
 the run with status "error" and its message; nothing is lost silently.
 
 `max_rate` caps the steps per second (to watch a run unfold); the training is the same.
+The guarded arm decides where `decide_on` says (default: the scenario's, i.e. auto — the
+torch backend on a GPU, where live spec edits work as on the host).
 A session nobody polls (`touch()`, called by every `snapshot()`) for `idle_timeout` seconds
 stops itself, so a closed browser tab leaves no thread behind.
 """
@@ -95,12 +97,10 @@ class LiveSession:
     def __init__(self, scenario: Scenario | str, lr: float | None = None, *, seed: int = 0,
                  steps: int | None = None, device: str | torch.device = "auto",
                  spec: GuardSpec | None = None, idle_timeout: float | None = None,
-                 max_rate: float | None = None):
+                 max_rate: float | None = None, decide_on: str | None = None):
         sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         self.spec = spec or sc.guard
-        options = {**sc.arm_options, "guard": {**sc.arm_options.get("guard", {}),
-                                               "decide_on": "host"}}  # live edits run on host
-        self.scenario = sc.replace(guard=self.spec, arm_options=options)
+        self.scenario = sc.replace(guard=self.spec)
         self.lr = float(sc.lrs[0] if lr is None else lr)
         self.seed, self.steps = int(seed), int(steps or sc.steps)
         self.device = pick_device(device)
@@ -118,7 +118,8 @@ class LiveSession:
         plain = "adamw" if sc.optimizer.kind == "adamw" else "plain"
         cache: dict = {}
         self.runs = {arm: Run(self.scenario, name, self.lr, self.seed, self.device,
-                              steps=self.steps, stop_event=self.stop_event, cache=cache)
+                              steps=self.steps, stop_event=self.stop_event, cache=cache,
+                              decide_on=decide_on)
                      for arm, name in zip(ARMS, ("guard", plain))}
         self.thread = threading.Thread(target=self._work, daemon=True,
                                        name=f"{THREAD_PREFIX}-{next(_ids)}")

@@ -15,8 +15,11 @@ perturbation) is non-finite or, after the warm-up, exceeds `divergence.factor` (
 times the loss of step 0. A run whose model loss stays non-finite for
 `divergence.stop_after_nonfinite` steps is cut short: its weights never recover.
 
-Each step's row is read back to the host as it is made (one sync per step on a GPU: cheap
-for these small models, and what a live chart needs anyway).
+Each step's row is read back to the host after the arm's `step()` (`arm.last_row()`, with
+`take_skip_batches()` and `should_stop`): a few small reads per step on a GPU, outside the
+guarded step itself (which adds no sync), cheap for these small models and what a live
+chart needs anyway. On CUDA the guard arm decides on the device (`decide_on="auto"`);
+`decide_on="device"` forces the torch backend on the CPU too (how the tests exercise it).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import torch
 import torch.nn as nn
 
 from lbw_sim.guard.spec import GuardSpec
-from lbw_sim.sim.baselines import last_row, make_arm
+from lbw_sim.sim.baselines import make_arm
 from lbw_sim.sim.data import (
     ArrayBatches,
     Batches,
@@ -50,12 +53,11 @@ from lbw_sim.sim.device import pick_device
 from lbw_sim.sim.faults import FaultSchedule, LRSpike
 from lbw_sim.sim.scenarios import ArmSpec, Scenario, load_scenario
 from lbw_sim.traces.recorder import TraceRecorder
+from lbw_sim.traces.schema import GUARD_RUN_COLUMNS, RUN_COLUMNS
 
-#: Columns of every cell's trace; the guard arm adds GUARD_TRACE_COLUMNS.
-TRACE_COLUMNS = ["step", "batch", "loss", "model_loss", "grad_norm", "lr", "lr_scale",
-                 "skipped", "clipped", "val_loss", "fault", "wall_time"]
-GUARD_TRACE_COLUMNS = ["regime", "momentum_scale", "update_scale", "update_ratio", "rollback",
-                       "stop", "safety_skip", "transition", "cause"]
+#: Columns of every cell's trace; the guard arm adds GUARD_TRACE_COLUMNS (see traces.schema).
+TRACE_COLUMNS = list(RUN_COLUMNS)
+GUARD_TRACE_COLUMNS = list(GUARD_RUN_COLUMNS)
 SUMMARY_COLUMNS = ["arm", "lr", "seed", "final_train_loss", "final_val_loss", "diverged_step",
                    "interventions", "skips", "rollbacks", "wall_s", "steps_run", "best_loss",
                    "stopped"]
@@ -175,12 +177,18 @@ class Run:
 
     Thread-safe controls: `stop()` (or setting the `stop_event` it was given) ends the
     iteration after the current step; `set_spec(spec)` swaps the guard spec before the next
-    step. After iteration, `arm`, `task` and `stop_reason` stay available.
+    step. After iteration, `arm`, `task` and `stop_reason` stay available. `decide_on`
+    (auto, host, device) says where the guard arm decides; None keeps the scenario's
+    `arm_options.guard.decide_on` (default auto: the torch backend on a GPU).
     """
 
     def __init__(self, scenario: Scenario, arm: str | ArmSpec, lr: float, seed: int = 0,
                  device: str | torch.device = "auto", *, steps: int | None = None,
-                 stop_event: threading.Event | None = None, cache: dict | None = None):
+                 stop_event: threading.Event | None = None, cache: dict | None = None,
+                 decide_on: str | None = None):
+        if decide_on is not None:
+            guard = {**scenario.arm_options.get("guard", {}), "decide_on": decide_on}
+            scenario = scenario.replace(arm_options={**scenario.arm_options, "guard": guard})
         self.scenario = scenario
         self.arm_spec = arm if isinstance(arm, ArmSpec) else ArmSpec.parse(arm, "arm")
         self.lr, self.seed = float(lr), int(seed)
@@ -246,7 +254,7 @@ class Run:
             faults.perturb_grads(params, batch_idx, gen)
             arm.step(loss=loss.detach())
             offset += arm.take_skip_batches()
-            row = last_row(arm)
+            row = self._row(arm)
             row.update(step=step, batch=batch_idx, model_loss=float(model_loss.detach()),
                        fault=label, wall_time=time.perf_counter() - t0, val_loss=math.nan)
             bad_run = 0 if math.isfinite(row["model_loss"]) else bad_run + 1
@@ -261,6 +269,13 @@ class Run:
             if self.stop_reason:
                 return
 
+    def _row(self, arm: torch.optim.Optimizer) -> dict[str, Any]:
+        """The arm's latest step, restricted to the runner's columns."""
+        full = arm.last_row()
+        columns = TRACE_COLUMNS + (GUARD_TRACE_COLUMNS if self.arm_spec.name == "guard"
+                                   else [])
+        return {c: full[c] for c in columns if c in full}
+
     def _apply_pending(self, arm: torch.optim.Optimizer) -> None:
         with self._lock:
             spec, self._pending = self._pending, None
@@ -270,11 +285,12 @@ class Run:
 
 def iter_run(scenario: Scenario | str, arm: str | ArmSpec, lr: float | None = None,
              seed: int = 0, device: str | torch.device = "auto", *,
-             stop_event: threading.Event | None = None, steps: int | None = None) -> Run:
+             stop_event: threading.Event | None = None, steps: int | None = None,
+             decide_on: str | None = None) -> Run:
     """A `Run` to iterate: one dict per step (see TRACE_COLUMNS); `run.set_spec` between steps."""
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     return Run(sc, arm, sc.lrs[0] if lr is None else lr, seed, device, steps=steps,
-               stop_event=stop_event)
+               stop_event=stop_event, decide_on=decide_on)
 
 
 # --- summaries --------------------------------------------------------------------------------

@@ -39,7 +39,30 @@ GUARD_COLUMNS: dict[str, tuple[str, str]] = {
     "stop": ("bool", "the guard asks the run to stop"),
     "transition": ("string", "name of the transition that fired at this step ('' if none)"),
     "cause": ("string", "signal values and thresholds that made the transition fire"),
+    "safety_skip": ("bool", "the actuator withheld an update with a non-finite gradient that "
+                    "the guard did not skip"),
+    "spec_hash": ("string", "content hash of the spec that decided this step"),
 }
+
+#: Telemetry a guard signal may read: numeric and known before the step is decided.
+SIGNAL_SOURCES: tuple[str, ...] = ("loss", "grad_norm", "lr", "update_norm", "param_norm",
+                                   "update_ratio", "val_loss")
+#: What the regime walk decides per row, in trace order (written by `engine.annotate`).
+DECISION_COLUMNS: tuple[str, ...] = ("regime", "lr_scale", "skipped", "momentum_scale",
+                                     "update_cap", "rollback", "stop", "transition", "cause")
+#: What `GuardedOptimizer` adds per step: how the decision was applied.
+ACTUATOR_COLUMNS: tuple[str, ...] = ("safety_skip", "param_norm", "wall_time", "update_norm",
+                                     "update_scale")
+#: The runner's row for every arm (`batch`: batch index after rollbacks' skips, `model_loss`:
+#: loss before injected faults, `clipped`: the arm clipped the gradient, `fault`: active
+#: fault kinds) ...
+RUN_COLUMNS: tuple[str, ...] = ("step", "batch", "loss", "model_loss", "grad_norm", "lr",
+                                "lr_scale", "skipped", "clipped", "val_loss", "fault",
+                                "wall_time")
+#: ... and what the guard arm adds to it.
+GUARD_RUN_COLUMNS: tuple[str, ...] = ("regime", "momentum_scale", "update_scale",
+                                      "update_ratio", "rollback", "stop", "safety_skip",
+                                      "transition", "cause")
 
 
 def canonicalize(df: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,351 @@
+"""The torch backend of the guard: the engine's step on device tensors, no host syncs.
+
+`TensorGuard` has the interface of the host backend (`engine.OnlineGuard`): `observe` ->
+`Decision`, `trace`, `last_row`, `set_spec`, `state_dict`. It runs the same three stages —
+signals, conditions, walk — but every value stays a tensor on the training device, so a
+CUDA training loop never waits for the host. The arithmetic follows `signals.signal_kernel`
+and `engine.walk_kernel` operation for operation (float64); tests/test_parity.py holds the
+two backends equal decision by decision over generated specs and telemetry.
+
+Each step's row (same layout as the host backend's log) is stacked on the device; rows are
+copied to the host only when read (`trace`, `last_row`, `state_dict`), and the trace is
+built by the engine's one trace builder.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lbw_sim.guard.engine import (
+    B_CONSEC,
+    B_DOWN,
+    B_FRAC,
+    B_HI,
+    B_LO,
+    B_ROLLBACKS,
+    B_UP,
+    B_WINDOW,
+    Compiled,
+    Decision,
+    compile_spec,
+    last_row,
+    log_columns,
+    trace_frame,
+)
+from lbw_sim.guard.signals import KIND_CODE
+from lbw_sim.guard.spec import TELEMETRY, GuardSpec
+
+F64 = torch.float64
+
+
+def _scalar(v: torch.Tensor | float, device: torch.device) -> torch.Tensor:
+    """A 0-d float64 tensor on `device`; Python numbers are filled there, never copied."""
+    if torch.is_tensor(v):
+        return v.detach().to(device=device, dtype=F64).reshape(())
+    return torch.full((), float(v), dtype=F64, device=device)
+
+
+class _SignalState:
+    """One estimator's state as tensors (mean, variance, last/first step, started, prev)."""
+
+    def __init__(self, device: torch.device):
+        z = lambda: torch.zeros((), dtype=F64, device=device)  # noqa: E731
+        self.m, self.v, self.last, self.first, self.prev = z(), z(), z(), z(), z()
+        self.started = torch.zeros((), dtype=torch.bool, device=device)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.m, self.v, self.last, self.first, self.prev, self.started]
+
+
+def signal_step(kind: int, x: torch.Tensor, step: torch.Tensor, half_life: float,
+                warmup: float, clip: float, floor: float, s: _SignalState) -> torch.Tensor:
+    """One observation of one estimator, branch-free (see `signals.signal_kernel`)."""
+    nan = torch.full_like(x, math.nan)
+    finite = torch.isfinite(x)
+    first_obs = finite & ~s.started
+    upd = finite & s.started
+    xs = torch.where(finite, x, s.m)                     # keep NaN out of the arithmetic
+    dt = torch.clamp(step - s.last, min=1.0)
+    a = torch.exp(-(math.log(2.0) / half_life) * dt)
+    warm = (step - s.first) >= warmup
+    v_new = s.v
+    if kind == 0:
+        m_new = a * s.m + (1.0 - a) * xs
+        out, first_out = m_new, xs
+    elif kind == 1:
+        sd = torch.maximum(torch.maximum(torch.sqrt(s.v), floor * torch.abs(s.m)),
+                           torch.full_like(x, 1e-12))
+        out = torch.where(warm, (xs - s.m) / sd, torch.zeros_like(x))
+        xc = torch.clamp(xs, s.m - clip * sd, s.m + clip * sd) if clip > 0 else xs
+        xc = torch.where(warm, xc, xs)
+        d = xc - s.m
+        m_new = s.m + (1.0 - a) * d
+        v_new = a * (s.v + (1.0 - a) * d * d)
+        first_out = torch.zeros_like(x)
+    elif kind == 2:
+        ratio = torch.where(s.m > floor, xs / s.m, torch.full_like(x, math.nan))
+        out = torch.where(warm, ratio, torch.ones_like(x))
+        xc = xs
+        if clip > 1.0:
+            xc = torch.where(warm & (s.m > 0), torch.clamp(xs, s.m / clip, s.m * clip), xs)
+        m_new = a * s.m + (1.0 - a) * xc
+        first_out = torch.ones_like(x)
+    else:
+        g = (xs - s.prev) / dt
+        m_new = torch.where((step - s.first) > dt, a * s.m + (1.0 - a) * g, g)
+        out = torch.where(warm, m_new, torch.zeros_like(x))
+        first_out = torch.zeros_like(x)
+    result = torch.where(first_obs, first_out, torch.where(upd, out, nan))
+    s.m = torch.where(first_obs, xs, torch.where(upd, m_new, s.m))
+    s.v = torch.where(upd, v_new, torch.where(first_obs, torch.zeros_like(x), s.v))
+    s.first = torch.where(first_obs, step, s.first)
+    s.last = torch.where(finite, step, s.last)
+    s.prev = torch.where(finite, xs, s.prev)
+    s.started = s.started | finite
+    return result
+
+
+class TensorLog:
+    """Logged rows as float64 device tensors, stacked in chunks; read back only on demand."""
+
+    def __init__(self, width: int, device: torch.device, chunk: int = 256):
+        self.width, self.device, self.chunk = width, device, chunk
+        self.pending: list[torch.Tensor] = []     # rows not yet stacked
+        self.chunks: list[torch.Tensor] = []      # (chunk, width) on the device
+        self.host: list[np.ndarray] = []          # chunks already read back
+
+    def append(self, row: torch.Tensor) -> None:
+        self.pending.append(row)
+        if len(self.pending) == self.chunk:       # a device op: no sync
+            self.chunks.append(torch.stack(self.pending))
+            self.pending = []
+
+    def __len__(self) -> int:
+        return sum(len(h) for h in self.host) + self.chunk * len(self.chunks) + \
+            len(self.pending)
+
+    def matrix(self, last: bool = False) -> np.ndarray:
+        """The rows on the host (the one synchronisation); `last`: only the latest row."""
+        if last:
+            row = (self.pending[-1] if self.pending else self.chunks[-1][-1] if self.chunks
+                   else None)
+            if row is None:
+                return self.host[-1][-1:] if self.host else np.zeros((0, self.width))
+            return row.reshape(1, -1).cpu().numpy()
+        if self.chunks:
+            self.host += list(torch.cat(self.chunks).cpu().numpy().reshape(
+                len(self.chunks), self.chunk, self.width))
+            self.chunks = []
+        parts = list(self.host)
+        if self.pending:
+            parts.append(torch.stack(self.pending).cpu().numpy())
+        return np.concatenate(parts) if parts else np.zeros((0, self.width))
+
+    def state_dict(self) -> torch.Tensor:
+        return torch.from_numpy(self.matrix().copy())
+
+    def load_state_dict(self, rows: torch.Tensor) -> None:
+        self.host, self.chunks, self.pending = [rows.numpy().copy()], [], []
+
+
+class TensorGuard:
+    """The guard's online step with all state on `device`; `observe` returns tensors."""
+
+    def __init__(self, spec: GuardSpec, device: torch.device | str = "cpu"):
+        self.spec, self.device = spec, torch.device(device)
+        dev = self.device
+        self._nan = torch.full((), math.nan, dtype=F64, device=dev)
+        self._tables(compile_spec(spec))
+        self.sig = {name: _SignalState(dev) for name in spec.signals}
+        zi = lambda: torch.zeros((), dtype=torch.int64, device=dev)  # noqa: E731
+        self.regime = torch.full((), self.compiled.initial, dtype=torch.int64, device=dev)
+        self.entered = torch.zeros((), dtype=F64, device=dev)
+        self.lr_prev = torch.ones((), dtype=F64, device=dev)
+        self.consec, self.wcount, self.wpos, self.n_rb = zi(), zi(), zi(), zi()
+        self.stopped = torch.zeros((), dtype=torch.bool, device=dev)
+        self.runs = torch.zeros(len(self.compiled.trans_names), dtype=torch.int64, device=dev)
+        self.ring = torch.zeros(self.window, dtype=torch.int64, device=dev)
+        self.started = False
+        self._last_step: int | None = None
+        self.segments: list[tuple[Compiled, TensorLog]] = [(self.compiled, self._log())]
+
+    def _tables(self, c: Compiled) -> None:
+        """The compiled spec's tables as device tensors (on creation and on `set_spec`)."""
+        t = lambda a, dtype: torch.as_tensor(np.asarray(a), dtype=dtype,  # noqa: E731
+                                             device=self.device)
+        self.compiled = c
+        self.from_mask, self.to = t(c.from_mask, torch.bool), t(c.to, torch.int64)
+        self.for_, self.dwell = t(c.for_, torch.int64), t(c.dwell, F64)
+        self.reg_lr, self.reg_mom = t(c.reg_lr, F64), t(c.reg_momentum, F64)
+        self.reg_cap = t(c.reg_cap, F64)
+        self.reg_skip, self.reg_rb = t(c.reg_skip, torch.bool), t(c.reg_rollback, torch.bool)
+        self.reg_stop = t(c.reg_stop, torch.bool)
+        self.skip_batches = t([r.skip_batches for r in self.spec.regimes.values()],
+                              torch.int64)
+        self.b = [float(x) for x in c.bounds]
+        self.window = max(int(c.bounds[B_WINDOW]), 1)
+
+    def _log(self) -> TensorLog:
+        return TensorLog(len(log_columns(self.spec)), self.device)
+
+    def _signals(self, step: torch.Tensor, tel: dict[str, torch.Tensor]) -> dict:
+        out = {}
+        for name, sig in self.spec.signals.items():
+            if sig.kind == "nonfinite":
+                sources = (sig.source,) if isinstance(sig.source, str) else sig.source
+                flag = torch.zeros((), dtype=torch.bool, device=self.device)
+                for src in sources:
+                    if src in tel:
+                        flag = flag | ~torch.isfinite(tel[src])
+                out[name] = flag.to(F64)
+                continue
+            x = tel.get(sig.source)
+            if x is None:
+                out[name] = self._nan
+                continue
+            clip = -1.0 if sig.clip is None else float(sig.clip)
+            out[name] = signal_step(KIND_CODE[sig.kind], x, step, float(sig.half_life),
+                                    float(sig.warmup), clip, float(sig.floor), self.sig[name])
+        return out
+
+    @torch.no_grad()
+    def observe(self, step: int, **telemetry: torch.Tensor | float) -> Decision:
+        """Decide step `step` from 0-d telemetry tensors; nothing is read back to the host."""
+        step = int(step)
+        if self._last_step is not None and step <= self._last_step:
+            raise ValueError(f"steps must increase: got {step} after {self._last_step}")
+        self._last_step = step
+        dev, b, c = self.device, self.b, self.compiled
+        tel = {k: _scalar(v, dev) for k, v in telemetry.items()
+               if k in TELEMETRY and v is not None}
+        step_t = torch.full((), float(step), dtype=F64, device=dev)
+        if not self.started:   # as the walk kernel's first row: from the current spec
+            self.entered = step_t
+            self.lr_prev = torch.clamp(self.reg_lr[self.regime], b[B_LO], b[B_HI])
+            self.started = True
+        env = {k: tel.get(k, self._nan) for k in TELEMETRY}
+        signals = self._signals(step_t, tel)
+        env.update(signals)
+        if len(c.trans_names):
+            cond = torch.stack([torch.as_tensor(fn(env), device=dev).reshape(())
+                                for fn in c.conds]).to(torch.bool)
+            self.runs = torch.where(cond, self.runs + 1, torch.zeros_like(self.runs))
+            elig = (self.from_mask[:, self.regime] & (self.runs >= self.for_)
+                    & (self.to != self.regime) & ((step_t - self.entered) >= self.dwell)
+                    & ~self.stopped)
+            fired = elig.any()
+            k = torch.argmax(elig.to(torch.int64))
+            regime = torch.where(fired, self.to[k], self.regime)
+            trans = torch.where(fired, k, torch.full_like(k, -1))
+        else:
+            fired = torch.zeros((), dtype=torch.bool, device=dev)
+            regime, trans = self.regime, torch.full((), -1, dtype=torch.int64, device=dev)
+        self.entered = torch.where(fired, step_t, self.entered)
+        rollback = fired & self.reg_rb[regime] & (self.n_rb < b[B_ROLLBACKS])
+        self.n_rb = self.n_rb + rollback.to(torch.int64)
+        self.stopped = self.stopped | (fired & self.reg_stop[regime])
+        target = torch.clamp(self.reg_lr[regime], b[B_LO], b[B_HI])
+        lr = torch.minimum(torch.maximum(target, self.lr_prev * b[B_DOWN]), self.lr_prev * b[B_UP])
+        lr = torch.clamp(lr, b[B_LO], b[B_HI])
+        skip = (self.reg_skip[regime] & (self.consec < b[B_CONSEC])
+                & ((self.wcount + 1) <= b[B_FRAC] * self.window))
+        skip = skip | rollback | self.stopped
+        skip_i = skip.to(torch.int64)
+        self.wcount = self.wcount + skip_i - self.ring[self.wpos]
+        self.ring = self.ring.index_put((self.wpos.reshape(1),), skip_i.reshape(1))
+        self.wpos = (self.wpos + 1) % self.window
+        self.consec = torch.where(skip, self.consec + 1, torch.zeros_like(self.consec))
+        self.regime, self.lr_prev = regime, lr
+        self.segments[-1][1].append(torch.stack(
+            [step_t, *(env[k] for k in TELEMETRY), regime, trans, lr, skip, rollback,
+             *signals.values()]).to(F64))
+        return Decision(step=step, regime=regime, lr_scale=lr, skip=skip,
+                        momentum_scale=self.reg_mom[regime], update_cap=self.reg_cap[regime],
+                        rollback=rollback, skip_batches=rollback * self.skip_batches[regime],
+                        stop=self.reg_stop[regime], initial=regime == c.initial,
+                        transition=trans)
+
+    def trace(self) -> pd.DataFrame:
+        """Everything observed so far (reads the rows back), as `OnlineGuard.trace`."""
+        return trace_frame([(c, log.matrix()) for c, log in self.segments])
+
+    def last_row(self) -> dict[str, Any]:
+        """The latest step's trace row as host values (one read of one row)."""
+        c, log = self.segments[-1]
+        return last_row(c, log.matrix(last=True))
+
+    def stop_reason(self) -> str:
+        """Why the guard stopped the run ('' while it has not); reads two flags back."""
+        r = int(self.regime)
+        if not (bool(self.stopped) or self.compiled.reg_stop[r]):
+            return ""
+        name = self.compiled.regimes[r]
+        return self.spec.regimes[name].reason or f"regime {name}"
+
+    def set_spec(self, spec: GuardSpec) -> None:
+        """Swap in an edited spec from the next observation, as `OnlineGuard.set_spec`
+        (regime kept by name, unchanged signals keep their state) — with tensor ops only."""
+        dev, old, old_c = self.device, self.spec, self.compiled
+        new_c = compile_spec(spec)
+        self.sig = {name: (self.sig[name] if old.signals.get(name) == sig else
+                           _SignalState(dev)) for name, sig in spec.signals.items()}
+        idx = [old_c.trans_names.index(n) if n in old_c.trans_names else -1
+               for n in new_c.trans_names]
+        if idx:
+            gather = torch.tensor([max(i, 0) for i in idx], dtype=torch.int64, device=dev)
+            keep = torch.tensor([i >= 0 for i in idx], dtype=torch.bool, device=dev)
+            old_runs = self.runs if len(self.runs) else torch.zeros(1, dtype=torch.int64,
+                                                                    device=dev)
+            self.runs = torch.where(keep, old_runs[gather], torch.zeros_like(gather))
+        else:
+            self.runs = torch.zeros(0, dtype=torch.int64, device=dev)
+        mapping = torch.tensor([new_c.regimes.index(r) if r in new_c.regimes else -1
+                                for r in old_c.regimes], dtype=torch.int64, device=dev)
+        new_regime = mapping[self.regime]
+        found = new_regime >= 0
+        self.regime = torch.where(found, new_regime, torch.full_like(new_regime,
+                                                                     new_c.initial))
+        self.entered = torch.where(found, self.entered,
+                                   torch.full_like(self.entered, float(self._last_step or 0)))
+        self.spec = spec
+        window = self.window
+        self._tables(new_c)
+        if self.window != window:
+            self.ring = torch.zeros(self.window, dtype=torch.int64, device=dev)
+            self.wcount, self.wpos = torch.zeros_like(self.wcount), torch.zeros_like(self.wpos)
+        self.segments.append((new_c, self._log()))
+
+    _WALK = ("regime", "entered", "lr_prev", "consec", "wcount", "wpos", "n_rb", "stopped",
+             "runs", "ring")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every tensor of the walk and the estimators, plus the rows logged so far."""
+        return {"spec": self.spec.to_dict(),
+                "walk": {n: getattr(self, n).clone() for n in self._WALK},
+                "signals": {k: s.tensors() for k, s in self.sig.items()},
+                "started": self.started, "last_step": self._last_step,
+                "segments": [{"spec": c.spec.to_dict(), "rows": log.state_dict()}
+                             for c, log in self.segments]}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.spec = GuardSpec.from_dict(sd["spec"])
+        self._tables(compile_spec(self.spec))
+        for name, value in sd["walk"].items():
+            setattr(self, name, value.to(self.device))
+        self.sig = {}
+        for k, values in sd["signals"].items():
+            s = self.sig[k] = _SignalState(self.device)
+            s.m, s.v, s.last, s.first, s.prev, s.started = (v.to(self.device) for v in values)
+        self.started, self._last_step = bool(sd["started"]), sd["last_step"]
+        self.segments = []
+        for i, seg in enumerate(sd["segments"]):
+            last = i == len(sd["segments"]) - 1
+            spec = self.spec if last else GuardSpec.from_dict(seg["spec"])
+            log = TensorLog(len(log_columns(spec)), self.device)
+            log.load_state_dict(seg["rows"])
+            self.segments.append((self.compiled if last else compile_spec(spec), log))
