@@ -5,7 +5,7 @@
 Writes `OUT/guard_trace.csv` (one row per optimizer step: the guard's telemetry and
 decisions; `step` is the 0-based optimizer step) and the Trainer's own `OUT/trainer/`
 (`trainer_state.json` with the guard's columns in `log_history`). `--spike-at K` multiplies
-the gradients of optimizer step K by 1e4 just before the optimizer sees them; the shipped
+the gradients of optimizer step K by 1e4 (every micro-batch's, in backward); the shipped
 default guard needs 50 steps of history before its gradient z-score counts, so pick K ≥ 50.
 """
 
@@ -60,22 +60,28 @@ class MarkovTokens(torch.utils.data.Dataset):
 
 
 class SpikeAt(TrainerCallback):
-    """Multiply the gradients of optimizer step `k` by `factor` (a fault to detect)."""
+    """Multiply the gradients of optimizer step `k` by `factor` as backward computes them (so the
+    Trainer's logged norm and the guard see the same fault)."""
 
     def __init__(self, k: int, factor: float = 1e4):
-        self.k, self.factor = k, factor
+        self.k, self.factor, self.hooks = k, factor, []
 
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
         if state.global_step == self.k:
-            for p in model.parameters():
-                if p.grad is not None:
-                    p.grad.mul_(self.factor)
+            self.hooks = [p.register_hook(lambda g: g * self.factor)
+                          for p in model.parameters() if p.requires_grad]
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        for h in self.hooks:
+            h.remove()
+        self.hooks = []
 
 
 def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
     config = GPT2Config(vocab_size=32, n_positions=16, n_embd=32, n_layer=2, n_head=2,
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0,
+                        eos_token_id=0)
     return GPT2LMHeadModel(config)
 
 
