@@ -50,13 +50,15 @@ def annotated(trace: pd.DataFrame, spec: GuardSpec) -> pd.DataFrame:
     return out
 
 
-def row_metrics(row: pd.Series, spec: GuardSpec, *, skipped: int | None = None
+def row_metrics(row: pd.Series, spec: GuardSpec, *, skipped: int | None = None,
+                telemetry: tuple[str, ...] = ("update_ratio", "update_norm", "param_norm")
                 ) -> dict[str, float]:
     """One step of `annotated()` as loggable floats; NaN values are left out (a missing key
     is normal in a log, a NaN scalar is not everywhere). `skipped` overrides the step's own
-    0/1 with a count over a logging interval."""
+    0/1 with a count over a logging interval; `telemetry` names the guard's telemetry
+    columns to log under their canonical names (those the host's own log lacks)."""
     out: dict[str, float] = {}
-    for col in ("update_ratio", "update_norm", "param_norm"):
+    for col in telemetry:
         if col in row and _finite(row[col]):
             out[col] = float(row[col])
     out[PREFIX + "regime"] = float(regime_index(spec, str(row["regime"])))
