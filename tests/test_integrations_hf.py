@@ -162,3 +162,16 @@ def test_stop_regime_ends_training_with_its_reason(tmp_path, caplog):
     assert trace["regime"].iloc[-1] == "stop" and "rollback" in set(trace["regime"].astype(str))
     for p in trainer.model.parameters():                        # no NaN ever reached a weight
         assert torch.isfinite(p).all()
+
+
+def test_readme_section_runs_as_written(readme_block, tmp_path):
+    from transformers import TrainingArguments
+
+    code = readme_block("Hugging Face Trainer")
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4,
+                             report_to="none", use_cpu=True, disable_tqdm=True,
+                             save_strategy="no", logging_steps=1)
+    ns = {"model": ex.tiny_gpt2(), "args": args, "train_dataset": ex.MarkovTokens(12)}
+    exec(code, ns)
+    assert ns["trainer"].state.global_step == 3 and len(ns["trainer"].guard.trace()) == 3
+    assert "guard/regime" in ns["trainer"].state.log_history[0]

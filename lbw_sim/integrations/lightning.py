@@ -7,8 +7,9 @@ How it sits in Lightning's loop (lightning 2.6):
 - **optimizer** (automatic optimization): at `on_fit_start` — after `configure_optimizers`,
   before a checkpoint's optimizer state is restored — each of the strategy's optimizers is
   wrapped in a `GuardedOptimizer`; schedulers keep working (they share `param_groups`).
-  Under manual optimization the module's own `GuardedOptimizer` (README recipe) is found and
-  only logged and watched.
+  Under manual optimization the module returns a `ClosureGuard` itself and calls
+  `self.optimizers().step(loss=loss)` (Lightning's wrapper counts the step, and its no-op
+  closure does not replace the loss); the callback then only logs and watches.
 - **loss**: `on_before_backward` sees each micro-batch's loss divided by
   `accumulate_grad_batches` (and multiplied by the AMP scale); undone, it goes to
   `observe_loss`, so the guard decides on the mean micro-batch loss. Lightning calls
@@ -35,7 +36,6 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lbw_sim.guard.optim import GuardedOptimizer
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.integrations import metrics
-
 
 #: Lightning logs none of the guard's telemetry itself (the module logs its own loss)
 LOGGED_TELEMETRY = ("grad_norm", "update_ratio", "update_norm", "param_norm")
