@@ -175,3 +175,14 @@ def test_readme_section_runs_as_written(readme_block, tmp_path):
     exec(code, ns)
     assert ns["trainer"].state.global_step == 3 and len(ns["trainer"].guard.trace()) == 3
     assert "guard/regime" in ns["trainer"].state.log_history[0]
+
+
+def test_the_trainer_clip_in_front_would_hide_the_spike(tmp_path, monkeypatch):
+    """Why the mixin moves `max_grad_norm` behind the guard: with the Trainer's default clip
+    (1.0) in front, this model's norms (about 1.0-1.7) sit at the clip and a 1e4 spike too."""
+    monkeypatch.setattr(ex.GuardedTrainer, "_guard_clips", lambda self: False)
+    trainer = _quiet(ex.make_trainer(tmp_path, 60, spike_at=55))
+    trainer.train()
+    trace = trainer.guard.trace()
+    assert trace["grad_norm"].max() < 1.0 + 1e-4
+    assert (trace["regime"] == "nominal").all()
