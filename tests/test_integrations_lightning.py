@@ -53,7 +53,8 @@ def test_example_leaves_nominal_at_the_spike(tmp_path):
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     """100 steps (4 epochs of 25), a spike at 75, a checkpoint at step 50 (saved on the batch's
-    end: Lightning resumes an `every_n_epochs` checkpoint one batch late, guard or not)."""
+    end: resumed from an `every_n_epochs` checkpoint, the run repeated the epoch's first batch
+    and ran one batch behind)."""
     out = tmp_path_factory.mktemp("pl_full")
     ckpt = ModelCheckpoint(dirpath=str(out / "ckpt"), every_n_train_steps=50, save_top_k=-1,
                            filename="{step}")
