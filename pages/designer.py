@@ -18,6 +18,7 @@ from lbw_sim.guard.diagram import to_dot
 from lbw_sim.guard.editor import spec_from_tables, spec_tables
 from lbw_sim.guard.engine import replay
 from lbw_sim.guard.spec import GuardSpec
+from lbw_sim.integrations.snippets import STACKS, usage
 from lbw_sim.traces.synthetic import EXAMPLES
 from lbw_sim.viz import regime_at, time_in_regime, trace_figure, transitions_table
 from pages.common import load_example, through_app
@@ -182,4 +183,7 @@ info, export = st.columns([3, 1])
 info.caption(f"Spec in use: `{spec.name}` · hash `{spec.hash}`")
 export.download_button("Export YAML", data=spec.to_yaml(), file_name=f"{spec.name}.yaml",
                        mime="application/x-yaml", key="spec_export")
+with st.expander("Use the exported spec in your training loop"):
+    for tab, code in zip(st.tabs(list(STACKS)), usage(f"{spec.name}.yaml").values()):
+        tab.code(code, language="python")
 preview(spec, ss["designer_base"])

@@ -16,3 +16,14 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared is not present on this machine")
     return SHARED
+
+
+@pytest.fixture
+def readme_block():
+    """`readme_block("Lightning")`: the first python block under the README heading `### Lightning`,
+    so a test can run the README's code as written."""
+    def block(title: str) -> str:
+        text = (ROOT / "README.md").read_text(encoding="utf-8")
+        section = text.split(f"\n### {title}\n", 1)[1]
+        return section.split("```python\n", 1)[1].split("\n```", 1)[0]
+    return block
