@@ -12,14 +12,12 @@ from lbw_sim.cli import main
 from lbw_sim.errors import SpecError, TraceError
 from lbw_sim.sim.stress import (
     QUICK,
-    STRESS_ARMS,
-    SUMMARY_COLUMNS,
-    Cell,
     arm_spec,
     build_grid,
     mean_lr_scale,
     run_stress,
 )
+from lbw_sim.sim.stress_grid import STRESS_ARMS, SUMMARY_COLUMNS, Cell
 from lbw_sim.sim.stress_job import StressJob
 from lbw_sim.sim.stress_report import (
     OUTPUT_FILES,
@@ -30,8 +28,8 @@ from lbw_sim.sim.stress_report import (
     read_summary,
     report_table,
     worst_ratios,
-    write_outputs,
 )
+from lbw_sim.viz.stress import write_report
 
 torch.set_num_threads(1)
 #: A grid that trains in about a second per arm: 20 steps of a 1-layer, width-16 GPT.
@@ -46,7 +44,7 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("stress") / "tiny"
     grid = build_grid(overrides=TINY)
     result = run_stress(grid, out, workers=2, progress=False)  # the CLI's process pool
-    write_outputs(result, out)
+    write_report(result, out)
     return grid, result, out
 
 

@@ -7,13 +7,14 @@ import os
 import pytest
 
 from lbw_sim.errors import SpecError, TraceError
-from lbw_sim.guard.bands import bands
-from lbw_sim.guard.editor import section_of, spec_from_tables, spec_tables
+from lbw_sim.guard.analysis import regime_at
 from lbw_sim.guard.engine import replay
 from lbw_sim.guard.spec import GuardSpec
+from lbw_sim.studio.bands import bands
+from lbw_sim.studio.editor import section_of, spec_from_tables, spec_tables
+from lbw_sim.studio.uploads import read_upload
 from lbw_sim.traces.synthetic import EXAMPLES, example
-from lbw_sim.traces.uploads import read_upload
-from lbw_sim.viz import regime_at, signal_figure, trajectory_figure
+from lbw_sim.viz import signal_figure, trajectory_figure
 
 
 def test_tables_round_trip_the_spec_exactly():
@@ -84,5 +85,6 @@ def test_edge_of_stability_paths_plain_leaves_guard_holds():
     # the guard held the run, and says how (the default spec's update cap binds here)
     assert (guarded["update_scale"] < 1).any() or "intervene" in set(guarded["regime"])
     assert guard_actions(guarded) != "took no action"
-    fig = trajectory_figure(paths, get_landscape(cfg.landscape), frames=10)
+    fig = trajectory_figure(paths, get_landscape(cfg.landscape), GuardSpec.default(),
+                            frames=10)
     assert len(fig.frames) == 10 and fig.layout.sliders
