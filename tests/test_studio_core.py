@@ -73,11 +73,17 @@ def test_examples_and_signal_figure_draw_bands():
 
 def test_edge_of_stability_paths_plain_leaves_guard_holds():
     from lbw_sim.sim.landscapes import get_landscape
-    from lbw_sim.sim.trajectories import PRESETS, guard_actions, run_paths, summarize
+    from lbw_sim.sim.trajectories import PRESETS, guard_actions, run_paths, summarize, verdict
 
     cfg = PRESETS["edge_of_stability"]
     paths = run_paths(cfg)
-    summary = summarize(paths, cfg).set_index(["arm", "lr"])
+    table = summarize(paths, cfg)
+    land = get_landscape(cfg.landscape)
+    held = verdict(table, land.lr_threshold)     # 0.3 only: above 2/lambda
+    assert held.guard_holds and (held.runs, held.plain_lost, held.guarded_lost) == (1, 1, 0)
+    assert 0 < held.plain_steps < cfg.steps
+    assert not verdict(table).guard_holds        # plain holds at 0.1: not every run is lost
+    summary = table.set_index(["arm", "lr"])
     assert summary.loc[("plain", 0.3), "left the window"]
     assert not summary.loc[("guarded", 0.3), "left the window"]
     assert not summary.loc[("plain", 0.1), "left the window"]
