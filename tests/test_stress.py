@@ -41,6 +41,7 @@ TINY = {"steps": 20, "lrs": [1e-2, 1e-1], "seeds": 1, "schedule": {"warmup": 5},
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
+    """The CLI's process pool on a tiny grid: two spawned workers, ~30-45 s (tests: slow)."""
     out = tmp_path_factory.mktemp("stress") / "tiny"
     grid = build_grid(overrides=TINY)
     result = run_stress(grid, out, workers=2, progress=False)  # the CLI's process pool
@@ -87,6 +88,7 @@ def test_lr_matched_lr_is_the_guards_mean_effective_scale_after_warmup():
         build_grid(overrides=TINY, arms=["adamw", "sgd"])
 
 
+@pytest.mark.slow
 def test_tiny_grid_writes_summary_table_and_figures(tiny_run):
     grid, result, out = tiny_run
     summary = pd.read_csv(out / "summary.csv")
@@ -124,6 +126,7 @@ def test_report_ratios_to_adamws_best():
     assert math.isinf(worst.loc["guard", "worst_ratio"]) and worst.loc["guard", "at_lr"] == 0.1
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_cells_and_reruns_a_killed_one(tiny_run):
     grid, _, out = tiny_run
     calls = []
@@ -145,6 +148,7 @@ def test_resume_skips_finished_cells_and_reruns_a_killed_one(tiny_run):
         run_stress(build_grid(overrides={**TINY, "steps": 21}), out, progress=False)
 
 
+@pytest.mark.slow
 def test_one_process_gives_the_same_results_as_the_pool(tiny_run, tmp_path):
     _, pooled, _ = tiny_run
     import torch
@@ -256,6 +260,7 @@ def test_a_tie_on_the_worst_ratio_is_missed_and_named():
                              "rivals' smallest worst ratio 1.650 (adamw)")
 
 
+@pytest.mark.slow
 def test_loaded_results_carry_quiet_fractions_and_curves_stay_in_view(tiny_run):
     from lbw_sim.viz import stress_curves_figure
 
