@@ -86,3 +86,21 @@ def test_diagram_draws_every_regime_in_its_colour():
     dot = to_dot(DEFAULT)
     for name, color in regime_colors(DEFAULT).items():
         assert f'"{name}" [label=' in dot and f'fillcolor="{color}40", color="{color}"' in dot
+
+
+def test_figures_take_regime_colours_from_the_spec():
+    """A `color` set on a regime shows in the bands of the plotly figures and the live charts."""
+    from lbw_sim import viz
+    from lbw_sim.guard.engine import replay
+    from lbw_sim.traces.synthetic import demo_trace
+
+    data = DEFAULT.to_dict()
+    data["regimes"]["skip"]["color"] = "#123abc"
+    spec = GuardSpec.from_dict(data)
+    out = replay(demo_trace()[0], spec)
+    assert (out["regime"] == "skip").any()
+    for fig in (viz.trace_figure(out, spec), viz.controls_figure(out, spec)):
+        assert "#123abc" in {s.fillcolor for s in fig.layout.shapes if s.yref == "paper"}
+    bands = viz.live_charts(out, out.iloc[:0], spec)[0]["layer"][0]["encoding"]["color"]["scale"]
+    assert dict(zip(bands["domain"], bands["range"]))["skip"] == "#123abc"
+    assert "#123abc" not in {s.fillcolor for s in viz.trace_figure(out, DEFAULT).layout.shapes}
