@@ -11,11 +11,12 @@ import json
 import statistics
 import time
 
-from lbw_sim.guard.editor import spec_from_tables, spec_tables
+from lbw_sim.guard.analysis import transitions_table
 from lbw_sim.guard.engine import replay
 from lbw_sim.guard.spec import GuardSpec
+from lbw_sim.studio.editor import spec_from_tables, spec_tables
 from lbw_sim.traces.synthetic import Incident, healthy, inject
-from lbw_sim.viz import controls_figure, signal_figure, trace_figure, transitions_table
+from lbw_sim.viz import controls_figure, signal_figure, trace_figure
 
 N = 100_000
 REPEATS = 7
@@ -33,10 +34,10 @@ def one_edit(trace, base: GuardSpec, tables: dict, value: float) -> dict[str, fl
     out = replay(trace, spec, signals=True)
     t2 = time.perf_counter()
     signal_figure(out, spec)
-    controls_figure(out)
+    controls_figure(out, spec)
     transitions_table(out)
     t3 = time.perf_counter()
-    trace_figure(out)
+    trace_figure(out, spec)
     t4 = time.perf_counter()
     marks["spec from tables"] = (t1 - t0) * 1e3
     marks["replay with signals"] = (t2 - t1) * 1e3

@@ -186,7 +186,7 @@ def cmd_stress(args: argparse.Namespace) -> int:
     import torch
 
     from lbw_sim.sim.stress import build_grid, run_stress
-    from lbw_sim.sim.stress_report import write_outputs
+    from lbw_sim.viz.stress import write_report
 
     grid = build_grid(quick=args.quick, text=args.text, seeds=args.seeds)
     out = Path(args.out or Path("runs") / ("stress_quick" if args.quick else "stress"))
@@ -194,7 +194,7 @@ def cmd_stress(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)  # one thread per training process, here and in the workers
     t0 = time.perf_counter()
     result = run_stress(grid, out, workers=workers, progress=not args.quiet)
-    files = write_outputs(result, out)
+    files = write_report(result, out)
     print((out / "table.md").read_text(encoding="utf-8"))
     print(f"{len(result.summary)} cells in {time.perf_counter() - t0:.0f} s with {workers} "
           f"worker(s); wrote {', '.join(f.name for f in files)} in {out}")

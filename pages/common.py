@@ -13,9 +13,10 @@ from pathlib import Path
 import streamlit as st
 
 from lbw_sim.errors import TraceError
+from lbw_sim.guard.analysis import time_in_regime
 from lbw_sim.guard.spec import GuardSpec
+from lbw_sim.studio.uploads import MAX_UPLOAD_BYTES, UploadResult, read_upload
 from lbw_sim.traces.synthetic import EXAMPLES, example
-from lbw_sim.traces.uploads import MAX_UPLOAD_BYTES, UploadResult, read_upload
 
 MAP_TARGETS = ("step", "loss", "grad_norm", "lr", "val_loss")
 ROUTED, WANTED = "_lbw_routed", "_lbw_wanted_page"
@@ -49,6 +50,13 @@ def spec_choice(label: str, key: str, default: int = 0) -> GuardSpec:
     options = ["Default spec", "Designer's spec"]
     choice = st.selectbox(label, options, index=default, key=key)
     return GuardSpec.default() if choice == options[0] else designer_spec()
+
+
+def regime_time_table(out, key: str | None = None) -> None:
+    """The table of time in each regime of an annotated trace, shares as bars."""
+    st.dataframe(time_in_regime(out), hide_index=True, width="stretch", key=key,
+                 column_config={"share": st.column_config.ProgressColumn(
+                     "share", min_value=0.0, max_value=1.0, format="percent")})
 
 
 def upload_widget(key: str) -> UploadResult | None:

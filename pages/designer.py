@@ -14,19 +14,19 @@ import pandas as pd
 import streamlit as st
 
 from lbw_sim.errors import SpecError
+from lbw_sim.guard.analysis import regime_at, transitions_table
 from lbw_sim.guard.diagram import to_dot
-from lbw_sim.guard.editor import spec_from_tables, spec_tables
 from lbw_sim.guard.engine import replay
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.integrations.snippets import STACKS, usage
+from lbw_sim.studio.editor import spec_from_tables, spec_tables
 from lbw_sim.traces.synthetic import EXAMPLES
-from lbw_sim.viz import regime_at, time_in_regime, trace_figure, transitions_table
-from pages.common import load_example, through_app
+from lbw_sim.viz import trace_figure
+from pages.common import load_example, regime_time_table, through_app
 
 through_app(__file__)
 
 ss = st.session_state
-MAX_SPEC_BYTES = 1_000_000
 COLUMNS = {
     "thresholds": {"name": st.column_config.TextColumn("name", required=True),
                    "value": st.column_config.NumberColumn("value", format="%.4g")},
@@ -59,15 +59,8 @@ HELP = {
 
 def import_spec(data: bytes | str, source: str) -> None:
     """Replace the design with an imported spec; a bad file leaves everything as it was."""
-    if len(data) > MAX_SPEC_BYTES:
-        ss["import_error"] = f"{source}: larger than 1 MB, not a guard spec"
-        return
     try:
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
-        spec = GuardSpec.from_json(text) if source.endswith(".json") else GuardSpec.from_yaml(text)
-    except UnicodeDecodeError:
-        ss["import_error"] = f"{source}: not UTF-8 text"
-        return
+        spec = GuardSpec.from_text(data, source)
     except SpecError as exc:
         ss["import_error"] = f"{source}: {exc}"
         return
@@ -116,7 +109,7 @@ def edit_tables(base: GuardSpec) -> tuple[dict[str, pd.DataFrame], dict[str, Any
 
 def rebuild(base: GuardSpec, edited: dict[str, pd.DataFrame], slots: dict) -> GuardSpec:
     """A spec from the tables, or the last valid one with the error shown where it belongs."""
-    from lbw_sim.guard.editor import section_of
+    from lbw_sim.studio.editor import section_of
 
     try:
         spec = spec_from_tables(base, edited)
@@ -146,7 +139,7 @@ def preview(spec: GuardSpec, base: GuardSpec) -> None:
     active = regime_at(out, step)
     left, right = st.columns([3, 1])
     with left:
-        fig = trace_figure(out, height=470)
+        fig = trace_figure(out, spec, height=470)
         fig.add_vline(x=step, line_color="#000", line_width=1)
         st.plotly_chart(fig, width="stretch", key="designer_preview_chart")
         st.caption("The spec being edited, replayed over the example. Bands are the regimes "
@@ -154,9 +147,7 @@ def preview(spec: GuardSpec, base: GuardSpec) -> None:
                    "valid edit re-runs this at once.")
     with right:
         st.markdown("**Time in each regime**")
-        st.dataframe(time_in_regime(out), hide_index=True, width="stretch",
-                     column_config={"share": st.column_config.ProgressColumn(
-                         "share", min_value=0.0, max_value=1.0, format="percent")})
+        regime_time_table(out)
     st.graphviz_chart(to_dot(spec, active=active), width="stretch")
     st.caption(f"State diagram of this spec; at step {step} (the black line above) the guard "
                f"is in **{active}** (thick outline). Double outline = initial regime.")

@@ -2,12 +2,13 @@
 
 import streamlit as st
 
+from lbw_sim.guard.analysis import transitions_table
 from lbw_sim.guard.diagram import to_dot
 from lbw_sim.guard.engine import replay
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.traces.synthetic import demo_trace
-from lbw_sim.viz import demo_figure, time_in_regime, trace_figure
-from pages.common import through_app
+from lbw_sim.viz import demo_figure, trace_figure
+from pages.common import regime_time_table, through_app
 
 through_app(__file__)
 
@@ -30,23 +31,26 @@ st.markdown(
     "with its cause."
 )
 st.subheader("One-click demo: the same run, unguarded and guarded")
+spec = GuardSpec.default()
 if st.button("Run the demo", icon=":material/play_arrow:", type="primary", key="home_demo"):
     from lbw_sim.sim.trajectories import demo_runs
 
     with st.spinner("Training twice on CPU…"):
         st.session_state["home_demo_runs"] = demo_runs()
-runs = st.session_state.get("home_demo_runs")
-if runs is not None:
-    from lbw_sim.sim.trajectories import guard_actions
+demo = st.session_state.get("home_demo_runs")
+if demo is not None:
+    from lbw_sim.sim.trajectories import guard_actions, verdict
 
+    runs, summary = demo
     plain, guarded = (runs[runs["arm"] == a] for a in ("plain", "guarded"))
+    held = verdict(summary)
     left, right = st.columns(2)
-    left.metric("Unguarded", f"diverged at step {int(plain['step'].iloc[-1])}"
-                if len(plain) < len(guarded) else "stable")
+    left.metric("Unguarded", f"diverged at step {held.plain_steps}"
+                if held.plain_lost else "stable")
     left.caption(f"last loss {plain['loss'].iloc[-1]:.3g}")
-    right.metric("Guarded", "held stable" if guarded["loss"].iloc[-1] < 1 else "not held")
+    right.metric("Guarded", "not held" if held.guarded_lost else "held stable")
     right.caption(f"final loss {guarded['loss'].iloc[-1]:.3g}")
-    st.plotly_chart(demo_figure(runs), width="stretch", key="home_demo_chart")
+    st.plotly_chart(demo_figure(runs, spec), width="stretch", key="home_demo_chart")
     st.caption("Gradient descent on a quadratic with curvature 10, the LR warming up to 0.3 — "
                "past the edge of stability 2/λ = 0.2. Unguarded, the loss grows ×4 per step "
                "until the run leaves the plot. The guard (default spec) "
@@ -56,7 +60,6 @@ else:
     st.caption("Trains the same tiny problem twice (about a second on CPU): once plain, once "
                "with the guard above the optimizer.")
 
-spec = GuardSpec.default()
 out, incidents = example_replay()
 st.subheader("The default guard replayed over an example run")
 st.caption(
@@ -64,18 +67,14 @@ st.caption(
     f"{incidents[0].step} and a NaN storm at step {incidents[1].step}. Coloured bands show "
     "the regime the guard was in; the bottom panel is the LR scale it applied (× = skipped)."
 )
-st.plotly_chart(trace_figure(out), width="stretch")
+st.plotly_chart(trace_figure(out, spec), width="stretch")
 left, right = st.columns([3, 2])
 with left:
     st.markdown("**Transitions and their causes**")
-    fired = out.loc[out["transition"] != "", ["step", "transition", "regime", "cause"]]
-    st.dataframe(fired.astype({"transition": str, "regime": str, "cause": str}),
-                 hide_index=True, width="stretch")
+    st.dataframe(transitions_table(out), hide_index=True, width="stretch")
 with right:
     st.markdown("**Time in each regime**")
-    st.dataframe(time_in_regime(out), hide_index=True, width="stretch",
-                 column_config={"share": st.column_config.ProgressColumn(
-                     "share", min_value=0.0, max_value=1.0, format="percent")})
+    regime_time_table(out)
 
 st.subheader(f"Default spec `{spec.name}` · hash `{spec.hash}`")
 st.graphviz_chart(to_dot(spec), width="stretch")

@@ -11,11 +11,12 @@ from __future__ import annotations
 import streamlit as st
 
 from lbw_sim.errors import SpecError
+from lbw_sim.guard.analysis import transitions_table
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.sim.device import DEVICE_CHOICES, pick_device
 from lbw_sim.sim.live import LiveSession, Snapshot, device_label
 from lbw_sim.sim.scenarios import list_scenarios, load_scenario
-from lbw_sim.viz import live_charts, transitions_table
+from lbw_sim.viz import live_charts
 from pages.common import spec_choice, through_app
 
 through_app(__file__)
@@ -139,8 +140,8 @@ def live_view() -> None:
     if snap.steps == 0:
         st.caption("Building the model and data…")
         return
-    for spec in live_charts(snap.guarded, snap.plain):
-        st.vega_lite_chart(spec, width="stretch")
+    for chart in live_charts(snap.guarded, snap.plain, live.spec):
+        st.vega_lite_chart(chart, width="stretch")
     left, right = st.columns([3, 2])
     with left:
         st.markdown("**Guard transitions and their causes**")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from lbw_sim.errors import TraceError
+from lbw_sim.guard.analysis import transitions_table
 from lbw_sim.guard.engine import replay
-from lbw_sim.viz import controls_figure, signal_figure, time_in_regime, transitions_table
-from pages.common import spec_choice, through_app, trace_source
+from lbw_sim.viz import controls_figure, signal_figure
+from pages.common import regime_time_table, spec_choice, through_app, trace_source
 
 through_app(__file__)
 
@@ -42,7 +43,7 @@ st.caption("Each panel is one signal. The shaded strip between the dashed **entr
            "leaves it, so noise inside the band cannot make the guard chatter. Vertical bands "
            "are the regimes the guard was in.")
 st.subheader("Control outputs")
-st.plotly_chart(controls_figure(out), width="stretch", key="regimes_controls")
+st.plotly_chart(controls_figure(out, spec), width="stretch", key="regimes_controls")
 st.caption("LR scale and momentum scale are multipliers on the optimizer's settings (1 = "
            "untouched), moved within the spec's bounds and slew limits; × marks a skipped update.")
 left, right = st.columns([3, 1])
@@ -51,6 +52,4 @@ with left:
     st.dataframe(transitions_table(out), hide_index=True, width="stretch", key="regimes_fired")
 with right:
     st.markdown("**Time in each regime**")
-    st.dataframe(time_in_regime(out), hide_index=True, width="stretch", key="regimes_time",
-                 column_config={"share": st.column_config.ProgressColumn(
-                     "share", min_value=0.0, max_value=1.0, format="percent")})
+    regime_time_table(out, key="regimes_time")

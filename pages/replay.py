@@ -6,12 +6,13 @@ import pandas as pd
 import streamlit as st
 
 from lbw_sim.errors import TraceError
+from lbw_sim.guard.analysis import compare_summary
 from lbw_sim.guard.engine import replay_many
 from lbw_sim.guard.scoring import labels_from_bytes, read_labels, score_replayed
+from lbw_sim.studio.uploads import to_csv_bytes
 from lbw_sim.traces.synthetic import EXAMPLES, example
 from lbw_sim.traces.synthetic import labels as example_labels
-from lbw_sim.traces.uploads import to_csv_bytes
-from lbw_sim.viz import compare_summary, trace_figure
+from lbw_sim.viz import trace_figure
 from pages.common import spec_choice, through_app, trace_source
 
 through_app(__file__)
@@ -47,7 +48,7 @@ figs = []
 for col, name, spec, out in zip(st.columns(len(outs)), names, specs, outs):
     with col:
         st.markdown(f"**{name}: `{spec.name}`** · hash `{spec.hash}`")
-        fig = trace_figure(out, height=520)
+        fig = trace_figure(out, spec, height=520)
         figs.append(fig)
         st.plotly_chart(fig, width="stretch", key=f"replay_chart_{name}")
 st.caption("Loss (nats) and gradient norm (L2) of the log, with the regime each spec was in "

@@ -10,7 +10,8 @@ from __future__ import annotations
 import streamlit as st
 
 from lbw_sim.errors import TraceError
-from lbw_sim.sim.stress import MINI, StressResult
+from lbw_sim.sim.stress import MINI
+from lbw_sim.sim.stress_grid import StressResult
 from lbw_sim.sim.stress_job import StressJob, mini_grid
 from lbw_sim.sim.stress_report import (
     goals,

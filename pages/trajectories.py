@@ -8,9 +8,16 @@ import streamlit as st
 
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.sim.landscapes import get_landscape
-from lbw_sim.sim.trajectories import OPTIMIZERS, PRESETS, PathConfig, run_paths, summarize
+from lbw_sim.sim.trajectories import (
+    OPTIMIZERS,
+    PRESETS,
+    PathConfig,
+    run_paths,
+    summarize,
+    verdict,
+)
 from lbw_sim.viz import trajectory_figure
-from pages.common import designer_spec, through_app
+from pages.common import spec_choice, through_app
 
 through_app(__file__)
 
@@ -34,25 +41,20 @@ optimizer = c2.radio("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index(preset.opti
 lrs = c3.multiselect("Peak learning rates", sorted({*preset.lrs, 0.01, 0.05, 0.1, 0.2, 0.3, 1.0}),
                      default=list(preset.lrs), key=f"traj_lrs_{name}")
 steps = c4.number_input("Steps", 20, 600, preset.steps, step=10, key=f"traj_steps_{name}")
-which = st.radio("Guard spec", ["Default spec", "Designer's spec"], horizontal=True,
-                 key="traj_spec")
-spec = GuardSpec.default() if which == "Default spec" else designer_spec()
+spec = spec_choice("Guard spec", key="traj_spec")
 cfg = dataclasses.replace(preset, optimizer=optimizer, lrs=tuple(sorted(lrs)) or preset.lrs,
                           steps=int(steps))
 land = get_landscape(cfg.landscape)
 paths, summary = paths_for(cfg, spec.to_yaml())
-st.plotly_chart(trajectory_figure(paths, land), width="stretch", key="traj_chart")
+st.plotly_chart(trajectory_figure(paths, land, spec), width="stretch", key="traj_chart")
 st.caption(f"Contours: log10 of the loss of **{name}** (darker = lower); ★ start. LR warm-up: "
            f"{cfg.warmup} steps. A path that stops short left the plot (|p| > {cfg.escape:g}).")
 if name == "edge_of_stability":
-    held = summary[(summary["arm"] == "guarded") & (summary["lr"] > land.lr_threshold)]
-    lost = summary[(summary["arm"] == "plain") & (summary["lr"] > land.lr_threshold)]
-    verdict = ("the guard, with the spec above, holds every run the plain optimizer loses"
-               if len(lost) and lost["left the window"].all()
-               and not held["left the window"].any()
-               else "the guard does not hold every such run with this spec and optimizer")
+    words = ("the guard, with the spec above, holds every run the plain optimizer loses"
+             if verdict(summary, land.lr_threshold).guard_holds
+             else "the guard does not hold every such run with this spec and optimizer")
     st.info(f"Gradient descent on this quadratic diverges once the LR passes 2/λ_max = "
-            f"{land.lr_threshold:g}. Here {verdict}. AdamW divides each step by √v, so its step "
+            f"{land.lr_threshold:g}. Here {words}. AdamW divides each step by √v, so its step "
             "stays near the LR and it hovers inside the basin at any constant LR (0.05–3 tried) "
             "instead of leaving it — which is why this preset uses plain gradient descent (SGD); "
             "switch to AdamW to see that.")

@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -214,9 +215,14 @@ def hostile(draw) -> tuple[str, bytes, bool]:
         name = draw(st.sampled_from(list(VALID)))
         data = VALID[name]
         cut = draw(st.integers(0, len(data) - 1))
-        # a cut JSON document or Parquet file (footer at the end) cannot be valid
-        must_fail = name in ("trainer_state.json", "t.parquet") or cut < 40
-        return name, data[:cut], must_fail
+        # a cut JSON document or Parquet file (footer at the end) cannot be valid, nor a
+        # table cut inside its header; a text log is valid from its first `loss <number>`
+        head = data[:cut]
+        if name == "out.log":
+            must_fail = re.search(rb"loss \d", head) is None
+        else:
+            must_fail = name in ("trainer_state.json", "t.parquet") or cut < 40
+        return name, head, must_fail
     name = draw(st.sampled_from(NAMES))
     if kind == "binary":
         return name, b"\0" + draw(st.binary(min_size=1, max_size=2000)), True

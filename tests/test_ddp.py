@@ -19,6 +19,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not built")
 def test_ranks_take_identical_decisions(tmp_path):
     port = free_port()

@@ -278,11 +278,11 @@ def stress_runs(tmp_path_factory):
     from test_stress import TINY
 
     from lbw_sim.sim.stress import build_grid, run_stress
-    from lbw_sim.sim.stress_report import write_outputs
+    from lbw_sim.viz.stress import write_report
 
     root = tmp_path_factory.mktemp("runs")
     grid = build_grid(overrides=TINY, arms=["adamw", "clip", "guard"])
-    write_outputs(run_stress(grid, root / "tiny", progress=False), root / "tiny")
+    write_report(run_stress(grid, root / "tiny", progress=False), root / "tiny")
     return root
 
 

@@ -140,12 +140,14 @@ def test_recorded_example_replays_to_the_regimes_it_was_recorded_with():
 
 
 def test_regime_bands_shade_the_throttles_not_the_starting_regime():
+    from lbw_sim.guard.palette import regime_colors
     from lbw_sim.traces.synthetic import EXAMPLES, example
-    from lbw_sim.viz import REGIME_COLORS, signal_figure
+    from lbw_sim.viz import signal_figure
 
     trace, _ = example(next(k for k in EXAMPLES if "ratchet" in k))
     out = replay(trace.drop(columns=["regime"]), DEFAULT, signals=True)
     assert (out["regime"] == "throttle_2").mean() > 0.5        # the most common regime
     fills = {s.fillcolor for s in signal_figure(out, DEFAULT).layout.shapes
              if s.type == "rect" and s.yref == "paper"}
-    assert REGIME_COLORS["throttle_2"] in fills and REGIME_COLORS["nominal"] not in fills
+    colors = regime_colors(DEFAULT)
+    assert colors["throttle_2"] in fills and colors["nominal"] not in fills

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -103,9 +105,10 @@ def test_text_file_errors(tmp_path):
     assert ok.vocab_size == 1 and ok.name == "big"
 
 
-def test_shared_text_path_is_a_path_or_none():
-    path = shared_text_path()
-    assert path is None or (path.is_file() and path.name == "tinyshakespeare.txt")
+def test_shared_text_path_finds_tinyshakespeare_in_shared_data():
+    """The file in ../shared/data beside the checkout when it is there, else None."""
+    expected = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+    assert shared_text_path() == (expected if expected.is_file() else None)
 
 
 def test_digits_shapes():

@@ -68,6 +68,7 @@ def test_config_errors_name_the_field():
         MLPConfig(hidden=(0,))
 
 
+@pytest.mark.slow
 def test_tiny_gpt_learns_the_synthetic_source_beyond_unigram(one_thread):
     torch.manual_seed(0)
     src = SyntheticSource(vocab_size=32, order=1, seed=0)

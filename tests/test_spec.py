@@ -118,3 +118,19 @@ def test_edited_specs_round_trip(spike, ratio, calm, lr, for_, dwell):
         "transitions.recovered.min_dwell": dwell})
     assert GuardSpec.from_yaml(spec.to_yaml()) == spec
     assert yaml.safe_load(spec.to_yaml())["thresholds"]["spike_z"] == spike
+
+
+def test_from_text_reads_uploads_and_pastes_as_load_reads_files(default, tmp_path):
+    """One reader behind GuardSpec.load and the designer's import: bytes or text, JSON by
+    name, and every bad input a SpecError."""
+    assert GuardSpec.from_text(default.to_yaml().encode()) == default
+    assert GuardSpec.from_text(default.to_json(), "spec.JSON") == default
+    path = tmp_path / "s.json"
+    path.write_text(default.to_json())
+    assert GuardSpec.load(path) == GuardSpec.from_text(path.read_bytes(), path.name)
+    with pytest.raises(SpecError, match="not valid JSON"):
+        GuardSpec.from_text(default.to_yaml(), "spec.json")
+    with pytest.raises(SpecError, match="not UTF-8 text"):
+        GuardSpec.from_text(b"\xff\xfe name: x")
+    with pytest.raises(SpecError, match="larger than 1 MB"):
+        GuardSpec.from_text("#" * 1_000_001)

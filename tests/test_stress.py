@@ -12,14 +12,12 @@ from lbw_sim.cli import main
 from lbw_sim.errors import SpecError, TraceError
 from lbw_sim.sim.stress import (
     QUICK,
-    STRESS_ARMS,
-    SUMMARY_COLUMNS,
-    Cell,
     arm_spec,
     build_grid,
     mean_lr_scale,
     run_stress,
 )
+from lbw_sim.sim.stress_grid import STRESS_ARMS, SUMMARY_COLUMNS, Cell
 from lbw_sim.sim.stress_job import StressJob
 from lbw_sim.sim.stress_report import (
     OUTPUT_FILES,
@@ -30,8 +28,8 @@ from lbw_sim.sim.stress_report import (
     read_summary,
     report_table,
     worst_ratios,
-    write_outputs,
 )
+from lbw_sim.viz.stress import write_report
 
 torch.set_num_threads(1)
 #: A grid that trains in about a second per arm: 20 steps of a 1-layer, width-16 GPT.
@@ -43,10 +41,11 @@ TINY = {"steps": 20, "lrs": [1e-2, 1e-1], "seeds": 1, "schedule": {"warmup": 5},
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
+    """The CLI's process pool on a tiny grid: two spawned workers, ~30-45 s (tests: slow)."""
     out = tmp_path_factory.mktemp("stress") / "tiny"
     grid = build_grid(overrides=TINY)
     result = run_stress(grid, out, workers=2, progress=False)  # the CLI's process pool
-    write_outputs(result, out)
+    write_report(result, out)
     return grid, result, out
 
 
@@ -89,6 +88,7 @@ def test_lr_matched_lr_is_the_guards_mean_effective_scale_after_warmup():
         build_grid(overrides=TINY, arms=["adamw", "sgd"])
 
 
+@pytest.mark.slow
 def test_tiny_grid_writes_summary_table_and_figures(tiny_run):
     grid, result, out = tiny_run
     summary = pd.read_csv(out / "summary.csv")
@@ -126,6 +126,7 @@ def test_report_ratios_to_adamws_best():
     assert math.isinf(worst.loc["guard", "worst_ratio"]) and worst.loc["guard", "at_lr"] == 0.1
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_cells_and_reruns_a_killed_one(tiny_run):
     grid, _, out = tiny_run
     calls = []
@@ -147,6 +148,7 @@ def test_resume_skips_finished_cells_and_reruns_a_killed_one(tiny_run):
         run_stress(build_grid(overrides={**TINY, "steps": 21}), out, progress=False)
 
 
+@pytest.mark.slow
 def test_one_process_gives_the_same_results_as_the_pool(tiny_run, tmp_path):
     _, pooled, _ = tiny_run
     import torch
@@ -258,6 +260,7 @@ def test_a_tie_on_the_worst_ratio_is_missed_and_named():
                              "rivals' smallest worst ratio 1.650 (adamw)")
 
 
+@pytest.mark.slow
 def test_loaded_results_carry_quiet_fractions_and_curves_stay_in_view(tiny_run):
     from lbw_sim.viz import stress_curves_figure
 

@@ -7,13 +7,14 @@ import os
 import pytest
 
 from lbw_sim.errors import SpecError, TraceError
-from lbw_sim.guard.bands import bands
-from lbw_sim.guard.editor import section_of, spec_from_tables, spec_tables
+from lbw_sim.guard.analysis import regime_at
 from lbw_sim.guard.engine import replay
 from lbw_sim.guard.spec import GuardSpec
+from lbw_sim.studio.bands import bands
+from lbw_sim.studio.editor import section_of, spec_from_tables, spec_tables
+from lbw_sim.studio.uploads import read_upload
 from lbw_sim.traces.synthetic import EXAMPLES, example
-from lbw_sim.traces.uploads import read_upload
-from lbw_sim.viz import regime_at, signal_figure, trajectory_figure
+from lbw_sim.viz import signal_figure, trajectory_figure
 
 
 def test_tables_round_trip_the_spec_exactly():
@@ -72,11 +73,17 @@ def test_examples_and_signal_figure_draw_bands():
 
 def test_edge_of_stability_paths_plain_leaves_guard_holds():
     from lbw_sim.sim.landscapes import get_landscape
-    from lbw_sim.sim.trajectories import PRESETS, guard_actions, run_paths, summarize
+    from lbw_sim.sim.trajectories import PRESETS, guard_actions, run_paths, summarize, verdict
 
     cfg = PRESETS["edge_of_stability"]
     paths = run_paths(cfg)
-    summary = summarize(paths, cfg).set_index(["arm", "lr"])
+    table = summarize(paths, cfg)
+    land = get_landscape(cfg.landscape)
+    held = verdict(table, land.lr_threshold)     # 0.3 only: above 2/lambda
+    assert held.guard_holds and (held.runs, held.plain_lost, held.guarded_lost) == (1, 1, 0)
+    assert 0 < held.plain_steps < cfg.steps
+    assert not verdict(table).guard_holds        # plain holds at 0.1: not every run is lost
+    summary = table.set_index(["arm", "lr"])
     assert summary.loc[("plain", 0.3), "left the window"]
     assert not summary.loc[("guarded", 0.3), "left the window"]
     assert not summary.loc[("plain", 0.1), "left the window"]
@@ -84,5 +91,6 @@ def test_edge_of_stability_paths_plain_leaves_guard_holds():
     # the guard held the run, and says how (the default spec's update cap binds here)
     assert (guarded["update_scale"] < 1).any() or "intervene" in set(guarded["regime"])
     assert guard_actions(guarded) != "took no action"
-    fig = trajectory_figure(paths, get_landscape(cfg.landscape), frames=10)
+    fig = trajectory_figure(paths, get_landscape(cfg.landscape), GuardSpec.default(),
+                            frames=10)
     assert len(fig.frames) == 10 and fig.layout.sliders

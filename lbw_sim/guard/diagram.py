@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from lbw_sim.guard.palette import regime_colors
 from lbw_sim.guard.spec import ANY, GuardSpec
-from lbw_sim.viz import regime_color
 
 
 def _quote(text: str) -> str:
@@ -21,6 +21,7 @@ def to_dot(spec: GuardSpec, active: str | None = None, conditions: bool = False)
     lines = ["digraph guard {", "  rankdir=TB; nodesep=0.35; ranksep=0.45;",
              '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=12];',
              '  edge [fontname="Helvetica", fontsize=9, color="#666666"];']
+    colors = regime_colors(spec)
     for name, r in spec.regimes.items():
         control = [f"lr×{r.lr_scale:g}"]
         if r.skip:
@@ -34,8 +35,8 @@ def to_dot(spec: GuardSpec, active: str | None = None, conditions: bool = False)
         label = _quote(f"{name}\n{', '.join(control)}")
         width = 3 if name == active else 1
         shape = ', peripheries=2' if name == spec.initial else ''
-        lines.append(f'  {_quote(name)} [label={label}, fillcolor="{regime_color(name)}40", '
-                     f'color="{regime_color(name)}", penwidth={width}{shape}];')
+        lines.append(f'  {_quote(name)} [label={label}, fillcolor="{colors[name]}40", '
+                     f'color="{colors[name]}", penwidth={width}{shape}];')
     for t in spec.transitions:
         sources = [r for r in spec.regimes if r != t.to] if ANY in t.source else t.source
         extra = f" ×{t.for_}" if t.for_ > 1 else ""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -26,6 +28,8 @@ SIGNAL_KINDS = ("ema", "ema_z", "ratio", "slope", "nonfinite")
 #: Telemetry columns a signal may read (declared with the trace schema).
 TELEMETRY = SIGNAL_SOURCES
 ANY = "*"
+MAX_SPEC_BYTES = 1_000_000
+_HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class RegimeSpec:
     stop: bool = False
     reason: str = ""
     description: str = ""
+    #: how the studio draws it (a CSS hex colour, `#rrggbb`); empty: read off the controls
+    color: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,11 +124,23 @@ class GuardSpec:
         return cls.from_dict(data)
 
     @classmethod
+    def from_text(cls, data: str | bytes, name: str = "spec.yaml") -> GuardSpec:
+        """A spec from a file's contents (an upload, pasted text): JSON when `name` ends in
+        .json, else YAML. Over 1 MB or not UTF-8 is a SpecError like any malformed spec."""
+        if len(data) > MAX_SPEC_BYTES:
+            raise SpecError("", f"larger than {MAX_SPEC_BYTES // 1_000_000} MB, not a guard spec")
+        if isinstance(data, bytes):
+            try:
+                data = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise SpecError("", "not UTF-8 text") from None
+        return cls.from_json(data) if name.lower().endswith(".json") else cls.from_yaml(data)
+
+    @classmethod
     def load(cls, path: str | Path) -> GuardSpec:
         """Read a spec file (.yaml/.yml/.json); a missing or huge file is a SpecError."""
         path = Path(path)
-        text = read_config(path, "", "a guard spec")
-        return cls.from_json(text) if path.suffix.lower() == ".json" else cls.from_yaml(text)
+        return cls.from_text(read_config(path, "", "a guard spec", MAX_SPEC_BYTES), path.name)
 
     @classmethod
     def default(cls) -> GuardSpec:
@@ -151,9 +169,12 @@ class GuardSpec:
 
     @functools.cached_property
     def hash(self) -> str:
-        """Content hash (12 hex digits) of everything that changes behaviour."""
+        """Content hash (12 hex digits) of everything that changes behaviour (not the
+        description, not the regimes' colours)."""
         data = self.to_dict()
         data.pop("description")
+        for regime in data["regimes"].values():
+            regime.pop("color", None)
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -279,6 +300,11 @@ def _regime(path: str, data: Any) -> RegimeSpec:
             raise SpecError(f"{path}.{key}", f"must be true or false, got {kw[key]!r}")
     if "skip_batches" in kw:
         kw["skip_batches"] = integer(f"{path}.skip_batches", kw["skip_batches"])
+    color = kw.get("color")
+    if color not in (None, "") and not (isinstance(color, str) and _HEX_COLOR.fullmatch(color)):
+        raise SpecError(f"{path}.color", f"must be a CSS hex colour like '#1f77b4', "
+                                         f"got {color!r}")
+    kw["color"] = color or ""
     return RegimeSpec(**kw)
 
 
@@ -385,40 +411,58 @@ def _validate_reachable(spec: GuardSpec) -> None:
 
 
 def _validate_hysteresis(spec: GuardSpec) -> None:
-    """An exit threshold must lie strictly inside the band the entry threshold opened.
-
-    For every regime R, compare each transition into R with each transition out of R:
-    entry `s > a` with exit `s < b` needs b < a; entry `s < a` with exit `s > b` needs b > a.
-    """
-    leaves = {t.name: _band_leaves(t, spec) for t in spec.transitions}
-    for regime in spec.regimes:
-        into = [t for t in spec.transitions if t.to == regime]
-        out = [t for t in spec.transitions if regime in sources_of(t, spec)]
-        for t_in in into:
-            for t_out in out:
-                for s, up_in, a in leaves[t_in.name]:
-                    for s2, up_out, b in leaves[t_out.name]:
-                        if s != s2 or up_in == up_out:
-                            continue
-                        if (up_in and b >= a) or (not up_in and b <= a):
-                            raise SpecError(
-                                f"transitions.{t_out.name}.when",
-                                f"exit threshold {s} {'<' if up_in else '>'} {b:g} is not "
-                                f"{'below' if up_in else 'above'} the entry threshold "
-                                f"{s} {'>' if up_in else '<'} {a:g} of "
-                                f"transitions.{t_in.name} (no hysteresis band)")
+    """An exit threshold must lie strictly inside the band the entry threshold opened:
+    entry `s > a` with exit `s < b` needs b < a; entry `s < a` with exit `s > b` needs b > a."""
+    for _, t_in, c_in, t_out, c_out in hysteresis_pairs(spec):
+        up, a, b, s = c_in.rising, c_in.threshold, c_out.threshold, c_in.signal
+        if (up and b >= a) or (not up and b <= a):
+            raise SpecError(
+                f"transitions.{t_out.name}.when",
+                f"exit threshold {s} {'<' if up else '>'} {b:g} is not "
+                f"{'below' if up else 'above'} the entry threshold "
+                f"{s} {'>' if up else '<'} {a:g} of "
+                f"transitions.{t_in.name} (no hysteresis band)")
 
 
-def _band_leaves(t: TransitionSpec, spec: GuardSpec) -> list[tuple[str, bool, float]]:
-    """(signal, fires-when-high, threshold) for each ordered comparison of a condition."""
+@dataclass(frozen=True)
+class Leaf:
+    """One ordered comparison `signal OP threshold` of a condition, threshold resolved;
+    `rising`: the comparison holds when the signal is high (negations accounted for)."""
+
+    signal: str
+    op: str
+    threshold: float
+    rising: bool
+
+
+def ordered_leaves(t: TransitionSpec, spec: GuardSpec) -> list[Leaf]:
+    """The ordered comparisons (not == / !=) of a transition's condition."""
     tree = C.bind(C.parse(t.when), spec.thresholds)
     out = []
     for c in C.comparisons(tree):
         if c.op in ("==", "!="):
             continue
         up = c.op in (">", ">=")
-        out.append((c.signal, up if c.positive else not up, c.threshold))
+        out.append(Leaf(c.signal, c.op, c.threshold, up if c.positive else not up))
     return out
+
+
+def hysteresis_pairs(spec: GuardSpec
+                     ) -> Iterator[tuple[str, TransitionSpec, Leaf, TransitionSpec, Leaf]]:
+    """(regime, entry transition, entry leaf, exit transition, exit leaf) for every regime,
+    every transition into it and out of it, and every pair of their comparisons on the same
+    signal that fire in opposite directions: the entry/exit thresholds of a hysteresis band.
+    The one loop behind both the spec's hysteresis check and the studio's bands."""
+    leaves = {t.name: ordered_leaves(t, spec) for t in spec.transitions}
+    for regime in spec.regimes:
+        into = [t for t in spec.transitions if t.to == regime]
+        out = [t for t in spec.transitions if regime in sources_of(t, spec)]
+        for t_in in into:
+            for t_out in out:
+                for c_in in leaves[t_in.name]:
+                    for c_out in leaves[t_out.name]:
+                        if c_in.signal == c_out.signal and c_in.rising != c_out.rising:
+                            yield regime, t_in, c_in, t_out, c_out
 
 
 # --- plain-data views -------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
     grid = build_grid(quick=True)                    # 500 steps, 50 warm-up, one seed
     result = run_stress(grid, out_dir="runs/stress_quick", workers=2)
-    write_outputs(result, "runs/stress_quick")       # summary.csv, table.md, two HTML figures
+    viz.stress.write_report(result, "runs/stress_quick")  # summary.csv, table.md, 2 figures
 
 Arms: the scenario's arms (`adamw`, `clip`, `zclip`, `skipstep`, `guard`; `adamw:cosine` is
 called `cosine` here) and the control `lr_matched`, added whenever `guard` is in the grid.
@@ -30,32 +30,32 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
 from lbw_sim.errors import SpecError
 from lbw_sim.sim.scenarios import SCENARIO_DIR, ArmSpec, Scenario
+from lbw_sim.sim.stress_grid import (
+    CURVE_COLUMNS,
+    STRESS_ARMS,
+    Cell,
+    StressGrid,
+    StressResult,
+    atomic_write,
+    read_curves,
+    read_summary,
+    summary_frame,
+    write_summary,
+)
 
 STRESS_YAML = SCENARIO_DIR / "lr_stress.yaml"
-#: Arms in report order; `cosine` and `lr_matched` are the AdamW controls.
-STRESS_ARMS = ("adamw", "clip", "zclip", "skipstep", "guard", "cosine", "lr_matched")
-#: summary.csv starts with these columns (one row per cell); extras follow.
-SUMMARY_COLUMNS = ["arm", "lr", "seed", "final_train_loss", "final_val_loss", "diverged_step",
-                   "interventions", "skips", "wall_s"]
-EXTRA_COLUMNS = ["final_val_ppl", "run_lr", "mean_lr_scale", "rollbacks", "steps_run",
-                 "stopped"]
-CURVE_COLUMNS = ["step", "model_loss", "val_loss", "lr_scale", "skipped"]
-
 #: --quick: a 2-layer GPT on 32-token windows, 500 steps, 50 warm-up, one seed, LRs up to
 #: 1.0 so the grid reaches >= 30x AdamW's best LR (which sits near 1e-2 at this size).
 QUICK = {"steps": 500, "seeds": [1], "schedule": {"warmup": 50}, "eval_every": 50,
@@ -68,52 +68,6 @@ MINI = {"steps": 160, "seeds": [1], "schedule": {"warmup": 20}, "eval_every": 40
         "data": {"order": 1, "n_train": 100_000, "n_val": 10_000},
         "model": {"kind": "gpt", "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32},
         "lrs": [1.0e-2, 1.0e-1, 1.0], "arms": ["adamw", "clip", "guard"]}
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One (arm, lr, seed) of the grid; `lr` is the grid LR, also for `lr_matched`."""
-
-    arm: str
-    lr: float
-    seed: int
-
-    @property
-    def key(self) -> tuple[str, str, int]:
-        return self.arm, f"{self.lr:.6g}", int(self.seed)
-
-    @property
-    def trace_file(self) -> str:
-        return f"{self.arm}_lr{self.lr:g}_seed{self.seed}.csv"
-
-
-@dataclass(frozen=True)
-class StressGrid:
-    """A validated scenario plus the stress arms to run over its LRs and seeds."""
-
-    scenario: Scenario
-    arms: tuple[str, ...]
-
-    def cells(self) -> list[Cell]:
-        """Every cell, LR-major; `lr_matched` after `guard` of the same LR."""
-        sc = self.scenario
-        return [Cell(a, lr, s) for lr in sc.lrs for s in sc.seeds for a in self.arms]
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What two runs must share for their cells to sit in one summary."""
-        sc = self.scenario
-        return {"model": sc.model, "data": _data_id(sc), "optimizer": repr(sc.optimizer),
-                "schedule": repr(sc.schedule), "steps": sc.steps, "batch_size": sc.batch_size,
-                "guard": sc.guard.hash, "eval": [sc.eval_every, sc.eval_batches],
-                "divergence": [sc.divergence_factor, sc.stop_after_nonfinite]}
-
-
-def _data_id(sc: Scenario) -> str:
-    d = sc.data
-    if d.kind != "text":
-        return repr(d)
-    stat = Path(d.path).stat()
-    return f"text:{Path(d.path).name}:{stat.st_size}:{d.val_fraction}"
 
 
 # --- building the grid ------------------------------------------------------------------------
@@ -249,18 +203,6 @@ def _curve(trace: pd.DataFrame) -> pd.DataFrame:
 
 
 # --- the whole grid ---------------------------------------------------------------------------
-
-@dataclass
-class StressResult:
-    """A grid's summary (one row per cell) and, where known, the per-step curves."""
-
-    grid: StressGrid | None
-    summary: pd.DataFrame
-    curves: pd.DataFrame = field(default_factory=lambda: pd.DataFrame())
-    reference: dict[str, float] = field(default_factory=dict)
-    #: per LR, the guard's smallest fraction of steps in `nominal` after warm-up (from traces)
-    nominal: dict[float, float] = field(default_factory=dict)
-
 
 Callback = Callable[[float, int, "dict | None"], None]  # (cells done, total, finished row)
 
@@ -426,52 +368,11 @@ def _open_out_dir(grid: StressGrid, out: Path) -> list[dict]:
             raise SpecError("--out", f"{out} holds results of another grid (differs in "
                                      f"{', '.join(diff) or 'format'}); pick another folder")
     else:
-        _atomic_write(meta, json.dumps(fp, indent=1))
+        atomic_write(meta, json.dumps(fp, indent=1))
     summary = out / "summary.csv"
     if not summary.exists():
         return []
-    from lbw_sim.sim.stress_report import read_summary
-
     return read_summary(summary).to_dict("records")
-
-
-def summary_frame(rows: list[dict]) -> pd.DataFrame:
-    """Rows in a stable order (arm order, lr, seed), SUMMARY_COLUMNS first."""
-    df = pd.DataFrame(rows)
-    for col in SUMMARY_COLUMNS + EXTRA_COLUMNS:
-        if col not in df:
-            df[col] = np.nan
-    if df.empty:
-        return df[SUMMARY_COLUMNS + EXTRA_COLUMNS]
-    df["diverged_step"] = pd.to_numeric(df["diverged_step"]).astype("Int64")
-    order = {a: i for i, a in enumerate(STRESS_ARMS)}
-    df = df.assign(_o=df["arm"].map(order)).sort_values(["lr", "_o", "seed"], kind="stable")
-    extra = sorted(c for c in df.columns if c not in SUMMARY_COLUMNS + EXTRA_COLUMNS + ["_o"])
-    return df[SUMMARY_COLUMNS + EXTRA_COLUMNS + extra].reset_index(drop=True)
-
-
-def write_summary(df: pd.DataFrame, path: Path) -> None:
-    _atomic_write(path, df.to_csv(index=False))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_curves(out: Path, summary: pd.DataFrame) -> pd.DataFrame:
-    """The per-step curves of the summary's cells from their trace files (missing: skipped)."""
-    from lbw_sim.traces.io import read_table
-
-    parts = []
-    for r in summary[["arm", "lr", "seed"]].itertuples(index=False):
-        path = out / Cell(r.arm, float(r.lr), int(r.seed)).trace_file
-        if path.is_file():
-            df = read_table(path)
-            keep = [c for c in CURVE_COLUMNS if c in df]
-            parts.append(df[keep].assign(arm=r.arm, lr=float(r.lr), seed=int(r.seed)))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def reference_levels(sc: Scenario) -> dict[str, float]:

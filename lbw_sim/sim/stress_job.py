@@ -13,7 +13,8 @@ import threading
 from typing import Any
 
 from lbw_sim.errors import LbwError
-from lbw_sim.sim.stress import MINI, StressGrid, StressResult, build_grid, run_stress
+from lbw_sim.sim.stress import MINI, build_grid, run_stress
+from lbw_sim.sim.stress_grid import StressGrid, StressResult
 
 
 def mini_grid() -> StressGrid:

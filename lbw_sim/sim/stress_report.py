@@ -3,7 +3,8 @@
     report = report_table(summary)       # mean ± std over seeds, ratio to AdamW's best LR
     worst = worst_ratios(report)         # per arm, the worst ratio over the grid
     verdict = goals(report, nominal_fractions(out_dir, summary, warmup))  # each goal judged
-    write_outputs(result, out_dir)       # summary.csv, table.md, final_loss_vs_lr.html, …
+    write_tables(result, out_dir)        # summary.csv, table.md, reference.json
+    viz.stress.write_report(result, out_dir)  # the same, and the two HTML figures
     load_results(out_dir)                # read them back (the studio's "earlier results")
 
 The ratio of a cell is its arm's mean final validation loss at that LR over AdamW's best
@@ -13,7 +14,6 @@ seed (its weights blew up) has ratio inf.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -23,18 +23,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lbw_sim.errors import TraceError
-from lbw_sim.sim.stress import (
+from lbw_sim.sim.stress_grid import (
     STRESS_ARMS,
-    SUMMARY_COLUMNS,
+    Cell,
     StressResult,
     read_curves,
-    summary_frame,
+    read_summary,
     write_summary,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-MAX_SUMMARY_BYTES = 20 * 2**20
 REPORT_COLUMNS = ["arm", "lr", "val_loss", "val_std", "ratio", "diverged", "first_diverged_step",
                   "interventions", "skips", "ppl", "train_loss", "wall_s", "seeds"]
 OUTPUT_FILES = ("summary.csv", "table.md", "final_loss_vs_lr.html", "loss_curves.html")
@@ -53,44 +51,6 @@ def list_result_dirs(root: Path | None = None) -> list[str]:
     found = [p.parent for p in [*root.glob("*/summary.csv"), *root.glob("*/*/summary.csv")]
              if (p.parent / "grid.json").is_file()]
     return sorted(str(p.relative_to(root)) for p in found)
-
-
-# --- reading a summary ------------------------------------------------------------------------
-
-def read_summary(source: str | Path | bytes, name: str = "summary.csv") -> pd.DataFrame:
-    """A summary.csv from disk or an upload, checked: the columns, numeric LRs and seeds."""
-    if isinstance(source, (str, Path)):
-        name, source = Path(source).name, Path(source).read_bytes()
-    if len(source) > MAX_SUMMARY_BYTES:
-        raise TraceError(f"{name}: {len(source) / 2**20:.1f} MiB is too large for a summary")
-    try:
-        df = pd.read_csv(io.BytesIO(source), nrows=200_000)
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TraceError(f"{name}: not a CSV table ({first})") from None
-    missing = [c for c in SUMMARY_COLUMNS if c not in df.columns]
-    if missing:
-        raise TraceError(f"{name}: not a stress summary; missing column(s) "
-                         f"{', '.join(missing)}")
-    if df.empty:
-        raise TraceError(f"{name}: no rows")
-    return _typed(df, name)
-
-
-def _typed(df: pd.DataFrame, name: str) -> pd.DataFrame:
-    df = df.copy()
-    df["arm"] = df["arm"].astype(str)
-    for col in SUMMARY_COLUMNS[1:]:
-        df[col] = pd.to_numeric(df[col], errors="coerce")
-    bad_lr = ~(np.isfinite(df["lr"]) & (df["lr"] > 0))
-    if bad_lr.any():
-        raise TraceError(f"{name}: row {int(np.flatnonzero(bad_lr)[0]) + 2}: lr must be a "
-                         "positive number")
-    if df["seed"].isna().any():
-        raise TraceError(f"{name}: row {int(np.flatnonzero(df['seed'].isna())[0]) + 2}: "
-                         "seed must be a whole number")
-    df["seed"] = df["seed"].astype(int)
-    return summary_frame(df.to_dict("records"))
 
 
 # --- the report -------------------------------------------------------------------------------
@@ -184,8 +144,6 @@ RIVALS = ("adamw", "clip", "zclip", "skipstep")
 def nominal_fractions(out: str | Path, summary: pd.DataFrame, warmup: int) -> dict[float, float]:
     """Per LR, the guard's smallest fraction of steps in `nominal` after warm-up over seeds,
     from the guard traces in `out` (cells whose trace is missing are left out)."""
-    from lbw_sim.sim.stress import Cell
-
     fractions: dict[float, float] = {}
     for r in summary[summary["arm"] == "guard"].itertuples():
         path = Path(out) / Cell("guard", float(r.lr), int(r.seed)).trace_file
@@ -313,10 +271,8 @@ def _at(step: float) -> str:
 
 # --- files ------------------------------------------------------------------------------------
 
-def write_outputs(result: StressResult, out: str | Path) -> list[Path]:
-    """summary.csv, table.md, reference.json and the two HTML figures into `out`."""
-    from lbw_sim.viz import stress_curves_figure, stress_loss_figure
-
+def write_tables(result: StressResult, out: str | Path) -> list[Path]:
+    """summary.csv, table.md and reference.json into `out` (the figures: `viz.stress`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_summary(result.summary, out / "summary.csv")
@@ -327,11 +283,7 @@ def write_outputs(result: StressResult, out: str | Path) -> list[Path]:
     (out / "table.md").write_text(table_markdown(rep, result.reference, title, nominal),
                                   encoding="utf-8")
     (out / "reference.json").write_text(json.dumps(result.reference), encoding="utf-8")
-    stress_loss_figure(rep, result.reference).write_html(out / OUTPUT_FILES[2],
-                                                         include_plotlyjs=True)
-    stress_curves_figure(result.curves, result.reference).write_html(out / OUTPUT_FILES[3],
-                                                                     include_plotlyjs=True)
-    return [out / f for f in OUTPUT_FILES]
+    return [out / "summary.csv", out / "table.md", out / "reference.json"]
 
 
 def load_results(out: str | Path) -> StressResult:

@@ -111,9 +111,12 @@ def guard_actions(path: pd.DataFrame) -> str:
     return "; ".join(parts) or "took no action"
 
 
-def demo_runs(lr: float = 0.3) -> pd.DataFrame:
-    """Home's one-click demo: GD past the edge of stability, unguarded and guarded."""
-    return run_paths(PathConfig(lrs=(lr,)))
+def demo_runs(lr: float = 0.3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Home's one-click demo: GD past the edge of stability, unguarded and guarded; the
+    paths and their `summarize` table."""
+    cfg = PathConfig(lrs=(lr,))
+    paths = run_paths(cfg)
+    return paths, summarize(paths, cfg)
 
 
 def run_paths(cfg: PathConfig, spec: GuardSpec | None = None) -> pd.DataFrame:
@@ -142,3 +145,29 @@ def summarize(paths: pd.DataFrame, cfg: PathConfig) -> pd.DataFrame:
                      "guard acted (steps)": int((g["regime"] != "unguarded").sum()
                                                 - (g["regime"] == "nominal").sum())})
     return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Plain against guarded over the runs above an LR: how many each arm lost (left the
+    plotting window or all reason), and how far the plain arm got before it did."""
+
+    runs: int
+    plain_lost: int
+    guarded_lost: int
+    plain_steps: int
+
+    @property
+    def guard_holds(self) -> bool:
+        """The plain optimizer loses every such run and the guard holds every one."""
+        return self.runs > 0 and self.plain_lost == self.runs and self.guarded_lost == 0
+
+
+def verdict(summary: pd.DataFrame, above_lr: float = 0.0) -> Verdict:
+    """The verdict on a `summarize` table, over the LRs strictly above `above_lr`."""
+    high = summary[summary["lr"] > above_lr]
+    plain, guarded = (high[high["arm"] == a] for a in ARMS)
+    lost = plain[plain["left the window"]]
+    return Verdict(runs=len(plain), plain_lost=len(lost),
+                   guarded_lost=int(guarded["left the window"].sum()),
+                   plain_steps=int(lost["steps run"].min()) if len(lost) else 0)

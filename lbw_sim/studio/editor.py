@@ -51,11 +51,11 @@ def spec_from_tables(base: GuardSpec, tables: dict[str, pd.DataFrame]) -> GuardS
                               for n, r in _named_rows(tables["thresholds"], "thresholds")}
     if "regimes" in tables:
         old = data["regimes"]
-        data["regimes"] = {n: _keep_description(_regime_row(n, r), old.get(n))
+        data["regimes"] = {n: _keep_unedited(_regime_row(n, r), old.get(n))
                            for n, r in _named_rows(tables["regimes"], "regimes")}
     if "transitions" in tables:
         old = {t["name"]: t for t in data["transitions"]}
-        data["transitions"] = [_keep_description(_transition_row(n, r), old.get(n))
+        data["transitions"] = [_keep_unedited(_transition_row(n, r), old.get(n))
                                for n, r in _named_rows(tables["transitions"], "transitions")]
     if "bounds" in tables:
         known = {f.name: f.type for f in fields(Bounds)}
@@ -92,10 +92,11 @@ def _named_rows(df: pd.DataFrame, section: str) -> list[tuple[str, pd.Series]]:
     return out
 
 
-def _keep_description(row: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
-    """Descriptions are not edited in the tables; a row keeps the one its name had."""
-    if old and old.get("description"):
-        row["description"] = old["description"]
+def _keep_unedited(row: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+    """Descriptions and colours are not edited in the tables; a row keeps its name's."""
+    for key in ("description", "color"):
+        if old and old.get(key):
+            row[key] = old[key]
     return row
 
 

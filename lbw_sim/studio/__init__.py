@@ -1,0 +1,6 @@
+"""The studio's core: what the pages compute, without streamlit.
+
+Above guard, sim and traces, below the figures (`lbw_sim.viz`) and the pages: the designer's
+spec tables (`editor`), hysteresis bands of a spec (`bands`) and uploaded bytes -> trace
+(`uploads`). Never imports streamlit.
+"""
