@@ -27,7 +27,7 @@ def one_edit(trace, base: GuardSpec, tables: dict, value: float) -> dict[str, fl
     marks = {}
     t0 = time.perf_counter()
     edited = {**tables, "thresholds": tables["thresholds"].copy()}
-    edited["thresholds"].loc[edited["thresholds"]["name"] == "spike_z", "value"] = value
+    edited["thresholds"].loc[edited["thresholds"]["name"] == "spike_z", "value"] = repr(value)
     spec = spec_from_tables(base, edited)
     t1 = time.perf_counter()
     out = replay(trace, spec, signals=True)

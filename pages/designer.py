@@ -26,14 +26,16 @@ through_app(__file__)
 
 ss = st.session_state
 MAX_SPEC_BYTES = 1_000_000
+NUMBER_HELP = "a number: 0.03, 3e-2, 1E-3 … (typed as text, so it is stored exactly)"
 COLUMNS = {
     "thresholds": {"name": st.column_config.TextColumn("name", required=True),
-                   "value": st.column_config.NumberColumn("value", format="%.4g")},
-    "regimes": {"lr_scale": st.column_config.NumberColumn("lr_scale", min_value=0.0,
-                                                          max_value=1.0, format="%.3g"),
-                "momentum_scale": st.column_config.NumberColumn("momentum_scale", min_value=0.0,
-                                                                max_value=1.0, format="%.3g"),
-                "update_cap": st.column_config.NumberColumn("update_cap", format="%.3g"),
+                   "value": st.column_config.TextColumn("value", help=NUMBER_HELP)},
+    "regimes": {"lr_scale": st.column_config.TextColumn("lr_scale", help="in [0, 1]; "
+                                                        + NUMBER_HELP),
+                "momentum_scale": st.column_config.TextColumn("momentum_scale",
+                                                              help="in [0, 1]; " + NUMBER_HELP),
+                "update_cap": st.column_config.TextColumn("update_cap", help="blank = no cap; "
+                                                          + NUMBER_HELP),
                 "skip_batches": st.column_config.NumberColumn("skip_batches", min_value=0,
                                                               step=1)},
     "transitions": {"from": st.column_config.TextColumn("from", help="regimes, comma-separated,"
@@ -43,7 +45,7 @@ COLUMNS = {
                     "min_dwell": st.column_config.NumberColumn("min_dwell", min_value=0, step=1),
                     "priority": st.column_config.NumberColumn("priority", step=1)},
     "bounds": {"name": st.column_config.TextColumn("name", disabled=True),
-               "value": st.column_config.NumberColumn("value", format="%.4g")},
+               "value": st.column_config.TextColumn("value", help=NUMBER_HELP)},
 }
 HELP = {
     "thresholds": "Named constants the conditions use. Entry thresholds must stay above exit "
