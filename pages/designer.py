@@ -20,7 +20,7 @@ from lbw_sim.guard.engine import replay
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.traces.synthetic import EXAMPLES
 from lbw_sim.viz import regime_at, time_in_regime, trace_figure, transitions_table
-from pages.common import load_example, through_app
+from pages.common import YOUR_LOG, load_example, through_app, upload_widget, user_log
 
 through_app(__file__)
 
@@ -134,11 +134,27 @@ def rebuild(base: GuardSpec, edited: dict[str, pd.DataFrame], slots: dict) -> Gu
     return spec
 
 
+def preview_choice():
+    """The preview's trace: your log (once uploaded on any page) or an example."""
+    with st.expander("Preview on your own log", expanded=user_log() is None):
+        upload_widget("designer_upload")
+    loaded = user_log()
+    if loaded is not None and ss.get("preview_log_id") != loaded.file_id:
+        ss["preview_example"] = YOUR_LOG  # a newly loaded log: show it
+        ss["preview_log_id"] = loaded.file_id
+    labels = ([YOUR_LOG] if loaded else []) + list(EXAMPLES)
+    if ss.get("preview_example") not in labels:
+        ss.pop("preview_example", None)
+    label = st.selectbox("Trace", labels, key="preview_example", format_func=lambda o:
+                         f"Your log: {loaded.name}" if o == YOUR_LOG and loaded else o)
+    ss["preview_choice"] = label       # survives page switches (widget state may not)
+    return label, (loaded.trace if label == YOUR_LOG else load_example(label))
+
+
 def preview(spec: GuardSpec, base: GuardSpec) -> None:
-    st.subheader("Preview on an example trace")
-    labels = list(EXAMPLES)
-    label = st.selectbox("Example trace", labels, key="preview_example")
-    out = replay(load_example(label), spec, signals=True)
+    st.subheader("Preview on a trace")
+    label, trace = preview_choice()
+    out = replay(trace, spec, signals=True)
     steps = out["step"]
     fired = out.loc[out["transition"].astype(str) != "", "step"]
     default = int(fired.iloc[0]) if len(fired) else int(steps.iloc[-1])
@@ -150,7 +166,7 @@ def preview(spec: GuardSpec, base: GuardSpec) -> None:
         fig = trace_figure(out, height=470)
         fig.add_vline(x=step, line_color="#000", line_width=1)
         st.plotly_chart(fig, width="stretch", key="designer_preview_chart")
-        st.caption("The spec being edited, replayed over the example. Bands are the regimes "
+        st.caption("The spec being edited, replayed over the trace. Bands are the regimes "
                    "it enters; the bottom panel is the LR scale it applies (× = skipped). Any "
                    "valid edit re-runs this at once.")
     with right:

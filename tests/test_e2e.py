@@ -242,6 +242,10 @@ def counter_changes(pg, seconds: float = 3.0) -> list[float]:
 
 def trace_hashes(pg) -> set[str]:
     """spec_hash values of the guarded rows in the downloaded trace CSV."""
+    snapshot = button(pg, "Snapshot the trace for download")
+    if snapshot.count():                  # while training: bytes are made on request
+        snapshot.click()
+        settle(pg)
     with pg.expect_download() as dl:
         button(pg, "Download trace (CSV)").click()
     lines = Path(dl.value.path()).read_text().splitlines()
