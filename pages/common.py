@@ -50,6 +50,12 @@ def designer_spec() -> GuardSpec:
     return st.session_state.get("spec") or GuardSpec.default()
 
 
+def adopt_spec(spec: GuardSpec) -> None:
+    """Make `spec` the designer's (as an import does: its tables restart from it)."""
+    st.session_state.update(designer_base=spec, spec=spec, import_error=None,
+                            designer_ver=st.session_state.get("designer_ver", 0) + 1)
+
+
 def spec_choice(label: str, key: str, default: int = 0) -> GuardSpec:
     """Pick the shipped default or this session's designer spec."""
     options = ["Default spec", "Designer's spec"]

@@ -18,6 +18,7 @@ from lbw_sim.guard.diagram import to_dot
 from lbw_sim.guard.editor import spec_from_tables, spec_tables
 from lbw_sim.guard.engine import replay
 from lbw_sim.guard.spec import GuardSpec
+from lbw_sim.studio.tune import edited_name
 from lbw_sim.traces.synthetic import EXAMPLES
 from lbw_sim.viz import regime_at, time_in_regime, trace_figure, transitions_table
 from pages.common import YOUR_LOG, load_example, through_app, upload_widget, user_log
@@ -128,6 +129,9 @@ def rebuild(base: GuardSpec, edited: dict[str, pd.DataFrame], slots: dict) -> Gu
         st.error(f"The edit is not valid ({where}: {exc.field}); the last valid spec stays "
                  "in use until it is fixed.")
         return ss.get("spec") or base
+    wanted = (ss.get("designer_name") or "").strip()
+    if wanted or spec.hash != base.hash:  # an edit gets its own name: no two `lbw-default`s
+        spec = spec.renamed(wanted or edited_name(base.name))
     ss["spec"] = spec
     for warning in spec.warnings():
         st.warning(warning)
@@ -180,7 +184,7 @@ def preview(spec: GuardSpec, base: GuardSpec) -> None:
     st.markdown("**Transitions in the preview**")
     st.dataframe(transitions_table(out), hide_index=True, width="stretch", key="preview_fired")
     st.markdown(f"**Changes against `{base.name}`** (the spec this design started from)")
-    changes = base.diff(spec)
+    changes = [c for c in base.diff(spec) if c[0] != "name"]
     if changes:
         st.dataframe(pd.DataFrame([(p, str(a), str(b)) for p, a, b in changes],
                                   columns=["setting", "was", "now"]),
@@ -196,8 +200,10 @@ base = ss.setdefault("designer_base", GuardSpec.default())
 import_ui()
 edited, slots = edit_tables(ss["designer_base"])
 spec = rebuild(ss["designer_base"], edited, slots)
-info, export = st.columns([3, 1])
+info, name_col, export = st.columns([3, 2, 1])
 info.caption(f"Spec in use: `{spec.name}` · hash `{spec.hash}`")
+name_col.text_input("Name of the edited spec", key="designer_name",
+                    placeholder=edited_name(ss["designer_base"].name))
 export.download_button("Export YAML", data=spec.to_yaml(), file_name=f"{spec.name}.yaml",
                        mime="application/x-yaml", key="spec_export")
 preview(spec, ss["designer_base"])

@@ -1,0 +1,1 @@
+"""Studio core: what the pages compute, without Streamlit."""
