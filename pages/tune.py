@@ -33,32 +33,44 @@ if trace is None:
     st.info(no_trace_note("tune the guard on it"))
     st.stop()
 base = designer_spec()
+# Examples come out of st.cache_data as fresh copies: key by what the trace is, not id().
+trace_key = f"{label}|{len(trace)}|{trace.attrs.get('run', '')}"
 st.caption(f"Sweeping around the designer's spec `{base.name}` · hash `{base.hash}`.")
 
 
 # --- labels -----------------------------------------------------------------------------------
 
+def selection_of(event) -> dict:
+    """The `selection` of a plotly chart event (a PlotlyState, or a plain dict in tests)."""
+    if not event:
+        return {}
+    try:
+        return dict(event["selection"] or {})
+    except (KeyError, TypeError):
+        return dict(getattr(event, "selection", None) or {})
+
+
 def label_table() -> pd.DataFrame:
     """This trace's incident table (the example's own incidents to start with)."""
     store = ss.setdefault("tune_labels", {})
-    if id(trace) not in store:
+    if trace_key not in store:
         start = L.empty()
         if label in EXAMPLES:
             start = L.clean(example_labels(example(label)[1]))
-        store[id(trace)] = (start, 0)
-    return store[id(trace)][0]
+        store[trace_key] = (start, 0)
+    return store[trace_key][0]
 
 
 def set_label_table(table: pd.DataFrame) -> None:
-    _, ver = ss["tune_labels"][id(trace)]
-    ss["tune_labels"][id(trace)] = (table, ver + 1)   # a new editor key: the editor restarts
+    _, ver = ss["tune_labels"][trace_key]
+    ss["tune_labels"][trace_key] = (table, ver + 1)   # a new editor key: the editor restarts
 
 
 st.subheader("Incidents")
 table = label_table()
-sel = st.plotly_chart(label_figure(trace, table), key=f"tune_loss_{id(trace)}",
+sel = st.plotly_chart(label_figure(trace, table), key="tune_loss",
                       on_select="rerun", selection_mode="box", width="stretch")
-span = L.from_box(sel.selection if sel else None, trace["step"].to_numpy())
+span = L.from_box(selection_of(sel), trace["step"].to_numpy())
 add_col, kind_col, _ = st.columns([2, 2, 3])
 kind = kind_col.text_input("Kind of the new incident", value="incident", key="tune_kind")
 if span is None:
@@ -67,8 +79,8 @@ elif add_col.button(f"Add steps {span[0]:,}–{span[1]:,} as an incident", key="
                     type="primary"):
     set_label_table(L.add(table, *span, kind.strip()))
     st.rerun()
-ver = ss["tune_labels"][id(trace)][1]
-edited = st.data_editor(table, key=f"tune_labels_{id(trace)}_{ver}", num_rows="dynamic",
+ver = ss["tune_labels"][trace_key][1]
+edited = st.data_editor(table, key=f"tune_labels_{trace_key}_{ver}", num_rows="dynamic",
                         hide_index=True, width="stretch",
                         column_config={"start": st.column_config.NumberColumn("start", step=1),
                                        "end": st.column_config.NumberColumn("end", step=1),
@@ -127,14 +139,14 @@ for path in params:
     c1.markdown(f"`{path}` — now **{settings[path]:g}**")
     lo = c2.number_input("from", value=float(lo0), key=f"tune_lo_{path}", format="%g")
     hi = c3.number_input("to", value=float(hi0), key=f"tune_hi_{path}", format="%g")
-    n = int(c4.number_input("values", 1, 500, n_default, key=f"tune_n_{path}"))
+    n = int(c4.number_input("values", 1, 500, n_default, key=f"tune_n_{path}_{len(params)}"))
     try:
         grid[path] = T.grid_values(lo, hi, n, whole)
     except SpecError as exc:
         st.error(f"{path}: {exc.problem}")
         st.stop()
 
-memo_key = (id(trace), tuple((k, str(v)) for k, v in sorted(base.flat().items())
+memo_key = (trace_key, tuple((k, str(v)) for k, v in sorted(base.flat().items())
                              if k not in params and k != "name"),
             tuple((k, tuple(v)) for k, v in grid.items()),
             None if incidents is None else incidents.table.to_json(), horizon)
@@ -180,7 +192,7 @@ if len(params) >= 3:
 # --- pick -------------------------------------------------------------------------------------
 
 def clicked_row() -> int | None:
-    points = (chart.selection or {}).get("points", []) if chart else []
+    points = selection_of(chart).get("points") or []
     for p in points:
         row = p.get("customdata")
         row = row[0] if isinstance(row, list) else row
