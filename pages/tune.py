@@ -109,10 +109,12 @@ if incidents is not None:
                            file_name=f"{label}_labels.csv", mime="text/csv",
                            key="tune_labels_csv", on_click="ignore")
     now = score(trace, base, incidents, horizon)
-    st.dataframe(pd.DataFrame([{"spec": base.name, **{k: now[k] for k in (
-        "recall", "precision", "lead_time", "false_alarms_per_1k", "detected", "incidents")}}]),
-        hide_index=True, width="stretch", key="tune_score_now")
-    st.caption("The designer's spec against these incidents. Recall: incidents with an alarm "
+    shown = {"incidents": ("Incidents", "{:.0f}"), "recall": ("Recall", "{:.0%}"),
+             "precision": ("Precision", "{:.0%}"), "lead_time": ("Lead time (steps)", "{:.1f}"),
+             "false_alarms_per_1k": ("False alarms / 1k steps", "{:.2f}")}
+    for col, (k, (name, fmt)) in zip(st.columns(len(shown)), shown.items()):
+        col.metric(name, "–" if pd.isna(now[k]) else fmt.format(now[k]))
+    st.caption(f"`{base.name}`, the designer's spec, against these incidents. Recall: incidents with an alarm "
                "(a step leaving the initial regime) within the horizon before them or inside; "
                "lead time: how many steps early the first alarm was.")
 else:

@@ -38,9 +38,8 @@ def upload_on(at: AppTest, page: str, name: str = "my_run.csv", data: bytes = SP
 
 
 def score_now(at: AppTest) -> dict:
-    frame = next(d.value for d in at.dataframe
-                 if "recall" in d.value.columns and "spec" in d.value.columns)
-    return frame.iloc[0].to_dict()
+    """The designer's spec's score, as the page's metrics show it."""
+    return {m.label: m.value for m in at.metric}
 
 
 def select(at: AppTest, key: str, **selection) -> AppTest:
@@ -154,14 +153,14 @@ def test_tune_two_settings_draw_a_heat_map_three_parallel_coordinates():
 def test_tune_box_selection_becomes_a_label_and_changes_the_score():
     at = healthy(open_page(app(), "tune"))
     before = score_now(at)
-    assert before["incidents"] == 2
+    assert before["Incidents"] == "2" and before["Recall"] == "100%"
     at = select(at, "tune_loss", box=[{"xref": "x", "yref": "y", "x": [300.4, 340.6],
                                        "y": [0, 10]}])
     button = at.button(key="tune_add")
     assert button.label == "Add steps 301–340 as an incident"
     at = healthy(button.click().run())
     after = score_now(at)
-    assert after["incidents"] == 3 and after["recall"] < before["recall"]
+    assert after["Incidents"] == "3" and after["Recall"] == "67%"
     labels = at.data_editor[0].value
     assert ((labels["start"] == 301) & (labels["end"] == 340)).any()
     download = next(d.proto for d in at.get("download_button")
