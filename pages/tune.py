@@ -114,9 +114,9 @@ if incidents is not None:
              "false_alarms_per_1k": ("False alarms / 1k steps", "{:.2f}")}
     for col, (k, (name, fmt)) in zip(st.columns(len(shown)), shown.items()):
         col.metric(name, "–" if pd.isna(now[k]) else fmt.format(now[k]))
-    st.caption(f"`{base.name}`, the designer's spec, against these incidents. Recall: incidents with an alarm "
-               "(a step leaving the initial regime) within the horizon before them or inside; "
-               "lead time: how many steps early the first alarm was.")
+    st.caption(f"`{base.name}`, the designer's spec, against these incidents. Recall: "
+               "incidents with an alarm (a step leaving the initial regime) within the horizon "
+               "before them or inside; lead time: how many steps early the first alarm was.")
 else:
     st.caption("No incidents marked: the sweep below reports cost only (time out of nominal, "
                "skipped steps, LR given up).")
@@ -128,12 +128,13 @@ st.subheader("Sweep")
 settings = T.numeric_settings(base)
 params = st.multiselect("Settings to sweep (one or two for a chart and a heat map; three or "
                         "more add parallel coordinates)", list(settings),
-                        default=[p for p in ("thresholds.spike_z",) if p in settings],
+                        default=[p for p in ("thresholds.watch_z",) if p in settings][:1]
+                        or list(settings)[:1],
                         key="tune_params")
 if not params:
     st.info("Pick at least one setting to sweep.")
     st.stop()
-grid, n_default = {}, {1: 50, 2: 12}.get(len(params), 5)
+grid, asked, n_default = {}, [], {1: 50, 2: 12}.get(len(params), 5)
 for path in params:
     lo0, hi0 = T.default_range(base, path)
     whole = T.is_whole(base, path)
@@ -142,8 +143,9 @@ for path in params:
     lo = c2.number_input("from", value=float(lo0), key=f"tune_lo_{path}", format="%g")
     hi = c3.number_input("to", value=float(hi0), key=f"tune_hi_{path}", format="%g")
     n = int(c4.number_input("values", 1, 500, n_default, key=f"tune_n_{path}_{len(params)}"))
+    asked.append((path, lo, hi, n))
     try:
-        grid[path] = T.grid_values(lo, hi, n, whole)
+        grid[path] = T.with_current(T.grid_values(lo, hi, n, whole), settings[path])
     except SpecError as exc:
         st.error(f"{path}: {exc.problem}")
         st.stop()
@@ -168,6 +170,11 @@ if not len(result):
     st.warning("Every point of this grid was refused; widen or move the range.")
     st.stop()
 labelled = incidents is not None
+objectives = list(T.AXES_LABELLED if labelled else T.AXES_COST)
+distinct = len(result[objectives].round(9).drop_duplicates())
+if distinct < len(result):
+    st.caption(f"{len(result)} specs, {distinct} distinct outcome(s) on this trace: points with "
+               "the same scores are drawn on top of each other (hover for the settings).")
 current = T.current_row(result, base, params)
 chart = st.plotly_chart(tradeoff_figure(result, params, labelled, current), key="tune_tradeoff",
                         on_select="rerun", selection_mode="points", width="stretch")
@@ -208,14 +215,14 @@ def clicked_row() -> int | None:
 row = clicked_row()
 if row is not None:
     point = T.point_of(result, row, params)
-    if ss.get("tune_adopted") != (memo_key[2], point):
+    if ss.get("tune_adopted") != (asked, point):
         before = base
         picked = T.pick(base, point)
-        ss["tune_adopted"] = (memo_key[2], point)
+        ss["tune_adopted"] = (asked, point)
         ss["tune_diff"] = T.diff_table(before, picked)
         adopt_spec(picked)
         st.rerun()
-if ss.get("tune_adopted") and ss["tune_adopted"][0] == memo_key[2]:
+if ss.get("tune_adopted") and ss["tune_adopted"][0] == asked:
     st.success(f"The designer's spec is now `{base.name}` (hash `{base.hash}`), the clicked "
                "point. Regimes, Replay and the designer use it.")
     st.dataframe(ss["tune_diff"], hide_index=True, width="stretch", key="tune_diff_table")

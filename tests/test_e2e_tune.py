@@ -59,7 +59,7 @@ def main_text(pg) -> str:
     return pg.get_by_test_id("stMain").inner_text()
 
 
-def test_log_uploaded_once_serves_designer_regimes_and_tune(page):
+def test_log_uploaded_once_serves_designer_regimes_and_tune(page):  # noqa: F811
     open_page(page, "replay")
     page.get_by_text("Upload a log").click()
     settle(page)
@@ -99,7 +99,7 @@ def metric(pg, label: str) -> str:
     return m.locator('[data-testid="stMetricValue"]').inner_text()
 
 
-def test_brushed_range_becomes_a_label_and_changes_the_score(page):
+def test_brushed_range_becomes_a_label_and_changes_the_score(page):  # noqa: F811
     open_page(page, "tune")
     assert_healthy(page, "tune", plots=2)
     assert metric(page, "Incidents") == "2"

@@ -43,6 +43,8 @@ def test_ranges_and_grids_respect_the_kind_of_setting():
     assert values == [0.01, 0.02, 0.03, 0.04, 0.05]
     with pytest.raises(SpecError):
         T.grid_values(2, 1, 5)
+    assert T.with_current([1.0, 2.0, 3.0], 2.5) == [1.0, 2.0, 2.5, 3.0]
+    assert T.with_current([1, 2, 3], 9) == [1, 2, 3]
 
 
 def test_tune_matches_one_replay_per_point(spiky):

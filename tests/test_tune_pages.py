@@ -120,16 +120,18 @@ def test_replay_downloads_are_ready_bytes_that_do_not_rerun():
 def test_tune_page_sweeps_and_a_click_makes_the_designers_spec():
     at = healthy(open_page(app(), "tune"))
     table = next(d.value for d in at.dataframe if "pareto" in d.value.columns)
-    assert len(table) == 50 and table["pareto"].any()
-    assert "recall" in table and table["thresholds.spike_z"].is_monotonic_increasing
-    row = int(table.index[table["pareto"]][0])
+    assert len(table) == 50 and table["pareto"].any()   # 50 + the value in use - watch_z = 2
+    assert 4.0 in set(table["thresholds.watch_z"])
+    assert "recall" in table and table["thresholds.watch_z"].is_monotonic_increasing
+    assert table["false_alarms_per_1k"].nunique() > 1
+    row = int(table.index[table["pareto"]][-1])
     at = healthy(select(at, "tune_tradeoff", points=[{"curve_number": 0, "point_index": row,
                                                       "customdata": row}]))
     spec = at.session_state["spec"]
-    assert spec.thresholds["spike_z"] == pytest.approx(table["thresholds.spike_z"].iloc[row])
+    assert spec.thresholds["watch_z"] == pytest.approx(table["thresholds.watch_z"].iloc[row])
     assert spec.name == "lbw-default (edited)"
     diff = next(d.value for d in at.dataframe if "picked" in d.value.columns)
-    assert list(diff["setting"]) == ["thresholds.spike_z"]
+    assert list(diff["setting"]) == ["thresholds.watch_z"]
     at = healthy(open_page(at, "designer"))   # the designer starts from the picked spec
     assert at.session_state["spec"].hash == spec.hash
 
@@ -137,11 +139,12 @@ def test_tune_page_sweeps_and_a_click_makes_the_designers_spec():
 def test_tune_two_settings_draw_a_heat_map_three_parallel_coordinates():
     at = open_page(app(), "tune")
     at = healthy(at.multiselect(key="tune_params").set_value(
-        ["thresholds.spike_z", "thresholds.spike_ratio"]).run())
+        ["thresholds.spike_z", "thresholds.spike_ratio"]).run())  # 12 x 12
     assert len(at.get("plotly_chart")) == 3                 # loss, trade-off, heat map
     table = next(d.value for d in at.dataframe if "pareto" in d.value.columns)
-    refused = 144 - len(table)          # spike_ratio below calm_ratio: no hysteresis band
-    assert refused > 0 and any(f"{refused} of 144 points were refused" in c.value
+    total = 13 * 13                     # 12 x 12 and the values in use
+    refused = total - len(table)        # spike_ratio below calm_ratio: no hysteresis band
+    assert refused > 0 and any(f"{refused} of {total} points were refused" in c.value
                                for c in at.caption)
     at = healthy(at.multiselect(key="tune_params").set_value(
         ["thresholds.spike_z", "thresholds.spike_ratio", "transitions.spike.for"]).run())

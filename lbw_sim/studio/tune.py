@@ -83,6 +83,13 @@ def grid_values(lo: float, hi: float, n: int, whole: bool = False) -> list[float
     return [float(f"{v:.6g}") for v in values]
 
 
+def with_current(values: list, current: float) -> list:
+    """The grid with the value in use added (when inside it), so the chart can mark it."""
+    if not values or not values[0] <= current <= values[-1] or current in values:
+        return values
+    return sorted([*values, type(values[0])(current)])
+
+
 def tune(trace: pd.DataFrame, base: GuardSpec, grid: dict[str, list[Any]],
          labels: Labels | None = None, horizon: int = 0) -> pd.DataFrame:
     """Sweep `grid` around `base` over a trace: one row per valid spec, scored and with the
