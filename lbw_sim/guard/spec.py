@@ -502,8 +502,14 @@ def _signal_dict(s: SignalSpec) -> dict[str, Any]:
 
 
 def _regime_dict(r: RegimeSpec) -> dict[str, Any]:
-    defaults = asdict(RegimeSpec())
-    return {k: v for k, v in asdict(r).items() if v != defaults[k] or k == "lr_scale"}
+    # Regime fields are scalars: a shallow read is asdict() without its deep copy, which
+    # dominated building the specs of a sweep.
+    return {k: v for k, v in ((f.name, getattr(r, f.name)) for f in _REGIME_FIELDS)
+            if v != _REGIME_DEFAULTS[k] or k == "lr_scale"}
+
+
+_REGIME_FIELDS = fields(RegimeSpec)
+_REGIME_DEFAULTS = asdict(RegimeSpec())
 
 
 def _transition_dict(t: TransitionSpec) -> dict[str, Any]:
