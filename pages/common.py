@@ -117,7 +117,8 @@ def upload_widget(key: str) -> UploadResult | None:
         fresh = _read(UserLog(up.name, up.getvalue(), up.file_id, UploadResult(up.name, None)))
         if fresh is None:
             return None
-        st.session_state[USER_LOG] = log = fresh
+        st.session_state[USER_LOG] = fresh
+        st.rerun()        # redraw what was drawn before the upload ("Your log: …" labels)
     if log is None:
         return None
     if log.result.needs_mapping:
