@@ -55,9 +55,20 @@ def tradeoff_figure(table: pd.DataFrame, params: list[str], labelled: bool,
         height=height, margin={"l": 60, "r": 20, "t": 40, "b": 50},
         xaxis_title=TITLES[x], yaxis_title=TITLES[y], clickmode="event+select",
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0, "xanchor": "left"})
-    if labelled:
-        fig.update_yaxes(range=[-0.05, 1.05])
+    fig.update_yaxes(range=[-0.05, 1.05] if labelled else _span(table[y], 0.0, 1.0))
+    fig.update_xaxes(range=_span(table[x], 0.0, 1.0 if not labelled else None))
     return fig
+
+
+def _span(values: pd.Series, lo: float, top: float | None) -> list[float]:
+    """An axis range from `lo` to a little past the data (at least to `top`), so one point,
+    or a few equal ones, does not get an axis of its own making around it."""
+    finite = values.to_numpy(np.float64)
+    finite = finite[np.isfinite(finite)]
+    hi = max(float(finite.max()) if len(finite) else 0.0, top or 0.0)
+    hi = hi if hi > lo else lo + 1.0
+    pad = 0.05 * (hi - lo)
+    return [lo - pad, hi + pad]
 
 
 def heatmap_figure(table: pd.DataFrame, px: str, py: str, metric: str, height: int = 460):

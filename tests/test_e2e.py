@@ -386,6 +386,12 @@ def test_log_uploaded_once_serves_designer_regimes_and_tune(page):
     assert "Sweeping around the designer's spec `lbw-default (edited)`" in text or \
         "lbw-default (edited)" in text
     assert_healthy(page, "tune_flow_tune", plots=2)
+    chart = page.get_by_test_id("stPlotlyChart").nth(1)      # the trade-off
+    chart.scroll_into_view_if_needed()
+    points = chart.locator(".scatterlayer .trace").first.locator("path.point")
+    points.nth(points.count() - 1).click(force=True)          # a click picks that spec
+    page.wait_for_selector("text=The designer's spec is now", timeout=30_000)
+    assert_healthy(page, "tune_flow_picked", plots=2)
 
 
 def brush(pg, chart, x0: float, x1: float) -> None:
