@@ -11,6 +11,7 @@ pages = [
     st.Page("pages/designer.py", title="Guard designer", icon=":material/tune:"),
     st.Page("pages/regimes.py", title="Regimes", icon=":material/traffic:"),
     st.Page("pages/replay.py", title="Replay", icon=":material/replay:"),
+    st.Page("pages/tune.py", title="Tune", icon=":material/query_stats:"),
     st.Page("pages/trajectories.py", title="Trajectories", icon=":material/route:"),
     st.Page("pages/live.py", title="Live training", icon=":material/monitor_heart:"),
     st.Page("pages/stress.py", title="Stress suite", icon=":material/speed:"),

@@ -43,11 +43,28 @@ def read_config(path: Path, field: str, what: str, limit: int = 1_000_000) -> st
         raise SpecError(field, f"{path.name}: not UTF-8 text") from None
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses anchors and aliases while composing.
+
+    A config never needs them, and nested aliases ("billion laughs") let a 1 kB file
+    expand to gigabytes once anything walks, copies or hashes the document.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise SpecError("", f"YAML anchors and aliases (&name, *name) are not accepted "
+                                f"(line {event.start_mark.line + 1})")
+        return super().compose_node(parent, index)
+
+
 def load_yaml(text: str) -> Any:
-    """`yaml.safe_load` whose failure is a one-line SpecError with the line number."""
+    """`yaml.safe_load` without anchors/aliases; a failure is a one-line SpecError with the line."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise SpecError("", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:
+        raise SpecError("", "not valid YAML: nested too deeply") from None

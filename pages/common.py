@@ -1,15 +1,18 @@
 """Widgets and session state shared by the studio pages (not a page: app.py does not route here).
 
 Per-browser-session state lives in `st.session_state`: the designer's spec (`spec`), the
-spec it started from (`designer_base`) and the designer's preview example. Nothing of a
+spec it started from (`designer_base`), the designer's preview example and the log the
+user uploaded on any page (`user_log`, kept in memory for the session, never on disk). Nothing of a
 user's is cached in `st.cache_resource`; `st.cache_data` holds only pure results of the
 project's own examples.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from lbw_sim.errors import TraceError
@@ -20,6 +23,9 @@ from lbw_sim.traces.synthetic import EXAMPLES, example
 
 MAP_TARGETS = ("step", "loss", "grad_norm", "lr", "val_loss")
 ROUTED, WANTED = "_lbw_routed", "_lbw_wanted_page"
+USER_LOG = "user_log"            # this session's uploaded log (a UserLog)
+UPLOAD = "Upload a log"
+YOUR_LOG = "Your log"            # the designer preview's choice of the uploaded log
 
 
 def through_app(page_file: str) -> None:
@@ -45,6 +51,12 @@ def designer_spec() -> GuardSpec:
     return st.session_state.get("spec") or GuardSpec.default()
 
 
+def adopt_spec(spec: GuardSpec) -> None:
+    """Make `spec` the designer's (as an import does: its tables restart from it)."""
+    st.session_state.update(designer_base=spec, spec=spec, import_error=None,
+                            designer_ver=st.session_state.get("designer_ver", 0) + 1)
+
+
 def spec_choice(label: str, key: str, default: int = 0) -> GuardSpec:
     """Pick the shipped default or this session's designer spec."""
     options = ["Default spec", "Designer's spec"]
@@ -59,35 +71,88 @@ def regime_time_table(out, key: str | None = None) -> None:
                      "share", min_value=0.0, max_value=1.0, format="percent")})
 
 
+@dataclass
+class UserLog:
+    """The log this browser session uploaded: its bytes (to re-read another run or a new
+    mapping), the trace read from them, and which run of a multi-run file it is."""
+
+    name: str
+    data: bytes
+    file_id: str
+    result: UploadResult
+    mapping: dict[str, str] = field(default_factory=dict)
+    run: str | None = None
+
+    @property
+    def trace(self) -> pd.DataFrame | None:
+        return self.result.trace
+
+    @property
+    def runs(self) -> list[str]:
+        return list(self.trace.attrs.get("runs") or []) if self.trace is not None else []
+
+
+def user_log() -> UserLog | None:
+    """This session's uploaded log once it reads as a trace (on any page), else None."""
+    log = st.session_state.get(USER_LOG)
+    return log if log is not None and log.trace is not None else None
+
+
+def _read(log: UserLog) -> UserLog | None:
+    """(Re-)read a log's bytes with its mapping and run; errors are shown, None returned."""
+    try:
+        log.result = read_upload(log.name, log.data, log.mapping, run=log.run)
+    except TraceError as exc:
+        st.error(f"Could not read the upload: {exc}")
+        return None
+    return log
+
+
 def upload_widget(key: str) -> UploadResult | None:
-    """File upload → canonical trace, with a column mapping when detection is unsure.
+    """File upload → canonical trace, kept for the browser session (`user_log`).
 
-    No extension filter: TensorBoard event files end in a host name; content decides.
-
-    Errors are shown as one line with `st.error`; the page carries on without a trace.
+    A log read on any page stays in `st.session_state` (never on disk; the size limit is
+    `MAX_UPLOAD_BYTES`) until another one replaces it, so every page offers it. No
+    extension filter: TensorBoard event files end in a host name; content decides. A file
+    whose columns are unclear gets a mapping form; a multi-run file (W&B export) a run
+    picker. Errors are one line with `st.error`; the page carries on without a trace.
     """
     up = st.file_uploader(f"Upload a training log (≤ {MAX_UPLOAD_BYTES // 1024**2} MB: CSV, "
                           "JSONL, Parquet, trainer_state.json, nanoGPT text …)",
                           key=key)
-    if up is None:
+    log = st.session_state.get(USER_LOG)
+    if up is not None and (log is None or log.file_id != up.file_id):
+        fresh = _read(UserLog(up.name, up.getvalue(), up.file_id, UploadResult(up.name, None)))
+        if fresh is None:
+            return None
+        st.session_state[USER_LOG] = fresh
+        st.rerun()        # redraw what was drawn before the upload ("Your log: …" labels)
+    if log is None:
         return None
-    mapping = st.session_state.get(f"{key}_mapping", {}).get(up.file_id, {})
-    try:
-        result = read_upload(up.name, up.getvalue(), mapping)
-    except TraceError as exc:
-        st.error(f"Could not read the upload: {exc}")
+    if log.result.needs_mapping:
+        _mapping_form(key, log)
+    if log.trace is None:
         return None
-    if result.needs_mapping:
-        _mapping_form(key, up.file_id, result)
-    if result.trace is None:
-        return None
+    runs = log.runs
+    if len(runs) > 1:
+        run = st.selectbox(f"{len(runs)} runs in this file — which one?", runs,
+                           index=runs.index(log.trace.attrs.get("run", runs[0])),
+                           key=f"{key}_run")
+        if run != log.trace.attrs.get("run"):
+            log.run = run
+            if _read(log) is None or log.trace is None:
+                return None
+    result = log.result
     fmt = result.format or "?"
-    st.caption(f"Read **{result.name}** as `{fmt}`: {len(result.trace):,} rows, columns "
-               f"{', '.join(map(str, result.trace.columns[:8]))}.")
+    which = f", run *{log.trace.attrs['run']}*" if len(runs) > 1 else ""
+    st.caption(f"Read **{result.name}** as `{fmt}`{which}: {len(result.trace):,} rows, columns "
+               f"{', '.join(map(str, result.trace.columns[:8]))}. It stays loaded for this "
+               "browser session on every page (never written to disk).")
     return result
 
 
-def _mapping_form(key: str, file_id: str, result: UploadResult) -> None:
+def _mapping_form(key: str, log: UserLog) -> None:
+    result = log.result
     st.warning(f"{result.note or 'Which column is which?'} — pick the columns below.")
     guess = {t: next((c for c in result.columns if t in c.lower()), "") for t in MAP_TARGETS}
     with st.form(f"{key}_map_form"):
@@ -98,23 +163,48 @@ def _mapping_form(key: str, file_id: str, result: UploadResult) -> None:
             chosen[target] = col.selectbox(target, options, key=f"{key}_map_{target}",
                                            index=options.index(guess[target]))
         if st.form_submit_button("Apply column mapping"):
-            maps = st.session_state.setdefault(f"{key}_mapping", {})
-            maps[file_id] = {k: v for k, v in chosen.items() if v}
+            log.mapping = {k: v for k, v in chosen.items() if v}
+            _read(log)
             st.rerun()
 
 
+def no_trace_note(what: str) -> str:
+    """What to do when a page has no trace yet (a pending column mapping says so)."""
+    log = st.session_state.get(USER_LOG)
+    if log is not None and log.trace is None and log.result.needs_mapping:
+        return f"Map the columns of **{log.name}** above (Apply column mapping) to {what}."
+    return f"Pick an example or upload a log to {what}."
+
+
 def trace_source(key: str, allow_preview: bool = False):
-    """Radio: a built-in example, an upload, or the designer's preview trace → (label, trace)."""
-    options = ["Built-in example", "Upload a log"]
+    """Radio: a built-in example, your log, or the designer's preview trace → (label, trace).
+
+    Once a log is loaded (on any page) the radio starts on it.
+    """
+    options = ["Built-in example", UPLOAD]
     if allow_preview:
         options.append("Designer's preview")
-    source = st.radio("Trace", options, horizontal=True, key=f"{key}_source")
+    loaded = user_log()
+    shown = {UPLOAD: f"Your log: {loaded.name}" if loaded else UPLOAD}
+    source = st.radio("Trace", options, horizontal=True, key=f"{key}_source",
+                      index=1 if loaded else 0, format_func=lambda o: shown.get(o, o))
     if source == "Built-in example":
         label = st.selectbox("Example", list(EXAMPLES), key=f"{key}_example")
         return label, load_example(label)
-    if source == "Upload a log":
+    if source == UPLOAD:
         result = upload_widget(f"{key}_upload")
         return (result.name, result.trace) if result else (None, None)
-    label = st.session_state.get("preview_example", next(iter(EXAMPLES)))
+    return preview_trace()
+
+
+def preview_trace() -> tuple[str, pd.DataFrame]:
+    """The trace the designer's preview shows: your log or an example."""
+    label = st.session_state.get("preview_choice") or st.session_state.get(
+        "preview_example", next(iter(EXAMPLES)))
+    loaded = user_log()
+    if label == YOUR_LOG and loaded is not None:
+        st.caption(f"The designer's preview trace: your log *{loaded.name}*.")
+        return loaded.name, loaded.trace
+    label = label if label in EXAMPLES else next(iter(EXAMPLES))
     st.caption(f"The designer's preview trace: *{label}*.")
     return label, load_example(label)

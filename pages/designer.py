@@ -20,21 +20,31 @@ from lbw_sim.guard.engine import replay
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.integrations.snippets import STACKS, usage
 from lbw_sim.studio.editor import spec_from_tables, spec_tables
+from lbw_sim.studio.tune import edited_name
 from lbw_sim.traces.synthetic import EXAMPLES
 from lbw_sim.viz import trace_figure
-from pages.common import load_example, regime_time_table, through_app
+from pages.common import (
+    YOUR_LOG,
+    load_example,
+    regime_time_table,
+    through_app,
+    upload_widget,
+    user_log,
+)
 
 through_app(__file__)
 
 ss = st.session_state
+NUMBER_HELP = "a number: 0.03, 3e-2, 1E-3 … (typed as text, so it is stored exactly)"
 COLUMNS = {
     "thresholds": {"name": st.column_config.TextColumn("name", required=True),
-                   "value": st.column_config.NumberColumn("value", format="%.4g")},
-    "regimes": {"lr_scale": st.column_config.NumberColumn("lr_scale", min_value=0.0,
-                                                          max_value=1.0, format="%.3g"),
-                "momentum_scale": st.column_config.NumberColumn("momentum_scale", min_value=0.0,
-                                                                max_value=1.0, format="%.3g"),
-                "update_cap": st.column_config.NumberColumn("update_cap", format="%.3g"),
+                   "value": st.column_config.TextColumn("value", help=NUMBER_HELP)},
+    "regimes": {"lr_scale": st.column_config.TextColumn("lr_scale", help="in [0, 1]; "
+                                                        + NUMBER_HELP),
+                "momentum_scale": st.column_config.TextColumn("momentum_scale",
+                                                              help="in [0, 1]; " + NUMBER_HELP),
+                "update_cap": st.column_config.TextColumn("update_cap", help="blank = no cap; "
+                                                          + NUMBER_HELP),
                 "skip_batches": st.column_config.NumberColumn("skip_batches", min_value=0,
                                                               step=1)},
     "transitions": {"from": st.column_config.TextColumn("from", help="regimes, comma-separated,"
@@ -44,7 +54,7 @@ COLUMNS = {
                     "min_dwell": st.column_config.NumberColumn("min_dwell", min_value=0, step=1),
                     "priority": st.column_config.NumberColumn("priority", step=1)},
     "bounds": {"name": st.column_config.TextColumn("name", disabled=True),
-               "value": st.column_config.NumberColumn("value", format="%.4g")},
+               "value": st.column_config.TextColumn("value", help=NUMBER_HELP)},
 }
 HELP = {
     "thresholds": "Named constants the conditions use. Entry thresholds must stay above exit "
@@ -120,17 +130,36 @@ def rebuild(base: GuardSpec, edited: dict[str, pd.DataFrame], slots: dict) -> Gu
         st.error(f"The edit is not valid ({where}: {exc.field}); the last valid spec stays "
                  "in use until it is fixed.")
         return ss.get("spec") or base
+    wanted = (ss.get("designer_name") or "").strip()
+    if wanted or spec.hash != base.hash:  # an edit gets its own name: no two `lbw-default`s
+        spec = spec.renamed(wanted or edited_name(base.name))
     ss["spec"] = spec
     for warning in spec.warnings():
         st.warning(warning)
     return spec
 
 
+def preview_choice():
+    """The preview's trace: your log (once uploaded on any page) or an example."""
+    with st.expander("Preview on your own log", expanded=user_log() is None):
+        upload_widget("designer_upload")
+    loaded = user_log()
+    if loaded is not None and ss.get("preview_log_id") != loaded.file_id:
+        ss["preview_example"] = YOUR_LOG  # a newly loaded log: show it
+        ss["preview_log_id"] = loaded.file_id
+    labels = ([YOUR_LOG] if loaded else []) + list(EXAMPLES)
+    if ss.get("preview_example") not in labels:
+        ss.pop("preview_example", None)
+    label = st.selectbox("Trace", labels, key="preview_example", format_func=lambda o:
+                         f"Your log: {loaded.name}" if o == YOUR_LOG and loaded else o)
+    ss["preview_choice"] = label       # survives page switches (widget state may not)
+    return label, (loaded.trace if label == YOUR_LOG else load_example(label))
+
+
 def preview(spec: GuardSpec, base: GuardSpec) -> None:
-    st.subheader("Preview on an example trace")
-    labels = list(EXAMPLES)
-    label = st.selectbox("Example trace", labels, key="preview_example")
-    out = replay(load_example(label), spec, signals=True)
+    st.subheader("Preview on a trace")
+    label, trace = preview_choice()
+    out = replay(trace, spec, signals=True)
     steps = out["step"]
     fired = out.loc[out["transition"].astype(str) != "", "step"]
     default = int(fired.iloc[0]) if len(fired) else int(steps.iloc[-1])
@@ -142,7 +171,7 @@ def preview(spec: GuardSpec, base: GuardSpec) -> None:
         fig = trace_figure(out, spec, height=470)
         fig.add_vline(x=step, line_color="#000", line_width=1)
         st.plotly_chart(fig, width="stretch", key="designer_preview_chart")
-        st.caption("The spec being edited, replayed over the example. Bands are the regimes "
+        st.caption("The spec being edited, replayed over the trace. Bands are the regimes "
                    "it enters; the bottom panel is the LR scale it applies (× = skipped). Any "
                    "valid edit re-runs this at once.")
     with right:
@@ -154,7 +183,7 @@ def preview(spec: GuardSpec, base: GuardSpec) -> None:
     st.markdown("**Transitions in the preview**")
     st.dataframe(transitions_table(out), hide_index=True, width="stretch", key="preview_fired")
     st.markdown(f"**Changes against `{base.name}`** (the spec this design started from)")
-    changes = base.diff(spec)
+    changes = [c for c in base.diff(spec) if c[0] != "name"]
     if changes:
         st.dataframe(pd.DataFrame([(p, str(a), str(b)) for p, a, b in changes],
                                   columns=["setting", "was", "now"]),
@@ -170,8 +199,10 @@ base = ss.setdefault("designer_base", GuardSpec.default())
 import_ui()
 edited, slots = edit_tables(ss["designer_base"])
 spec = rebuild(ss["designer_base"], edited, slots)
-info, export = st.columns([3, 1])
+info, name_col, export = st.columns([3, 2, 1])
 info.caption(f"Spec in use: `{spec.name}` · hash `{spec.hash}`")
+name_col.text_input("Name of the edited spec", key="designer_name",
+                    placeholder=edited_name(ss["designer_base"].name))
 export.download_button("Export YAML", data=spec.to_yaml(), file_name=f"{spec.name}.yaml",
                        mime="application/x-yaml", key="spec_export")
 with st.expander("Use the exported spec in your training loop"):

@@ -180,9 +180,21 @@ if live is None:
             "within seconds on a CPU.")
     st.stop()
 with c:
-    st.download_button("Download trace (CSV)", data=live.trace_csv, on_click="ignore",
-                       file_name=f"live_{live.scenario.name}_lr{live.lr:g}_seed{live.seed}.csv",
-                       mime="text/csv", icon=":material/download:", key="live_download")
+    # Bytes made here, never a deferred callable: a generated file is unreferenced and the
+    # once-a-second redraws of every session prune it before a slow browser fetches it.
+    # While training, a snapshot is taken on request; once stopped, the final trace.
+    snap = ss.get("live_csv")
+    if running:
+        if st.button("Snapshot the trace for download", key="live_snapshot",
+                     icon=":material/photo_camera:"):
+            snap = ss["live_csv"] = (id(live), live.trace_csv().encode())
+    elif snap is None or snap[0] != (id(live), "final"):
+        snap = ss["live_csv"] = ((id(live), "final"), live.trace_csv().encode())
+    if snap is not None and snap[0] in (id(live), (id(live), "final")):
+        st.download_button("Download trace (CSV)", data=snap[1], on_click="ignore",
+                           file_name=f"live_{live.scenario.name}_lr{live.lr:g}_seed"
+                                     f"{live.seed}.csv",
+                           mime="text/csv", icon=":material/download:", key="live_download")
 live_view()
 threshold_form(live)
 st.caption(f"Run `{live.thread.name}` on {live.device_label}: {live.scenario.name}, "

@@ -8,7 +8,7 @@ from lbw_sim.errors import TraceError
 from lbw_sim.guard.analysis import transitions_table
 from lbw_sim.guard.engine import replay
 from lbw_sim.viz import controls_figure, signal_figure
-from pages.common import regime_time_table, spec_choice, through_app, trace_source
+from pages.common import no_trace_note, regime_time_table, spec_choice, through_app, trace_source
 
 through_app(__file__)
 
@@ -23,7 +23,7 @@ with right:
     st.caption(f"`{spec.name}` · hash `{spec.hash}`")
 
 if trace is None:
-    st.info("Pick an example or upload a log to see the guard's regimes.")
+    st.info(no_trace_note("see the guard's regimes"))
     st.stop()
 try:
     out = replay(trace, spec, signals=True)

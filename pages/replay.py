@@ -13,7 +13,7 @@ from lbw_sim.studio.uploads import to_csv_bytes
 from lbw_sim.traces.synthetic import EXAMPLES, example
 from lbw_sim.traces.synthetic import labels as example_labels
 from lbw_sim.viz import trace_figure
-from pages.common import spec_choice, through_app, trace_source
+from pages.common import no_trace_note, spec_choice, through_app, trace_source
 
 through_app(__file__)
 
@@ -30,7 +30,7 @@ with b_col:
     spec_b = spec_choice("Spec B", key="replay_spec_b", default=1) if compare else None
 
 if trace is None:
-    st.info("Pick an example or upload a log to replay the guard over it.")
+    st.info(no_trace_note("replay the guard over it"))
     st.stop()
 specs = [spec_a] + ([spec_b] if spec_b is not None else [])
 try:
@@ -102,7 +102,16 @@ else:
             "score the specs.")
 
 left, right = st.columns(2)
-left.download_button("Download annotated trace (CSV)", data=annotated_csv,
-                     file_name="annotated_trace.csv", mime="text/csv", key="replay_csv")
-right.download_button("Download chart (HTML)", data=chart_html, file_name="replay_chart.html",
-                      mime="text/html", key="replay_html")
+made = (label, int(pd.util.hash_pandas_object(trace, index=False).sum()),
+        tuple(s.hash for s in specs))                 # same trace and specs, same bytes
+if st.session_state.get("replay_files", (None,))[0] != made:
+    st.session_state["replay_files"] = (made, annotated_csv(), chart_html())
+_, csv_bytes, html_text = st.session_state["replay_files"]
+# Bytes made when the inputs change, not deferred callables, and no rerun on click: a rerun gives a
+# deferred button a new file id, so a second click on the old one found nothing.
+left.download_button("Download annotated trace (CSV)", data=csv_bytes,
+                     file_name="annotated_trace.csv", mime="text/csv", key="replay_csv",
+                     on_click="ignore")
+right.download_button("Download chart (HTML)", data=html_text,
+                      file_name="replay_chart.html", mime="text/html", key="replay_html",
+                      on_click="ignore")

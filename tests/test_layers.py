@@ -15,7 +15,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lbw_sim"
 LAYERS = {"lbw_sim": 0, "lbw_sim.errors": 0, "lbw_sim.checks": 0, "lbw_sim.traces": 1,
-          "lbw_sim.guard": 2, "lbw_sim.sim": 3, "lbw_sim.integrations": 3, "lbw_sim.studio": 4, "lbw_sim.viz": 5,
+          "lbw_sim.guard": 2, "lbw_sim.sim": 3, "lbw_sim.integrations": 3, "lbw_sim.studio": 4,
+          "lbw_sim.viz": 5,
           "lbw_sim.cli": 6, "lbw_sim.__main__": 6}
 FORBIDDEN = ("streamlit", "pages")
 

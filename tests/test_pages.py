@@ -61,7 +61,7 @@ def test_edited_threshold_changes_the_preview_regimes():
     at = page("designer")
     before = frame(at, "preview_fired")
     names = list(GuardSpec.default().thresholds)
-    at = edit(at, "ed_thresholds_0", {names.index("spike_z"): {"value": 2.5}})
+    at = edit(at, "ed_thresholds_0", {names.index("spike_z"): {"value": "2.5"}})
     assert not at.exception and not at.error
     spec = at.session_state["spec"]
     assert spec.thresholds["spike_z"] == 2.5
@@ -74,7 +74,7 @@ def test_edited_threshold_changes_the_preview_regimes():
 def test_invalid_edit_is_reported_and_last_valid_spec_kept():
     at = page("designer")
     names = list(GuardSpec.default().thresholds)
-    at = edit(at, "ed_thresholds_0", {names.index("calm_z"): {"value": 9.0}})
+    at = edit(at, "ed_thresholds_0", {names.index("calm_z"): {"value": "9.0"}})
     assert not at.exception
     messages = " ".join(e.value for e in at.error)
     assert "transitions." in messages and "hysteresis" in messages
@@ -129,7 +129,7 @@ def test_regimes_page_shows_signals_controls_transitions():
 def test_regimes_uses_the_designers_spec():
     at = page("designer")
     names = list(GuardSpec.default().thresholds)
-    at = edit(at, "ed_thresholds_0", {names.index("spike_z"): {"value": 2.5}})
+    at = edit(at, "ed_thresholds_0", {names.index("spike_z"): {"value": "2.5"}})
     edited = at.session_state["spec"]
     at = at.switch_page("pages/regimes.py").run()
     assert any(edited.hash in c.value for c in at.caption)

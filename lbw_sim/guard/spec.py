@@ -225,14 +225,24 @@ def _build(data: Any) -> GuardSpec:
     initial = data.get("initial")
     if initial is None:
         raise SpecError("initial", "no initial regime given")
+    initial = _text("initial", initial)
     transitions = data.get("transitions", [])
     if not isinstance(transitions, list):
         raise SpecError("transitions", "must be a list of transitions")
     trans = tuple(_transition(i, t) for i, t in enumerate(transitions))
     bounds = _bounds(data.get("bounds") or {})
-    return GuardSpec(name=name, description=str(data.get("description") or ""),
+    return GuardSpec(name=name, description=_text("description", data.get("description")),
                      signals=signals, regimes=regimes, initial=initial, transitions=trans,
                      thresholds=thresholds, bounds=bounds)
+
+
+def _text(path: str, value: Any) -> str:
+    """A string setting (None is ""); anything else is a SpecError, not a crash later."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise SpecError(path, f"must be a string, got {type(value).__name__}")
+    return value
 
 
 def _mapping(key: str, data: dict, required: bool = True) -> dict:
@@ -283,6 +293,7 @@ def _signal(path: str, data: Any) -> SignalSpec:
     kw["half_life"] = number(f"{path}.half_life", kw.get("half_life", 50.0), lo=1e-9)
     kw["warmup"] = integer(f"{path}.warmup", kw.get("warmup", 0))
     kw["floor"] = number(f"{path}.floor", kw.get("floor", 0.01), lo=0.0)
+    kw["description"] = _text(f"{path}.description", kw.get("description"))
     if kw.get("clip") is not None:
         kw["clip"] = number(f"{path}.clip", kw["clip"], lo=1e-9)
     return SignalSpec(**kw)
@@ -305,6 +316,8 @@ def _regime(path: str, data: Any) -> RegimeSpec:
         raise SpecError(f"{path}.color", f"must be a CSS hex colour like '#1f77b4', "
                                          f"got {color!r}")
     kw["color"] = color or ""
+    for key in ("reason", "description"):
+        kw[key] = _text(f"{path}.{key}", kw.get(key))
     return RegimeSpec(**kw)
 
 
@@ -313,9 +326,13 @@ def _transition(i: int, data: Any) -> TransitionSpec:
     kw = _settings(path, data, TransitionSpec, {"source": "from", "for_": "for"})
     if isinstance(kw.get("name"), str):
         path = f"transitions.{kw['name']}"
+    if "name" in kw:
+        kw["name"] = _text(f"{path}.name", kw["name"])
     for key in ("source", "to", "when"):
         if key not in kw:
             raise SpecError(path, f"missing {'from' if key == 'source' else key!r}")
+    kw["to"] = _text(f"{path}.to", kw["to"])
+    kw["description"] = _text(f"{path}.description", kw.get("description"))
     source = kw["source"]
     source = (source,) if isinstance(source, str) else source
     if not isinstance(source, (list, tuple)) or not all(isinstance(s, str) for s in source):
@@ -370,8 +387,63 @@ def validate(spec: GuardSpec) -> None:
             raise SpecError(f"{path}.when", f"unknown name {unknown[0]!r} (signals: "
                                             f"{', '.join(spec.signals)}; thresholds: "
                                             f"{', '.join(spec.thresholds) or 'none'})")
+    _validate_ranges(spec)
     _validate_reachable(spec)
     _validate_hysteresis(spec)
+
+
+#: Telemetry that is never negative (norms, ratios of norms, learning rates).
+NON_NEGATIVE = ("grad_norm", "update_norm", "param_norm", "update_ratio", "lr")
+
+
+def value_range(name: str, spec: GuardSpec) -> tuple[str, str] | None:
+    """What a name in a condition can take: ("flag", why) for 0/1, ("nonneg", why) for
+    [0, inf), None when any real value is possible (z-scores, slopes, losses)."""
+    sig = spec.signals.get(name)
+    if sig is None:
+        return ("nonneg", "a non-negative telemetry column") if name in NON_NEGATIVE else None
+    if sig.kind == "nonfinite":
+        return "flag", "a non-finite flag, 0 or 1"
+    if sig.kind == "ratio":
+        return "nonneg", f"a ratio of {sig.source} to its EMA, never negative"
+    if sig.kind == "ema" and sig.source in NON_NEGATIVE:
+        return "nonneg", f"an EMA of {sig.source}, never negative"
+    return None
+
+
+def _constant(op: str, threshold: float, kind: str) -> bool | None:
+    """Whether `x op threshold` is the same for every x the range allows (None: it varies)."""
+    test = C.CMP_OPS[op]
+    if kind == "flag":
+        results = {bool(test(x, threshold)) for x in (0.0, 1.0)}
+    else:  # [0, inf): below 0 every ordered test is constant; at 0, >= and < are
+        probes = [0.0, abs(threshold) + 1.0] + ([threshold] if threshold >= 0 else [])
+        results = {bool(test(x, threshold)) for x in probes}
+        if threshold > 0:
+            results.add(bool(test(threshold / 2, threshold)))
+    return results.pop() if len(results) == 1 else None
+
+
+def _validate_ranges(spec: GuardSpec) -> None:
+    """Refuse a comparison that can never, or always, hold for the signal it tests
+    (`update_ratio_ema > -1`, `nonfinite > 0.5`): a typo that silently disables a
+    transition or makes it fire on every step."""
+    for t in spec.transitions:
+        tree = C.bind(C.parse(t.when), spec.thresholds)
+        for c in C.comparisons(tree):
+            found = value_range(c.signal, spec)
+            if found is None:
+                continue
+            kind, why = found
+            path = f"transitions.{t.name}.when"
+            if kind == "flag" and c.threshold not in (0.0, 1.0):
+                raise SpecError(path, f"{c.signal} {c.op} {c.threshold:g}: {c.signal} is {why}; "
+                                      "compare it with 0 or 1")
+            always = _constant(c.op, c.threshold, kind)
+            if always is not None:
+                raise SpecError(path, f"{c.signal} {c.op} {c.threshold:g} "
+                                      f"{'always' if always else 'never'} holds: {c.signal} "
+                                      f"is {why}")
 
 
 def _validate_bounds(b: Bounds) -> None:
@@ -474,8 +546,14 @@ def _signal_dict(s: SignalSpec) -> dict[str, Any]:
 
 
 def _regime_dict(r: RegimeSpec) -> dict[str, Any]:
-    defaults = asdict(RegimeSpec())
-    return {k: v for k, v in asdict(r).items() if v != defaults[k] or k == "lr_scale"}
+    # Regime fields are scalars: a shallow read is asdict() without its deep copy, which
+    # dominated building the specs of a sweep.
+    return {k: v for k, v in ((f.name, getattr(r, f.name)) for f in _REGIME_FIELDS)
+            if v != _REGIME_DEFAULTS[k] or k == "lr_scale"}
+
+
+_REGIME_FIELDS = fields(RegimeSpec)
+_REGIME_DEFAULTS = asdict(RegimeSpec())
 
 
 def _transition_dict(t: TransitionSpec) -> dict[str, Any]:

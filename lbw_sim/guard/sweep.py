@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from lbw_sim.checks import load_yaml
 from lbw_sim.errors import SpecError
 from lbw_sim.guard.scoring import Labels, read_labels, score_walk
 from lbw_sim.guard.spec import GuardSpec, RegimeSpec, SignalSpec
@@ -102,9 +102,11 @@ def load_ranges(path: str | Path) -> dict[str, list[Any]]:
     if not path.is_file():
         raise SpecError("", f"{path}: no such ranges file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise SpecError("", f"{path.name}: not valid YAML: {type(exc).__name__}") from None
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise SpecError("", f"{path.name}: not UTF-8 text") from None
+    except SpecError as exc:
+        raise SpecError("", f"{path.name}: {exc.problem}") from None
     if not isinstance(data, dict) or not data:
         raise SpecError("", f"{path.name}: expected a mapping of spec path -> range")
     return {str(k): _range_entry(str(k), v) for k, v in data.items()}
@@ -235,7 +237,7 @@ def _columns(points: list[dict[str, Any]], labelled: bool) -> list[str]:
 def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, file=sys.stderr, disable=not enabled, unit="spec",
+    return tqdm(total=total, file=sys.stderr, disable=None if enabled else True, unit="spec",
                 desc="sweep", leave=False)
 
 

@@ -420,4 +420,5 @@ def _progress(total: int, enabled: bool, name: str) -> Any:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=name, unit="step", dynamic_ncols=True)
+    return tqdm(total=total, desc=name, unit="step", dynamic_ncols=True,
+                disable=None)  # None: off when stderr is not a terminal (logs, CI)

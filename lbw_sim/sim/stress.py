@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
+from lbw_sim.checks import load_yaml
 from lbw_sim.errors import SpecError
 from lbw_sim.sim.scenarios import SCENARIO_DIR, ArmSpec, Scenario
 from lbw_sim.sim.stress_grid import (
@@ -79,7 +79,7 @@ def build_grid(*, quick: bool = False, mini: bool = False, text: str | Path | No
     text instead of the synthetic corpus, a seed count N (seeds 1..N: seed 0 is kept for
     tuning guard specs, so reported figures are not fitted to themselves), and `overrides`
     (merged key by key into the YAML before validation, so errors name the field)."""
-    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    raw = load_yaml(Path(path).read_text(encoding="utf-8"))
     for extra in (QUICK if quick else None, MINI if mini else None, overrides):
         raw = _merge(raw, extra or {})
     if text is not None:
@@ -280,7 +280,7 @@ def _bar(cells: int, steps: int) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=cells * steps, desc=f"stress ({cells} cells)", unit="step",
-                dynamic_ncols=True)
+                dynamic_ncols=True, disable=None)  # None: off when stderr is not a terminal
 
 
 def _run_here(book: _Book, stop_event: threading.Event) -> None:

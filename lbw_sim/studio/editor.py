@@ -4,11 +4,16 @@
 bounds); `spec_from_tables` rebuilds a validated spec from edited copies, with the
 cross-row checks a table editor needs (blank or duplicate names, dropped rows). Every
 problem is a SpecError whose field path `section_of` maps back to the table to flag.
+
+Real-valued cells are text, written with `format_number` and read back with
+`parse_number`: a browser number input mangles scientific notation (`3e-2` became
+`-32`), while text round-trips `3e-2`, `1E-3`, `5.` and `0.1` exactly.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -21,21 +26,49 @@ SECTIONS = ("thresholds", "regimes", "transitions", "bounds")
 REGIME_COLUMNS = ("name", "lr_scale", "skip", "momentum_scale", "update_cap", "rollback",
                   "skip_batches", "stop", "reason")
 TRANSITION_COLUMNS = ("name", "from", "to", "when", "for", "min_dwell", "priority")
+#: Regime columns edited as text (real numbers); the rest are whole numbers or flags.
+REGIME_TEXT = ("lr_scale", "momentum_scale", "update_cap")
+_NUMBER = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?|nan)",
+                     re.IGNORECASE)
+
+
+def format_number(value: Any) -> str:
+    """Text that `parse_number` reads back to the same value ('' for None)."""
+    if value is None:
+        return ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return repr(float(value))
+
+
+def parse_number(value: Any, path: str) -> float:
+    """A number from a table cell: a Python number or text such as `3e-2`, `1E-3`, `5.`,
+    `inf`; anything else is a SpecError naming the cell."""
+    if isinstance(value, bool):
+        raise SpecError(path, f"must be a number, got {value!r}")
+    if isinstance(value, (int, float)) or (hasattr(value, "dtype") and value.dtype.kind in "iuf"):
+        return float(value)
+    text = value.strip() if isinstance(value, str) else None
+    if not text or not _NUMBER.fullmatch(text):
+        raise SpecError(path, f"must be a number such as 0.03, 3e-2 or 1E-3, got {value!r}")
+    return float(text)
 
 
 def spec_tables(spec: GuardSpec) -> dict[str, pd.DataFrame]:
     """One table per editable section, in the spec's own order."""
     thresholds = pd.DataFrame({"name": list(spec.thresholds),
-                               "value": [float(v) for v in spec.thresholds.values()]})
+                               "value": [format_number(float(v))
+                                         for v in spec.thresholds.values()]})
     regimes = pd.DataFrame([{"name": n, **{k: getattr(r, k) for k in REGIME_COLUMNS[1:]}}
                             for n, r in spec.regimes.items()], columns=list(REGIME_COLUMNS))
-    regimes["update_cap"] = regimes["update_cap"].astype("float64")
+    for key in REGIME_TEXT:
+        regimes[key] = [format_number(None if _blank(v) else float(v)) for v in regimes[key]]
     transitions = pd.DataFrame([{"name": t.name, "from": ", ".join(t.source), "to": t.to,
                                  "when": t.when, "for": t.for_, "min_dwell": t.min_dwell,
                                  "priority": t.priority} for t in spec.transitions],
                                columns=list(TRANSITION_COLUMNS))
     bounds = pd.DataFrame({"name": [f.name for f in fields(Bounds)],
-                           "value": [float(v) for v in asdict(spec.bounds).values()]})
+                           "value": [format_number(v) for v in asdict(spec.bounds).values()]})
     return {"thresholds": thresholds, "regimes": regimes, "transitions": transitions,
             "bounds": bounds}
 
@@ -141,10 +174,7 @@ def _blank(value: Any) -> bool:
 
 
 def _value(value: Any, path: str) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise SpecError(path, f"must be a number, got {value!r}") from None
+    out = parse_number(value, path)
     if not math.isfinite(out):
         raise SpecError(path, f"must be a finite number, got {value!r}")
     return out

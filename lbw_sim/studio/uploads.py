@@ -42,8 +42,12 @@ class UploadResult:
 
 
 def read_upload(name: str, data: bytes, mapping: dict[str, str] | None = None,
-                format: str = "auto", max_bytes: int = MAX_UPLOAD_BYTES) -> UploadResult:
-    """Parse uploaded bytes into a canonical trace; unreadable input raises TraceError."""
+                format: str = "auto", max_bytes: int = MAX_UPLOAD_BYTES,
+                run: str | None = None) -> UploadResult:
+    """Parse uploaded bytes into a canonical trace; unreadable input raises TraceError.
+
+    `run` picks one run of a multi-run file (a W&B export); the trace's `attrs["runs"]`
+    lists them all."""
     shown = Path(str(name)).name[:80] or "upload"
     if len(data) > max_bytes:
         raise TraceError(f"{shown}: {len(data) / 1024**2:.1f} MB is over the upload limit of "
@@ -62,7 +66,7 @@ def read_upload(name: str, data: bytes, mapping: dict[str, str] | None = None,
             return _unsure(shown, path, str(exc))
         columns = source_columns(path, fmt)
         try:
-            trace = load_trace(path, fmt, **mapping)
+            trace = load_trace(path, fmt, run=run, **mapping)
         except TraceError as exc:
             if columns and ("mapping" in str(exc) or "column" in str(exc)):
                 return UploadResult(shown, fmt, None, columns, True, _rename(exc, shown))

@@ -1,0 +1,129 @@
+"""Figures of the Tune page: the trade-off of a sweep, a heat map, parallel coordinates and
+the loss chart incidents are marked on. (Folded into the viz package at merge.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lbw_sim.studio.tune import AXES_COST, AXES_LABELLED, TITLES
+from lbw_sim.viz.common import display_index
+
+FRONT, POINT, CURRENT, INCIDENT = "#d62728", "#1f77b4", "#000000", "#ff7f0e"
+
+
+def _short(path: str) -> str:
+    return path.split(".", 1)[1] if path.startswith("thresholds.") else path
+
+
+def _hover(table: pd.DataFrame, params: list[str], cols: list[str]) -> list[str]:
+    parts = [table[p].map(lambda v, p=p: f"{_short(p)} = {v:.4g}") for p in params]
+    parts += [table[c].map(lambda v, c=c: f"{TITLES.get(c, c)}: {v:.3g}") for c in cols]
+    return ["<br>".join(row) for row in zip(*parts)]
+
+
+def tradeoff_figure(table: pd.DataFrame, params: list[str], labelled: bool,
+                    current: int | None = None, height: int = 460):
+    """Each swept spec as a point (x: a cost, y: a benefit); the Pareto front joined and
+    ringed; the spec in use a black cross. `customdata` is the table row, for a click."""
+    import plotly.graph_objects as go
+
+    x, y, c = AXES_LABELLED if labelled else AXES_COST
+    fig = go.Figure()
+    rows = np.arange(len(table))
+    cvals = table[c].to_numpy(np.float64)
+    fig.add_trace(go.Scatter(
+        x=table[x], y=table[y], mode="markers", name="swept spec", customdata=rows,
+        text=_hover(table, params, [x, y, c]), hovertemplate="%{text}<extra></extra>",
+        marker={"size": 9, "color": np.nan_to_num(cvals, nan=np.nanmin(cvals)
+                                                  if np.isfinite(cvals).any() else 0.0),
+                "colorscale": "Viridis", "showscale": True,
+                "colorbar": {"title": {"text": TITLES[c], "side": "right"}, "len": 0.8}}))
+    front = table[table["pareto"]].sort_values(x)
+    if len(front):
+        fig.add_trace(go.Scatter(
+            x=front[x], y=front[y], mode="lines+markers", name="Pareto front",
+            customdata=front.index.to_numpy(), hoverinfo="skip",
+            line={"color": FRONT, "width": 1.5, "shape": "hv" if labelled else "linear"},
+            marker={"size": 15, "color": "rgba(0,0,0,0)", "line": {"color": FRONT, "width": 2}}))
+    if current is not None:
+        fig.add_trace(go.Scatter(
+            x=[table[x].iloc[current]], y=[table[y].iloc[current]], mode="markers",
+            name="spec in use", customdata=[current], hoverinfo="skip",
+            marker={"symbol": "x", "size": 14, "color": CURRENT}))
+    fig.update_layout(
+        height=height, margin={"l": 60, "r": 20, "t": 40, "b": 50},
+        xaxis_title=TITLES[x], yaxis_title=TITLES[y], clickmode="event+select",
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0, "xanchor": "left"})
+    fig.update_yaxes(range=[-0.05, 1.05] if labelled else _span(table[y], 0.0, 1.0))
+    fig.update_xaxes(range=_span(table[x], 0.0, 1.0 if not labelled else None))
+    return fig
+
+
+def _span(values: pd.Series, lo: float, top: float | None) -> list[float]:
+    """An axis range from `lo` to a little past the data (at least to `top`), so one point,
+    or a few equal ones, does not get an axis of its own making around it."""
+    finite = values.to_numpy(np.float64)
+    finite = finite[np.isfinite(finite)]
+    hi = max(float(finite.max()) if len(finite) else 0.0, top or 0.0)
+    hi = hi if hi > lo else lo + 1.0
+    pad = 0.05 * (hi - lo)
+    return [lo - pad, hi + pad]
+
+
+def heatmap_figure(table: pd.DataFrame, px: str, py: str, metric: str, height: int = 460):
+    """One metric over a two-parameter grid (missing cells: refused points)."""
+    import plotly.graph_objects as go
+
+    grid = table.pivot_table(index=py, columns=px, values=metric, aggfunc="first")
+    fig = go.Figure(go.Heatmap(
+        x=grid.columns.to_numpy(), y=grid.index.to_numpy(), z=grid.to_numpy(),
+        colorscale="Viridis", colorbar={"title": {"text": TITLES.get(metric, metric),
+                                                  "side": "right"}},
+        hovertemplate=f"{_short(px)} = %{{x:.4g}}<br>{_short(py)} = %{{y:.4g}}<br>"
+                      f"{TITLES.get(metric, metric)}: %{{z:.3g}}<extra></extra>"))
+    fig.update_layout(height=height, margin={"l": 60, "r": 20, "t": 20, "b": 50},
+                      xaxis_title=_short(px), yaxis_title=_short(py))
+    return fig
+
+
+def parallel_figure(table: pd.DataFrame, params: list[str], labelled: bool,
+                    height: int = 460):
+    """Parallel coordinates: one axis per swept setting and per objective (HParams-style);
+    lines coloured by the y objective of the trade-off chart."""
+    import plotly.graph_objects as go
+
+    _, y, _ = AXES_LABELLED if labelled else AXES_COST
+    metrics = [m for m in (AXES_LABELLED if labelled else AXES_COST) if m in table]
+    dims = [{"label": _short(p), "values": table[p]} for p in params]
+    dims += [{"label": TITLES[m], "values": table[m].fillna(0.0)} for m in metrics]
+    fig = go.Figure(go.Parcoords(line={"color": table[y].fillna(0.0), "colorscale": "Viridis",
+                                       "showscale": True}, dimensions=dims))
+    fig.update_layout(height=height, margin={"l": 60, "r": 60, "t": 50, "b": 30})
+    return fig
+
+
+def label_figure(trace: pd.DataFrame, incidents: pd.DataFrame, height: int = 320):
+    """The loss (drawn as points so a box selection picks steps) with incidents shaded."""
+    import plotly.graph_objects as go
+
+    steps = trace["step"].to_numpy(np.float64)
+    loss = trace["loss"].to_numpy(np.float64) if "loss" in trace else np.zeros(len(steps))
+    idx = display_index(steps, loss)
+    fig = go.Figure(go.Scattergl(x=steps[idx], y=loss[idx], mode="lines+markers",
+                                 name="loss", line={"width": 1, "color": POINT},
+                                 marker={"size": 3, "color": POINT}))
+    for _, r in incidents.iterrows():
+        fig.add_vrect(x0=r["start"] - 0.5, x1=r["end"] + 0.5, fillcolor=INCIDENT, opacity=0.25,
+                      line_width=0, annotation_text=str(r.get("kind") or "incident"),
+                      annotation_position="top left", annotation_font_size=10)
+    finite = loss[np.isfinite(loss)]
+    if len(finite):
+        lo, hi = np.percentile(finite, [0.5, 99.9])
+        pad = 0.1 * (hi - lo or 1.0)
+        fig.update_yaxes(range=[lo - pad, max(hi, finite.max() if len(finite) < 50 else hi)
+                                + pad])
+    fig.update_layout(height=height, margin={"l": 60, "r": 20, "t": 30, "b": 40},
+                      xaxis_title="step", yaxis_title="loss", dragmode="select",
+                      selectdirection="h", showlegend=False)
+    return fig

@@ -1,0 +1,154 @@
+"""Issue 14: hostile or meaningless specs are refused early, with the field named.
+
+- a YAML alias bomb ("billion laughs") is refused before anything expands it;
+- fields of the wrong type are SpecErrors, not TypeErrors deep inside validation;
+- a condition that can never, or always, hold for the signal it tests is refused.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lbw_sim.checks import load_yaml
+from lbw_sim.errors import SpecError
+from lbw_sim.guard.spec import GuardSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def alias_bomb(levels: int = 8, width: int = 9) -> str:
+    """About 1 kB of YAML that expands to width**levels strings once resolved."""
+    lines = [f"b0: &b0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"b{i}: &b{i} [{', '.join([f'*b{i - 1}'] * width)}]" for i in range(1, levels)]
+    body = "\n".join("  " + line for line in lines)
+    return f"name: bomb\ndescription:\n{body}\n  top: [{', '.join(['*b7'] * width)}]\n"
+
+
+def test_alias_bomb_is_refused_fast_with_one_line(tmp_path):
+    text = alias_bomb()
+    assert len(text) < 1500
+    start = time.perf_counter()
+    with pytest.raises(SpecError) as err:
+        GuardSpec.from_yaml(text)
+    assert time.perf_counter() - start < 1.0
+    assert "aliases" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_alias_bomb_through_the_cli_finishes_fast(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb())
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "lbw_sim", "validate", str(path)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert time.perf_counter() - start < 30
+    assert proc.returncode != 0 and "anchors and aliases" in proc.stdout + proc.stderr
+
+
+def test_plain_anchor_is_refused_too_and_plain_yaml_still_loads():
+    with pytest.raises(SpecError, match="line 1"):
+        load_yaml("a: &x 1\nb: 2\n")
+    assert load_yaml("a: [1, 2]\nb: {c: 3}\n") == {"a": [1, 2], "b": {"c": 3}}
+
+
+def test_scenario_and_ranges_files_use_the_same_loader(tmp_path):
+    from lbw_sim.guard.sweep import load_ranges
+    from lbw_sim.sim.scenarios import Scenario
+
+    with pytest.raises(SpecError, match="aliases"):
+        Scenario.from_yaml(alias_bomb())
+    path = tmp_path / "ranges.yaml"
+    path.write_text("a: &x [1, 2, 1]\nthresholds.spike_z: *x\n")
+    with pytest.raises(SpecError, match="aliases"):
+        load_ranges(path)
+
+
+@pytest.mark.parametrize("key, value", [("initial", ["nominal"]), ("initial", {"a": 1}),
+                                        ("description", ["x"]), ("name", ["x"])])
+def test_top_level_field_of_the_wrong_type_is_named(key, value):
+    data = GuardSpec.default().to_dict()
+    data[key] = value
+    with pytest.raises(SpecError) as err:
+        GuardSpec.from_dict(data)
+    assert err.value.field == key
+
+
+@pytest.mark.parametrize("key", ["name", "to", "description"])
+def test_transition_field_of_the_wrong_type_is_named(key):
+    data = GuardSpec.default().to_dict()
+    data["transitions"][0][key] = ["x"]
+    with pytest.raises(SpecError) as err:
+        GuardSpec.from_dict(data)
+    assert err.value.field.startswith("transitions") and err.value.field.endswith(key)
+
+
+def test_regime_reason_of_the_wrong_type_is_named():
+    data = GuardSpec.default().to_dict()
+    data["regimes"]["stop"]["reason"] = {"a": 1}
+    with pytest.raises(SpecError, match="regimes.stop.reason"):
+        GuardSpec.from_dict(data)
+
+
+@pytest.mark.parametrize("when, word", [
+    ("update_ratio_ema > -0.01", "always"),      # an EMA of a non-negative source
+    ("update_ratio_ema < -1e-3", "never"),
+    ("loss_ratio > -2", "always"),               # a ratio
+    ("grad_z > spike_z or loss_ratio < -1", "never"),
+    ("update_ratio >= 0", "always"),             # a non-negative telemetry column
+    ("nonfinite >= 0", "always"),
+    ("nonfinite > 1", "never"),
+    ("nonfinite > 0.5", "0 or 1"),
+    ("nonfinite == 2", "0 or 1"),
+])
+def test_condition_that_cannot_vary_is_refused(when, word):
+    with pytest.raises(SpecError) as err:
+        GuardSpec.default().with_values({"transitions.spike.when": when})
+    assert err.value.field == "transitions.spike.when" and word in err.value.problem
+
+
+@pytest.mark.parametrize("when", ["grad_z > spike_z or loss_ratio > 2", "nonfinite == 1",
+                                  "update_ratio_ema > 0", "grad_z > 13 and grad_norm > 0"])
+def test_conditions_that_can_vary_still_validate(when):
+    GuardSpec.default().with_values({"transitions.spike.when": when})
+
+
+def test_threshold_sweep_into_a_meaningless_range_is_skipped_not_fatal():
+    from lbw_sim.guard.sweep import build_specs
+
+    specs, kept, skipped = build_specs(GuardSpec.default(),
+                                       [{"thresholds.ratio_high": v} for v in (-0.01, 0.02)])
+    assert [p["thresholds.ratio_high"] for p in kept] == [0.02]
+    assert "always holds" in skipped[0]["error"]
+
+
+def test_every_shipped_spec_and_scenario_still_validates():
+    from lbw_sim.sim.scenarios import load_scenario
+
+    GuardSpec.default()
+    for path in sorted((ROOT / "scenarios").glob("*.yaml")):
+        load_scenario(path)
+    for path in sorted(ROOT.glob("examples/**/*.yaml")):
+        GuardSpec.load(path)
+
+
+def test_progress_bars_stay_quiet_when_stderr_is_not_a_terminal(capsys):
+    from lbw_sim.sim.runner import _progress
+
+    bar = _progress(1000, True, "quickstart")
+    for _ in range(1000):
+        bar.update(1)
+    bar.close()
+    assert "\r" not in capsys.readouterr().err
+
+
+def test_sweep_cli_writes_no_progress_bar_into_a_log(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lbw_sim", "sweep", "examples/loss_spike.csv",
+                           "--grid", "thresholds.spike_z=6:12:2", "--out",
+                           str(tmp_path / "sweep.csv")],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "\r" not in proc.stderr and "spec/s" not in proc.stderr
