@@ -46,7 +46,10 @@ class RayExecutor:
         if self.started:
             import lbw_sim
 
-            env = {"py_modules": [str(Path(lbw_sim.__file__).parent)]} if address else None
+            # the package travels with the job: a cluster's workers (and a local instance's,
+            # when lbw_sim is not installed but run from a checkout) import this very code
+            env = {"py_modules": [str(Path(lbw_sim.__file__).parent)],
+                   "env_vars": {"OMP_NUM_THREADS": "1"}}
             ray.init(address=address, num_cpus=None if address else (num_cpus or None),
                      include_dashboard=False, log_to_driver=False, runtime_env=env,
                      ignore_reinit_error=True)

@@ -493,6 +493,7 @@ def summary_frame(rows: list[dict]) -> pd.DataFrame:
         return df[SUMMARY_COLUMNS]
     for col in ("diverged_step", "detection_latency", "steps_lost", "lr_back_steps"):
         df[col] = pd.to_numeric(df[col]).astype("Int64")
+    df["stopped"] = [s if isinstance(s, str) else "" for s in df["stopped"]]  # NaN read back
     fault_o = {f: i for i, f in enumerate(("none", *FAULT_NAMES))}
     arm_o = {a: i for i, a in enumerate(FAULT_ARMS + OPTIONAL_ARMS)}
     df = df.assign(_f=df["fault"].map(fault_o).fillna(99), _a=df["arm"].map(arm_o).fillna(99))

@@ -43,7 +43,8 @@ REQUIRED = ["task", "fault", "severity", "arm", "seed", "final_val_loss",
 NUMERIC = ["severity", "seed", "final_val_loss", "clean_final_val_loss", "interventions",
            "final_lr_scale", "ratio", "steps_lost", "detection_latency", "false_interventions",
            "skips", "rollbacks", "lr_back_steps", "wall_s"]
-OUTPUT_FILES = ("summary.csv", "table.md", "fault_curves.html", "guard_regimes.html")
+OUTPUT_FILES = ("summary.csv", "table.md", "fault_curves.html", "guard_regimes.html",
+                "curves.csv.gz")
 MAX_SUMMARY_BYTES = 20 * 2**20
 
 
@@ -134,7 +135,7 @@ def goals(summary: pd.DataFrame) -> pd.DataFrame:
     rows: list[tuple] = []
 
     def add(goal: str, measured: float, target: str, met: bool | None, detail: str = ""):
-        rows.append((goal, measured, target, met, detail))
+        rows.append((goal, measured, target, None if met is None else bool(met), detail))
 
     # recovery
     if len(faulted):
@@ -280,9 +281,18 @@ def read_fault_curves(out: str | Path, summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_fault_results(out: str | Path) -> FaultResult:
+    """A folder's summary and curves: from the trace files, else from curves.csv.gz (what a
+    committed results folder keeps instead of one trace per cell)."""
     out = Path(out)
     summary = read_fault_summary(out / "summary.csv")
-    return FaultResult(summary, read_fault_curves(out, summary))
+    curves = read_fault_curves(out, summary)
+    packed = out / OUTPUT_FILES[4]
+    if curves.empty and packed.is_file():
+        curves = pd.read_csv(packed)
+        for col in ("task", "fault", "arm", "regime"):
+            if col in curves:
+                curves[col] = curves[col].astype(str)
+    return FaultResult(summary, curves)
 
 
 def is_fault_dir(path: Path) -> bool:
@@ -314,7 +324,18 @@ def write_outputs(out: str | Path, lrs: dict[str, float] | None = None) -> list[
     out = Path(out)
     result = load_fault_results(out)
     (out / "table.md").write_text(table_markdown(result.summary, lrs=lrs), encoding="utf-8")
-    fault_curves_figure(result.curves).write_html(out / OUTPUT_FILES[2], include_plotlyjs=True)
-    guard_regimes_figure(result.curves).write_html(out / OUTPUT_FILES[3],
-                                                   include_plotlyjs=True)
-    return [out / f for f in OUTPUT_FILES]
+    _write_figures(result.curves, out / OUTPUT_FILES[2], fault_curves_figure)
+    _write_figures(result.curves, out / OUTPUT_FILES[3], guard_regimes_figure)
+    if not result.curves.empty:
+        keep = [c for c in result.curves.columns if c != "val_loss"]
+        result.curves[keep].to_csv(out / OUTPUT_FILES[4], index=False, float_format="%.5g")
+    return [out / f for f in OUTPUT_FILES if (out / f).is_file()]
+
+
+def _write_figures(curves: pd.DataFrame, path: Path, draw) -> None:
+    """One page with a figure per task (plotly.js embedded once: the file works offline)."""
+    tasks = list(dict.fromkeys(curves["task"])) if len(curves) else [None]
+    parts = [draw(curves, task).to_html(full_html=False, include_plotlyjs=i == 0)
+             for i, task in enumerate(tasks)]
+    path.write_text("<html><head><meta charset='utf-8'></head><body>" + "".join(parts)
+                    + "</body></html>", encoding="utf-8")
