@@ -216,6 +216,16 @@ def test_goals_name_each_miss():
     assert "| poison | 100 | 1.100 | 1.500 |" in md and "✘" in md
 
 
+def test_a_run_the_guard_stopped_counts_as_not_recovered():
+    s = _summary(1.01, 1.30).assign(steps_run=100)
+    stop = (s["arm"] == "guard") & (s["fault"] == "poison")
+    s.loc[stop, "steps_run"] = 40  # its last val loss is from step 40: not comparable
+    v = goals(s).set_index(goals(s)["goal"].str.split(":").str[0])
+    assert v.loc["recovery", "met"] is False and "stopped early" in v.loc["recovery", "detail"]
+    assert v.loc["dominance", "met"] is False
+    assert "1.010 (stopped)" in table_markdown(s)
+
+
 def test_goals_cannot_tell_without_the_cells():
     s = _summary(1.0, 1.0)
     v = goals(s[s["arm"] == "adamw"])

@@ -101,6 +101,15 @@ def mean_table(summary: pd.DataFrame) -> pd.DataFrame:
            "skips": "mean", "rollbacks": "mean"}
     tab = g.agg({k: v for k, v in agg.items() if k in summary}).reset_index()
     tab["seeds"] = g.size().to_numpy()
+    # a run cut short (the guard's `stop`, or 50 non-finite steps) did not end the run: its
+    # last val loss is from earlier, so it is judged as not recovered (inf), not compared
+    full = summary.groupby("task")["steps_run"].transform("max") if "steps_run" in summary \
+        else None
+    short = summary.assign(short=(summary["steps_run"] < full) if full is not None else False)
+    tab["completed"] = ~short.groupby(["task", "fault", "severity", "arm"], sort=False)[
+        "short"].any().to_numpy()
+    tab["judged_loss"] = tab["final_val_loss"].where(tab["completed"], np.inf)
+    tab["judged_ratio"] = tab["ratio"].where(tab["completed"], np.inf)
     for col, how in (("steps_lost", _lost), ("detection_latency", _mean_nan),
                      ("lr_back_steps", _lost)):
         if col in summary:
@@ -139,11 +148,10 @@ def goals(summary: pd.DataFrame) -> pd.DataFrame:
 
     # recovery
     if len(faulted):
-        worst = faulted.loc[faulted["ratio"].fillna(np.inf).idxmax()]
-        misses = faulted[~(faulted["ratio"] <= RECOVERY)]
-        add("recovery: guard ≤ 1.02× its fault-free run", float(worst["ratio"]),
-            f"≤ {RECOVERY} on all {len(faulted)}", misses.empty,
-            _cases(misses, "ratio", ".3f"))
+        worst = faulted.loc[faulted["judged_ratio"].fillna(np.inf).idxmax()]
+        misses = faulted[~(faulted["judged_ratio"] <= RECOVERY)]
+        add("recovery: guard ≤ 1.02× its fault-free run", float(worst["judged_ratio"]),
+            f"≤ {RECOVERY} on all {len(faulted)}", misses.empty, _cases(misses, "ratio", ".3f"))
     else:
         add("recovery: guard ≤ 1.02× its fault-free run", math.nan, f"≤ {RECOVERY}", None)
     # dominance
@@ -151,10 +159,11 @@ def goals(summary: pd.DataFrame) -> pd.DataFrame:
     judged = 0
     for (task, fault, sev), g in tab[tab["fault"].isin(TRANSIENT)].groupby(
             ["task", "fault", "severity"], sort=False):
-        if "guard" not in set(g["arm"]) or not (g["ratio"].fillna(np.inf) > DOMINANCE).any():
+        if "guard" not in set(g["arm"]) or not (g["judged_ratio"].fillna(np.inf) >
+                                                DOMINANCE).any():
             continue
         judged += 1
-        by = g.set_index("arm")["final_val_loss"].fillna(np.inf)
+        by = g.set_index("arm")["judged_loss"].fillna(np.inf)
         best = by.drop("guard").idxmin()
         if not by["guard"] <= by[best]:
             lost.append(f"{task}/{fault} {sev:g}: {best} {_num(by[best], '.4f')} < guard "
@@ -190,6 +199,7 @@ def goals(summary: pd.DataFrame) -> pd.DataFrame:
 
 def _cases(df: pd.DataFrame, col: str, fmt: str) -> str:
     return "; ".join(f"{r.task}/{r.fault} {r.severity:g}: {_num(getattr(r, col), fmt)}"
+                     + ("" if getattr(r, "completed", True) else " (stopped early)")
                      for r in df.itertuples())
 
 
@@ -200,6 +210,13 @@ def ratio_pivot(summary: pd.DataFrame, task: str) -> pd.DataFrame:
     pv = tab.pivot_table(index=["fault", "severity"], columns="arm", values="ratio",
                          aggfunc="first", sort=False)
     return pv.reset_index()
+
+
+def stopped_cells(summary: pd.DataFrame, task: str) -> set[tuple[str, float, str]]:
+    """(fault, severity, arm) of the task's cells cut short in some seed."""
+    tab = mean_table(summary)
+    tab = tab[(tab["task"] == task) & ~tab["completed"]]
+    return {(r.fault, float(r.severity), r.arm) for r in tab.itertuples()}
 
 
 def goals_markdown(verdict: pd.DataFrame) -> str:
@@ -232,12 +249,18 @@ def table_markdown(summary: pd.DataFrame, title: str = "Fault benchmark",
             if a in clean.index) + ".", "",
             "| fault | severity | " + " | ".join(arms) + " |",
             "|---|---|" + "---|" * len(arms)]
+        short = stopped_cells(summary, task)
         for r in pv.itertuples(index=False):
             if r.fault == "none":
                 continue
             vals = dict(zip(pv.columns, r))
             lines.append(f"| {r.fault} | {r.severity:g} | " + " | ".join(
-                _num(vals[a], ".3f") for a in arms) + " |")
+                _num(vals[a], ".3f") + (" (stopped)" if (r.fault, float(r.severity), a)
+                                        in short else "") for a in arms) + " |")
+        if short:
+            lines += ["", "(stopped): the run was cut short (the guard's `stop`, or 50 "
+                      "non-finite steps); its last val loss is from that step and it counts "
+                      "as not recovered."]
         g = tab[(tab["task"] == task) & (tab["arm"] == "guard") & (tab["fault"] != "none")]
         if len(g):
             lines += ["", "Guard: steps lost (to within 1 % of its fault-free curve), "
