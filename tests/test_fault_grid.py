@@ -345,3 +345,12 @@ def test_unknown_backend_names_the_flag(tiny):
         run_fault_grid(grid, out, backend="dask")
     with pytest.raises(SpecError, match="--address"):
         run_fault_grid(grid, out, address="auto")
+
+
+def test_cli_refuses_a_bad_backend_before_running(capsys):
+    from lbw_sim.cli import main
+
+    assert main(["faults", "--quick", "--address", "auto", "--out", "/nonexistent/x"]) == 2
+    assert "--address" in capsys.readouterr().err
+    assert main(["stress", "--backend", "dask"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
