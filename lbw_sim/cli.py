@@ -193,12 +193,52 @@ def cmd_stress(args: argparse.Namespace) -> int:
     workers = args.workers or min(2, os.cpu_count() or 1)
     torch.set_num_threads(1)  # one thread per training process, here and in the workers
     t0 = time.perf_counter()
-    result = run_stress(grid, out, workers=workers, progress=not args.quiet)
+    result = run_stress(grid, out, workers=workers, progress=not args.quiet,
+                        backend=args.backend, address=args.address)
     files = write_report(result, out)
     print((out / "table.md").read_text(encoding="utf-8"))
     print(f"{len(result.summary)} cells in {time.perf_counter() - t0:.0f} s with {workers} "
           f"worker(s); wrote {', '.join(f.name for f in files)} in {out}")
     return 0
+
+
+def cmd_faults(args: argparse.Namespace) -> int:
+    """The transient-fault grid (or, with --find-lr, the seed-0 LR sweep behind its LRs)."""
+    import os
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from lbw_sim.sim.executors import check_backend
+    from lbw_sim.sim.fault_grid import TASKS, build_fault_grid, find_lr, run_fault_grid
+    from lbw_sim.viz.faults import write_report as write_fault_report
+
+    torch.set_num_threads(1)  # one thread per training process, here and in the workers
+    if args.find_lr:
+        for task in TASKS:
+            print(find_lr(task).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        return 0
+    check_backend(args.backend, args.address)
+    grid = build_fault_grid(quick=args.quick, seeds=args.seeds)
+    out = Path(args.out or Path("runs") / ("faults_quick" if args.quick else "faults"))
+    workers = args.workers or (0 if args.backend == "ray" else min(2, os.cpu_count() or 1))
+    t0 = time.perf_counter()
+    summary = run_fault_grid(grid, out, workers=workers, backend=args.backend,
+                             address=args.address, progress=not args.quiet)
+    files = write_fault_report(out, {t: v["lr"] for t, v in grid.tasks.items()})
+    print((out / "table.md").read_text(encoding="utf-8"))
+    print(f"{len(summary)} cells in {time.perf_counter() - t0:.0f} s with "
+          f"{workers or 'all'} worker(s) ({args.backend}); wrote "
+          f"{', '.join(f.name for f in files)} in {out}")
+    return 0
+
+
+def _backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local process pool (default) or one Ray task per cell")
+    p.add_argument("--address", help="Ray cluster to join (auto, ray://HOST:10001); "
+                                     "default: a private local instance")
 
 
 def summary_text(out) -> str:
@@ -279,7 +319,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seeds 1..N (default: the scenario's; seed 0 is kept for tuning)")
     t.add_argument("--workers", type=_positive, help="processes (default: 2, or 1 on one core)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    _backend_args(t)
     t.set_defaults(func=cmd_stress)
+    f = sub.add_parser("faults", help="transient faults x severity x task x arm x seed at each "
+                                      "task's AdamW-best LR: summary.csv, table.md, figures")
+    f.add_argument("--quick", action="store_true", help="seed 1 only (< 15 min, 2 cores)")
+    f.add_argument("--out", help="output folder (default: runs/faults or runs/faults_quick)")
+    f.add_argument("--seeds", type=_positive,
+                   help="seeds 1..N (default 3, or 1 with --quick; seed 0 finds the LRs)")
+    f.add_argument("--workers", type=_positive,
+                   help="processes (default: 2, or 1 on one core; with ray: cells in "
+                        "flight, default one per CPU)")
+    f.add_argument("--find-lr", action="store_true",
+                   help="only the seed-0 AdamW LR sweep that chose each task's LR")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    _backend_args(f)
+    f.set_defaults(func=cmd_faults)
     return p
 
 

@@ -7,6 +7,9 @@ A scenario lists faults as plain dicts,
     - {kind: corrupt_batch, mode: random_tokens, at: 700}
     - {kind: nonfinite, target: grads, value: nan, at: 900}
     - {kind: loss_scale_overflow, at: 1100, duration: 3}
+    - {kind: grad_noise, scale: 10.0, tail_dof: 3, at: 1300, duration: 10}   # heavy-tailed
+    - {kind: poison, factor: 1.0e4, at: 1500}          # one gradient x1e4
+    - {kind: shift, fraction: 0.25, at: 1700, duration: 100000}   # lasting noisier data
 
 and a `FaultSchedule` built from them answers, in O(1) per step, what the runner should
 do at each point of its loop:
@@ -138,17 +141,23 @@ class LRSpike(Fault):
 
 @dataclass(frozen=True)
 class GradNoise(Fault):
-    """Add Gaussian noise to every gradient: std = scale * rms(grad) per tensor if `relative`
-    (a burst of unusually noisy batches), else std = scale."""
+    """Add noise to every gradient: std = scale * rms(grad) per tensor if `relative` (a burst
+    of unusually noisy batches, so the noise's norm is about `scale` x the gradient's), else
+    std = scale. Gaussian, or with `tail_dof` = k >= 3 Student-t with k degrees of freedom
+    (heavy-tailed: rare huge elements), rescaled to the same std."""
 
     scale: float = 5.0
     relative: bool = True
+    tail_dof: int = 0
     kind: ClassVar[str] = "grad_noise"
 
     def _checked(self, field: str) -> None:
         _positive(self.scale, f"{field}.scale", allow_zero=True)
         if not isinstance(self.relative, bool):
             raise SpecError(f"{field}.relative", f"must be true or false, got {self.relative!r}")
+        if not _is_int(self.tail_dof) or self.tail_dof in (1, 2) or not 0 <= self.tail_dof <= 100:
+            raise SpecError(f"{field}.tail_dof", "must be 0 (Gaussian) or an integer in "
+                                                 f"[3, 100], got {self.tail_dof!r}")
 
 
 @dataclass(frozen=True)
@@ -165,6 +174,28 @@ class CorruptBatch(Fault):
     def _checked(self, field: str) -> None:
         _choice(self.mode, self.MODES, f"{field}.mode")
         _fraction(self.fraction, f"{field}.fraction")
+
+
+@dataclass(frozen=True)
+class Shift(CorruptBatch):
+    """A lasting shift to harder data: from `at` on, a `fraction` of every batch's rows is
+    noise (as `corrupt_batch`). Not a fault to ride out: the loss level moves for good, and a
+    guard should adapt to it without a lasting LR cut. Give a `duration` past the run's end."""
+
+    fraction: float = 0.25
+    kind: ClassVar[str] = "shift"
+
+
+@dataclass(frozen=True)
+class Poison(Fault):
+    """Multiply every gradient by `factor` (one poisoned step that would send the weights far
+    away: a bad sample with a huge loss, a bit flip in a reduction)."""
+
+    factor: float = 1.0e4
+    kind: ClassVar[str] = "poison"
+
+    def _checked(self, field: str) -> None:
+        _positive(self.factor, f"{field}.factor")
 
 
 @dataclass(frozen=True)
@@ -198,7 +229,8 @@ class LossScaleOverflow(Fault):
 
 
 FAULT_KINDS: dict[str, type[Fault]] = {
-    cls.kind: cls for cls in (LRSpike, GradNoise, CorruptBatch, NonFinite, LossScaleOverflow)
+    cls.kind: cls for cls in (LRSpike, GradNoise, CorruptBatch, NonFinite, LossScaleOverflow,
+                              Shift, Poison)
 }
 
 
@@ -292,12 +324,14 @@ class FaultSchedule:
                 _add_noise(grads, fault, gen)
             elif isinstance(fault, LossScaleOverflow):
                 torch._foreach_add_(grads, math.inf)
+            elif isinstance(fault, Poison):
+                torch._foreach_mul_(grads, fault.factor)
             else:
                 _fill_nonfinite(grads, fault, gen)
 
 
 def _acts_on_grads(f: Fault) -> bool:
-    return isinstance(f, (GradNoise, LossScaleOverflow)) or (
+    return isinstance(f, (GradNoise, LossScaleOverflow, Poison)) or (
         isinstance(f, NonFinite) and f.target == "grads"
     )
 
@@ -312,13 +346,23 @@ def _rand(shape: Sequence[int], like: torch.Tensor, gen: torch.Generator | None,
 
 
 def _add_noise(grads: list[torch.Tensor], fault: GradNoise, gen: torch.Generator | None) -> None:
-    noise = [_rand(g.shape, g, gen, normal=True).to(g.dtype) for g in grads]
+    noise = [_noise(g, fault.tail_dof, gen) for g in grads]
     if fault.relative:  # std = scale * ||g|| / sqrt(numel) = scale * rms(g), per tensor
         std = torch._foreach_norm(grads)
         torch._foreach_mul_(std, [fault.scale / math.sqrt(max(g.numel(), 1)) for g in grads])
         torch._foreach_addcmul_(grads, noise, std)
     else:
         torch._foreach_add_(grads, noise, alpha=fault.scale)
+
+
+def _noise(like: torch.Tensor, dof: int, gen: torch.Generator | None) -> torch.Tensor:
+    """Unit-variance noise shaped like `like`: Gaussian (dof 0) or Student-t with `dof`
+    degrees of freedom, z / sqrt(chi2_k / k), divided by its std sqrt(k / (k - 2))."""
+    z = _rand(like.shape, like, gen, normal=True)
+    if dof:
+        chi2 = sum(_rand(like.shape, like, gen, normal=True).square() for _ in range(dof))
+        z = z * torch.rsqrt(chi2 / dof) * math.sqrt((dof - 2) / dof)
+    return z.to(like.dtype)
 
 
 def _fill_nonfinite(grads: list[torch.Tensor], fault: NonFinite, gen: torch.Generator | None):

@@ -33,7 +33,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Any
 
@@ -209,18 +209,23 @@ Callback = Callable[[float, int, "dict | None"], None]  # (cells done, total, fi
 
 def run_stress(grid: StressGrid, out_dir: str | Path | None = None, *, workers: int = 1,
                progress: bool = True, callback: Callback | None = None,
-               stop_event: threading.Event | None = None) -> StressResult:
+               stop_event: threading.Event | None = None, backend: str = "local",
+               address: str | None = None) -> StressResult:
     """Run the cells not yet in `out_dir`'s summary; `workers` > 1 uses that many processes
     (one torch thread each), else this process (its torch threads as they are) with per-step
-    progress. Stops early (keeping what is done) when `stop_event` is set."""
+    progress; `backend="ray"` runs each cell as a Ray task (see `sim.executors`). Stops
+    early (keeping what is done) when `stop_event` is set."""
+    from lbw_sim.sim.executors import check_backend
+
+    check_backend(backend, address)
     reference = reference_levels(grid.scenario)  # also: a text too short fails here, not later
     out = Path(out_dir) if out_dir is not None else None
     done_rows = _open_out_dir(grid, out) if out is not None else []
     book = _Book(grid, out, done_rows, callback, progress, reference)
     stop_event = stop_event or threading.Event()
     try:
-        if workers > 1 and len(book.todo) > 1:
-            _run_pool(book, workers, stop_event)
+        if backend == "ray" or (workers > 1 and len(book.todo) > 1):
+            _run_pool(book, workers, stop_event, backend, address)
         else:
             _run_here(book, stop_event)
     finally:
@@ -324,35 +329,31 @@ def _worker_cell(grid: StressGrid, cell: Cell, lr_scale: float | None,
     return run_cell(grid, cell, lr_scale, out, _WORKER.get("cache"))
 
 
-def _run_pool(book: _Book, workers: int, stop_event: threading.Event) -> None:
+def _run_pool(book: _Book, workers: int, stop_event: threading.Event, backend: str = "local",
+              address: str | None = None) -> None:
     """Base cells first-come first-served; each lr_matched cell once its guard cell is in."""
-    import multiprocessing as mp
+    from lbw_sim.sim.executors import cell_executor
 
     waiting = [c for c in book.todo if c.arm == "lr_matched"]
     queue = [c for c in book.todo if c.arm != "lr_matched"]
     running: dict[Future, Cell] = {}
-    ctx = mp.get_context("spawn")  # no fork of a process that already runs torch threads
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(book.grid,)) as pool:
-        try:
-            while queue or waiting or running:
-                ready = [c for c in waiting if book.guard_scale(c) is not None]
-                for c in ready:
-                    waiting.remove(c)
-                queue = ready + queue
-                while queue and len(running) < workers and not stop_event.is_set():
-                    c = queue.pop(0)
-                    running[pool.submit(_worker_cell, book.grid, c, book.guard_scale(c),
-                                        book.out)] = c
-                if not running:
-                    break
-                finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    cell = running.pop(fut)
-                    book.add(*fut.result(), cell)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    with cell_executor(backend, workers=workers, address=address, initializer=_init_worker,
+                       initargs=(book.grid,)) as pool:
+        while queue or waiting or running:
+            ready = [c for c in waiting if book.guard_scale(c) is not None]
+            for c in ready:
+                waiting.remove(c)
+            queue = ready + queue
+            while queue and len(running) < pool.slots and not stop_event.is_set():
+                c = queue.pop(0)
+                running[pool.submit(_worker_cell, book.grid, c, book.guard_scale(c),
+                                    book.out)] = c
+            if not running:
+                break
+            finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                cell = running.pop(fut)
+                book.add(*fut.result(), cell)
 
 
 # --- files ------------------------------------------------------------------------------------
