@@ -30,6 +30,7 @@ workers need no shared disk.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -44,7 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lbw_sim.errors import SpecError
+from lbw_sim.errors import SpecError, TraceError
 from lbw_sim.sim.scenarios import ArmSpec, Scenario
 
 #: Arms in report order. The issue's `stableadamw` joins once the task suite's arm lands in
@@ -527,8 +528,6 @@ def _open_out_dir(grid: FaultGrid, out: Path) -> list[dict]:
         _atomic_write(meta, json.dumps(fp, indent=1))
     if not (out / "summary.csv").exists():
         return []
-    from lbw_sim.sim.fault_report import read_fault_summary
-
     return read_fault_summary(out / "summary.csv").to_dict("records")
 
 
@@ -549,3 +548,50 @@ def find_lr(task: str, lrs: list[float] | None = None, seed: int = 0,
         trace = list(Run(sc, ArmSpec("adamw"), lr, seed, torch.device("cpu"), cache=cache))
         rows.append({"task": task, "lr": lr, "final_val_loss": float(trace[-1]["val_loss"])})
     return pd.DataFrame(rows).sort_values("final_val_loss", na_position="last")
+
+
+# --- the summary file -----------------------------------------------------------------------
+
+REQUIRED = ["task", "fault", "severity", "arm", "seed", "final_val_loss",
+            "clean_final_val_loss", "interventions", "final_lr_scale"]
+NUMERIC = ["severity", "seed", "final_val_loss", "clean_final_val_loss", "interventions",
+           "final_lr_scale", "ratio", "steps_lost", "detection_latency", "false_interventions",
+           "skips", "rollbacks", "lr_back_steps", "wall_s"]
+MAX_SUMMARY_BYTES = 20 * 2**20
+
+
+def read_fault_summary(source: str | Path | bytes, name: str = "summary.csv") -> pd.DataFrame:
+    """A fault summary.csv from disk or an upload, checked: its columns and numbers."""
+    if isinstance(source, (str, Path)):
+        name, source = Path(source).name, Path(source).read_bytes()
+    if len(source) > MAX_SUMMARY_BYTES:
+        raise TraceError(f"{name}: {len(source) / 2**20:.1f} MiB is too large for a summary")
+    try:
+        df = pd.read_csv(io.BytesIO(source), nrows=200_000)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TraceError(f"{name}: not a CSV table ({first})") from None
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise TraceError(f"{name}: not a fault-grid summary; missing column(s) "
+                         f"{', '.join(missing)}")
+    if df.empty:
+        raise TraceError(f"{name}: no rows")
+    for col in ("task", "fault", "arm"):
+        df[col] = df[col].astype(str)
+    unknown = sorted(set(df["fault"]) - {"none", *FAULT_NAMES})
+    if unknown:
+        raise TraceError(f"{name}: unknown fault(s) {', '.join(unknown)}; known: none, "
+                         f"{', '.join(FAULT_NAMES)}")
+    for col in NUMERIC:
+        if col in df:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    for col in ("seed", "severity"):
+        if df[col].isna().any():
+            row = int(np.flatnonzero(df[col].isna())[0]) + 2
+            raise TraceError(f"{name}: row {row}: {col} must be a number")
+    df["seed"] = df["seed"].astype(int)
+    for col in ("lr_recovered", "recovered"):
+        if col in df:
+            df[col] = df[col].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))
+    return summary_frame(df.to_dict("records"))

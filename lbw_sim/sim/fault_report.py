@@ -20,7 +20,6 @@ run measures the harder data, not the arm).
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,24 +27,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lbw_sim.errors import TraceError
 from lbw_sim.sim.fault_grid import (
     CURVE_COLUMNS,
-    FAULT_NAMES,
     TRANSIENT,
     FaultCell,
-    summary_frame,
+    read_fault_summary,
 )
 
 RECOVERY, DOMINANCE, COST = 1.02, 1.02, 1.005
-REQUIRED = ["task", "fault", "severity", "arm", "seed", "final_val_loss",
-            "clean_final_val_loss", "interventions", "final_lr_scale"]
-NUMERIC = ["severity", "seed", "final_val_loss", "clean_final_val_loss", "interventions",
-           "final_lr_scale", "ratio", "steps_lost", "detection_latency", "false_interventions",
-           "skips", "rollbacks", "lr_back_steps", "wall_s"]
 OUTPUT_FILES = ("summary.csv", "table.md", "fault_curves.html", "guard_regimes.html",
                 "curves.csv.gz")
-MAX_SUMMARY_BYTES = 20 * 2**20
 
 
 @dataclass
@@ -54,43 +45,6 @@ class FaultResult:
 
     summary: pd.DataFrame
     curves: pd.DataFrame = field(default_factory=pd.DataFrame)
-
-
-def read_fault_summary(source: str | Path | bytes, name: str = "summary.csv") -> pd.DataFrame:
-    """A fault summary.csv from disk or an upload, checked: its columns and numbers."""
-    if isinstance(source, (str, Path)):
-        name, source = Path(source).name, Path(source).read_bytes()
-    if len(source) > MAX_SUMMARY_BYTES:
-        raise TraceError(f"{name}: {len(source) / 2**20:.1f} MiB is too large for a summary")
-    try:
-        df = pd.read_csv(io.BytesIO(source), nrows=200_000)
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TraceError(f"{name}: not a CSV table ({first})") from None
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        raise TraceError(f"{name}: not a fault-grid summary; missing column(s) "
-                         f"{', '.join(missing)}")
-    if df.empty:
-        raise TraceError(f"{name}: no rows")
-    for col in ("task", "fault", "arm"):
-        df[col] = df[col].astype(str)
-    unknown = sorted(set(df["fault"]) - {"none", *FAULT_NAMES})
-    if unknown:
-        raise TraceError(f"{name}: unknown fault(s) {', '.join(unknown)}; known: none, "
-                         f"{', '.join(FAULT_NAMES)}")
-    for col in NUMERIC:
-        if col in df:
-            df[col] = pd.to_numeric(df[col], errors="coerce")
-    for col in ("seed", "severity"):
-        if df[col].isna().any():
-            row = int(np.flatnonzero(df[col].isna())[0]) + 2
-            raise TraceError(f"{name}: row {row}: {col} must be a number")
-    df["seed"] = df["seed"].astype(int)
-    for col in ("lr_recovered", "recovered"):
-        if col in df:
-            df[col] = df[col].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))
-    return summary_frame(df.to_dict("records"))
 
 
 def mean_table(summary: pd.DataFrame) -> pd.DataFrame:
