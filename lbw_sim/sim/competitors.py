@@ -47,15 +47,20 @@ def _groups(opt: torch.optim.Optimizer) -> list[dict[str, Any]]:
     if not isinstance(opt, torch.optim.AdamW):
         raise SpecError("arms", "the competitors are AdamW variants; the scenario's optimizer "
                                 f"is {type(opt).__name__}")
-    return [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in opt.param_groups]
+    return [{k: g[k] for k in ("params", "weight_decay", "betas", "eps")}
+            for g in opt.param_groups]
+
+
+def _hyper(opt: torch.optim.AdamW) -> dict[str, Any]:
+    """Betas and eps as the scenario set them (on the groups: `defaults` may predate them)."""
+    g = opt.param_groups[0]
+    return {"betas": tuple(g["betas"]), "eps": g["eps"]}
 
 
 def schedulefree(opt: torch.optim.AdamW, lr: float, **kw: Any) -> torch.optim.Optimizer:
     from schedulefree import AdamWScheduleFree
 
-    d = opt.defaults
-    sf = AdamWScheduleFree(_groups(opt), lr=lr, betas=tuple(d["betas"]), eps=d["eps"],
-                           **{"warmup_steps": 0, **kw})
+    sf = AdamWScheduleFree(_groups(opt), lr=lr, **_hyper(opt), **{"warmup_steps": 0, **kw})
     sf.train()
     return sf
 
@@ -63,17 +68,14 @@ def schedulefree(opt: torch.optim.AdamW, lr: float, **kw: Any) -> torch.optim.Op
 def stableadamw(opt: torch.optim.AdamW, lr: float, **kw: Any) -> torch.optim.Optimizer:
     from optimi import StableAdamW
 
-    d = opt.defaults
-    return StableAdamW(_groups(opt), lr=lr, betas=tuple(d["betas"]), eps=d["eps"], **kw)
+    return StableAdamW(_groups(opt), lr=lr, **_hyper(opt), **kw)
 
 
 def prodigy(opt: torch.optim.AdamW, lr: float = PRODIGY_LR, **kw: Any) -> torch.optim.Optimizer:
     from prodigyopt import Prodigy
 
-    d = opt.defaults
     with contextlib.redirect_stdout(io.StringIO()):  # it prints a line about weight decay
-        return Prodigy(_groups(opt), lr=lr, betas=tuple(d["betas"]), eps=d["eps"],
-                       **{"safeguard_warmup": True, **kw})
+        return Prodigy(_groups(opt), lr=lr, **_hyper(opt), **{"safeguard_warmup": True, **kw})
 
 
 class CompetitorArm(Arm):

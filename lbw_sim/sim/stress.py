@@ -48,7 +48,10 @@ from lbw_sim.sim.scenarios import SCENARIO_DIR, ArmSpec, Scenario
 
 STRESS_YAML = SCENARIO_DIR / "lr_stress.yaml"
 #: Arms in report order; `cosine` and `lr_matched` are the AdamW controls.
-STRESS_ARMS = ("adamw", "clip", "zclip", "skipstep", "guard", "cosine", "lr_matched")
+STRESS_ARMS = ("adamw", "clip", "zclip", "skipstep", "schedulefree", "stableadamw", "guard",
+               "guard:schedulefree", "cosine", "lr_matched", "prodigy")
+#: Learning-rate-free arms run once per seed at their own default LR, not over the grid.
+LR_FREE = {"prodigy": 1.0}
 #: summary.csv starts with these columns (one row per cell); extras follow.
 SUMMARY_COLUMNS = ["arm", "lr", "seed", "final_train_loss", "final_val_loss", "diverged_step",
                    "interventions", "skips", "wall_s"]
@@ -84,7 +87,7 @@ class Cell:
 
     @property
     def trace_file(self) -> str:
-        return f"{self.arm}_lr{self.lr:g}_seed{self.seed}.csv"
+        return f"{self.arm.replace(':', '-')}_lr{self.lr:g}_seed{self.seed}.csv"
 
 
 @dataclass(frozen=True)
@@ -95,9 +98,12 @@ class StressGrid:
     arms: tuple[str, ...]
 
     def cells(self) -> list[Cell]:
-        """Every cell, LR-major; `lr_matched` after `guard` of the same LR."""
+        """Every cell, LR-major; `lr_matched` after `guard` of the same LR; then the LR-free
+        arms, once per seed at their default LR (which their rows carry as `lr`)."""
         sc = self.scenario
-        return [Cell(a, lr, s) for lr in sc.lrs for s in sc.seeds for a in self.arms]
+        return ([Cell(a, lr, s) for lr in sc.lrs for s in sc.seeds for a in self.arms
+                 if a not in LR_FREE] +
+                [Cell(a, LR_FREE[a], s) for s in sc.seeds for a in self.arms if a in LR_FREE])
 
     def fingerprint(self) -> dict[str, Any]:
         """What two runs must share for their cells to sit in one summary."""
@@ -120,7 +126,8 @@ def _data_id(sc: Scenario) -> str:
 
 def build_grid(*, quick: bool = False, mini: bool = False, text: str | Path | None = None,
                seeds: int | None = None, overrides: dict[str, Any] | None = None,
-               arms: list[str] | None = None, path: Path = STRESS_YAML) -> StressGrid:
+               arms: list[str] | None = None, path: Path = STRESS_YAML,
+               replace: dict[str, Any] | None = None) -> StressGrid:
     """The grid of `lr_stress.yaml`, with the --quick (or studio `mini`) overrides, real
     text instead of the synthetic corpus, a seed count N (seeds 1..N: seed 0 is kept for
     tuning guard specs, so reported figures are not fitted to themselves), and `overrides`
@@ -128,6 +135,7 @@ def build_grid(*, quick: bool = False, mini: bool = False, text: str | Path | No
     raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     for extra in (QUICK if quick else None, MINI if mini else None, overrides):
         raw = _merge(raw, extra or {})
+    raw.update(replace or {})  # whole top-level keys (the suite's model and data blocks)
     if text is not None:
         raw["data"] = {"kind": "text", "path": str(_text_path(text))}
     if seeds is not None:
@@ -209,7 +217,7 @@ def run_cell(grid: StressGrid, cell: Cell, lr_scale: float | None = None,
     sc, spec = grid.scenario, arm_spec(cell.arm, cell.lr, lr_scale)
     run = Run(sc, spec, cell.lr, cell.seed, torch.device("cpu"), stop_event=stop_event,
               cache=cache)
-    columns = TRACE_COLUMNS + (GUARD_TRACE_COLUMNS if spec.name == "guard" else [])
+    columns = TRACE_COLUMNS + (GUARD_TRACE_COLUMNS if spec.name.startswith("guard") else [])
     rec = None
     if out_dir is not None:
         (out_dir / cell.trace_file).unlink(missing_ok=True)  # a killed run's partial trace
@@ -338,7 +346,7 @@ def _bar(cells: int, steps: int) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=cells * steps, desc=f"stress ({cells} cells)", unit="step",
-                dynamic_ncols=True)
+                dynamic_ncols=True, disable=None)  # None: no bar when not on a terminal
 
 
 def _run_here(book: _Book, stop_event: threading.Event) -> None:
