@@ -40,7 +40,8 @@ SOURCES = ("Run a miniature grid", "Earlier results (runs/)", "Upload a summary.
 
 st.title("Stress suite")
 st.markdown("Final validation loss against the learning rate for plain AdamW, clip-norm, "
-            "ZClip, OLMo-style skip-step and the guard — the paper's claim in miniature. "
+            "ZClip, OLMo-style skip-step, Schedule-Free AdamW, StableAdamW, Prodigy and the "
+            "guard — the paper's claim in miniature. "
             "The full grid runs from the command line (`python -m lbw_sim stress --quick`); "
             "here a miniature one runs in seconds, or earlier results are loaded.")
 source = st.radio("Results", SOURCES, horizontal=True, key="stress_source")

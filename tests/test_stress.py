@@ -113,7 +113,7 @@ def test_tiny_grid_writes_summary_table_and_figures(tiny_run):
     assert "Goals (issue 4)" in table and "| LR | adamw | clip |" in table
     assert len(result.curves) == 21 * TINY["steps"]
     assert summary.loc[summary["arm"] == "prodigy", "lr"].tolist() == [1.0]
-    assert (out / "guard-schedulefree_lr0.01_seed1.csv").is_file()
+    assert (out / "guard-schedulefree_lr0.01_seed0.csv").is_file()
     assert "prodigy (learning-rate-free, at its default lr 1)" in table
 
 
@@ -138,7 +138,7 @@ def test_resume_skips_finished_cells_and_reruns_a_killed_one(tiny_run):
     grid, _, out = tiny_run
     calls = []
     again = run_stress(grid, out, progress=False, callback=lambda *a: calls.append(a))
-    assert calls == [] and len(again.summary) == 14
+    assert calls == [] and len(again.summary) == 21
     summary = pd.read_csv(out / "summary.csv")
     killed = Cell("clip", 0.1, 0)
     keep = ~((summary["arm"] == killed.arm) & (summary["lr"] == killed.lr))
@@ -149,7 +149,7 @@ def test_resume_skips_finished_cells_and_reruns_a_killed_one(tiny_run):
     resumed = run_stress(grid, out, progress=False, callback=lambda *a: calls.append(a))
     finished = [row for *_, row in calls if row is not None]
     assert [(r["arm"], r["lr"]) for r in finished] == [("clip", 0.1)]
-    assert len(resumed.summary) == 14
+    assert len(resumed.summary) == 21
     assert len(pd.read_csv(trace)) == TINY["steps"]
     with pytest.raises(SpecError, match="another grid"):
         run_stress(build_grid(overrides={**TINY, "steps": 21}), out, progress=False)
