@@ -188,11 +188,13 @@ def cmd_stress(args: argparse.Namespace) -> int:
     from lbw_sim.sim.stress import build_grid, run_stress
     from lbw_sim.viz.stress import write_report
 
-    grid = build_grid(quick=args.quick, text=args.text, seeds=args.seeds)
-    out = Path(args.out or Path("runs") / ("stress_quick" if args.quick else "stress"))
     workers = args.workers or min(2, os.cpu_count() or 1)
     torch.set_num_threads(1)  # one thread per training process, here and in the workers
     t0 = time.perf_counter()
+    if args.suite:
+        return _stress_suite(args, workers, t0)
+    grid = build_grid(quick=args.quick, text=args.text, seeds=args.seeds)
+    out = Path(args.out or Path("runs") / ("stress_quick" if args.quick else "stress"))
     result = run_stress(grid, out, workers=workers, progress=not args.quiet,
                         backend=args.backend, address=args.address)
     files = write_report(result, out)
@@ -239,6 +241,30 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
                    help="local process pool (default) or one Ray task per cell")
     p.add_argument("--address", help="Ray cluster to join (auto, ray://HOST:10001); "
                                      "default: a private local instance")
+
+
+def _stress_suite(args: argparse.Namespace, workers: int, t0: float) -> int:
+    """`stress --suite`: every task of lbw_sim/sim/suite.py into --out/<task>/, then table.md."""
+    import time
+    from pathlib import Path
+
+    from lbw_sim.errors import SpecError
+    from lbw_sim.sim.suite import get_tasks, run_suite
+
+    if args.text:
+        raise SpecError("--text", "the suite brings its own data; use --text without --suite")
+    tasks = get_tasks(args.tasks.split(",") if args.tasks else None)
+    seeds = list(range(1, args.seeds + 1)) if args.seeds else None
+    out = Path(args.out or Path("runs") / ("suite_quick" if args.quick else "suite"))
+    from lbw_sim.viz.stress import write_report
+
+    results = run_suite(out, quick=args.quick, workers=workers, tasks=tasks, seeds=seeds,
+                        progress=not args.quiet, write=write_report)
+    print((out / "table.md").read_text(encoding="utf-8"))
+    cells = sum(len(r.summary) for r in results.values())
+    print(f"{len(results)} tasks, {cells} cells in {time.perf_counter() - t0:.0f} s with "
+          f"{workers} worker(s); wrote {out / 'table.md'} and one folder per task")
+    return 0
 
 
 def summary_text(out) -> str:
@@ -318,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seeds", type=_positive,
                    help="seeds 1..N (default: the scenario's; seed 0 is kept for tuning)")
     t.add_argument("--workers", type=_positive, help="processes (default: 2, or 1 on one core)")
+    t.add_argument("--suite", action="store_true",
+                   help="the task suite: the LR grid over several model families, one folder "
+                        "per task and an overall table.md (with --quick: seed 1, 5 LRs)")
+    t.add_argument("--tasks", help="with --suite: comma-separated task names (default: all)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     _backend_args(t)
     t.set_defaults(func=cmd_stress)

@@ -22,16 +22,27 @@ from lbw_sim.sim.stress_report import (
     runs_dir,
     worst_ratios,
 )
+from lbw_sim.sim.suite_report import (
+    beside_guard,
+    list_suite_dirs,
+    load_suite,
+    overall,
+    suite_root,
+    suite_tasks,
+    suite_verdicts,
+)
 from lbw_sim.viz import stress_curves_figure, stress_events_figure, stress_loss_figure
 from pages.common import through_app
 
 through_app(__file__)
 
-SOURCES = ("Run a miniature grid", "Earlier results (runs/)", "Upload a summary.csv")
+SOURCES = ("Run a miniature grid", "Earlier results (runs/)", "Upload a summary.csv",
+           "Task suite")
 
 st.title("Stress suite")
 st.markdown("Final validation loss against the learning rate for plain AdamW, clip-norm, "
-            "ZClip, OLMo-style skip-step and the guard — the paper's claim in miniature. "
+            "ZClip, OLMo-style skip-step, Schedule-Free AdamW, StableAdamW, Prodigy and the "
+            "guard — the paper's claim in miniature. "
             "The full grid runs from the command line (`python -m lbw_sim stress --quick`); "
             "here a miniature one runs in seconds, or earlier results are loaded.")
 source = st.radio("Results", SOURCES, horizontal=True, key="stress_source")
@@ -144,7 +155,61 @@ def show(result: StressResult) -> None:
                    f"Dotted: {unigram}.")
 
 
-section = {SOURCES[0]: run_section, SOURCES[1]: folder_section, SOURCES[2]: upload_section}
+@st.cache_data(show_spinner=False, max_entries=16)
+def cached_task(folder: str, task: str, summary_mtime_ns: int) -> StressResult:
+    """One task of a suite folder, read once per version of its summary.csv."""
+    return load_suite(folder, [task])[task]
+
+
+def load_suite_with_progress(folder) -> dict[str, StressResult]:
+    names = [n for n in suite_tasks(folder) if (folder / n / "summary.csv").is_file()]
+    bar = st.progress(0.0, text="Loading the suite …")
+    results = {}
+    for i, name in enumerate(names, 1):
+        mtime = (folder / name / "summary.csv").stat().st_mtime_ns
+        results[name] = cached_task(str(folder), name, mtime)
+        bar.progress(i / len(names), text=f"Loaded {name} ({i}/{len(names)})")
+    bar.empty()
+    return results
+
+
+def suite_section() -> StressResult | None:
+    """`stress --suite` folders: the overall verdicts, then one task's table and goals."""
+    folders = list_suite_dirs()
+    if not folders:
+        st.info("No suite results yet: `python -m lbw_sim stress --suite --quick` writes "
+                "runs/suite_quick (the committed quick run is in benchmarks/results/).")
+        return None
+    choice = st.selectbox("Suite folder", folders, key="suite_folder")
+    try:
+        results = load_suite_with_progress(suite_root(choice))
+    except (TraceError, OSError, ValueError, KeyError) as exc:
+        st.error(f"Could not read {choice}: {exc}")
+        return None
+    verdicts = suite_verdicts(results)
+    marks = {True: "✔", False: "✘"}
+    st.markdown("**Overall** (the default spec on every task; a goal is met when every task "
+                "that can judge it meets it)")
+    st.dataframe(overall(verdicts).assign(met=lambda d: d["met"].map(marks).fillna("?")),
+                 hide_index=True, width="stretch", key="suite_overall")
+    matrix = verdicts.assign(cell=[f"{m:.3f} {marks.get(ok, '?')}" for m, ok in
+                                   zip(verdicts["measured"], verdicts["met"])])
+    st.dataframe(matrix.pivot(index="task", columns="key", values="cell"),
+                 width="stretch", key="suite_matrix")
+    task = st.selectbox("Task", list(results), key="suite_task")
+    st.markdown(f"**{task}: goals**")
+    st.dataframe(verdicts[verdicts["task"] == task].drop(columns=["task", "key"]).assign(
+        met=lambda d: d["met"].map(marks).fillna("?")), hide_index=True, width="stretch",
+        key="suite_task_goals",
+        column_config={"measured": st.column_config.NumberColumn(format="%.3f")})
+    st.markdown("**Beside the guard** (ratio to AdamW's best)")
+    st.dataframe(beside_guard(report_table(results[task].summary)), hide_index=True,
+                 width="stretch", key="suite_beside")
+    return results[task]
+
+
+section = {SOURCES[0]: run_section, SOURCES[1]: folder_section, SOURCES[2]: upload_section,
+           SOURCES[3]: suite_section}
 result = section[source]()
 if result is not None:
     show(result)

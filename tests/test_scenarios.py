@@ -44,8 +44,9 @@ def test_lr_stress_is_the_paper_grid_in_miniature():
     assert sc.optimizer.betas == (0.9, 0.95) and sc.optimizer.weight_decay == 0.1
     assert sc.lrs[0] == 1e-3 and sc.lrs[-1] == pytest.approx(3.16e-1)
     assert all(b / a == pytest.approx(10**0.5, rel=0.01) for a, b in zip(sc.lrs, sc.lrs[1:]))
-    assert [a.label for a in sc.arms] == ["adamw", "clip", "zclip", "skipstep", "guard",
-                                          "adamw:cosine"]
+    assert [a.label for a in sc.arms] == ["adamw", "clip", "zclip", "skipstep", "schedulefree",
+                                          "stableadamw", "guard", "guard:schedulefree",
+                                          "adamw:cosine", "prodigy"]
 
 
 @pytest.mark.parametrize("changes, field", [
@@ -53,7 +54,7 @@ def test_lr_stress_is_the_paper_grid_in_miniature():
     ({"steps": 0}, "steps"),
     ({"model": {"kind": "gpt", "n_layr": 2}}, "model.n_layr"),
     ({"model": {"kind": "gpt", "n_embd": 10, "n_head": 3}}, "model.n_head"),
-    ({"model": {"kind": "cnn"}}, "model.kind"),
+    ({"model": {"kind": "transformer"}}, "model.kind"),
     ({"data": {"kind": "digits"}}, "data.kind"),
     ({"data": {"kind": "synthetic", "vocab_size": "many"}}, "data.vocab_size"),
     ({"data": {"kind": "text", "path": "missing.txt"}}, "data.path"),

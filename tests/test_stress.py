@@ -11,6 +11,7 @@ import torch
 from lbw_sim.cli import main
 from lbw_sim.errors import SpecError, TraceError
 from lbw_sim.sim.stress import (
+    LR_FREE,
     QUICK,
     arm_spec,
     build_grid,
@@ -54,7 +55,11 @@ def test_grid_has_every_arm_and_both_controls():
     assert grid.arms == STRESS_ARMS
     sc = grid.scenario
     cells = grid.cells()
-    assert len(cells) == len(STRESS_ARMS) * len(sc.lrs) * len(sc.seeds)
+    free = [c for c in cells if c.arm in LR_FREE]  # Prodigy: once per seed at its own lr
+    assert len(cells) - len(free) == (len(STRESS_ARMS) - len(LR_FREE)) * len(sc.lrs) * len(
+        sc.seeds)
+    assert sorted((c.arm, c.lr, c.seed) for c in free) == [
+        ("prodigy", 1.0, s) for s in sc.seeds]
     arms = [c.arm for c in cells if c.lr == sc.lrs[0]]
     assert arms.index("guard") < arms.index("lr_matched")
     assert arm_spec("cosine", 0.1).label == "adamw:cosine"
@@ -93,7 +98,7 @@ def test_tiny_grid_writes_summary_table_and_figures(tiny_run):
     grid, result, out = tiny_run
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary.columns[:len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
-    assert len(summary) == len(grid.cells()) == 14
+    assert len(summary) == len(grid.cells()) == 10 * 2 + 1  # 10 arms x 2 LRs, one Prodigy
     assert {Cell(r.arm, r.lr, r.seed).key for r in summary.itertuples()} == {
         c.key for c in grid.cells()}
     assert summary["final_val_loss"].notna().all() and (summary["wall_s"] > 0).all()
@@ -106,7 +111,10 @@ def test_tiny_grid_writes_summary_table_and_figures(tiny_run):
     table = (out / "table.md").read_text()
     assert "entropy floor" in table and "Worst ratio per arm" in table and "| guard |" in table
     assert "Goals (issue 4)" in table and "| LR | adamw | clip |" in table
-    assert len(result.curves) == 14 * TINY["steps"]
+    assert len(result.curves) == 21 * TINY["steps"]
+    assert summary.loc[summary["arm"] == "prodigy", "lr"].tolist() == [1.0]
+    assert (out / "guard-schedulefree_lr0.01_seed0.csv").is_file()
+    assert "prodigy (learning-rate-free, at its default lr 1)" in table
 
 
 def test_report_ratios_to_adamws_best():
@@ -131,7 +139,7 @@ def test_resume_skips_finished_cells_and_reruns_a_killed_one(tiny_run):
     grid, _, out = tiny_run
     calls = []
     again = run_stress(grid, out, progress=False, callback=lambda *a: calls.append(a))
-    assert calls == [] and len(again.summary) == 14
+    assert calls == [] and len(again.summary) == 21
     summary = pd.read_csv(out / "summary.csv")
     killed = Cell("clip", 0.1, 0)
     keep = ~((summary["arm"] == killed.arm) & (summary["lr"] == killed.lr))
@@ -142,7 +150,7 @@ def test_resume_skips_finished_cells_and_reruns_a_killed_one(tiny_run):
     resumed = run_stress(grid, out, progress=False, callback=lambda *a: calls.append(a))
     finished = [row for *_, row in calls if row is not None]
     assert [(r["arm"], r["lr"]) for r in finished] == [("clip", 0.1)]
-    assert len(resumed.summary) == 14
+    assert len(resumed.summary) == 21
     assert len(pd.read_csv(trace)) == TINY["steps"]
     with pytest.raises(SpecError, match="another grid"):
         run_stress(build_grid(overrides={**TINY, "steps": 21}), out, progress=False)

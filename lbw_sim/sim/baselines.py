@@ -257,12 +257,16 @@ def make_arm(name: str, model: nn.Module, lr: float, spec: GuardSpec | None = No
              telemetry: bool = True, **opts: Any) -> torch.optim.Optimizer:
     """Build arm `name` over `model`'s parameters. `opts` go to the arm: clip `max_norm`,
     zclip's `ZClip(**opts)`, skipstep `window`/`sigma`/`min_history`, guard `track_norms`."""
+    from lbw_sim.sim.competitors import COMPETITORS, make_competitor
+
     name = ALIASES.get(name, name)
-    if name not in ARMS:
-        raise SpecError("arms", f"unknown arm {name!r}; known: {', '.join(ARMS)}")
+    if name not in ARMS + COMPETITORS:
+        raise SpecError("arms", f"unknown arm {name!r}; known: {', '.join(ARMS + COMPETITORS)}")
     inner = build_optimizer(model, lr, optimizer=optimizer, betas=betas,
                             weight_decay=weight_decay, eps=eps, momentum=momentum)
     try:
+        if name in COMPETITORS:  # schedulefree, stableadamw, prodigy: lbw_sim/sim/competitors.py
+            return make_competitor(name, inner, lr, spec, telemetry=telemetry, **opts)
         if name == "guard":
             return GuardedOptimizer(inner, spec or GuardSpec.default(), **opts)
         if name == "clip":

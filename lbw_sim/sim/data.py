@@ -415,3 +415,26 @@ def estimate_loss(
 
 
 val_loss = estimate_loss
+
+
+# --------------------------------------------------------------------------- teacher-student
+
+
+def teacher_student(n_train: int = 4096, n_val: int = 1024, n_in: int = 16, seed: int = 0,
+                    width: int = 32, noise: float = 0.1) -> ArrayData:
+    """Regression on a fixed random teacher: y = v . tanh(W x) + noise, x ~ N(0, I).
+
+    The teacher (W with unit-variance rows scaled by 1/sqrt(n_in), v by 1/sqrt(width)) and
+    the samples are a pure function of `seed`; the noise sets the best achievable MSE
+    (noise**2). `n_classes` is 0: the targets are real numbers.
+    """
+    for name, value in (("n_train", n_train), ("n_val", n_val), ("n_in", n_in)):
+        if not (isinstance(value, int) and value >= 1):
+            raise SpecError(f"data.{name}", f"must be a positive integer, got {value!r}")
+    g = torch.Generator().manual_seed(int(seed))
+    w = torch.randn(width, n_in, generator=g) / n_in ** 0.5
+    v = torch.randn(width, generator=g) / width ** 0.5 * 2.0
+    x = torch.randn(n_train + n_val, n_in, generator=g)
+    y = torch.tanh(x @ w.T * 2.0) @ v + noise * torch.randn(n_train + n_val, generator=g)
+    return ArrayData(x[:n_train], y[:n_train], x[n_train:], y[n_train:], n_classes=0,
+                     name="teacher")

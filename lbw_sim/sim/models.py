@@ -219,3 +219,130 @@ class MLPClassifier(nn.Module):
         self, lr: float, weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.999)
     ) -> torch.optim.AdamW:
         return configure_adamw(self, lr, weight_decay, betas)
+
+
+# --- the task suite's other families: a CNN, a recurrent char LM, a residual MLP ---------------
+
+def _positive(config: object, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not (isinstance(value, int) and value >= 1):
+            raise SpecError(f"model.{name}", f"must be a positive integer, got {value!r}")
+
+
+@dataclass
+class CNNConfig:
+    n_in: int = 64          # an 8x8 image, flattened (scikit-learn's digits)
+    n_classes: int = 10
+    channels: int = 16      # the second conv has twice as many
+    side: int = 8
+
+    def __post_init__(self) -> None:
+        _positive(self, "n_in", "n_classes", "channels", "side")
+        if self.side * self.side != self.n_in:
+            raise SpecError("model.side", f"side**2 = {self.side ** 2} is not n_in={self.n_in}")
+
+
+class DigitsCNN(nn.Module):
+    """conv3x3 -> GELU -> conv3x3 (stride 2) -> GELU -> global average -> linear; no
+    BatchNorm, so every optimizer (Schedule-Free's x/y switch included) sees one model."""
+
+    def __init__(self, config: CNNConfig):
+        super().__init__()
+        self.config = config
+        c = config.channels
+        self.conv1 = nn.Conv2d(1, c, 3, padding=1)
+        self.conv2 = nn.Conv2d(c, 2 * c, 3, stride=2, padding=1)
+        self.head = nn.Linear(2 * c, config.n_classes)
+
+    def forward(
+        self, x: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        side = self.config.side
+        h = F.gelu(self.conv1(x.view(-1, 1, side, side)))
+        h = F.gelu(self.conv2(h)).mean(dim=(2, 3))
+        logits = self.head(h)
+        loss = None if targets is None else F.cross_entropy(logits, targets)
+        return logits, loss
+
+    def configure_optimizer(
+        self, lr: float, weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.999)
+    ) -> torch.optim.AdamW:
+        return configure_adamw(self, lr, weight_decay, betas)
+
+
+@dataclass
+class RNNConfig:
+    vocab_size: int
+    block_size: int = 32
+    n_embd: int = 64
+    hidden: int = 128
+    n_layer: int = 1
+
+    def __post_init__(self) -> None:
+        _positive(self, "vocab_size", "block_size", "n_embd", "hidden", "n_layer")
+
+
+class CharGRU(nn.Module):
+    """A recurrent char LM: embedding -> GRU -> linear head; the GPT's interface."""
+
+    def __init__(self, config: RNNConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.rnn = nn.GRU(config.n_embd, config.hidden, config.n_layer, batch_first=True)
+        self.lm_head = nn.Linear(config.hidden, config.vocab_size)
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h, _ = self.rnn(self.wte(idx))
+        logits = self.lm_head(h)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    def configure_optimizer(
+        self, lr: float, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95)
+    ) -> torch.optim.AdamW:
+        return configure_adamw(self, lr, weight_decay, betas)
+
+
+@dataclass
+class ResMLPConfig:
+    n_in: int = 16
+    width: int = 64
+    depth: int = 3
+
+    def __post_init__(self) -> None:
+        _positive(self, "n_in", "width", "depth")
+
+
+class ResMLP(nn.Module):
+    """Pre-LayerNorm residual blocks (x + W2 GELU(W1 LN(x))) for scalar regression (MSE)."""
+
+    def __init__(self, config: ResMLPConfig):
+        super().__init__()
+        self.config = config
+        w = config.width
+        self.inp = nn.Linear(config.n_in, w)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 2 * w), nn.GELU(), nn.Linear(2 * w, w))
+            for _ in range(config.depth))
+        self.out = nn.Linear(w, 1)
+
+    def forward(
+        self, x: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h = self.inp(x)
+        for block in self.blocks:
+            h = h + block(h)
+        pred = self.out(h).squeeze(-1)
+        loss = None if targets is None else F.mse_loss(pred, targets)
+        return pred, loss
+
+    def configure_optimizer(
+        self, lr: float, weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.999)
+    ) -> torch.optim.AdamW:
+        return configure_adamw(self, lr, weight_decay, betas)

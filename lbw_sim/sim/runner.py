@@ -40,6 +40,7 @@ import torch.nn as nn
 
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.sim.baselines import make_arm
+from lbw_sim.sim.competitors import eval_mode
 from lbw_sim.sim.data import (
     ArrayBatches,
     Batches,
@@ -50,6 +51,7 @@ from lbw_sim.sim.data import (
     estimate_loss,
 )
 from lbw_sim.sim.device import pick_device
+from lbw_sim.sim.families import FAMILY_KINDS, build_family_task
 from lbw_sim.sim.faults import FaultSchedule, LRSpike
 from lbw_sim.sim.scenarios import ArmSpec, Scenario, load_scenario
 from lbw_sim.traces.recorder import TraceRecorder
@@ -92,6 +94,8 @@ def build_task(sc: Scenario, seed: int, device: torch.device,
     cache = {} if cache is None else cache
     cfg = {k: v for k, v in sc.model.items() if k != "kind"}
     torch.manual_seed(seed)
+    if sc.model_kind in FAMILY_KINDS:  # the task suite's CNN, GRU LM, residual MLP
+        return build_family_task(sc, cfg, seed, device, cache)
     if sc.model_kind == "gpt":
         from lbw_sim.sim.models import GPT, GPTConfig
 
@@ -264,7 +268,8 @@ class Run:
                 self.stop_reason = f"model loss non-finite for {bad_run} steps"
             last = step == self.steps - 1 or bool(self.stop_reason)
             if last or step % sc.eval_every == 0:
-                row["val_loss"] = task.evaluate()
+                with eval_mode(arm):  # Schedule-Free evaluates at its average, then resumes
+                    row["val_loss"] = task.evaluate()
             yield row
             if self.stop_reason:
                 return
@@ -382,7 +387,7 @@ def _run_cell(sc: Scenario, arm: ArmSpec, lr: float, seed: int, device: torch.de
               steps: int, stop_event: threading.Event, cache: dict, out: Path | None,
               bar: Any) -> dict[str, Any]:
     run = Run(sc, arm, lr, seed, device, steps=steps, stop_event=stop_event, cache=cache)
-    columns = TRACE_COLUMNS + (GUARD_TRACE_COLUMNS if arm.name == "guard" else [])
+    columns = TRACE_COLUMNS + (GUARD_TRACE_COLUMNS if arm.name.startswith("guard") else [])
     rec = TraceRecorder(out / trace_name(arm.label, lr, seed), columns=columns) if out else None
     rows, t0 = [], time.perf_counter()
     if bar is not None:

@@ -31,10 +31,11 @@ from lbw_sim.errors import SpecError
 from lbw_sim.guard.spec import GuardSpec
 
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
-MODEL_KINDS = ("gpt", "mlp", "landscape", "noisy_quadratic")
-DATA_KINDS = ("synthetic", "text", "digits", "none")
+MODEL_KINDS = ("gpt", "mlp", "landscape", "noisy_quadratic", "cnn", "rnn", "resmlp")
+DATA_KINDS = ("synthetic", "text", "digits", "teacher", "none")
 SCHEDULES = ("constant", "cosine")
-ARM_NAMES = ("adamw", "plain", "clip", "zclip", "skipstep", "guard")
+ARM_NAMES = ("adamw", "plain", "clip", "zclip", "skipstep", "guard", "schedulefree",
+             "stableadamw", "prodigy", "guard:schedulefree")
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,8 @@ class ArmSpec:
         if isinstance(item, dict):
             _known(path, item, {"arm", "schedule", "lr"})
             name, schedule, lr = item.get("arm"), item.get("schedule"), item.get("lr")
+        elif isinstance(item, str) and item in ARM_NAMES:  # guard:schedulefree is one name
+            name, schedule, lr = item, None, None
         elif isinstance(item, str):
             name, _, rest = item.partition(":")
             schedule, _, lr_text = rest.partition("=")
@@ -249,14 +252,15 @@ def _model(data: Any) -> dict[str, Any]:
         get_landscape(cfg.get("name", "rosenbrock"), **land)
         return {"kind": kind, **cfg}
     cls = {"gpt": models.GPTConfig, "mlp": models.MLPConfig,
-           "noisy_quadratic": problems.NoisyQuadratic}[kind]
+           "noisy_quadratic": problems.NoisyQuadratic, "cnn": models.CNNConfig,
+           "rnn": models.RNNConfig, "resmlp": models.ResMLPConfig}[kind]
     known = {f.name for f in dataclasses.fields(cls) if f.init} - {"vocab_size", "n_in",
                                                                    "n_classes"}
     _known("model", cfg, known)
     try:
-        if kind == "gpt":
+        if kind in ("gpt", "rnn"):
             cls(vocab_size=2, **cfg)
-        elif kind == "mlp":
+        elif kind in ("mlp", "cnn", "resmlp"):
             cls(**cfg)
         else:
             cls(**{**cfg, "dim": min(int(cfg.get("dim", 2)), 2)})
@@ -268,7 +272,8 @@ def _model(data: Any) -> dict[str, Any]:
 def _check_data(d: DataSpec, model: str, base_dir: Path) -> None:
     if d.kind not in DATA_KINDS:
         raise SpecError("data.kind", f"must be one of {', '.join(DATA_KINDS)}, got {d.kind!r}")
-    needs = {"gpt": ("synthetic", "text"), "mlp": ("digits",),
+    needs = {"gpt": ("synthetic", "text"), "mlp": ("digits",), "rnn": ("synthetic", "text"),
+             "cnn": ("digits",), "resmlp": ("teacher",),
              "landscape": ("none",), "noisy_quadratic": ("none",)}[model]
     if d.kind not in needs:
         raise SpecError("data.kind", f"model {model} trains on {' or '.join(needs)}, "

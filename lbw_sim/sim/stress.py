@@ -74,7 +74,8 @@ MINI = {"steps": 160, "seeds": [1], "schedule": {"warmup": 20}, "eval_every": 40
 
 def build_grid(*, quick: bool = False, mini: bool = False, text: str | Path | None = None,
                seeds: int | None = None, overrides: dict[str, Any] | None = None,
-               arms: list[str] | None = None, path: Path = STRESS_YAML) -> StressGrid:
+               arms: list[str] | None = None, path: Path = STRESS_YAML,
+               replace: dict[str, Any] | None = None) -> StressGrid:
     """The grid of `lr_stress.yaml`, with the --quick (or studio `mini`) overrides, real
     text instead of the synthetic corpus, a seed count N (seeds 1..N: seed 0 is kept for
     tuning guard specs, so reported figures are not fitted to themselves), and `overrides`
@@ -82,6 +83,7 @@ def build_grid(*, quick: bool = False, mini: bool = False, text: str | Path | No
     raw = load_yaml(Path(path).read_text(encoding="utf-8"))
     for extra in (QUICK if quick else None, MINI if mini else None, overrides):
         raw = _merge(raw, extra or {})
+    raw.update(replace or {})  # whole top-level keys (the suite's model and data blocks)
     if text is not None:
         raw["data"] = {"kind": "text", "path": str(_text_path(text))}
     if seeds is not None:
@@ -163,7 +165,7 @@ def run_cell(grid: StressGrid, cell: Cell, lr_scale: float | None = None,
     sc, spec = grid.scenario, arm_spec(cell.arm, cell.lr, lr_scale)
     run = Run(sc, spec, cell.lr, cell.seed, torch.device("cpu"), stop_event=stop_event,
               cache=cache)
-    columns = TRACE_COLUMNS + (GUARD_TRACE_COLUMNS if spec.name == "guard" else [])
+    columns = TRACE_COLUMNS + (GUARD_TRACE_COLUMNS if spec.name.startswith("guard") else [])
     rec = None
     if out_dir is not None:
         (out_dir / cell.trace_file).unlink(missing_ok=True)  # a killed run's partial trace

@@ -20,13 +20,17 @@ from lbw_sim.sim.scenarios import Scenario
 
 MAX_SUMMARY_BYTES = 20 * 2**20
 #: Arms in report order; `cosine` and `lr_matched` are the AdamW controls.
-STRESS_ARMS = ("adamw", "clip", "zclip", "skipstep", "guard", "cosine", "lr_matched")
+STRESS_ARMS = ("adamw", "clip", "zclip", "skipstep", "schedulefree", "stableadamw", "guard",
+               "guard:schedulefree", "cosine", "lr_matched", "prodigy")
+#: Learning-rate-free arms run once per seed at their own default LR, not over the grid.
+LR_FREE = {"prodigy": 1.0}
 #: summary.csv starts with these columns (one row per cell); extras follow.
 SUMMARY_COLUMNS = ["arm", "lr", "seed", "final_train_loss", "final_val_loss", "diverged_step",
                    "interventions", "skips", "wall_s"]
 EXTRA_COLUMNS = ["final_val_ppl", "run_lr", "mean_lr_scale", "rollbacks", "steps_run",
                  "stopped"]
 CURVE_COLUMNS = ["step", "model_loss", "val_loss", "lr_scale", "skipped"]
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -42,7 +46,7 @@ class Cell:
 
     @property
     def trace_file(self) -> str:
-        return f"{self.arm}_lr{self.lr:g}_seed{self.seed}.csv"
+        return f"{self.arm.replace(':', '-')}_lr{self.lr:g}_seed{self.seed}.csv"
 
 
 @dataclass(frozen=True)
@@ -53,9 +57,12 @@ class StressGrid:
     arms: tuple[str, ...]
 
     def cells(self) -> list[Cell]:
-        """Every cell, LR-major; `lr_matched` after `guard` of the same LR."""
+        """Every cell, LR-major; `lr_matched` after `guard` of the same LR; then the LR-free
+        arms, once per seed at their default LR (which their rows carry as `lr`)."""
         sc = self.scenario
-        return [Cell(a, lr, s) for lr in sc.lrs for s in sc.seeds for a in self.arms]
+        return ([Cell(a, lr, s) for lr in sc.lrs for s in sc.seeds for a in self.arms
+                 if a not in LR_FREE] +
+                [Cell(a, LR_FREE[a], s) for s in sc.seeds for a in self.arms if a in LR_FREE])
 
     def fingerprint(self) -> dict[str, Any]:
         """What two runs must share for their cells to sit in one summary."""

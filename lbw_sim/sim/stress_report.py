@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from lbw_sim.sim.stress_grid import (
+    LR_FREE,
     STRESS_ARMS,
     Cell,
     StressResult,
@@ -138,7 +139,7 @@ def table_markdown(rep: pd.DataFrame, reference: dict[str, float], title: str = 
 #: The stress goals (issue 4): no harm at AdamW's best LR, rescue at 10x and 30x, dominance
 #: at every LR >= 3x over these arms, quiet (nominal) guard at LRs up to the best.
 NO_HARM, RESCUE, QUIET = 1.01, 1.10, 0.98
-RIVALS = ("adamw", "clip", "zclip", "skipstep")
+RIVALS = ("adamw", "clip", "zclip", "skipstep", "schedulefree", "stableadamw")
 
 
 def nominal_fractions(out: str | Path, summary: pd.DataFrame, warmup: int) -> dict[float, float]:
@@ -233,6 +234,8 @@ def goals_markdown(verdict: pd.DataFrame) -> str:
 def pivot_markdown(rep: pd.DataFrame) -> str:
     """LR x arm: `mean ± std (ratio)` per cell, AdamW's best LR marked, a worst-ratio row."""
     best_lr, _ = adamw_best(rep)
+    free = rep[rep["arm"].isin(list(LR_FREE))]   # one LR of their own: listed below the grid
+    rep = rep[~rep["arm"].isin(list(LR_FREE))]
     arms = list(dict.fromkeys(rep["arm"]))
     by = rep.set_index(["arm", "lr"])
     lines = ["| LR | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
@@ -250,6 +253,9 @@ def pivot_markdown(rep: pd.DataFrame) -> str:
     worst = worst_ratios(rep).set_index("arm")["worst_ratio"]
     lines.append("| worst ratio | " + " | ".join(_num(float(worst.get(a, math.nan)), ".3f")
                                                for a in arms) + " |")
+    lines += [f"\n{r.arm} (learning-rate-free, at its default lr {r.lr:g}): "
+              f"{_pm(r.val_loss, r.val_std, r.seeds)} ({_num(r.ratio, '.3f')})"
+              for r in free.itertuples()]
     return "\n".join(lines) + "\n"
 
 
