@@ -30,7 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lbw_sim.sim.baselines import ARMS, SkipStepAdamW, make_arm  # noqa: E402
+from lbw_sim.sim.arms import make_arm  # noqa: E402
+from lbw_sim.sim.baselines import ARMS, SkipStepAdamW  # noqa: E402
 from lbw_sim.sim.data import Batches, SyntheticSource  # noqa: E402
 from lbw_sim.sim.models import GPT, GPTConfig  # noqa: E402
 

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from lbw_sim import GuardedOptimizer, SpecError
-from lbw_sim.sim.baselines import ARMS, SkipStepAdamW, make_arm
+from lbw_sim.sim.arms import make_arm
+from lbw_sim.sim.baselines import ARMS, SkipStepAdamW
 
 torch.set_num_threads(1)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lbw_sim.guard.optim import GuardedOptimizer
-from lbw_sim.sim.baselines import make_arm
+from lbw_sim.sim.arms import make_arm
 from lbw_sim.sim.competitors import COMPETITORS, eval_mode, in_train_mode
 from lbw_sim.sim.models import MLPClassifier, MLPConfig
 from lbw_sim.sim.runner import Run

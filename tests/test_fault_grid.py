@@ -34,10 +34,11 @@ from lbw_sim.sim.faults import FaultSchedule
 def test_grid_covers_every_fault_severity_task_arm_and_seed():
     grid = build_fault_grid()
     assert grid.seeds == (1, 2, 3) and build_fault_grid(quick=True).seeds == (1,)
-    assert set(grid.tasks) == {"gpt", "mlp"} and grid.arms == FAULT_ARMS
+    # the arms, StableAdamW included now that the suite's competitors exist
+    assert set(grid.tasks) == {"gpt", "mlp"} and grid.arms == (*FAULT_ARMS, "stableadamw")
     cells = grid.cells()
     per_task = 1 + sum(len(SEVERITIES[f]) for f in FAULT_NAMES)
-    assert len(cells) == len(set(c.key for c in cells)) == 2 * per_task * 5 * 3
+    assert len(cells) == len(set(c.key for c in cells)) == 2 * per_task * 6 * 3
     assert len(per_task * [0]) == 13  # six kinds x two severities + the fault-free run
     first_faulted = next(i for i, c in enumerate(cells) if c.fault != "none")
     assert all(c.fault == "none" for c in cells[:first_faulted])  # references go first

@@ -11,14 +11,13 @@ import torch
 from lbw_sim.cli import main
 from lbw_sim.errors import SpecError, TraceError
 from lbw_sim.sim.stress import (
-    LR_FREE,
     QUICK,
     arm_spec,
     build_grid,
     mean_lr_scale,
     run_stress,
 )
-from lbw_sim.sim.stress_grid import STRESS_ARMS, SUMMARY_COLUMNS, Cell
+from lbw_sim.sim.stress_grid import LR_FREE, STRESS_ARMS, SUMMARY_COLUMNS, Cell
 from lbw_sim.sim.stress_job import StressJob
 from lbw_sim.sim.stress_report import (
     OUTPUT_FILES,

@@ -25,9 +25,7 @@ import torch.nn as nn
 
 from lbw_sim.errors import SpecError
 from lbw_sim.guard.adamw import adamw_step
-from lbw_sim.guard.optim import GuardedOptimizer
 from lbw_sim.guard.shell import WrappedOptimizer
-from lbw_sim.guard.spec import GuardSpec
 
 ARMS = ("adamw", "clip", "zclip", "skipstep", "guard")
 ALIASES = {"plain": "adamw"}  # with optimizer="sgd" the plain arm is not AdamW
@@ -249,32 +247,3 @@ def _skipstep_from(opt: torch.optim.Optimizer, **kw: Any) -> SkipStepAdamW:
     keep = ("params", "lr", "betas", "eps", "weight_decay")
     groups = [{k: g[k] for k in keep} for g in opt.param_groups]
     return SkipStepAdamW(groups, **kw)
-
-
-def make_arm(name: str, model: nn.Module, lr: float, spec: GuardSpec | None = None, *,
-             optimizer: str = "adamw", betas: tuple[float, float] = (0.9, 0.95),
-             weight_decay: float = 0.1, eps: float = 1e-8, momentum: float = 0.0,
-             telemetry: bool = True, **opts: Any) -> torch.optim.Optimizer:
-    """Build arm `name` over `model`'s parameters. `opts` go to the arm: clip `max_norm`,
-    zclip's `ZClip(**opts)`, skipstep `window`/`sigma`/`min_history`, guard `track_norms`."""
-    from lbw_sim.sim.competitors import COMPETITORS, make_competitor
-
-    name = ALIASES.get(name, name)
-    if name not in ARMS + COMPETITORS:
-        raise SpecError("arms", f"unknown arm {name!r}; known: {', '.join(ARMS + COMPETITORS)}")
-    inner = build_optimizer(model, lr, optimizer=optimizer, betas=betas,
-                            weight_decay=weight_decay, eps=eps, momentum=momentum)
-    try:
-        if name in COMPETITORS:  # schedulefree, stableadamw, prodigy: lbw_sim/sim/competitors.py
-            return make_competitor(name, inner, lr, spec, telemetry=telemetry, **opts)
-        if name == "guard":
-            return GuardedOptimizer(inner, spec or GuardSpec.default(), **opts)
-        if name == "clip":
-            return ClipArm(inner, telemetry=telemetry, **opts)
-        if name == "zclip":
-            return ZClipArm(inner, model, telemetry=telemetry, **opts)
-        if name == "skipstep":
-            return SkipStepArm(_skipstep_from(inner, **opts), telemetry=telemetry)
-        return Arm(inner, telemetry=telemetry, **opts)
-    except TypeError as exc:
-        raise SpecError(f"arm_options.{name}", str(exc)) from None

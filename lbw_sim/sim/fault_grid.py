@@ -48,8 +48,8 @@ import pandas as pd
 from lbw_sim.errors import SpecError, TraceError
 from lbw_sim.sim.scenarios import ArmSpec, Scenario
 
-#: Arms in report order. The issue's `stableadamw` joins once the task suite's arm lands in
-#: `sim.baselines.ARMS` (it is picked up here automatically then, see `fault_arms`).
+#: Arms in report order; `stableadamw` (torch-optimi, an optional arm: see `fault_arms`) runs
+#: wherever `sim.arms` knows it.
 FAULT_ARMS = ("adamw", "clip", "zclip", "skipstep", "guard")
 OPTIONAL_ARMS = ("stableadamw",)
 #: Fault kinds in report order; `none` is the fault-free reference, `shift` is not a fault.
@@ -107,9 +107,9 @@ TASKS: dict[str, dict[str, Any]] = {
 
 def fault_arms() -> tuple[str, ...]:
     """FAULT_ARMS plus any optional arm (stableadamw) the baselines know by now."""
-    from lbw_sim.sim.baselines import ARMS
+    from lbw_sim.sim.arms import ALL_ARMS
 
-    return FAULT_ARMS + tuple(a for a in OPTIONAL_ARMS if a in ARMS)
+    return FAULT_ARMS + tuple(a for a in OPTIONAL_ARMS if a in ALL_ARMS)
 
 
 @dataclass(frozen=True)

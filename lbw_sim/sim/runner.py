@@ -29,31 +29,23 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn as nn
 
 from lbw_sim.guard.spec import GuardSpec
-from lbw_sim.sim.baselines import make_arm
+from lbw_sim.sim.arms import make_arm
 from lbw_sim.sim.competitors import eval_mode
 from lbw_sim.sim.data import (
-    ArrayBatches,
-    Batches,
-    SyntheticSource,
-    TextSource,
     _step_generator,
-    digits,
-    estimate_loss,
 )
 from lbw_sim.sim.device import pick_device
-from lbw_sim.sim.families import FAMILY_KINDS, build_family_task
 from lbw_sim.sim.faults import FaultSchedule, LRSpike
 from lbw_sim.sim.scenarios import ArmSpec, Scenario, load_scenario
+from lbw_sim.sim.tasks import Task, build_task, digits_data, token_data
 from lbw_sim.traces.recorder import TraceRecorder
 from lbw_sim.traces.schema import GUARD_RUN_COLUMNS, RUN_COLUMNS
 
@@ -66,105 +58,19 @@ SUMMARY_COLUMNS = ["arm", "lr", "seed", "final_train_loss", "final_val_loss", "d
 FAULT_SEED = 7919  # fault randomness: a pure function of (seed, batch), the same in every arm
 
 
-# --- what a cell trains -----------------------------------------------------------------------
-
-class ParamModule(nn.Module):
-    """A bare parameter as a module, so landscapes and quadratics fit the arms' interface."""
-
-    def __init__(self, param: nn.Parameter):
-        super().__init__()
-        self.p = param
-
-
-@dataclass
-class Task:
-    """The model, its batches and losses for one seed: everything but the optimizer."""
-
-    module: nn.Module
-    batches: Batches | ArrayBatches | None
-    loss: Callable[[Any, int], torch.Tensor]  # (batch, batch index) -> scalar loss
-    evaluate: Callable[[], float]
-    n_classes: int | None = None
-    best_loss: float | None = None
-
-
-def build_task(sc: Scenario, seed: int, device: torch.device,
-               cache: dict | None = None) -> Task:
-    """Model initialised from `seed`, batches ordered by `seed`, data shared through `cache`."""
-    cache = {} if cache is None else cache
-    cfg = {k: v for k, v in sc.model.items() if k != "kind"}
-    torch.manual_seed(seed)
-    if sc.model_kind in FAMILY_KINDS:  # the task suite's CNN, GRU LM, residual MLP
-        return build_family_task(sc, cfg, seed, device, cache)
-    if sc.model_kind == "gpt":
-        from lbw_sim.sim.models import GPT, GPTConfig
-
-        data = _token_data(sc, cache)
-        model = GPT(GPTConfig(vocab_size=data.vocab_size, **cfg)).to(device)
-        block = model.config.block_size
-        return Task(model, Batches(data.train, block, sc.batch_size, seed=seed, device=device),
-                    lambda b, _: model(*b)[1],
-                    lambda: estimate_loss(model, data, block, sc.batch_size, sc.eval_batches,
-                                          device),
-                    n_classes=data.vocab_size, best_loss=data.best_loss)
-    if sc.model_kind == "mlp":
-        from lbw_sim.sim.models import MLPClassifier, MLPConfig
-
-        arrays = _digits(sc, cache)
-        model = MLPClassifier(MLPConfig(n_in=arrays.n_features, n_classes=arrays.n_classes,
-                                        **cfg)).to(device)
-        batches = ArrayBatches(arrays.x_train, arrays.y_train, sc.batch_size, seed, device)
-        return Task(model, batches, lambda b, _: model(*b)[1],
-                    lambda: estimate_loss(model, arrays, device=device),
-                    n_classes=arrays.n_classes)
-    if sc.model_kind == "landscape":
-        from lbw_sim.sim.landscapes import get_landscape
-
-        over = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k != "name"}
-        land = get_landscape(cfg.get("name", "rosenbrock"), **over)
-        mod = ParamModule(land.param(device))
-        return Task(mod, None, lambda b, _: land.loss(mod.p),
-                    lambda: float(land.loss(mod.p.detach())), best_loss=land.f_min)
-    from lbw_sim.sim.problems import NoisyQuadratic
-
-    prob = NoisyQuadratic(**{**cfg, "seed": int(cfg.get("seed", 0)) + seed})
-    mod = ParamModule(prob.param(device))
-    return Task(mod, None, lambda b, step: prob.loss(mod.p, step),
-                lambda: float(prob.true_loss(mod.p.detach())), best_loss=0.0)
-
+# --- what a cell trains (sim/tasks.py) -------------------------------------------------------
 
 def prepare(sc: Scenario, arms: Sequence[ArmSpec], device: torch.device, cache: dict) -> None:
     """Build the data into `cache` and take one untimed step per kind of arm, so that neither
     the data nor first-call costs (lazy kernel set-up, loading the guard's compiled walk)
     land in the wall time of whichever cell runs first."""
     if sc.model_kind == "gpt":
-        _token_data(sc, cache)
+        token_data(sc, cache)
     elif sc.model_kind == "mlp":
-        _digits(sc, cache)
+        digits_data(sc, cache)
     for name in dict.fromkeys(a.name for a in arms):
         for _ in Run(sc, name, sc.lrs[0], sc.seeds[0], device, steps=1, cache=cache):
             pass
-
-
-def _digits(sc: Scenario, cache: dict):
-    key = ("digits", sc.data.val_fraction, sc.data.seed)
-    if key not in cache:
-        cache[key] = digits(sc.data.val_fraction, sc.data.seed)
-    return cache[key]
-
-
-def _token_data(sc: Scenario, cache: dict):
-    d = sc.data
-    if d.kind == "text":
-        key = ("text", d.path, d.val_fraction)
-        if key not in cache:
-            cache[key] = TextSource.from_file(d.path, d.val_fraction)
-        return cache[key]
-    key = ("synthetic", d.vocab_size, d.order, d.seed, d.n_train, d.n_val)
-    if key not in cache:
-        source = SyntheticSource(vocab_size=d.vocab_size, order=d.order, seed=d.seed)
-        cache[key] = source.dataset(d.n_train, d.n_val)
-    return cache[key]
 
 
 def fault_label(sched: FaultSchedule, step: int, batch: int) -> str:

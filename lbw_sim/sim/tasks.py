@@ -1,0 +1,159 @@
+"""What a cell trains: the model, its batches and losses for one seed (`build_task`), for
+every model kind of the scenarios and the task suite (GPT, MLP, CNN, GRU LM, residual MLP,
+landscapes, quadratics). Data is shared between cells through `cache`.
+
+The runner (`runner.py`) adds the optimizer arm, the faults and the trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from lbw_sim.sim.data import (
+    ArrayBatches,
+    Batches,
+    SyntheticSource,
+    TextSource,
+    digits,
+    estimate_loss,
+    teacher_student,
+)
+from lbw_sim.sim.scenarios import Scenario
+
+# --- what a cell trains -----------------------------------------------------------------------
+
+class ParamModule(nn.Module):
+    """A bare parameter as a module, so landscapes and quadratics fit the arms' interface."""
+
+    def __init__(self, param: nn.Parameter):
+        super().__init__()
+        self.p = param
+
+
+@dataclass
+class Task:
+    """The model, its batches and losses for one seed: everything but the optimizer."""
+
+    module: nn.Module
+    batches: Batches | ArrayBatches | None
+    loss: Callable[[Any, int], torch.Tensor]  # (batch, batch index) -> scalar loss
+    evaluate: Callable[[], float]
+    n_classes: int | None = None
+    best_loss: float | None = None
+
+
+def build_task(sc: Scenario, seed: int, device: torch.device,
+               cache: dict | None = None) -> Task:
+    """Model initialised from `seed`, batches ordered by `seed`, data shared through `cache`."""
+    cache = {} if cache is None else cache
+    cfg = {k: v for k, v in sc.model.items() if k != "kind"}
+    torch.manual_seed(seed)
+    if sc.model_kind in FAMILY_KINDS:  # the task suite's CNN, GRU LM, residual MLP
+        return build_family_task(sc, cfg, seed, device, cache)
+    if sc.model_kind == "gpt":
+        from lbw_sim.sim.models import GPT, GPTConfig
+
+        data = token_data(sc, cache)
+        model = GPT(GPTConfig(vocab_size=data.vocab_size, **cfg)).to(device)
+        block = model.config.block_size
+        return Task(model, Batches(data.train, block, sc.batch_size, seed=seed, device=device),
+                    lambda b, _: model(*b)[1],
+                    lambda: estimate_loss(model, data, block, sc.batch_size, sc.eval_batches,
+                                          device),
+                    n_classes=data.vocab_size, best_loss=data.best_loss)
+    if sc.model_kind == "mlp":
+        from lbw_sim.sim.models import MLPClassifier, MLPConfig
+
+        arrays = digits_data(sc, cache)
+        model = MLPClassifier(MLPConfig(n_in=arrays.n_features, n_classes=arrays.n_classes,
+                                        **cfg)).to(device)
+        batches = ArrayBatches(arrays.x_train, arrays.y_train, sc.batch_size, seed, device)
+        return Task(model, batches, lambda b, _: model(*b)[1],
+                    lambda: estimate_loss(model, arrays, device=device),
+                    n_classes=arrays.n_classes)
+    if sc.model_kind == "landscape":
+        from lbw_sim.sim.landscapes import get_landscape
+
+        over = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k != "name"}
+        land = get_landscape(cfg.get("name", "rosenbrock"), **over)
+        mod = ParamModule(land.param(device))
+        return Task(mod, None, lambda b, _: land.loss(mod.p),
+                    lambda: float(land.loss(mod.p.detach())), best_loss=land.f_min)
+    from lbw_sim.sim.problems import NoisyQuadratic
+
+    prob = NoisyQuadratic(**{**cfg, "seed": int(cfg.get("seed", 0)) + seed})
+    mod = ParamModule(prob.param(device))
+    return Task(mod, None, lambda b, step: prob.loss(mod.p, step),
+                lambda: float(prob.true_loss(mod.p.detach())), best_loss=0.0)
+
+
+def digits_data(sc: Scenario, cache: dict):
+    key = ("digits", sc.data.val_fraction, sc.data.seed)
+    if key not in cache:
+        cache[key] = digits(sc.data.val_fraction, sc.data.seed)
+    return cache[key]
+
+
+def token_data(sc: Scenario, cache: dict):
+    d = sc.data
+    if d.kind == "text":
+        key = ("text", d.path, d.val_fraction)
+        if key not in cache:
+            cache[key] = TextSource.from_file(d.path, d.val_fraction)
+        return cache[key]
+    key = ("synthetic", d.vocab_size, d.order, d.seed, d.n_train, d.n_val)
+    if key not in cache:
+        source = SyntheticSource(vocab_size=d.vocab_size, order=d.order, seed=d.seed)
+        cache[key] = source.dataset(d.n_train, d.n_val)
+    return cache[key]
+
+
+FAMILY_KINDS = ("cnn", "rnn", "resmlp")
+
+
+def build_family_task(sc: Scenario, cfg: dict[str, Any], seed: int, device: torch.device,
+                      cache: dict | None) -> Task:
+    """The task suite's CNN on digits, GRU char LM and residual MLP on a teacher-student
+    regression (model from `seed`, batches ordered by `seed`, data shared through `cache`)."""
+    from lbw_sim.sim import models
+
+    cache = {} if cache is None else cache
+    if sc.model_kind == "rnn":
+        data = token_data(sc, cache)
+        model = models.CharGRU(models.RNNConfig(vocab_size=data.vocab_size, **cfg)).to(device)
+        block = model.config.block_size
+        return Task(model, Batches(data.train, block, sc.batch_size, seed=seed, device=device),
+                    lambda b, _: model(*b)[1],
+                    lambda: estimate_loss(model, data, block, sc.batch_size, sc.eval_batches,
+                                          device),
+                    n_classes=data.vocab_size, best_loss=data.best_loss)
+    if sc.model_kind == "cnn":
+        arrays = digits_data(sc, cache)
+        model = models.DigitsCNN(models.CNNConfig(n_in=arrays.n_features,
+                                                  n_classes=arrays.n_classes, **cfg)).to(device)
+        n_classes: int | None = arrays.n_classes
+        best = None
+    else:
+        arrays = teacher_data(sc, cache)
+        model = models.ResMLP(models.ResMLPConfig(n_in=arrays.n_features, **cfg)).to(device)
+        n_classes, best = None, TEACHER_NOISE ** 2
+    batches = ArrayBatches(arrays.x_train, arrays.y_train, sc.batch_size, seed, device)
+    return Task(model, batches, lambda b, _: model(*b)[1],
+                lambda: estimate_loss(model, arrays, device=device), n_classes=n_classes,
+                best_loss=best)
+
+
+TEACHER_NOISE = 0.1
+
+
+def teacher_data(sc: Scenario, cache: dict):
+    d = sc.data
+    key = ("teacher", d.n_train, d.n_val, d.seed)
+    if key not in cache:
+        cache[key] = teacher_student(d.n_train, d.n_val, seed=d.seed, noise=TEACHER_NOISE)
+    return cache[key]
