@@ -383,7 +383,8 @@ class GuardedOptimizer(WrappedOptimizer):
 
         `signals=True` appends each signal's column (the values the live decisions saw,
         as `replay(trace, spec, signals=True)`; kept even where all NaN). `start` keeps
-        only steps `start:` and costs only those (a logger reading its new rows)."""
+        only rows `start:` (index and all; columns empty in those rows are left out, as
+        in a whole trace) and costs only those: a logger's new rows."""
         df = self.guard.trace(signals, start)
         names = [c for c in df.columns if c not in TRACE_NAMES]     # the signal columns
         sig, df = df[names], df.drop(columns=names)
