@@ -27,3 +27,31 @@ def readme_block():
         section = text.split(f"\n### {title}\n", 1)[1]
         return section.split("```python\n", 1)[1].split("\n```", 1)[0]
     return block
+
+
+@pytest.fixture
+def guard_log_reads(monkeypatch):
+    """Records what a trainer integration reads to log the guard: `replay` calls (none: the
+    signals are the guard's own) and each `GuardedOptimizer.trace` call's (start, rows)."""
+    from types import SimpleNamespace
+
+    import lbw_sim.guard.engine as engine
+    import lbw_sim.integrations.metrics as metrics
+    from lbw_sim.guard.optim import GuardedOptimizer
+
+    reads = SimpleNamespace(replays=0, traces=[])
+    replay, trace = engine.replay, GuardedOptimizer.trace
+
+    def counted_replay(*args, **kwargs):
+        reads.replays += 1
+        return replay(*args, **kwargs)
+
+    def recorded_trace(self, signals=False, start=0):
+        frame = trace(self, signals, start)
+        reads.traces.append((start, len(frame)))
+        return frame
+
+    monkeypatch.setattr(engine, "replay", counted_replay)
+    monkeypatch.setattr(metrics, "replay", counted_replay)
+    monkeypatch.setattr(GuardedOptimizer, "trace", recorded_trace)
+    return reads

@@ -186,3 +186,23 @@ def test_the_trainer_clip_in_front_would_hide_the_spike(tmp_path, monkeypatch):
     trace = trainer.guard.trace()
     assert trace["grad_norm"].max() < 1.0 + 1e-4
     assert (trace["regime"] == "nominal").all()
+
+
+def test_logging_reads_each_row_once_and_never_replays(tmp_path, guard_log_reads):
+    """A log call costs its new rows only: the guard's own signals, no replay of the run."""
+    trainer = _quiet(ex.make_trainer(tmp_path, 60, spike_at=55, logging_steps=4))
+    trainer.train()
+    reads = list(guard_log_reads.traces)
+    assert guard_log_reads.replays == 0
+    assert [s for s, _ in reads] == list(np.cumsum([0] + [n for _, n in reads])[:-1])
+    assert sum(n for _, n in reads) == 60 and max(n for _, n in reads) == 4
+    live = trainer.guard.trace(signals=True).set_index("step")
+    rows = [r for r in trainer.state.log_history if "guard/regime" in r]
+    assert [r["step"] for r in rows] == list(range(4, 61, 4))
+    for r in rows:
+        at = live.loc[r["step"] - 1]
+        for name in trainer.guard.spec.signals:
+            assert r.get(f"guard/{name}", math.nan) == at[name] or math.isnan(at[name]), name
+        assert r["guard/skipped"] == live.loc[r["step"] - 4:r["step"] - 1, "skipped"].sum()
+    assert "guard/grad_z" in rows[-1] and live.loc[55, "grad_z"] > 12   # the spike, as seen
+    assert any(r.get("guard/transition") == "spike" for r in trainer.state.log_history)

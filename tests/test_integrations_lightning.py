@@ -172,3 +172,22 @@ def test_readme_section_runs_as_written(readme_block, tmp_path, monkeypatch):
     trainer = ns["trainer"]
     assert trainer.global_step == 100 and isinstance(trainer.optimizers[0], GuardedOptimizer)
     assert len(trainer.optimizers[0].trace()) == 100
+
+
+def test_logging_reads_each_row_once_and_never_replays(tmp_path, guard_log_reads):
+    """A log call costs its new rows only: the guard's own signals, no replay of the run."""
+    trainer, module, loader = ex.make_fit(tmp_path, 60, spike_at=55, log_every_n_steps=4)
+    trainer.fit(module, loader)
+    reads = list(guard_log_reads.traces)
+    assert guard_log_reads.replays == 0
+    assert [s for s, _ in reads] == list(np.cumsum([0] + [n for _, n in reads])[:-1])
+    assert sum(n for _, n in reads) == 60 and max(n for _, n in reads) <= 4
+    live = ex.guard_of(trainer).trace(signals=True).set_index("step")
+    assert live.loc[55, "grad_z"] > 12                                 # the spike, as seen
+    logged = pd.read_csv(next(tmp_path.rglob("metrics.csv"))).dropna(subset=["guard/regime"])
+    assert len(logged) == len(reads)
+    for _, r in logged.iterrows():
+        at = live.loc[int(r["step"])]
+        for name in GuardSpec.default().signals:
+            value = r.get(f"guard/{name}", math.nan)
+            assert value == pytest.approx(at[name]) or math.isnan(at[name]), name

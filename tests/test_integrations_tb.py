@@ -85,6 +85,29 @@ def test_scalars_and_transition_texts(tmp_path):
     assert any("grad_z=" in t.tensor_proto.string_val[0].decode() for t in texts)  # step 80
 
 
+def test_the_guards_own_signals_are_written_and_replay_is_only_the_fallback(
+        tmp_path, guard_log_reads):
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    opt = guarded_run()
+    written = {}
+    for name, trace in (("own", opt.trace(signals=True)), ("replayed", opt.trace())):
+        before = guard_log_reads.replays
+        writer = SummaryWriter(str(tmp_path / name))
+        assert write_trace(writer, trace, opt.spec) == len(trace)
+        writer.close()
+        written[name] = guard_log_reads.replays - before
+        acc = ea.EventAccumulator(str(tmp_path / name), size_guidance={ea.SCALARS: 0})
+        acc.Reload()
+        live = opt.trace(signals=True).set_index("step")
+        for signal in opt.spec.signals:
+            got = pd.Series({e.step: e.value for e in acc.Scalars(f"guard/{signal}")})
+            want = live[signal].dropna()
+            assert list(got.index) == list(want.index), signal
+            np.testing.assert_allclose(got, want.astype(np.float32), rtol=1e-6)
+    assert written == {"own": 0, "replayed": 1}
+
+
 # --- the designer's export: the lines that use a spec in each stack --------------------------
 
 def test_usage_snippets_load_the_exported_file_and_the_pytorch_one_runs(tmp_path):

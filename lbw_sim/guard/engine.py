@@ -301,9 +301,11 @@ def replay(trace: pd.DataFrame, spec: GuardSpec | None = None, *,
     return out
 
 
-def decision_columns(compiled: Compiled, walk: Walk,
-                     env: dict[str, np.ndarray]) -> dict[str, Any]:
-    """The guard's columns (DECISION_COLUMNS) for rows of a walk; causes read `env`."""
+def decision_columns(compiled: Compiled, walk: Walk, env: dict[str, np.ndarray],
+                     categorical: bool = True) -> dict[str, Any]:
+    """The guard's columns (DECISION_COLUMNS) for rows of a walk; causes read `env`.
+    `categorical=False`: regime, transition and cause as lists of str (`last_row`'s one
+    row, without the cost of building three Categoricals)."""
     regime = walk.regime.astype(np.int64)
     trans = walk.transition.astype(np.int64)
     fired = np.flatnonzero(trans >= 0)
@@ -312,16 +314,18 @@ def decision_columns(compiled: Compiled, walk: Walk,
     lookup = {text: i for i, text in enumerate(categories)}
     codes = np.zeros(len(regime), dtype=np.int32)
     codes[fired] = [lookup[text] for text in texts]
+    cat = ((lambda c, names: pd.Categorical.from_codes(c, categories=names)) if categorical
+           else (lambda c, names: [names[i] for i in c]))
     values = (
-        pd.Categorical.from_codes(regime, categories=compiled.regimes),
+        cat(regime, compiled.regimes),
         np.asarray(walk.lr_scale, dtype=np.float64),
         walk.skipped.astype(bool),
         compiled.reg_momentum[regime],
         compiled.reg_cap[regime],
         walk.rollback.astype(bool),
         compiled.reg_stop[regime].astype(bool),
-        pd.Categorical.from_codes(trans + 1, categories=["", *compiled.trans_names]),
-        pd.Categorical.from_codes(codes, categories=categories),
+        cat(trans + 1, ["", *compiled.trans_names]),
+        cat(codes, categories),
     )
     return dict(zip(DECISION_COLUMNS, values, strict=True))
 
@@ -381,8 +385,8 @@ class Guard(Protocol):
     spec: GuardSpec
 
     def observe(self, step: int, **telemetry: Any) -> Decision: ...
-    def trace(self) -> pd.DataFrame: ...
-    def last_row(self) -> dict[str, Any]: ...
+    def trace(self, signals: bool = False, start: int = 0) -> pd.DataFrame: ...
+    def last_row(self, signals: bool = False) -> dict[str, Any]: ...
     def stop_reason(self) -> str: ...
     def set_spec(self, spec: GuardSpec) -> None: ...
     def state_dict(self) -> dict[str, Any]: ...
@@ -411,8 +415,9 @@ class StepLog:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def matrix(self, last: bool = False) -> np.ndarray:
-        rows = self.rows[-1:] if last else self.rows
+    def matrix(self, last: bool = False, start: int = 0) -> np.ndarray:
+        """Rows `start:` (`last`: only the latest) as one float64 matrix."""
+        rows = self.rows[-1:] if last else self.rows[start:]
         return np.array(rows, dtype=np.float64).reshape(len(rows), self.width)
 
     def state_dict(self) -> list[list[float]]:
@@ -422,8 +427,10 @@ class StepLog:
         self.rows = [list(r) for r in rows]
 
 
-def _columns(compiled: Compiled, m: np.ndarray) -> dict[str, Any]:
-    """Columns of logged rows: telemetry, the decision (via `decision_columns`), spec hash."""
+def _columns(compiled: Compiled, m: np.ndarray, signals: bool = False,
+             categorical: bool = True) -> dict[str, Any]:
+    """Columns of logged rows: telemetry, the decision (via `decision_columns`), spec hash,
+    and with `signals` each signal under its name (the values the live decision saw)."""
     head, walk_at = len(LOG_HEAD), len(LOG_HEAD) + len(LOG_WALK)
     env = {c: m[:, 1 + i] for i, c in enumerate(TELEMETRY)}
     env.update({name: m[:, walk_at + i] for i, name in enumerate(compiled.spec.signals)})
@@ -432,33 +439,54 @@ def _columns(compiled: Compiled, m: np.ndarray) -> dict[str, Any]:
                 w[:, 3].astype(np.uint8), w[:, 4].astype(np.uint8))
     cols: dict[str, Any] = {"step": m[:, 0].astype(np.int64)}
     cols.update({c: env[c] for c in TELEMETRY})
-    cols.update(decision_columns(compiled, walk, env))
+    cols.update(decision_columns(compiled, walk, env, categorical))
     cols["spec_hash"] = np.full(len(m), compiled.spec.hash, dtype=object)
+    if signals:
+        cols.update({name: env[name] for name in compiled.spec.signals})
     return cols
 
 
-def trace_frame(segments: Sequence[tuple[Compiled, np.ndarray]]) -> pd.DataFrame:
-    """The online backends' trace: logged rows, one block per spec used (`set_spec`)."""
-    parts = [pd.DataFrame(_columns(c, m)) for c, m in segments if len(m)]
+def trace_frame(segments: Sequence[tuple[Compiled, np.ndarray]], signals: bool = False,
+                start: int = 0) -> pd.DataFrame:
+    """The online backends' trace: logged rows, one block per spec used (`set_spec`).
+
+    `signals`: add each signal's column (the union over the specs; NaN in a block whose
+    spec lacks it). `start`: the blocks hold rows `start:` of the run (the index says so),
+    so a logger reads only its new rows."""
+    parts = [pd.DataFrame(_columns(c, m, signals)) for c, m in segments if len(m)]
     if not parts:     # nothing observed yet: the columns, no rows
         c = segments[-1][0]
-        parts = [pd.DataFrame(_columns(c, np.zeros((0, len(log_columns(c.spec))))))]
+        parts = [pd.DataFrame(_columns(c, np.zeros((0, len(log_columns(c.spec)))), signals))]
     if len(parts) == 1:
         df = parts[0]
     else:
         df = pd.concat(parts, ignore_index=True)
         for col in ("regime", "transition", "cause"):
             df[col] = union_categoricals([p[col] for p in parts])
+    if start:
+        df.index = pd.RangeIndex(start, start + len(df))
     empty = [c for c in TELEMETRY if df[c].isna().all()]
     return df.drop(columns=empty)
 
 
-def last_row(compiled: Compiled, m: np.ndarray) -> dict[str, Any]:
+def log_tail(segments: Sequence[tuple[Compiled, Any]],
+             start: int) -> list[tuple[Compiled, np.ndarray]]:
+    """Each segment's logged rows from run row `start` on (its log's `matrix(start=…)`)."""
+    out, offset = [], 0
+    for c, log in segments:
+        n = len(log)
+        if offset + n > start:
+            out.append((c, log.matrix(start=max(start - offset, 0))))
+        offset += n
+    return out or [(segments[-1][0], np.zeros((0, len(log_columns(segments[-1][0].spec)))))]
+
+
+def last_row(compiled: Compiled, m: np.ndarray, signals: bool = False) -> dict[str, Any]:
     """The latest logged row as host scalars (the same builder as `trace_frame`)."""
     if not len(m):
         return {}
     return {k: (v[-1].item() if isinstance(v, np.ndarray) and v.dtype != object else v[-1])
-            for k, v in _columns(compiled, m[-1:]).items()}
+            for k, v in _columns(compiled, m[-1:], signals, categorical=False).items()}
 
 
 class OnlineGuard:
@@ -520,14 +548,15 @@ class OnlineGuard:
                         transition=c.trans_names[k] if k >= 0 else "",
                         cause=cause_text(c, k, env, 0) if k >= 0 else "")
 
-    def trace(self) -> pd.DataFrame:
-        """Everything observed and decided so far, in the canonical trace schema."""
-        return trace_frame([(c, log.matrix()) for c, log in self.segments])
+    def trace(self, signals: bool = False, start: int = 0) -> pd.DataFrame:
+        """Everything observed and decided so far, in the canonical trace schema; `signals`
+        adds each signal's column, `start` keeps only rows `start:` (see `trace_frame`)."""
+        return trace_frame(log_tail(self.segments, start), signals, start)
 
-    def last_row(self) -> dict[str, Any]:
-        """The latest step's trace row as host values."""
+    def last_row(self, signals: bool = False) -> dict[str, Any]:
+        """The latest step's trace row as host values (`signals`: with the signals)."""
         c, log = self.segments[-1]
-        return last_row(c, log.matrix(last=True))
+        return last_row(c, log.matrix(last=True), signals)
 
     def stop_reason(self) -> str:
         """Why the guard stopped the run ('' while it has not)."""

@@ -47,7 +47,7 @@ import torch.distributed as dist
 from lbw_sim.guard.adamw import adamw_step
 from lbw_sim.guard.engine import Decision, Guard, OnlineGuard, StepLog
 from lbw_sim.guard.shell import WrappedOptimizer
-from lbw_sim.guard.spec import GuardSpec
+from lbw_sim.guard.spec import TRACE_NAMES, GuardSpec
 from lbw_sim.guard.torch_backend import TensorGuard, TensorLog
 from lbw_sim.traces.schema import ACTUATOR_COLUMNS
 
@@ -378,24 +378,37 @@ class GuardedOptimizer(WrappedOptimizer):
         out["safety_skip"] = out["safety_skip"].astype(bool)
         return out
 
-    def trace(self) -> pd.DataFrame:
-        """Telemetry and decisions of every step so far, in the canonical trace schema."""
-        df = self.guard.trace()
-        extra = self._actuator(self._log.matrix())
-        extra["wall_time"] = self._wall
+    def trace(self, signals: bool = False, start: int = 0) -> pd.DataFrame:
+        """Telemetry and decisions of every step so far, in the canonical trace schema.
+
+        `signals=True` appends each signal's column (the values the live decisions saw,
+        as `replay(trace, spec, signals=True)`; kept even where all NaN). `start` keeps
+        only rows `start:` (index and all; columns empty in those rows are left out, as
+        in a whole trace) and costs only those: a logger's new rows."""
+        df = self.guard.trace(signals, start)
+        names = [c for c in df.columns if c not in TRACE_NAMES]     # the signal columns
+        sig, df = df[names], df.drop(columns=names)
+        extra = self._actuator(self._log.matrix(start=start))
+        extra["wall_time"] = self._wall[start:]
         for col in ACTUATOR_COLUMNS:
             if len(extra[col]) == len(df):
                 df[col] = extra[col]
-        return df.dropna(axis=1, how="all")
+        df = df.dropna(axis=1, how="all")
+        for name in names:
+            df[name] = sig[name]
+        return df
 
-    def last_row(self) -> dict[str, Any]:
-        """The latest step's trace row as host values (on the device: reads it back)."""
-        row = self.guard.last_row()
+    def last_row(self, signals: bool = False) -> dict[str, Any]:
+        """The latest step's trace row as host values (on the device: reads it back);
+        `signals=True` adds the signals the decision saw."""
+        row = self.guard.last_row(signals)
         if not row:
             return row
+        sig = {k: row.pop(k) for k in list(row) if k not in TRACE_NAMES}
         extra = self._actuator(self._log.matrix(last=True))
         row.update({k: v[0].item() for k, v in extra.items()}, wall_time=self._wall[-1],
                    clipped=False)
+        row.update(sig)
         return row
 
     # --- state ------------------------------------------------------------------------------

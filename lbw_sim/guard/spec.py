@@ -22,11 +22,13 @@ import yaml
 from lbw_sim.checks import integer, load_yaml, number, read_config
 from lbw_sim.errors import SpecError
 from lbw_sim.guard import conditions as C
-from lbw_sim.traces.schema import SIGNAL_SOURCES
+from lbw_sim.traces.schema import GUARD_COLUMNS, SIGNAL_SOURCES
 
 SIGNAL_KINDS = ("ema", "ema_z", "ratio", "slope", "nonfinite")
 #: Telemetry columns a signal may read (declared with the trace schema).
 TELEMETRY = SIGNAL_SOURCES
+#: Trace columns a signal may not be named as (its own column would overwrite them)
+TRACE_NAMES = ("step", *TELEMETRY, "wall_time", *GUARD_COLUMNS)
 ANY = "*"
 MAX_SPEC_BYTES = 1_000_000
 _HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
@@ -365,10 +367,11 @@ def validate(spec: GuardSpec) -> None:
     if spec.initial not in spec.regimes:
         raise SpecError("initial", f"regime {spec.initial!r} does not exist "
                                    f"(regimes: {', '.join(spec.regimes)})")
-    clash = set(spec.signals) & set(spec.thresholds) | set(spec.signals) & set(TELEMETRY)
+    # a signal's trace column is named as the signal (`replay(signals=True)`, `trace(...)`)
+    clash = set(spec.signals) & (set(spec.thresholds) | set(TRACE_NAMES))
     if clash:
         raise SpecError(f"signals.{sorted(clash)[0]}", "name clashes with a threshold or a "
-                                                      "telemetry column")
+                                                      "trace column")
     known = set(spec.signals) | set(spec.thresholds) | set(TELEMETRY)
     seen: set[str] = set()
     for t in spec.transitions:

@@ -35,6 +35,7 @@ from lbw_sim.guard.engine import (
     compile_spec,
     last_row,
     log_columns,
+    log_tail,
     trace_frame,
 )
 from lbw_sim.guard.signals import KIND_CODE
@@ -129,8 +130,9 @@ class TensorLog:
         return sum(len(h) for h in self.host) + self.chunk * len(self.chunks) + \
             len(self.pending)
 
-    def matrix(self, last: bool = False) -> np.ndarray:
-        """The rows on the host (the one synchronisation); `last`: only the latest row."""
+    def matrix(self, last: bool = False, start: int = 0) -> np.ndarray:
+        """The rows `start:` on the host (the one synchronisation); `last`: only the latest
+        row. Rows read once stay on the host, so reading new rows costs only those."""
         if last:
             row = (self.pending[-1] if self.pending else self.chunks[-1][-1] if self.chunks
                    else None)
@@ -141,9 +143,15 @@ class TensorLog:
             self.host += list(torch.cat(self.chunks).cpu().numpy().reshape(
                 len(self.chunks), self.chunk, self.width))
             self.chunks = []
-        parts = list(self.host)
+        parts, offset = [], 0
+        for h in self.host:
+            if offset + len(h) > start:
+                parts.append(h[max(start - offset, 0):])
+            offset += len(h)
         if self.pending:
-            parts.append(torch.stack(self.pending).cpu().numpy())
+            rows = self.pending[max(start - offset, 0):]
+            if rows:
+                parts.append(torch.stack(rows).cpu().numpy())
         return np.concatenate(parts) if parts else np.zeros((0, self.width))
 
     def state_dict(self) -> torch.Tensor:
@@ -270,14 +278,14 @@ class TensorGuard:
                         stop=self.reg_stop[regime], initial=regime == c.initial,
                         transition=trans)
 
-    def trace(self) -> pd.DataFrame:
+    def trace(self, signals: bool = False, start: int = 0) -> pd.DataFrame:
         """Everything observed so far (reads the rows back), as `OnlineGuard.trace`."""
-        return trace_frame([(c, log.matrix()) for c, log in self.segments])
+        return trace_frame(log_tail(self.segments, start), signals, start)
 
-    def last_row(self) -> dict[str, Any]:
+    def last_row(self, signals: bool = False) -> dict[str, Any]:
         """The latest step's trace row as host values (one read of one row)."""
         c, log = self.segments[-1]
-        return last_row(c, log.matrix(last=True))
+        return last_row(c, log.matrix(last=True), signals)
 
     def stop_reason(self) -> str:
         """Why the guard stopped the run ('' while it has not); reads two flags back."""

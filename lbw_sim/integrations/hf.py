@@ -128,15 +128,15 @@ class GuardMixin:
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         guard = self.guard
         if guard is not None and "loss" in logs and guard.step_count > self._guard_logged:
-            frame = metrics.annotated(guard.trace(), guard.spec)
-            new = frame.iloc[self._guard_logged:]
-            logs.update(metrics.row_metrics(frame.iloc[-1], guard.spec,
-                                            skipped=int(new["skipped"].sum())))
+            new = guard.trace(signals=True, start=self._guard_logged)   # only the new rows
+            if len(new):
+                logs.update(metrics.row_metrics(new.iloc[-1], guard.spec,
+                                                skipped=int(new["skipped"].sum())))
             for step, name, regime, cause in metrics.transitions(new):
                 logger.info(metrics.transition_text(step, name, regime, cause))
                 self.state.log_history.append({"step": step + 1, "guard/transition": name,
                                                "guard/to": regime, "guard/cause": cause})
-            self._guard_logged = len(frame)
+            self._guard_logged += len(new)
         super().log(logs, *args, **kwargs)
         if self._guard_stop_pending:
             reason, self._guard_stop_pending = self._guard_stop_pending, ""

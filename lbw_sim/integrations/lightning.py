@@ -101,13 +101,13 @@ class GuardCallback(Callback):
                            f"{guard.stop_reason}")
         writes = getattr(trainer._logger_connector, "should_update_logs", True)
         if guard.step_count > self._logged and (writes or trainer.should_stop):
-            frame = metrics.annotated(guard.trace(), guard.spec)
-            new = frame.iloc[self._logged:]
-            pl_module.log_dict(metrics.row_metrics(frame.iloc[-1], guard.spec,
-                                                   skipped=int(new["skipped"].sum()),
-                                                   telemetry=LOGGED_TELEMETRY),
-                               on_step=True, on_epoch=False)
-            self._logged = len(frame)
+            new = guard.trace(signals=True, start=self._logged)   # only the new rows
+            if len(new):
+                pl_module.log_dict(metrics.row_metrics(new.iloc[-1], guard.spec,
+                                                       skipped=int(new["skipped"].sum()),
+                                                       telemetry=LOGGED_TELEMETRY),
+                                   on_step=True, on_epoch=False)
+            self._logged += len(new)
 
     def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict) -> None:
         states = checkpoint.get("optimizer_states") or []

@@ -1,9 +1,11 @@
 """The guard's per-step metrics as flat name -> float dicts: one declaration for every logger.
 
 Telemetry goes under the canonical names our importers map back (`update_ratio`, …), the
-guard's outputs and signals under `guard/…`. Signals are not part of a live trace: they are
-recomputed by `replay(trace, spec, signals=True)` over the guard's own telemetry, which
-gives the values the live decisions saw (live == replay is the engine's contract).
+guard's outputs and signals under `guard/…`. A live run's signals are the guard's own values
+(`GuardedOptimizer.trace(signals=True)`, the ones its decisions saw), read only for the rows
+not logged yet (`start=`), so a log call costs the same at step 10 and at step 100,000.
+A trace without signal columns (read from a file) gets them from `replay(trace, spec,
+signals=True)` (`annotated`): the same values, by the engine's live == replay contract.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ def regime_index(spec: GuardSpec, regime: str) -> int:
 
 
 def annotated(trace: pd.DataFrame, spec: GuardSpec) -> pd.DataFrame:
-    """The guard's trace plus one column per signal (NaN while a signal warms up)."""
-    if trace.empty:
+    """The trace with one column per signal (NaN while a signal warms up): its own where it
+    has them all (`trace(signals=True)`), else recomputed by `replay`."""
+    if trace.empty or set(spec.signals) <= set(trace.columns):
         return trace
     signals = replay(trace, spec, signals=True)
     out = trace.copy()

@@ -7,7 +7,7 @@
     for step, batch in enumerate(loader):
         ...; opt.step(loss=loss)
         if step % 100 == 0:
-            done = write_trace(writer, opt.trace(), opt.spec, start=done)   # new rows only
+            done = write_trace(writer, opt.trace(signals=True), opt.spec, start=done)
 
 Tags: the telemetry under `train/…` names our TensorBoard reader maps back to canonical
 columns, written in double precision so `load_trace(logdir)` + `replay` reproduce the live
@@ -32,11 +32,13 @@ TELEMETRY_TAGS = {"loss": "train/loss", "grad_norm": "train/grad_norm", "lr": "t
 
 def write_trace(writer: Any, trace: pd.DataFrame, spec: GuardSpec | None = None, *,
                 start: int = 0) -> int:
-    """Write rows `start:` of a guarded trace (`GuardedOptimizer.trace()` or `replay`'s
-    output) to `writer`; returns the number of rows written so far (the next `start`).
+    """Write rows `start:` of a guarded trace (`GuardedOptimizer.trace(signals=True)` or
+    `replay`'s output) to `writer`; returns the number of rows written so far (the next
+    `start`).
 
-    Signals are computed over the whole trace (they are causal, so earlier rows do not
-    change). The writer is flushed, not closed."""
+    Signals are the trace's own columns (the values the live decisions saw); a trace
+    without them (`trace()`, a file) gets them from `replay` over the whole trace (they
+    are causal, so earlier rows do not change). The writer is flushed, not closed."""
     spec = spec or GuardSpec.default()
     frame = metrics.annotated(trace, spec)
     for row in frame.iloc[start:].itertuples(index=False):
