@@ -32,7 +32,8 @@ def edit(at: AppTest, key: str, rows: dict[int, dict]) -> AppTest:
 #: A read-only table is found by a column only it has (st.dataframe keys are not exposed).
 TABLES = {"preview_fired": "cause", "regimes_fired": "cause", "designer_diff": "setting",
           "regimes_time": "share", "replay_summary": "min LR scale",
-          "traj_summary": "left the window", "replay_scores": "recall"}
+          "traj_summary": "left the window", "replay_scores": "recall",
+          "home_demo_actions": "cause"}
 
 
 def frame(at: AppTest, key: str):
@@ -201,7 +202,9 @@ def test_trajectories_edge_of_stability_plain_leaves_guard_holds():
     high = summary[summary["lr"] > 0.2].set_index("arm")
     assert high.loc["plain", "left the window"]
     assert not high.loc["guarded", "left the window"]
-    assert any("holds every run" in i.value for i in at.info)
+    assert any("(here: 0.35)" in i.value and "LR 0.1:" in i.value for i in at.info)
+    at.multiselect(key="traj_lrs_edge_of_stability").set_value([0.1]).run()
+    assert any("none of the chosen LRs" in i.value for i in at.info)     # follows the choice
 
 
 def test_home_demo_runs_and_shows_both_outcomes():
@@ -211,6 +214,15 @@ def test_home_demo_runs_and_shows_both_outcomes():
     values = {m.label: m.value for m in at.metric}
     assert values["Unguarded"].startswith("diverged")
     assert values["Guarded"] == "held stable"
+    # the demo teaches what it claims: while the plain run is healthy (LR below the edge,
+    # steps < 17) the guarded loss is as good; the chart shows the signal and its threshold
+    runs, _ = at.session_state["home_demo_runs"]
+    plain, guarded = (runs[runs["arm"] == a].set_index("step")["loss"] for a in ("plain",
+                                                                                  "guarded"))
+    assert (guarded.loc[1:16] <= 1.1 * plain.loc[1:16]).all()
+    acts = frame(at, "home_demo_actions")
+    assert "update cap" in set(acts["transition"]) and "too_fast_1" in set(acts["transition"])
+    assert any("update/weight ratio" in c.value for c in at.caption)
 
 
 # --- Live training ---------------------------------------------------------------------------
