@@ -158,3 +158,32 @@ def test_trajectories_note_follows_the_choices():
         assert ("(here: 0.35)" in text) == (lrs == (0.1, 0.35))
         assert ("none of the chosen LRs" in text) == (lrs == (0.1,))
         assert ("AdamW divides" in text) == (opt == "adamw")
+
+
+def test_regimes_signal_figure_panels_ranges_flags_and_debounce():
+    import numpy as np
+
+    from lbw_sim.guard.analysis import held_not_fired
+    from lbw_sim.traces.synthetic import demo_trace
+
+    spec = GuardSpec.default()
+    trace, _ = demo_trace()
+    out = replay(trace, spec, signals=True)
+    held = held_not_fired(out, spec)
+    # `unusual` needs 2 steps: a one-step crossing is listed, never a fired one
+    one = held[held["transition"] == "unusual"]
+    assert len(one) and (one["steps"] < one["needed"]).all()
+    fired = set(out.loc[out["transition"].astype(str) == "unusual", "step"])
+    assert not fired & set(one["start"])
+    fig = signal_figure(out, spec, held=held)
+    assert fig.layout.yaxis.title.text.startswith("loss")          # raw loss panel first
+    nonfinite = next(t for t in fig.data if t.name == "nonfinite")
+    assert nonfinite.mode == "markers" and set(np.asarray(nonfinite.y)) == {1.0}
+    assert any(t.name and "did not fire" in t.name for t in fig.data)
+    assert fig.layout.legend.y < 0                                 # legend below the data
+    # every entry and exit line lies inside its panel's y-range
+    for shape in fig.layout.shapes:
+        if shape.type == "line" and shape.yref.startswith("y"):
+            axis = fig.layout["yaxis" + shape.yref[1:]]
+            if axis.range:
+                assert axis.range[0] <= shape.y0 <= axis.range[1], (shape.yref, shape.y0)

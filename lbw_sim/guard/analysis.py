@@ -128,3 +128,39 @@ def compare_summary(outs: list[pd.DataFrame], names: list[str]) -> pd.DataFrame:
                      "min LR scale": float(out["lr_scale"].min()),
                      **{f"steps {r}": int(counts.get(r, 0)) for r in out["regime"].cat.categories}})
     return pd.DataFrame(rows).fillna(0)
+
+
+def held_not_fired(out: pd.DataFrame, spec) -> pd.DataFrame:
+    """Debounce made visible: per transition with `for N` > 1, each run of steps where its
+    condition held in one of its source regimes but the transition did not fire (the run
+    ended before N steps, or the dwell time had not passed). Reads the signal columns of
+    `replay(..., signals=True)`; one row per run: transition, start, end, steps, needed."""
+    from lbw_sim.guard.engine import compile_spec, evaluate_conditions
+    from lbw_sim.guard.spec import TELEMETRY, sources_of
+
+    compiled = compile_spec(spec)
+    n = len(out)
+    env = {c: pd.to_numeric(out[c], errors="coerce").to_numpy(np.float64) if c in out
+           else np.full(n, np.nan) for c in (*TELEMETRY, *spec.signals)}
+    cond = evaluate_conditions(compiled, env, n).astype(bool)
+    regime = out["regime"].astype(str).to_numpy()
+    before = np.concatenate([[spec.initial], regime[:-1]])
+    fired = out["transition"].astype(str).to_numpy()
+    step = out["step"].to_numpy()
+    by_name = {t.name: t for t in spec.transitions}
+    rows = []
+    for k, name in enumerate(compiled.trans_names):
+        t = by_name[name]
+        need = int(t.for_)
+        if need <= 1 and not t.min_dwell:
+            continue
+        held = cond[k] & np.isin(before, list(sources_of(t, spec)))
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], held.astype(np.int8), [0]])))
+        for a, b in zip(edges[::2], edges[1::2]):
+            if (fired[a:b] == name).any() or (b < n and fired[b] == name):
+                continue
+            why = (f"held {b - a} of the {need} steps `for` needs" if b - a < need
+                   else f"min_dwell {t.min_dwell} had not passed")
+            rows.append({"transition": name, "start": int(step[a]), "end": int(step[b - 1]),
+                         "steps": int(b - a), "needed": need, "why": why})
+    return pd.DataFrame(rows, columns=["transition", "start", "end", "steps", "needed", "why"])
