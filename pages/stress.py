@@ -95,6 +95,8 @@ def run_section() -> StressResult | None:
         st.error(f"The run failed: {snap['error']}")
     elif job.stop_event.is_set():
         st.warning("Stopped: the cells finished before the stop are shown.")
+    else:
+        st.success(f"Miniature grid finished: {snap['total']} cells.")
     return snap["result"]
 
 
