@@ -10,9 +10,6 @@ from lbw_sim.errors import SpecError, TraceError
 from lbw_sim.guard.analysis import regime_at
 from lbw_sim.guard.engine import replay
 from lbw_sim.guard.spec import GuardSpec
-from lbw_sim.studio.bands import bands
-from lbw_sim.studio.editor import section_of, spec_from_tables, spec_tables
-from lbw_sim.studio.uploads import read_upload
 from lbw_sim.sim.landscapes import get_landscape
 from lbw_sim.sim.trajectories import (
     PRESETS,
@@ -22,6 +19,9 @@ from lbw_sim.sim.trajectories import (
     summarize,
     verdict,
 )
+from lbw_sim.studio.bands import bands
+from lbw_sim.studio.editor import section_of, spec_from_tables, spec_tables
+from lbw_sim.studio.uploads import read_upload
 from lbw_sim.traces.synthetic import EXAMPLES, example
 from lbw_sim.viz import signal_figure, trajectory_figure
 
