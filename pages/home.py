@@ -51,11 +51,24 @@ if demo is not None:
     right.metric("Guarded", "not held" if held.guarded_lost else "held stable")
     right.caption(f"final loss {guarded['loss'].iloc[-1]:.3g}")
     st.plotly_chart(demo_figure(runs, spec), width="stretch", key="home_demo_chart")
-    st.caption("Gradient descent on a quadratic with curvature 10, the LR warming up to 0.3 — "
-               "past the edge of stability 2/λ = 0.2. Unguarded, the loss grows ×4 per step "
-               "until the run leaves the plot. The guard (default spec) "
-               f"{guard_actions(guarded)}, and the run stays in the basin. Coloured bands: the "
-               "guarded run's regime. Same start, same schedule.")
+    acts = transitions_table(guarded.iloc[1:])
+    first_cap = acts.loc[acts["transition"] == "update cap", "step"]
+    fired = acts.loc[acts["transition"] != "update cap"]
+    st.caption(
+        "Gradient descent on a quadratic with curvature 10 (minimum at (10, 10)), the LR warming "
+        "up to 0.35 — past the edge of stability 2/λ = 0.2 from step 17 on. While the LR is "
+        "below the edge both runs fall alike. Past it, the unguarded run's oscillation grows "
+        "×2.5 per step until it leaves the plot. Middle panel: the signal the guard read, the "
+        "update/weight ratio ‖Δθ‖/‖θ‖ of each update. Above the cap (red dotted line) the "
+        "update is scaled back (× marks"
+        + (f", first at step {int(first_cap.iloc[0])}" if len(first_cap) else "")
+        + "), which bounds the oscillation; while its EMA stays above `ratio_high` for 20 steps "
+        "the ratchet halves the LR"
+        + (f" (`{fired['transition'].iloc[0]}` at step {int(fired['step'].iloc[0])})"
+           if len(fired) else "")
+        + ", below the edge, and the run converges. "
+        f"In all, the guard (default spec) {guard_actions(guarded)}. Same start, same schedule.")
+    st.dataframe(acts, hide_index=True, width="stretch", key="home_demo_actions")
 else:
     st.caption("Trains the same tiny problem twice (about a second on CPU): once plain, once "
                "with the guard above the optimizer.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from lbw_sim.errors import TraceError
-from lbw_sim.guard.analysis import transitions_table
+from lbw_sim.guard.analysis import held_not_fired, transitions_table
 from lbw_sim.guard.engine import replay
 from lbw_sim.viz import controls_figure, signal_figure
 from pages.common import no_trace_note, regime_time_table, spec_choice, through_app, trace_source
@@ -36,12 +36,17 @@ if out.attrs.get("missing"):
             "`update_ratio`; `GuardedOptimizer` traces do.)")
 
 st.subheader("Signals against their thresholds")
-st.plotly_chart(signal_figure(out, spec), width="stretch", key="regimes_signals")
+held = held_not_fired(out, spec)
+st.plotly_chart(signal_figure(out, spec, held=held), width="stretch", key="regimes_signals")
 st.caption("Each panel is one signal. The shaded strip between the dashed **entry** line and "
            "the dotted **exit** line is the hysteresis band, in the colour of the regime it "
            "guards: crossing the entry line enters the regime, only falling below the exit line "
            "leaves it, so noise inside the band cannot make the guard chatter. Vertical bands "
-           "are the regimes the guard was in.")
+           "are the regimes the guard was in. Grey marks along the top: a condition held but "
+           "its `for N` (or `min_dwell`) did not complete, so the crossing did not fire.")
+if len(held):
+    with st.expander(f"Conditions that held but did not fire ({len(held)})"):
+        st.dataframe(held, hide_index=True, width="stretch", key="regimes_held")
 st.subheader("Control outputs")
 st.plotly_chart(controls_figure(out, spec), width="stretch", key="regimes_controls")
 st.caption("LR scale and momentum scale are multipliers on the optimizer's settings (1 = "

@@ -1,4 +1,5 @@
-"""Stress suite: the LR x arm grid in miniature (run here) or earlier results (runs/, upload).
+"""Stress suite: the committed full LR x arm grid on arrival, a miniature one run here, or
+earlier results (runs/, upload).
 
 The miniature grid runs in a worker thread (`StressJob`, no Streamlit calls) held in this
 browser session's state; a fragment polls its progress every half second, so the page
@@ -14,6 +15,7 @@ from lbw_sim.sim.stress import MINI
 from lbw_sim.sim.stress_grid import StressResult
 from lbw_sim.sim.stress_job import StressJob, mini_grid
 from lbw_sim.sim.stress_report import (
+    COMMITTED,
     goals,
     list_result_dirs,
     load_results,
@@ -36,15 +38,17 @@ from pages.common import through_app
 
 through_app(__file__)
 
-SOURCES = ("Run a miniature grid", "Earlier results (runs/)", "Upload a summary.csv",
-           "Task suite")
+SOURCES = ("The committed full grid", "Run a miniature grid", "Earlier results (runs/)",
+           "Upload a summary.csv", "Task suite")
 
 st.title("Stress suite")
-st.markdown("Final validation loss against the learning rate for plain AdamW, clip-norm, "
-            "ZClip, OLMo-style skip-step, Schedule-Free AdamW, StableAdamW, Prodigy and the "
-            "guard — the paper's claim in miniature. "
-            "The full grid runs from the command line (`python -m lbw_sim stress --quick`); "
-            "here a miniature one runs in seconds, or earlier results are loaded.")
+st.markdown("Final validation loss against the peak learning rate, each optimizer arm at "
+            "every LR: does the guard keep a run healthy at LRs that break plain AdamW, "
+            "without costing anything at the best LR? Shown first: the full grid committed "
+            "with the project (run from the command line, `python -m lbw_sim stress`). The "
+            f"miniature grid runs {', '.join(MINI['arms'])} here in about a minute; earlier "
+            "results under runs/, an uploaded summary.csv, or the task suite (the LR grid "
+            "over seven model families, `stress --suite`) can be loaded too.")
 source = st.radio("Results", SOURCES, horizontal=True, key="stress_source")
 
 
@@ -60,16 +64,35 @@ def job_progress(job: StressJob) -> None:
         job.stop()
 
 
+def committed_section() -> StressResult | None:
+    folder = COMMITTED
+    summary = folder / "summary.csv"
+    try:
+        result = cached_results(str(folder), summary.stat().st_mtime_ns)
+    except (TraceError, OSError) as exc:
+        st.error(f"Could not read the committed results ({folder.name}): {exc}")
+        return None
+    s = result.summary
+    lrs = ", ".join(f"{lr:g}" for lr in sorted(s["lr"].unique()))
+    st.caption(f"`benchmarks/results/{folder.name}`: arms {', '.join(s['arm'].unique())} × "
+               f"LRs {lrs}, {s['seed'].nunique()} seeds, {int(s['steps_run'].max())} steps on "
+               "tiny Shakespeare (a character-level GPT). Only the summary is committed, so "
+               "no loss curves are drawn.")
+    return result
+
+
 def run_section() -> StressResult | None:
-    lrs = ", ".join(f"{lr:g}" for lr in MINI["lrs"])
+    grid = mini_grid()
+    sc = grid.scenario
+    lrs = ", ".join(f"{lr:g}" for lr in sc.lrs)
     st.caption(f"Arms {', '.join(MINI['arms'])} × LRs {lrs}; a {MINI['model']['n_layer']}-"
                f"layer GPT (width {MINI['model']['n_embd']}) on an order-1 synthetic corpus, "
-               f"{MINI['steps']} steps with {MINI['schedule']['warmup']} warm-up, one seed.")
+               f"{sc.steps} steps with {sc.schedule.warmup} warm-up, one seed.")
     job: StressJob | None = st.session_state.get("stress_job")
     busy = job is not None and job.snapshot()["running"]
     if st.button("Run the miniature grid", icon=":material/play_arrow:", type="primary",
                  key="stress_run", disabled=busy):
-        job = StressJob(mini_grid())
+        job = StressJob(grid)
         st.session_state["stress_job"] = job
         job.start()
         busy = True
@@ -82,6 +105,8 @@ def run_section() -> StressResult | None:
         st.error(f"The run failed: {snap['error']}")
     elif job.stop_event.is_set():
         st.warning("Stopped: the cells finished before the stop are shown.")
+    else:
+        st.success(f"Miniature grid finished: {snap['total']} cells.")
     return snap["result"]
 
 
@@ -140,7 +165,7 @@ def show(result: StressResult) -> None:
     marks = {True: "✔", False: "✘"}
     verdict = goals(rep, result.nominal or None).assign(
         met=lambda d: d["met"].map(marks).fillna("?"))
-    st.markdown("**Goals** (issue 4: no harm at the best LR, rescue at 10×/30×, dominance "
+    st.markdown("**Goals** (no harm at the best LR, rescue at 10×/30× the best LR, dominance "
                 "from 3×; LRs matched within a factor 1.2)")
     st.dataframe(verdict, hide_index=True, width="stretch", key="stress_goals",
                  column_config={"measured": st.column_config.NumberColumn(format="%.3f")})
@@ -208,8 +233,8 @@ def suite_section() -> StressResult | None:
     return results[task]
 
 
-section = {SOURCES[0]: run_section, SOURCES[1]: folder_section, SOURCES[2]: upload_section,
-           SOURCES[3]: suite_section}
+section = {SOURCES[0]: committed_section, SOURCES[1]: run_section,
+           SOURCES[2]: folder_section, SOURCES[3]: upload_section, SOURCES[4]: suite_section}
 result = section[source]()
 if result is not None:
     show(result)

@@ -12,9 +12,9 @@ from lbw_sim.sim.trajectories import (
     OPTIMIZERS,
     PRESETS,
     PathConfig,
+    describe,
     run_paths,
     summarize,
-    verdict,
 )
 from lbw_sim.viz import trajectory_figure
 from pages.common import spec_choice, through_app
@@ -31,8 +31,9 @@ def paths_for(cfg: PathConfig, spec_yaml: str):
 
 st.title("Trajectories")
 st.markdown("Optimizer paths on 2-D loss landscapes, from the same start point at several "
-            "learning rates: the plain optimizer (grey, dashed) and the same optimizer wrapped "
-            "in `GuardedOptimizer` (dots coloured by the guard's regime). Press ▶ to animate.")
+            "learning rates, one colour per LR: the plain optimizer (dashed) and the same "
+            "optimizer wrapped in `GuardedOptimizer` (solid; dots coloured by the guard's "
+            "regime, ◆ where the update cap bounded the step). Press ▶ to animate.")
 c1, c2, c3, c4 = st.columns([2, 1, 2, 1])
 name = c1.selectbox("Landscape", list(PRESETS), key="traj_landscape")
 preset = PRESETS[name]
@@ -47,15 +48,7 @@ cfg = dataclasses.replace(preset, optimizer=optimizer, lrs=tuple(sorted(lrs)) or
 land = get_landscape(cfg.landscape)
 paths, summary = paths_for(cfg, spec.to_yaml())
 st.plotly_chart(trajectory_figure(paths, land, spec), width="stretch", key="traj_chart")
-st.caption(f"Contours: log10 of the loss of **{name}** (darker = lower); ★ start. LR warm-up: "
+st.caption(f"Background: log10 of the loss of **{name}** (darker = lower); ★ start. LR warm-up: "
            f"{cfg.warmup} steps. A path that stops short left the plot (|p| > {cfg.escape:g}).")
-if name == "edge_of_stability":
-    words = ("the guard, with the spec above, holds every run the plain optimizer loses"
-             if verdict(summary, land.lr_threshold).guard_holds
-             else "the guard does not hold every such run with this spec and optimizer")
-    st.info(f"Gradient descent on this quadratic diverges once the LR passes 2/λ_max = "
-            f"{land.lr_threshold:g}. Here {words}. AdamW divides each step by √v, so its step "
-            "stays near the LR and it hovers inside the basin at any constant LR (0.05–3 tried) "
-            "instead of leaving it — which is why this preset uses plain gradient descent (SGD); "
-            "switch to AdamW to see that.")
+st.info(describe(summary, cfg, getattr(land, "lr_threshold", None)))
 st.dataframe(summary, hide_index=True, width="stretch", key="traj_summary")

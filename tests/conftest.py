@@ -20,10 +20,12 @@ def shared_dir() -> Path:
 
 @pytest.fixture
 def readme_block():
-    """`readme_block("Lightning")`: the first python block under the README heading `### Lightning`,
-    so a test can run the README's code as written."""
+    """`readme_block("Lightning")`: the first python block under the heading `### Lightning`
+    in the README or the docs/ page it moved to, so a test runs the documented code as written."""
     def block(title: str) -> str:
-        text = (ROOT / "README.md").read_text(encoding="utf-8")
+        pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+        text = next(t for t in (p.read_text(encoding="utf-8") for p in pages)
+                    if f"\n### {title}\n" in t)
         section = text.split(f"\n### {title}\n", 1)[1]
         return section.split("```python\n", 1)[1].split("\n```", 1)[0]
     return block

@@ -32,7 +32,8 @@ def edit(at: AppTest, key: str, rows: dict[int, dict]) -> AppTest:
 #: A read-only table is found by a column only it has (st.dataframe keys are not exposed).
 TABLES = {"preview_fired": "cause", "regimes_fired": "cause", "designer_diff": "setting",
           "regimes_time": "share", "replay_summary": "min LR scale",
-          "traj_summary": "left the window", "replay_scores": "recall"}
+          "traj_summary": "left the window", "replay_scores": "recall",
+          "home_demo_actions": "cause"}
 
 
 def frame(at: AppTest, key: str):
@@ -201,7 +202,9 @@ def test_trajectories_edge_of_stability_plain_leaves_guard_holds():
     high = summary[summary["lr"] > 0.2].set_index("arm")
     assert high.loc["plain", "left the window"]
     assert not high.loc["guarded", "left the window"]
-    assert any("holds every run" in i.value for i in at.info)
+    assert any("(here: 0.35)" in i.value and "LR 0.1:" in i.value for i in at.info)
+    at.multiselect(key="traj_lrs_edge_of_stability").set_value([0.1]).run()
+    assert any("none of the chosen LRs" in i.value for i in at.info)     # follows the choice
 
 
 def test_home_demo_runs_and_shows_both_outcomes():
@@ -211,6 +214,15 @@ def test_home_demo_runs_and_shows_both_outcomes():
     values = {m.label: m.value for m in at.metric}
     assert values["Unguarded"].startswith("diverged")
     assert values["Guarded"] == "held stable"
+    # the demo teaches what it claims: while the plain run is healthy (LR below the edge,
+    # steps < 17) the guarded loss is as good; the chart shows the signal and its threshold
+    runs, _ = at.session_state["home_demo_runs"]
+    plain, guarded = (runs[runs["arm"] == a].set_index("step")["loss"] for a in ("plain",
+                                                                                  "guarded"))
+    assert (guarded.loc[1:16] <= 1.1 * plain.loc[1:16]).all()
+    acts = frame(at, "home_demo_actions")
+    assert "update cap" in set(acts["transition"]) and "too_fast_1" in set(acts["transition"])
+    assert any("update/weight ratio" in c.value for c in at.caption)
 
 
 # --- Live training ---------------------------------------------------------------------------
@@ -299,6 +311,55 @@ def test_stress_page_loads_results_from_the_runs_folder(stress_runs, monkeypatch
     verdict = next(d.value for d in at.dataframe if "goal" in d.value.columns)
     assert verdict["goal"].iloc[0] == "no harm at AdamW's best LR"
     assert set(verdict["met"]) <= {"✔", "✘", "?"} and verdict["measured"].notna().any()
+
+
+def test_stress_page_shows_the_committed_full_grid_on_arrival():
+    import re
+
+    from lbw_sim.sim.stress import MINI
+    from lbw_sim.sim.stress_report import COMMITTED, read_summary
+
+    at = page("stress")
+    assert not at.exception and not at.error
+    assert at.radio(key="stress_source").value == "The committed full grid"
+    committed = read_summary(COMMITTED / "summary.csv")
+    rep = next(d.value for d in at.dataframe if "ratio" in d.value.columns)
+    assert set(rep["arm"]) == set(committed["arm"]) and len(charts(at)) >= 2
+    # the intro names only the arms the miniature grid runs
+    intro = at.markdown[0].value
+    assert all(a in intro for a in MINI["arms"]) and "ZClip" not in intro
+    # no internal words on any page
+    for path in [*(ROOT / "pages").glob("*.py"), ROOT / "app.py"]:
+        shown = " ".join(re.findall(r'"[^"\n]*"', path.read_text(encoding="utf-8")))
+        assert not re.search(r"\bissue \d", shown, re.I), path.name
+
+
+def test_stress_events_figure_has_no_empty_divergence_panel():
+    import pandas as pd
+
+    from lbw_sim.viz.stress import stress_events_figure
+
+    rep = pd.DataFrame({"arm": ["adamw", "guard"], "lr": [0.01, 0.01],
+                        "first_diverged_step": [None, None], "interventions": [0.0, 3.0]})
+    fig = stress_events_figure(rep)
+    assert "no cell diverged" in fig.layout.annotations[0].text
+    assert {t.xaxis for t in fig.data} == {"x"}          # one panel only
+    rep.loc[0, "first_diverged_step"] = 40
+    assert {t.xaxis for t in stress_events_figure(rep).data} == {"x", "x2"}
+
+
+def test_miniature_grid_can_be_shrunk_for_a_loaded_machine(monkeypatch):
+    from lbw_sim.sim.stress import MINI
+    from lbw_sim.sim.stress_job import mini_grid
+
+    assert mini_grid().scenario.steps == MINI["steps"]
+    monkeypatch.setenv("LBW_STRESS_MINI_STEPS", "24")
+    monkeypatch.setenv("LBW_STRESS_MINI_LRS", "0.01,1")
+    sc = mini_grid().scenario
+    assert sc.steps == 24 and sc.lrs == (0.01, 1.0)
+    monkeypatch.setenv("LBW_STRESS_MINI_STEPS", "many")
+    with pytest.raises(Exception, match="LBW_STRESS_MINI_STEPS"):
+        mini_grid()
 
 
 def test_stress_page_bad_summary_upload_shows_error_and_stays_usable(stress_runs, monkeypatch):

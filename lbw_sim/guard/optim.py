@@ -12,7 +12,8 @@ to the guard (`engine.Guard`: the host or the torch backend, both deciding exact
 - **skip** leaves parameters *and* optimizer state bit-identical (no moment decay, no weight
   decay);
 - **momentum_scale** damps first moments (`exp_avg`, `momentum_buffer`) before the step;
-- **update_cap** rescales an update whose norm exceeds `cap · ‖θ‖`;
+- **update_cap** rescales an update whose norm exceeds `cap · ‖θ‖` (an action: the trace's
+  `update_scale` < 1 and a `cause` "update capped: ‖Δθ‖/‖θ‖=… > cap …");
 - **rollback** restores the last known-good snapshot (taken every `snapshot_every` steps
   while the guard is in its initial regime) and asks the runner to skip the next N batches;
 - **stop** sets `should_stop` with the spec's reason; later steps are skipped.
@@ -45,6 +46,7 @@ import torch
 import torch.distributed as dist
 
 from lbw_sim.guard.adamw import adamw_step
+from lbw_sim.guard.analysis import cap_cause, with_cap_causes
 from lbw_sim.guard.engine import Decision, Guard, OnlineGuard, StepLog
 from lbw_sim.guard.shell import WrappedOptimizer
 from lbw_sim.guard.spec import TRACE_NAMES, GuardSpec
@@ -393,7 +395,7 @@ class GuardedOptimizer(WrappedOptimizer):
         for col in ACTUATOR_COLUMNS:
             if len(extra[col]) == len(df):
                 df[col] = extra[col]
-        df = df.dropna(axis=1, how="all")
+        df = with_cap_causes(df.dropna(axis=1, how="all"))
         for name in names:
             df[name] = sig[name]
         return df
@@ -408,6 +410,9 @@ class GuardedOptimizer(WrappedOptimizer):
         extra = self._actuator(self._log.matrix(last=True))
         row.update({k: v[0].item() for k, v in extra.items()}, wall_time=self._wall[-1],
                    clipped=False)
+        if row["update_scale"] < 1:       # the cap bound: an action with its cause
+            text = cap_cause(float(row["update_cap"]), float(row["update_scale"]))
+            row["cause"] = f"{row['cause']}; {text}" if row.get("cause") else text
         row.update(sig)
         return row
 

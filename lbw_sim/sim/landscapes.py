@@ -153,11 +153,16 @@ class EdgeOfStabilityQuadratic(Quadratic):
     Gradient descent with lr > lr_threshold = 2/lambda_max = 0.2 oscillates with growing
     amplitude along x (factor |1 - lr*lambda_max| > 1 per step); just below it converges.
     The place to show a guard catching a learning rate that is a little too large.
+
+    The minimum sits at (10, 10), away from the origin: the default spec's update cap is
+    relative to ‖θ‖, and a minimum at θ = 0 would shrink every allowed step with θ, so a
+    guarded run there would crawl behind a healthy plain one.
     """
 
     name: str = "edge_of_stability"
-    start: Point = (1.5, 1.5)
-    window: Window = (-3.0, 3.0, -3.0, 3.0)
+    start: Point = (11.5, 11.5)
+    window: Window = (7.0, 13.0, 7.0, 13.0)
+    minimum: Point = (10.0, 10.0)
     lambda_max: float = 10.0
     lambda_min: float = 1.0
     angle: float = 0.0

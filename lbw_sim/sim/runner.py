@@ -221,6 +221,8 @@ def summarize(rows: Sequence[dict[str, Any]], sc: Scenario, *, arm: str, lr: flo
     out["diverged_step"] = diverged_step(ml, sc.schedule.warmup, sc.divergence_factor)
     skipped = df["skipped"].astype(bool) | df.get("safety_skip", False)
     acted = skipped | df["clipped"].astype(bool) | (df["lr_scale"] < 1)
+    if "update_scale" in df:      # the update cap bound: an action, with its cause in the trace
+        acted |= pd.to_numeric(df["update_scale"], errors="coerce").to_numpy() < 1
     if "momentum_scale" in df:
         acted |= (df["momentum_scale"] < 1) | df["rollback"].astype(bool)
         for regime, frac in df["regime"].astype(str).value_counts(normalize=True).items():

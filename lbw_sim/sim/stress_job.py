@@ -9,17 +9,32 @@ The run sets torch to one intra-op thread for the process (see `_run`).
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
-from lbw_sim.errors import LbwError
+from lbw_sim.errors import LbwError, SpecError
 from lbw_sim.sim.stress import MINI, build_grid, run_stress
 from lbw_sim.sim.stress_grid import StressGrid, StressResult
 
 
 def mini_grid() -> StressGrid:
-    """The studio's miniature grid: adamw, clip and the guard at 3 LRs, ~160 steps each."""
-    return build_grid(mini=True, arms=list(MINI["arms"]))
+    """The studio's miniature grid: adamw, clip and the guard at 3 LRs, ~160 steps each.
+
+    `LBW_STRESS_MINI_STEPS` (a whole number) and `LBW_STRESS_MINI_LRS` (comma-separated)
+    shrink it, e.g. for a browser test on a loaded machine; the product default is MINI."""
+    overrides: dict = {}
+    steps, lrs = os.environ.get("LBW_STRESS_MINI_STEPS"), os.environ.get("LBW_STRESS_MINI_LRS")
+    try:
+        if steps:
+            overrides["steps"] = int(steps)
+            overrides["schedule"] = {"warmup": min(MINI["schedule"]["warmup"], int(steps) // 4)}
+            overrides["eval_every"] = max(1, int(steps) // 4)
+        if lrs:
+            overrides["lrs"] = [float(v) for v in lrs.split(",")]
+    except ValueError as exc:
+        raise SpecError("LBW_STRESS_MINI_STEPS/LBW_STRESS_MINI_LRS", str(exc)) from exc
+    return build_grid(mini=True, arms=list(MINI["arms"]), overrides=overrides)
 
 
 class StressJob:

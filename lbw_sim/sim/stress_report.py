@@ -39,6 +39,10 @@ REPORT_COLUMNS = ["arm", "lr", "val_loss", "val_std", "ratio", "diverged", "firs
 OUTPUT_FILES = ("summary.csv", "table.md", "final_loss_vs_lr.html", "loss_curves.html")
 
 
+#: The full grid committed with the project: what the Stress page shows on arrival.
+COMMITTED = ROOT / "benchmarks" / "results" / "lr_stress_tinyshakespeare"
+
+
 def runs_dir() -> Path:
     """The project's own runs folder (`LBW_RUNS_DIR` may move it; never a user's input)."""
     return Path(os.environ.get("LBW_RUNS_DIR") or ROOT / "runs")

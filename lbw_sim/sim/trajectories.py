@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lbw_sim.guard.analysis import action_counts
 from lbw_sim.guard.optim import GuardedOptimizer
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.sim.landscapes import Landscape, get_landscape
@@ -32,7 +33,7 @@ class PathConfig:
 
     landscape: str = "edge_of_stability"
     optimizer: str = "sgd"
-    lrs: tuple[float, ...] = (0.1, 0.3)
+    lrs: tuple[float, ...] = (0.1, 0.35)
     steps: int = 150
     warmup: int = 30
     escape: float = 1e3
@@ -78,15 +79,25 @@ def run_path(land: Landscape, cfg: PathConfig, lr: float, guarded: bool,
     out = pd.DataFrame({"step": np.arange(len(xy)), "x": [v[0] for v in xy],
                         "y": [v[1] for v in xy], "loss": losses})
     out["regime"], out["lr_scale"], out["skipped"] = "unguarded", 1.0, False
-    out["update_scale"] = 1.0
+    out["update_scale"], out["transition"], out["cause"] = 1.0, "", ""
+    # ‖Δθ‖/‖θ‖ of the update that led to each row: what the update cap and the ratchet read
+    pos = np.asarray(xy)
+    ratio = np.linalg.norm(np.diff(pos, axis=0), axis=1) / np.linalg.norm(pos[:-1], axis=1)
+    out["update_ratio"] = np.concatenate([[np.nan], ratio])
     if guarded:
         tr = opt.trace()
         n = min(len(tr), len(out) - 1)
-        out.loc[1:n, "regime"] = tr["regime"].astype(str).to_numpy()[:n]
+        for col in ("regime", "transition", "cause"):
+            out.loc[1:n, col] = tr[col].astype(str).to_numpy()[:n]
         out.loc[1:n, "lr_scale"] = tr["lr_scale"].to_numpy()[:n]
         out.loc[1:n, "skipped"] = tr["skipped"].to_numpy()[:n]
         if "update_scale" in tr:
             out.loc[1:n, "update_scale"] = tr["update_scale"].fillna(1.0).to_numpy()[:n]
+            out["update_cap"] = np.inf
+            out.loc[1:n, "update_cap"] = tr["update_cap"].to_numpy()[:n]
+            # before the cap, as the guard measured it (each row sees the previous update)
+            seen = tr["update_ratio"].to_numpy()[1:n + 1] if "update_ratio" in tr else []
+            out.loc[1:len(seen), "update_ratio"] = seen
         out.loc[0, "regime"] = (spec or GuardSpec.default()).initial
     return out
 
@@ -111,7 +122,7 @@ def guard_actions(path: pd.DataFrame) -> str:
     return "; ".join(parts) or "took no action"
 
 
-def demo_runs(lr: float = 0.3) -> tuple[pd.DataFrame, pd.DataFrame]:
+def demo_runs(lr: float = 0.35) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Home's one-click demo: GD past the edge of stability, unguarded and guarded; the
     paths and their `summarize` table."""
     cfg = PathConfig(lrs=(lr,))
@@ -133,17 +144,21 @@ def run_paths(cfg: PathConfig, spec: GuardSpec | None = None) -> pd.DataFrame:
 
 
 def summarize(paths: pd.DataFrame, cfg: PathConfig) -> pd.DataFrame:
-    """Per arm and LR: final loss, whether it left the plotting window, steps run."""
+    """Per arm and LR: final loss, whether it left the plotting window, steps run, and for
+    the guarded arm the steps where any control acted (a cap binding counts like a regime
+    change), how many updates the cap bounded and how many transitions fired."""
     x0, x1, y0, y1 = get_landscape(cfg.landscape).window
     rows = []
     for (arm, lr), g in paths.groupby(["arm", "lr"], sort=False):
         outside = (g["x"] < x0) | (g["x"] > x1) | (g["y"] < y0) | (g["y"] > y1)
         escaped = len(g) <= cfg.steps
+        acts = action_counts(g.iloc[1:]) if arm == "guarded" else None
         rows.append({"arm": arm, "lr": lr, "final loss": float(g["loss"].iloc[-1]),
                      "left the window": bool(outside.any() or escaped),
                      "steps run": len(g) - 1,
-                     "guard acted (steps)": int((g["regime"] != "unguarded").sum()
-                                                - (g["regime"] == "nominal").sum())})
+                     "guard acted (steps)": acts["acted"] if acts else 0,
+                     "updates capped": acts["capped"] if acts else 0,
+                     "regime changes": acts["transitions"] if acts else 0})
     return pd.DataFrame(rows)
 
 
@@ -171,3 +186,30 @@ def verdict(summary: pd.DataFrame, above_lr: float = 0.0) -> Verdict:
     return Verdict(runs=len(plain), plain_lost=len(lost),
                    guarded_lost=int(guarded["left the window"].sum()),
                    plain_steps=int(lost["steps run"].min()) if len(lost) else 0)
+
+
+def describe(summary: pd.DataFrame, cfg: PathConfig, lr_threshold: float | None = None) -> str:
+    """The page's note on these runs, from the current choices: per LR, how each arm ended
+    and what the guard did; on a quadratic (`lr_threshold` = 2/λ_max) which LRs are past the
+    edge, and for AdamW why it does not leave the basin there."""
+    parts = []
+    for lr, g in summary.groupby("lr", sort=True):
+        plain, guarded = (g[g["arm"] == a].iloc[0] for a in ARMS)
+        end = lambda r: ("left the plot" if r["left the window"]  # noqa: E731
+                         else f"ended at {r['final loss']:.3g}")
+        acted = (f"acted on {guarded['guard acted (steps)']} step(s), "
+                 f"{guarded['updates capped']} of them capped updates"
+                 if guarded["guard acted (steps)"] else "took no action")
+        parts.append(f"LR {lr:g}: plain {end(plain)}, guarded {end(guarded)}; the guard {acted}.")
+    text = " ".join(parts)
+    if lr_threshold is None:
+        return text
+    past = [f"{lr:g}" for lr in cfg.lrs if lr > lr_threshold]
+    edge = (f"Gradient descent on this quadratic diverges once the LR passes 2/λ_max = "
+            f"{lr_threshold:g}" + (f" (here: {', '.join(past)})." if past else
+                                   "; none of the chosen LRs is past it."))
+    if cfg.optimizer == "adamw":
+        edge += (" AdamW divides each step by √v, so its step stays near the LR and it "
+                 "hovers inside the basin at any constant LR instead of leaving it: switch to "
+                 "SGD to see the edge.")
+    return f"{edge} {text}"

@@ -115,28 +115,33 @@ def stress_curves_figure(curves: pd.DataFrame, reference: dict[str, float] | Non
 
 
 def stress_events_figure(report: pd.DataFrame, height: int = 360):
-    """Per arm against the LR: the first divergence step (none drawn = never diverged) and
-    the mean number of steps the arm intervened on (clip, skip, LR cut …)."""
+    """Per arm against the LR: the first divergence step and the mean number of steps the
+    arm intervened on (clip, skip, LR cut, capped update …). Where no cell diverged there is
+    no divergence panel, and the title says so."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
-                        subplot_titles=["first divergence step", "steps with an intervention"])
+    diverged = bool(np.isfinite(report["first_diverged_step"].astype(float)).any())
+    if diverged:
+        fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                            subplot_titles=["first divergence step",
+                                            "steps with an intervention"])
+    else:       # no empty panel: the title says it
+        fig = make_subplots(rows=1, cols=1, subplot_titles=[
+            "steps with an intervention (no cell diverged in this grid)"])
+    col = 2 if diverged else 1
     for arm, g in report.groupby("arm", sort=False):
         style = {"color": arm_color(arm)}
-        fig.add_trace(go.Scatter(x=g["lr"], y=g["first_diverged_step"].astype(float),
-                                 mode="markers", name=arm, legendgroup=arm, marker=style),
-                      row=1, col=1)
+        if diverged:
+            fig.add_trace(go.Scatter(x=g["lr"], y=g["first_diverged_step"].astype(float),
+                                     mode="markers", name=arm, legendgroup=arm,
+                                     marker=style, showlegend=False), row=1, col=1)
         fig.add_trace(go.Scatter(x=g["lr"], y=g["interventions"], mode="lines+markers",
-                                 name=arm, legendgroup=arm, showlegend=False, line=style),
-                      row=1, col=2)
+                                 name=arm, legendgroup=arm, line=style), row=1, col=col)
     fig.update_xaxes(type="log", title_text="peak learning rate", exponentformat="power")
-    fig.update_yaxes(title_text="step", rangemode="tozero", row=1, col=1)
-    fig.update_yaxes(title_text="steps", rangemode="tozero", row=1, col=2)
-    if not np.isfinite(report["first_diverged_step"].astype(float)).any():
-        fig.add_annotation(text="no cell diverged in this grid", xref="x domain",
-                           yref="y domain", x=0.5, y=0.5, showarrow=False,
-                           font={"size": 14, "color": "#666"})
+    if diverged:
+        fig.update_yaxes(title_text="step", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="steps", rangemode="tozero", row=1, col=col)
     fig.update_layout(height=height, margin={"l": 60, "r": 20, "t": 40, "b": 50},
                       legend={"orientation": "h", "y": -0.25})
     return fig

@@ -56,7 +56,8 @@ def trace_figure(df: pd.DataFrame, spec: GuardSpec,
                       row=panels.index("lr_scale") + 1, col=1)
     fig.update_xaxes(title_text="step", row=len(panels), col=1)
     fig.update_layout(height=height, title=title or None, margin={"l": 60, "r": 20, "t": 40,
-                      "b": 40}, legend={"orientation": "h", "y": 1.06}, hovermode="x unified")
+                      "b": 90}, legend={"orientation": "h", "y": -0.08, "yanchor": "top",
+                                        "x": 0}, hovermode="x unified")
     return fig
 
 
@@ -81,18 +82,23 @@ def _y_range(y: np.ndarray, levels: list[float]) -> list[float] | None:
     finite = y[np.isfinite(y)]
     if not levels or not len(finite):
         return None
-    top = max(max(levels) * 2.0, float(np.quantile(finite, 0.995)))
+    top = min(max(max(levels) * 2.0, float(np.quantile(finite, 0.995))), float(finite.max()))
+    top = max(top, max(levels))                       # every entry and exit line stays in view
     bottom = min(min(levels), float(np.quantile(finite, 0.005)))
-    pad = 0.05 * (top - bottom or 1.0)
-    return [bottom - pad, min(top, float(finite.max())) + pad]
+    pad = 0.08 * (top - bottom or 1.0)
+    return [bottom - pad, top + pad]
 
 
 def signal_figure(df: pd.DataFrame, spec: GuardSpec, signals: list[str] | None = None,
-                  height_per_panel: int = 190):
+                  height_per_panel: int = 190, held: pd.DataFrame | None = None):
     """Each signal against its entry and exit thresholds; the hysteresis band is shaded.
 
     The band between exit and entry is filled in the colour of the regime it guards; a
-    dashed line marks entry, a dotted line exit; regime bands run behind every panel.
+    dashed line marks entry, a dotted line exit; regime bands run behind every panel. The
+    raw loss comes first; a `nonfinite` flag is drawn as marks where it is 1; every entry
+    and exit line is inside its panel's range. `held` (`analysis.held_not_fired`) greys the
+    top strip where a condition held but its `for N` / `min_dwell` did not complete. The
+    legend sits below the plot, clear of the data.
     """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -101,30 +107,53 @@ def signal_figure(df: pd.DataFrame, spec: GuardSpec, signals: list[str] | None =
 
     names = [s for s in (signals or list(spec.signals)) if s in df.columns
              and np.isfinite(pd.to_numeric(df[s], errors="coerce")).any()]   # no empty panels
-    fig = make_subplots(rows=max(len(names), 1), cols=1, shared_xaxes=True,
+    raw = [c for c in ("loss",) if c in df.columns]
+    rows = raw + names
+    fig = make_subplots(rows=max(len(rows), 1), cols=1, shared_xaxes=True,
                         vertical_spacing=0.03)
     step = df["step"].to_numpy()
     all_bands, leaves, color = bands(spec), thresholds(spec), color_lookup(spec)
     shapes, notes = [], []
-    for i, name in enumerate(names, start=1):
+    for i, name in enumerate(rows, start=1):
         y = pd.to_numeric(df[name], errors="coerce").to_numpy(np.float64)
+        if name in spec.signals and spec.signals[name].kind == "nonfinite":
+            hit = np.flatnonzero(y > 0)           # a 0/1 flag: markers where it is 1
+            fig.add_trace(go.Scattergl(x=step[hit], y=y[hit], mode="markers", name=name,
+                                       marker={"symbol": "line-ns-open", "size": 10,
+                                               "color": "#d62728"}, showlegend=False),
+                          row=i, col=1)
+            fig.update_yaxes(title_text=signal_unit(spec, name), range=[-0.2, 1.4],
+                             tickvals=[0, 1], row=i, col=1)
+            continue
         idx = display_index(step, y)
         fig.add_trace(go.Scattergl(x=step[idx], y=y[idx], mode="lines", name=name,
                                    line={"width": 1.1, "color": "#333"}, showlegend=False),
                       row=i, col=1)
+        if name in raw:
+            fig.update_yaxes(title_text=_UNITS.get(name, name), row=i, col=1)
+            continue
         more, more_notes, drawn = _signal_levels(i, name, all_bands, leaves, color)
         shapes += more
         notes += more_notes
         rng = _y_range(y, [v for v, _ in drawn])
         fig.update_yaxes(title_text=signal_unit(spec, name), range=rng, row=i, col=1)
+    if held is not None and len(held) and rows:
+        shapes += [{"type": "rect", "xref": "x", "x0": r.start - 0.5, "x1": r.end + 0.5,
+                    "yref": "y domain", "y0": 0.88, "y1": 1.0, "fillcolor": "#888",
+                    "opacity": 0.55, "line": {"width": 0}} for r in held.itertuples()]
+        fig.add_trace(go.Scatter(
+            x=((held["start"] + held["end"]) / 2).to_numpy(), y=np.full(len(held), np.nan),
+            mode="markers", name="condition held, did not fire (for / min_dwell)",
+            marker={"symbol": "square", "size": 10, "color": "#888"}))
     if "regime" in df.columns:
         add_regime_bands(fig, df, spec, shapes, notes)
     else:
         add_shapes(fig, shapes, notes)
-    fig.update_xaxes(title_text="step", row=max(len(names), 1), col=1)
-    fig.update_layout(height=max(height_per_panel * len(names), 240) + 60,
-                      margin={"l": 70, "r": 20, "t": 30, "b": 40},
-                      legend={"orientation": "h", "y": 1.04}, hovermode="x unified")
+    fig.update_xaxes(title_text="step", row=max(len(rows), 1), col=1)
+    fig.update_layout(height=max(height_per_panel * len(rows), 240) + 90,
+                      margin={"l": 70, "r": 20, "t": 20, "b": 90},
+                      legend={"orientation": "h", "y": -0.06, "yanchor": "top", "x": 0},
+                      hovermode="x unified")
     return fig
 
 
@@ -132,7 +161,7 @@ def _signal_levels(row: int, name: str, all_bands: list, leaves: list, color_of
                    ) -> tuple[list[dict], list[dict | None], set[tuple[float, str]]]:
     """Band fills, entry (dashed) and exit (dotted) lines, and other thresholds of a signal."""
     shapes, notes, drawn = [], [], set()
-    for b in (b for b in all_bands if b.signal == name):
+    for k, b in enumerate(b for b in all_bands if b.signal == name):
         color = color_of(b.regime)
         shapes.append(hrect(row, b.low, b.high, color))
         sign_in, sign_out = (">", "<") if b.rising else ("<", ">")
@@ -142,6 +171,7 @@ def _signal_levels(row: int, name: str, all_bands: list, leaves: list, color_of
             if (value, dash) not in drawn:
                 drawn.add((value, dash))
                 line, note = hline(row, value, color, dash, text, pos)
+                note["x"] = 0.01 + 0.22 * (k % 4)     # bands on one signal: labels side by side
                 shapes.append(line)
                 notes.append(note)
     for leaf in leaves:
