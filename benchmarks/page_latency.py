@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 
-from lbw_sim.guard.analysis import transitions_table
-from lbw_sim.guard.engine import replay
-from lbw_sim.guard.spec import GuardSpec
-from lbw_sim.studio.editor import spec_from_tables, spec_tables
-from lbw_sim.traces.synthetic import Incident, healthy, inject
-from lbw_sim.viz import controls_figure, signal_figure, trace_figure
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lbw_sim.guard.analysis import transitions_table  # noqa: E402
+from lbw_sim.guard.engine import replay  # noqa: E402
+from lbw_sim.guard.spec import GuardSpec  # noqa: E402
+from lbw_sim.studio.editor import spec_from_tables, spec_tables  # noqa: E402
+from lbw_sim.traces.synthetic import Incident, healthy, inject  # noqa: E402
+from lbw_sim.viz import controls_figure, signal_figure, trace_figure  # noqa: E402
 
 N = 100_000
 REPEATS = 7
