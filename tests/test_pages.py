@@ -312,7 +312,7 @@ def test_live_page_marks_where_the_plain_run_died():
     loss = json.loads(charts[0].proto.spec)
     colors = [lay["encoding"]["color"] for lay in loss["layer"]
               if (lay["encoding"].get("color") or {}).get("legend")]
-    assert [c["legend"]["orient"] for c in colors] == ["bottom", "bottom"]
+    assert [c["legend"]["orient"] for c in colors] == ["bottom", "top"]  # outside the plot
     assert colors[0]["scale"]["domain"] == list(live.spec.regimes)
 
 # --- Stress suite ----------------------------------------------------------------------------

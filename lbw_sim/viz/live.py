@@ -21,16 +21,17 @@ PLAIN_COLOR = "#d62728"
 LIVE_POINTS = 2000  # per series drawn; MinMaxLTTB keeps the spikes
 _ARM_SCALE = {"domain": ["guarded", "plain"], "range": [GUARDED_COLOR, UNGUARDED_COLOR]}
 _AXIS = {"minExtent": 56, "maxExtent": 56}  # the same y-axis width: the panels line up
-#: Legends sit below the plot area, never over the data (regime legend, then run legend).
+#: Legends sit outside the plot area, never over the data: every regime of the spec below
+#: it (wrapped in rows, so none is cut off at the right), the two runs above it.
 _LEGEND = {"orient": "bottom", "direction": "horizontal", "titleOrient": "left",
            "columns": 6}
-_RUN_LEGEND = {"orient": "bottom", "direction": "horizontal", "titleOrient": "left"}
+_RUN_LEGEND = {"orient": "top", "direction": "horizontal", "titleOrient": "left"}
 
 
 def live_charts(guarded: pd.DataFrame, plain: pd.DataFrame, spec: GuardSpec | None = None,
                 ended: dict[str, str] | None = None) -> list[dict]:
     """Three Vega-Lite specs for a live run: loss and grad norm of both arms (non-finite
-    steps as strips along the bottom), and the guard's LR scale with skipped updates (×).
+    steps as strips along the top), and the guard's LR scale with skipped updates (×).
     Regime bands of the guarded run sit behind every panel, coloured by a scale fixed to
     every regime of `spec` (the default spec without one), so the legend lists them all
     from the first redraw; a dashed rule marks each step from which an edited spec decided.
@@ -44,7 +45,7 @@ def live_charts(guarded: pd.DataFrame, plain: pd.DataFrame, spec: GuardSpec | No
     deaths = run_ends(guarded, plain, ended or {})
     return [
         _arm_panel("loss", "loss (nats)", both, bands, _nonfinite(guarded, plain, "loss"),
-                   edits, colors, _death_rows(deaths, guarded, plain, "loss"), height=240,
+                   edits, colors, _death_rows(deaths, guarded, plain, "loss"), height=300,
                    legend=True),
         _arm_panel("grad_norm", "grad norm (L2, log)", both, bands,
                    _nonfinite(guarded, plain, "grad_norm"), edits, colors,
@@ -190,11 +191,11 @@ def _arm_panel(col: str, title: str, rows: pd.DataFrame, bands: pd.DataFrame,
     strips = {"data": {"name": "bad"},
               "mark": {"type": "rect", "opacity": 0.85},
               "encoding": {"x": {"field": "start", "type": "quantitative"},
-                           "x2": {"field": "end"}, "y": {"value": height},
+                           "x2": {"field": "end"}, "y": {"value": 0},
                            "color": {"field": "arm", "type": "nominal", "legend": None,
                                      "scale": {"domain": ["guarded", "plain"],
                                                "range": [GUARDED_COLOR, PLAIN_COLOR]}},
-                           "y2": {"value": height - 5},
+                           "y2": {"value": 5},
                            "tooltip": [{"field": "arm", "title": f"non-finite {col}"},
                                        {"field": "start", "title": "from"},
                                        {"field": "end", "title": "to"}]}}
@@ -223,10 +224,12 @@ def _end_layers(col: str) -> list[dict]:
         *({"data": {"name": "ends"},
            "transform": [{"filter": f"datum.arm == '{a}' && datum.side == '{side}'"}],
            "mark": {"type": "text", "align": side, "baseline": "top",
-                    "dx": -5 if side == "right" else 5, "fontWeight": "bold", "fontSize": 12},
-           "encoding": {"x": x, "y": {"value": 4 + 16 * i}, "text": {"field": "label"},
-                        "color": arm, "tooltip": tip}}
-          for i, a in enumerate(("plain", "guarded")) for side in ("left", "right")),
+                    "dx": -5 if side == "right" else 5, "fontWeight": "bold", "fontSize": 12,
+                    **halo},
+           "encoding": {"x": x, "y": {"value": 8 + 16 * i}, "text": {"field": "label"},
+                        **({} if halo else {"color": arm, "tooltip": tip})}}
+          for i, a in enumerate(("plain", "guarded")) for side in ("left", "right")
+          for halo in ({"stroke": "white", "strokeWidth": 4, "strokeOpacity": 0.9}, {})),
     ]
 
 
