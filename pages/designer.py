@@ -19,7 +19,12 @@ from lbw_sim.guard.diagram import to_dot
 from lbw_sim.guard.engine import replay
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.integrations.snippets import STACKS, usage
-from lbw_sim.studio.editor import spec_from_tables, spec_tables
+from lbw_sim.studio.editor import (
+    edited_sections,
+    error_section,
+    spec_from_tables,
+    spec_tables,
+)
 from lbw_sim.studio.tune import edited_name
 from lbw_sim.traces.synthetic import EXAMPLES
 from lbw_sim.viz import trace_figure
@@ -118,18 +123,24 @@ def edit_tables(base: GuardSpec) -> tuple[dict[str, pd.DataFrame], dict[str, Any
 
 
 def rebuild(base: GuardSpec, edited: dict[str, pd.DataFrame], slots: dict) -> GuardSpec:
-    """A spec from the tables, or the last valid one with the error shown where it belongs."""
-    from lbw_sim.studio.editor import section_of
-
+    """A spec from the tables, or the last valid one with the error shown on the tab whose
+    edit caused it (compared with the tables of the last valid spec)."""
+    ver = ss.get("designer_ver", 0)
+    if ss.get("designer_valid_tables_ver") != ver:
+        ss["designer_valid_tables"], ss["designer_valid_tables_ver"] = spec_tables(base), ver
     try:
         spec = spec_from_tables(base, edited)
     except SpecError as exc:
-        where = section_of(exc.field)
+        where = error_section(exc.field, edited_sections(ss["designer_valid_tables"], edited))
         slot = slots.get(where)
-        (slot or st).error(f"**{exc.field or 'spec'}** — {exc.problem}")
-        st.error(f"The edit is not valid ({where}: {exc.field}); the last valid spec stays "
-                 "in use until it is fixed.")
+        checked = f" (checked in `{exc.field}`)" if exc.field else ""
+        problem = exc.problem.rstrip(".")
+        (slot or st).error(f"{problem[:1].upper()}{problem[1:]}{checked}.")
+        tab = f" on the **{where.title()}** tab" if slot else ""
+        st.error(f"The last edit{tab} is not valid; the last valid spec stays in use until "
+                 "it is fixed.")
         return ss.get("spec") or base
+    ss["designer_valid_tables"] = {k: v.copy() for k, v in edited.items()}
     wanted = (ss.get("designer_name") or "").strip()
     if wanted or spec.hash != base.hash:  # an edit gets its own name: no two `lbw-default`s
         spec = spec.renamed(wanted or edited_name(base.name))

@@ -140,7 +140,7 @@ def live_view() -> None:
     if snap.steps == 0:
         st.caption("Building the model and data…")
         return
-    for chart in live_charts(snap.guarded, snap.plain, live.spec):
+    for chart in live_charts(snap.guarded, snap.plain, live.spec, snap.ended):
         st.vega_lite_chart(chart, width="stretch")
     left, right = st.columns([3, 2])
     with left:

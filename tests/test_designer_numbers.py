@@ -92,3 +92,45 @@ def test_real_valued_cells_are_text_in_the_browser():
     for key, column in (("ed_thresholds_0", "value"), ("ed_bounds_0", "value"),
                         ("ed_regimes_0", "lr_scale"), ("ed_regimes_0", "update_cap")):
         assert config[key][column]["type_config"]["type"] == "text", (key, column)
+
+
+def test_hysteresis_error_shows_on_the_thresholds_tab_in_plain_words():
+    """Raising calm_z above spike_z breaks a check filed under transitions; the message is
+    shown on the Thresholds tab (where the edit was made), names both thresholds with
+    their values, and the last valid spec stays in use."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at = at.switch_page("pages/designer.py").run()
+    names = list(GuardSpec.default().thresholds)
+    at.session_state["ed_thresholds_0"] = {
+        "edited_rows": {names.index("spike_z"): {"value": "11"}},
+        "added_rows": [], "deleted_rows": []}
+    at = at.run()
+    valid = at.session_state["spec"]
+    assert not at.error and valid.thresholds["spike_z"] == 11.0
+    at.session_state["ed_thresholds_0"] = {
+        "edited_rows": {names.index("spike_z"): {"value": "11"},
+                        names.index("calm_z"): {"value": "20"}},
+        "added_rows": [], "deleted_rows": []}
+    at = at.run()
+    assert not at.exception
+    tabs = {t.label: t for t in at.tabs}
+    on_tab = [e.value for e in tabs["Thresholds"].error]
+    assert on_tab == ["Exit threshold calm_z = 20 must be below the entry threshold "
+                      "spike_z = 11 for `spike`/`settle` (grad_z: the guard enters above 11 and "
+                      "leaves below 20, so there is no hysteresis band between them) (checked "
+                      "in `transitions.spike.when`)."]
+    assert not tabs["Transitions"].error
+    assert any("on the **Thresholds** tab" in e.value for e in at.error)
+    assert at.session_state["spec"].hash == valid.hash  # the last valid spec stays in use
+
+
+def test_an_error_filed_under_the_edited_section_stays_there():
+    from lbw_sim.studio.editor import edited_sections, error_section
+
+    before = spec_tables(GuardSpec.default())
+    after = with_cell("thresholds", "calm_z", "value", "20")
+    assert edited_sections(before, after) == ["thresholds"]
+    assert error_section("transitions.spike.when", ["thresholds"]) == "thresholds"
+    assert error_section("transitions.spike.when", ["transitions"]) == "transitions"
+    assert error_section("bounds.lr_scale_min", []) == "bounds"
+    assert error_section("regimes.watch.lr_scale", ["thresholds", "regimes"]) == "regimes"

@@ -291,7 +291,9 @@ def test_live_training_in_two_sessions(page, browser):
         b_before = step_count(other)
         other.wait_for_timeout(1500)
         assert step_count(other) > b_before, "B stopped with A"
-        assert step_count(page) == a_stopped and other.get_by_text("Stopped").count() == 0
+        # exact: the status box's bold "Stopped", not a chart label "… stopped at step N"
+        assert step_count(page) == a_stopped
+        assert other.get_by_text("Stopped", exact=True).count() == 0
         assert len(trace_hashes(other)) == 1
         other.screenshot(path=str(SHOTS / "live_other_session.png"), full_page=True)
         stop_live(other)

@@ -170,3 +170,62 @@ def test_live_on_the_device_path_gives_the_host_rows(sessions):
     assert dev[["loss", "regime", "lr_scale"]].notna().all().all()
     assert dev["grad_norm"].isna().tolist() == [s in (80, 81) for s in dev["step"]]  # NaN grads
     assert {"intervene", "skip"} <= set(dev["regime"])
+
+
+def _dying_pair():
+    """A guarded trace and a plain copy whose loss and grad norm are NaN from step 50."""
+    from lbw_sim.guard.engine import replay
+    from lbw_sim.guard.spec import GuardSpec
+    from lbw_sim.traces.synthetic import demo_trace
+
+    guarded = replay(demo_trace()[0], GuardSpec.default()).iloc[:120].copy()
+    plain = guarded.copy()
+    plain.loc[plain["step"] >= 50, ["loss", "grad_norm"]] = float("nan")
+    return guarded, plain
+
+
+def test_live_chart_says_where_the_plain_run_died():
+    from lbw_sim.viz import live_charts
+
+    guarded, plain = _dying_pair()
+    loss, grad, _ = live_charts(guarded, plain)
+    for chart in (loss, grad):
+        ends = chart["datasets"]["ends"]
+        assert ends["label"].tolist() == ["plain: non-finite from step 50"]
+        assert ends["step"].tolist() == [50.0] and ends["side"].tolist() == ["right"]
+        texts = [lay for lay in chart["layer"] if lay["mark"]["type"] == "text"]
+        assert texts and all(lay["data"] == {"name": "ends"} for lay in texts)
+    # The marker sits on the plain run's last finite loss (step 49).
+    assert loss["datasets"]["ends"]["y"].iloc[0] == plain.loc[plain["step"] == 49,
+                                                                "loss"].iloc[0]
+    # Its run then stops: both facts are said; a guard that stopped is said too.
+    ended = {"plain": "model loss non-finite for 50 steps", "guarded": "guard stopped"}
+    ends = live_charts(guarded, plain, ended=ended)[0]["datasets"]["ends"]
+    assert ends.set_index("arm")["label"].to_dict() == {
+        "guarded": "guarded: stopped at step 119",
+        "plain": "plain: non-finite from step 50, stopped at step 119"}
+    # Healthy runs: no marker, and the chart spec is the same (updated in place).
+    healthy = live_charts(guarded, guarded)
+    assert healthy[0]["datasets"]["ends"].empty
+    strip = lambda c: {k: v for k, v in c.items() if k != "datasets"}  # noqa: E731
+    assert [strip(c) for c in healthy] == [strip(c) for c in live_charts(guarded, plain)]
+
+
+def test_live_legends_sit_outside_the_data_and_list_every_regime():
+    from lbw_sim.guard.palette import regime_colors
+    from lbw_sim.guard.spec import GuardSpec
+    from lbw_sim.viz import live_charts
+
+    spec = GuardSpec.default()
+    guarded, plain = _dying_pair()
+    early = guarded.iloc[:3]  # nominal only so far: no band drawn yet
+    for g, p in ((early, plain.iloc[:3]), (guarded, plain)):
+        loss = live_charts(g, p, spec)[0]
+        colors = [lay["encoding"]["color"] for lay in loss["layer"]
+                  if "legend" in lay["encoding"].get("color", {})
+                  and lay["encoding"]["color"]["legend"]]
+        assert [c["title"] for c in colors] == ["regime", "run"]
+        assert [c["legend"]["orient"] for c in colors] == ["bottom", "top"]  # not inside
+        regime = colors[0]["scale"]
+        assert regime["domain"] == list(spec.regimes)
+        assert regime["range"] == list(regime_colors(spec).values())

@@ -282,6 +282,39 @@ def test_live_run_that_finishes_leaves_no_thread_and_can_restart():
     second = at.session_state["live_session"]
     assert second is not first and second.running
     assert second.stop() and not at.exception
+
+
+def _chart_dataset(chart, name: str):
+    import pyarrow as pa
+
+    data, = (d.data.data for d in chart.proto.datasets if d.name == name)
+    return pa.ipc.open_stream(data).read_pandas()
+
+
+def test_live_page_marks_where_the_plain_run_died():
+    """Quickstart's NaN gradients at step 80 kill the plain run: the drawn charts say so
+    (label and marker data), every regime of the spec is in the legend's scale, and the
+    legends sit below the plot."""
+    import json
+
+    at = page("live")
+    at.number_input(key="live_steps_quickstart").set_value(140)
+    at = at.button(key="live_start").click().run()
+    live = at.session_state["live_session"]
+    live.thread.join(120)
+    at = at.run()
+    assert not at.exception and live.status.state == "finished"
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 3
+    for chart in charts[:2]:
+        ends = _chart_dataset(chart, "ends")
+        assert ends["label"].tolist() == ["plain: non-finite from step 80, stopped at step 130"]
+    loss = json.loads(charts[0].proto.spec)
+    colors = [lay["encoding"]["color"] for lay in loss["layer"]
+              if (lay["encoding"].get("color") or {}).get("legend")]
+    assert [c["legend"]["orient"] for c in colors] == ["bottom", "top"]  # outside the plot
+    assert colors[0]["scale"]["domain"] == list(live.spec.regimes)
+
 # --- Stress suite ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -487,16 +487,29 @@ def _validate_reachable(spec: GuardSpec) -> None:
 
 def _validate_hysteresis(spec: GuardSpec) -> None:
     """An exit threshold must lie strictly inside the band the entry threshold opened:
-    entry `s > a` with exit `s < b` needs b < a; entry `s < a` with exit `s > b` needs b > a."""
+    entry `s > a` with exit `s < b` needs b < a; entry `s < a` with exit `s > b` needs b > a.
+    The message names both thresholds as the user wrote them (`calm_z = 20`) and reads from
+    the alarm side: the rising comparison is the entry, the falling one the exit."""
     for _, t_in, c_in, t_out, c_out in hysteresis_pairs(spec):
-        up, a, b, s = c_in.rising, c_in.threshold, c_out.threshold, c_in.signal
+        up, a, b = c_in.rising, c_in.threshold, c_out.threshold
         if (up and b >= a) or (not up and b <= a):
+            (t_hi, hi), (t_lo, lo) = ((t_in, c_in), (t_out, c_out)) if up else \
+                ((t_out, c_out), (t_in, c_in))
             raise SpecError(
                 f"transitions.{t_out.name}.when",
-                f"exit threshold {s} {'<' if up else '>'} {b:g} is not "
-                f"{'below' if up else 'above'} the entry threshold "
-                f"{s} {'>' if up else '<'} {a:g} of "
-                f"transitions.{t_in.name} (no hysteresis band)")
+                f"exit threshold {_threshold_label(t_lo, lo, spec)} must be below the entry "
+                f"threshold {_threshold_label(t_hi, hi, spec)} for `{t_hi.name}`/`{t_lo.name}`"
+                f" ({lo.signal}: the guard enters above {hi.threshold:g} and leaves below "
+                f"{lo.threshold:g}, so there is no hysteresis band between them)")
+
+
+def _threshold_label(t: TransitionSpec, leaf: Leaf, spec: GuardSpec) -> str:
+    """`calm_z = 20` when a named threshold of `t`'s condition holds the value, else `20`."""
+    words = set(re.findall(r"[A-Za-z_]\w*", t.when))
+    for name, value in spec.thresholds.items():
+        if name in words and float(value) == leaf.threshold:
+            return f"{name} = {leaf.threshold:g}"
+    return f"{leaf.threshold:g}"
 
 
 @dataclass(frozen=True)

@@ -136,7 +136,7 @@ def table_markdown(rep: pd.DataFrame, reference: dict[str, float], title: str = 
                      f"{_num(w.best_ratio, '.3f')} | {w.diverged_cells}/{w.cells} |")
     lines += ["", "Final validation loss by LR (rows) and arm (columns), mean ± std over "
               "seeds, ratio to AdamW's best in brackets:", "", pivot_markdown(rep),
-              "Goals (issue 4):", "", goals_markdown(goals(rep, nominal))]
+              "Goals:", "", goals_markdown(goals(rep, nominal))]
     return "\n".join(lines)
 
 

@@ -108,6 +108,25 @@ def section_of(field: str) -> str:
     return head if head in SECTIONS else "spec"
 
 
+def edited_sections(before: dict[str, pd.DataFrame],
+                    after: dict[str, pd.DataFrame]) -> list[str]:
+    """The sections whose table differs between two sets of editor tables, in order."""
+    def same(a: pd.DataFrame | None, b: pd.DataFrame | None) -> bool:
+        if a is None or b is None:
+            return a is b
+        return a.shape == b.shape and a.astype(str).reset_index(drop=True).equals(
+            b.astype(str).reset_index(drop=True))
+    return [s for s in SECTIONS if not same(before.get(s), after.get(s))]
+
+
+def error_section(field: str, edited: list[str]) -> str:
+    """The tab to show a SpecError on: the one whose edit caused it. A threshold edit can
+    break a check filed under another section (a hysteresis band is checked on the
+    transitions' conditions): the error then goes to the edited tab, not the field's."""
+    own = section_of(field)
+    return own if own in edited or not edited else edited[0]
+
+
 def _named_rows(df: pd.DataFrame, section: str) -> list[tuple[str, pd.Series]]:
     """Rows with a clean, unique name; blank rows (a fresh row in the editor) are skipped."""
     out, seen = [], set()

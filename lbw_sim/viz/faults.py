@@ -71,10 +71,13 @@ def fault_curves_figure(curves: pd.DataFrame, task: str | None = None,
                               line={"color": "#999", "width": 1})
     if level and low:
         fig.update_yaxes(range=[0.95 * min(low), 2.0 * max(level)])
-    fig.update_layout(height=height_per_row * rows + 80, title=f"{task}: training loss per "
+    # The legend sits in the bottom margin (container coordinates): clear of the title,
+    # the subplot titles and the data.
+    fig.update_layout(height=height_per_row * rows + 120, title=f"{task}: training loss per "
                       "fault (solid) against each arm's fault-free run (dotted)",
-                      margin={"t": 80, "l": 50, "r": 20, "b": 40},
-                      legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"})
+                      margin={"t": 80, "l": 50, "r": 20, "b": 80},
+                      legend={"orientation": "h", "yref": "container", "y": 0.0,
+                              "yanchor": "bottom", "x": 0.0})
     return fig
 
 

@@ -21,29 +21,84 @@ PLAIN_COLOR = "#d62728"
 LIVE_POINTS = 2000  # per series drawn; MinMaxLTTB keeps the spikes
 _ARM_SCALE = {"domain": ["guarded", "plain"], "range": [GUARDED_COLOR, UNGUARDED_COLOR]}
 _AXIS = {"minExtent": 56, "maxExtent": 56}  # the same y-axis width: the panels line up
-_LEGEND = {"orient": "top", "direction": "horizontal", "titleOrient": "left"}
-_RUN_LEGEND = {"orient": "top-right", "fillColor": "rgba(255,255,255,0.7)", "padding": 4}
+#: Legends sit outside the plot area, never over the data: every regime of the spec below
+#: it (wrapped in rows, so none is cut off at the right), the two runs above it.
+_LEGEND = {"orient": "bottom", "direction": "horizontal", "titleOrient": "left",
+           "columns": 6}
+_RUN_LEGEND = {"orient": "top", "direction": "horizontal", "titleOrient": "left"}
 
 
-def live_charts(guarded: pd.DataFrame, plain: pd.DataFrame,
-                spec: GuardSpec | None = None) -> list[dict]:
+def live_charts(guarded: pd.DataFrame, plain: pd.DataFrame, spec: GuardSpec | None = None,
+                ended: dict[str, str] | None = None) -> list[dict]:
     """Three Vega-Lite specs for a live run: loss and grad norm of both arms (non-finite
     steps as strips along the top), and the guard's LR scale with skipped updates (×).
-    Regime bands of the guarded run, in `spec`'s colours (Vega-Lite's own without a spec),
-    sit behind every panel; a dashed rule marks each step from which an edited spec
-    decided. Only the named datasets change between redraws."""
+    Regime bands of the guarded run sit behind every panel, coloured by a scale fixed to
+    every regime of `spec` (the default spec without one), so the legend lists them all
+    from the first redraw; a dashed rule marks each step from which an edited spec decided.
+    An arm that went non-finite for good, or whose run ended early (`ended`: arm -> why,
+    as `Snapshot.ended`), gets a marker and "non-finite from step N" / "stopped at step N"
+    where its line ends. Only the named datasets change between redraws."""
     both = pd.concat([_live_rows(guarded, "guarded"), _live_rows(plain, "plain")],
                      ignore_index=True)
     bands, edits = _live_bands(guarded), _spec_edits(guarded)
-    colors = regime_colors(spec) if spec is not None else None
+    colors = regime_colors(spec if spec is not None else GuardSpec.default())
+    deaths = run_ends(guarded, plain, ended or {})
     return [
         _arm_panel("loss", "loss (nats)", both, bands, _nonfinite(guarded, plain, "loss"),
-                   edits, colors, height=240, legend=True),
+                   edits, colors, _death_rows(deaths, guarded, plain, "loss"), height=300,
+                   legend=True),
         _arm_panel("grad_norm", "grad norm (L2, log)", both, bands,
-                   _nonfinite(guarded, plain, "grad_norm"), edits, colors, height=170,
-                   log=True),
+                   _nonfinite(guarded, plain, "grad_norm"), edits, colors,
+                   _death_rows(deaths, guarded, plain, "grad_norm"), height=170, log=True),
         _scale_panel(guarded, bands, edits, colors, height=150),
     ]
+
+
+def run_ends(guarded: pd.DataFrame, plain: pd.DataFrame,
+             ended: dict[str, str]) -> pd.DataFrame:
+    """Where each arm's curve stops meaning anything: arm, step, label, why.
+
+    An arm whose loss or grad norm is non-finite on every step from some step N to its
+    last row is "non-finite from step N" (its line would just vanish); one whose run ended
+    early with finite values (a guard `stop`, a run stopped for a reason) is "stopped at
+    step N", N its last step. Arms still healthy have no row."""
+    rows = []
+    for arm, df in (("guarded", guarded), ("plain", plain)):
+        if not len(df):
+            continue
+        step = df["step"].to_numpy(np.float64)
+        bad = np.zeros(len(df), bool)
+        for col in ("loss", "grad_norm"):
+            if col in df:
+                bad |= ~np.isfinite(pd.to_numeric(df[col], errors="coerce")
+                                    .to_numpy(np.float64))
+        why = ended.get(arm, "")
+        if bad[-1]:
+            first = len(bad) - int(np.argmin(bad[::-1])) if not bad.all() else 0
+            label = f"{arm}: non-finite from step {int(step[first])}"
+            if why:
+                label += f", stopped at step {int(step[-1])}"
+            rows.append({"arm": arm, "step": step[first], "label": label, "why": why})
+        elif why:
+            rows.append({"arm": arm, "step": step[-1],
+                         "label": f"{arm}: stopped at step {int(step[-1])}", "why": why})
+    return pd.DataFrame(rows, columns=["arm", "step", "label", "why"])
+
+
+def _death_rows(deaths: pd.DataFrame, guarded: pd.DataFrame, plain: pd.DataFrame,
+                col: str) -> pd.DataFrame:
+    """`run_ends` with `y`, the arm's last finite `col` before its end (the marker sits on
+    the line; none without one), and `side`, where the label goes so it stays in the plot
+    (left of the rule, over the data already drawn, unless the rule is near the start)."""
+    ys = []
+    for arm, at in zip(deaths["arm"], deaths["step"]):
+        df = guarded if arm == "guarded" else plain
+        v = pd.to_numeric(df.loc[df["step"] <= at, col], errors="coerce")
+        v = v[np.isfinite(v.to_numpy(np.float64))]
+        ys.append(float(v.iloc[-1]) if len(v) else np.nan)
+    last = max((float(df["step"].max()) for df in (guarded, plain) if len(df)), default=0.0)
+    side = np.where(deaths["step"].to_numpy(np.float64) < 0.4 * last, "left", "right")
+    return deaths.assign(y=ys, side=side).astype({"step": float, "y": float})
 
 
 def _spec_edits(guarded: pd.DataFrame) -> pd.DataFrame:
@@ -100,14 +155,13 @@ def _nonfinite(guarded: pd.DataFrame, plain: pd.DataFrame, col: str) -> pd.DataF
     return pd.DataFrame(rows[-MAX_BANDS:], columns=["start", "end", "arm"])
 
 
-def _band_layer(colors: dict[str, str] | None, legend: bool = False) -> dict:
-    scale = {"domain": list(colors), "range": list(colors.values())} if colors else None
+def _band_layer(colors: dict[str, str], legend: bool = False) -> dict:
+    scale = {"domain": list(colors), "range": list(colors.values())}
     return {"data": {"name": "bands"}, "mark": {"type": "rect", "opacity": 0.2},
             "encoding": {"x": {"field": "start", "type": "quantitative"},
                          "x2": {"field": "end"},
                          "color": {"field": "regime", "type": "nominal", "title": "regime",
-                                   "legend": _LEGEND if legend else None,
-                                   **({"scale": scale} if scale else {})},
+                                   "legend": _LEGEND if legend else None, "scale": scale},
                          "tooltip": [{"field": "regime"}, {"field": "start", "title": "from"},
                                      {"field": "end", "title": "to"}]}}
 
@@ -118,8 +172,8 @@ def _x(title: str = "") -> dict:
 
 
 def _arm_panel(col: str, title: str, rows: pd.DataFrame, bands: pd.DataFrame,
-               bad: pd.DataFrame, edits: pd.DataFrame, colors: dict[str, str] | None, height: int,
-               log: bool = False,
+               bad: pd.DataFrame, edits: pd.DataFrame, colors: dict[str, str],
+               deaths: pd.DataFrame, height: int, log: bool = False,
                legend: bool = False) -> dict:
     y = {"field": col, "type": "quantitative", "title": title, "axis": _AXIS,
          "scale": {"type": "log"} if log else {"zero": False}}
@@ -146,13 +200,41 @@ def _arm_panel(col: str, title: str, rows: pd.DataFrame, bands: pd.DataFrame,
                                        {"field": "start", "title": "from"},
                                        {"field": "end", "title": "to"}]}}
     return {"height": height,
-            "datasets": {"rows": rows, "bands": bands, "bad": bad, "edits": edits},
-            "layer": [_band_layer(colors, legend), _edit_layer(), line, strips],
+            "datasets": {"rows": rows, "bands": bands, "bad": bad, "edits": edits,
+                         "ends": deaths},
+            "layer": [_band_layer(colors, legend), _edit_layer(), line, strips,
+                      *_end_layers(col)],
             "resolve": {"scale": {"color": "independent"}}}
 
 
+def _end_layers(col: str) -> list[dict]:
+    """Where an arm's run died: a rule in the arm's colour, a marker on its last finite
+    value and the label ("plain: non-finite from step 81") along the top of the panel."""
+    arm = {"field": "arm", "type": "nominal", "legend": None,
+           "scale": {"domain": ["guarded", "plain"], "range": [GUARDED_COLOR, PLAIN_COLOR]}}
+    tip = [{"field": "label", "title": "run"}, {"field": "why", "title": "why it ended"}]
+    x = {"field": "step", "type": "quantitative"}
+    return [
+        {"data": {"name": "ends"}, "mark": {"type": "rule", "strokeWidth": 2},
+         "encoding": {"x": x, "color": arm, "tooltip": tip}},
+        {"data": {"name": "ends"},
+         "mark": {"type": "point", "shape": "diamond", "size": 90, "filled": True},
+         "encoding": {"x": x, "y": {"field": "y", "type": "quantitative"}, "color": arm,
+                      "tooltip": tip}},
+        *({"data": {"name": "ends"},
+           "transform": [{"filter": f"datum.arm == '{a}' && datum.side == '{side}'"}],
+           "mark": {"type": "text", "align": side, "baseline": "top",
+                    "dx": -5 if side == "right" else 5, "fontWeight": "bold", "fontSize": 12,
+                    **halo},
+           "encoding": {"x": x, "y": {"value": 8 + 16 * i}, "text": {"field": "label"},
+                        **({} if halo else {"color": arm, "tooltip": tip})}}
+          for i, a in enumerate(("plain", "guarded")) for side in ("left", "right")
+          for halo in ({"stroke": "white", "strokeWidth": 4, "strokeOpacity": 0.9}, {})),
+    ]
+
+
 def _scale_panel(guarded: pd.DataFrame, bands: pd.DataFrame, edits: pd.DataFrame,
-                 colors: dict[str, str] | None, height: int) -> dict:
+                 colors: dict[str, str], height: int) -> dict:
     cols = ["step", "lr_scale", "skipped"]
     g = guarded[cols].copy() if len(guarded) else pd.DataFrame(columns=cols)
     if len(g):
