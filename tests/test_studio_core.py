@@ -180,7 +180,10 @@ def test_regimes_signal_figure_panels_ranges_flags_and_debounce():
     nonfinite = next(t for t in fig.data if t.name == "nonfinite")
     assert nonfinite.mode == "markers" and set(np.asarray(nonfinite.y)) == {1.0}
     assert any(t.name and "did not fire" in t.name for t in fig.data)
-    assert fig.layout.legend.y < 0                                 # legend below the data
+    # the legend sits at the figure's bottom edge, below the x-axis title (container units:
+    # a paper-unit offset put it over the 'step' title on short figures)
+    assert fig.layout.legend.yref == "container" and fig.layout.legend.y == 0
+    assert fig.layout.legend.yanchor == "bottom" and fig.layout.margin.b >= 120
     # every entry and exit line lies inside its panel's y-range
     for shape in fig.layout.shapes:
         if shape.type == "line" and shape.yref.startswith("y"):

@@ -55,10 +55,16 @@ def trace_figure(df: pd.DataFrame, spec: GuardSpec,
                                                            "color": SKIP}),
                       row=panels.index("lr_scale") + 1, col=1)
     fig.update_xaxes(title_text="step", row=len(panels), col=1)
-    fig.update_layout(height=height, title=title or None, margin={"l": 60, "r": 20, "t": 40,
-                      "b": 90}, legend={"orientation": "h", "y": -0.08, "yanchor": "top",
-                                        "x": 0}, hovermode="x unified")
+    fig.update_layout(height=height, title=title or None,
+                      margin={"l": 60, "r": 20, "t": 40, "b": 130}, legend=LEGEND_BELOW,
+                      hovermode="x unified")
     return fig
+
+
+#: Legends sit at the bottom of the figure, below the x-axis title (container units, so the
+#: gap does not depend on the plot's height): clear of the data and of the axis.
+LEGEND_BELOW = {"orientation": "h", "yref": "container", "y": 0.0, "yanchor": "bottom",
+                "x": 0}
 
 
 _UNITS = {"loss": "loss (nats)", "grad_norm": "grad norm (L2)", "lr_scale": "LR scale (×)",
@@ -151,8 +157,7 @@ def signal_figure(df: pd.DataFrame, spec: GuardSpec, signals: list[str] | None =
         add_shapes(fig, shapes, notes)
     fig.update_xaxes(title_text="step", row=max(len(rows), 1), col=1)
     fig.update_layout(height=max(height_per_panel * len(rows), 240) + 90,
-                      margin={"l": 70, "r": 20, "t": 20, "b": 90},
-                      legend={"orientation": "h", "y": -0.06, "yanchor": "top", "x": 0},
+                      margin={"l": 70, "r": 20, "t": 20, "b": 130}, legend=LEGEND_BELOW,
                       hovermode="x unified")
     return fig
 
