@@ -24,7 +24,20 @@ from lbw_sim.errors import SpecError
 from lbw_sim.guard import conditions as C
 from lbw_sim.traces.schema import SIGNAL_SOURCES
 
-SIGNAL_KINDS = ("ema", "ema_z", "ratio", "slope", "nonfinite")
+SIGNAL_KINDS = ("ema", "ema_z", "ratio", "slope", "robust_z", "ref_ratio", "nonfinite")
+#: The settings each kind reads (beside kind, source, description); any other is refused.
+KIND_PARAMS: dict[str, tuple[str, ...]] = {
+    "ema": ("half_life", "warmup"),
+    "ema_z": ("half_life", "warmup", "clip", "floor"),
+    "ratio": ("half_life", "warmup", "clip", "floor"),
+    "slope": ("half_life", "warmup"),
+    "robust_z": ("half_life", "warmup", "clip", "floor"),
+    "ref_ratio": ("half_life", "warmup", "floor", "per"),
+    "nonfinite": (),
+}
+_SIGNAL_DEFAULTS = {"half_life": 50.0, "warmup": 0, "clip": None, "floor": 0.01, "per": ""}
+#: Columns a ref_ratio may be taken per unit of.
+PER_COLUMNS = ("lr",)
 #: Telemetry columns a signal may read (declared with the trace schema).
 TELEMETRY = SIGNAL_SOURCES
 ANY = "*"
@@ -42,6 +55,8 @@ class SignalSpec:
     warmup: int = 0
     clip: float | None = None
     floor: float = 0.01
+    #: ref_ratio only: a telemetry column the source is divided by (`lr`: per unit of LR)
+    per: str = ""
     description: str = ""
 
 
@@ -289,6 +304,15 @@ def _signal(path: str, data: Any) -> SignalSpec:
                                               f"(known: {', '.join(TELEMETRY)})")
     if kw["kind"] != "nonfinite" and len(sources) != 1:
         raise SpecError(f"{path}.source", "only a nonfinite signal reads several columns")
+    takes = KIND_PARAMS[kw["kind"]]
+    for key in ("half_life", "warmup", "clip", "floor", "per"):
+        # a setting at its default is accepted (a spec's own dict writes them all)
+        if key in kw and key not in takes and kw[key] != _SIGNAL_DEFAULTS[key]:
+            raise SpecError(f"{path}.{key}", f"a {kw['kind']} signal does not take {key} "
+                                             f"(it takes: {', '.join(takes) or 'nothing'})")
+    if kw.get("per", "") not in ("",) + PER_COLUMNS:
+        raise SpecError(f"{path}.per", f"must be one of {', '.join(PER_COLUMNS)}, "
+                                       f"got {kw['per']!r}")
     kw["source"] = source if isinstance(source, str) else tuple(sources)
     kw["half_life"] = number(f"{path}.half_life", kw.get("half_life", 50.0), lo=1e-9)
     kw["warmup"] = integer(f"{path}.warmup", kw.get("warmup", 0))
@@ -406,6 +430,8 @@ def value_range(name: str, spec: GuardSpec) -> tuple[str, str] | None:
         return "flag", "a non-finite flag, 0 or 1"
     if sig.kind == "ratio":
         return "nonneg", f"a ratio of {sig.source} to its EMA, never negative"
+    if sig.kind == "ref_ratio" and sig.source in NON_NEGATIVE:
+        return "nonneg", f"a ratio of {sig.source} to its frozen reference, never negative"
     if sig.kind == "ema" and sig.source in NON_NEGATIVE:
         return "nonneg", f"an EMA of {sig.source}, never negative"
     return None
@@ -542,7 +568,7 @@ def hysteresis_pairs(spec: GuardSpec
 def _signal_dict(s: SignalSpec) -> dict[str, Any]:
     d = asdict(s)
     d["source"] = s.source if isinstance(s.source, str) else list(s.source)
-    return _drop_empty(d, {"description": "", "clip": None})
+    return _drop_empty(d, {"description": "", "clip": None, "per": ""})
 
 
 def _regime_dict(r: RegimeSpec) -> dict[str, Any]:
