@@ -163,6 +163,18 @@ class GuardSpec:
         text = resources.files("lbw_sim.guard").joinpath("default_spec.yaml").read_text()
         return cls.from_yaml(text)
 
+    @classmethod
+    def named(cls, name: str) -> GuardSpec:
+        """A shipped spec by name: `lbw-default`, or one of `lbw_sim/guard/specs/` (`lbw-v1`,
+        the one-way ratchet that was the default before the adaptive one)."""
+        if name == "lbw-default":
+            return cls.default()
+        known = named_specs()
+        if name not in known:
+            raise SpecError("spec", f"no shipped spec named {name!r} (known: lbw-default, "
+                                    f"{', '.join(known)})")
+        return cls.from_yaml(known[name].read_text())
+
     # --- serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -270,6 +282,16 @@ def _mapping(key: str, data: dict, required: bool = True) -> dict:
         if not isinstance(name, str) or not name.isidentifier() or name in C.KEYWORDS:
             raise SpecError(f"{key}.{name}", "names must be identifiers (letters, digits, _)")
     return value
+
+
+#: Shipped example specs: short name -> file in lbw_sim/guard/specs/.
+NAMED_SPECS = {"lbw-v1": "lbw-v1-ratchet.yaml"}
+
+
+def named_specs() -> dict[str, Any]:
+    """The shipped example specs by short name (their files as importlib resources)."""
+    folder = resources.files("lbw_sim.guard").joinpath("specs")
+    return {name: folder.joinpath(file) for name, file in NAMED_SPECS.items()}
 
 
 def _known_keys(path: str, data: dict, known: set[str]) -> None:
