@@ -44,14 +44,14 @@ def test_huge_negative_is_stored_as_typed_not_mangled():
 @pytest.mark.parametrize("text", ["1,5", "3e", "--2", "0x10", "abc", "1e-3x"])
 def test_anything_else_is_refused_naming_the_cell(text):
     with pytest.raises(SpecError) as err:
-        spec_from_tables(GuardSpec.named("lbw-v1"), with_cell("bounds", "lr_slew_down", "value", text))
+        spec_from_tables(GuardSpec.default(), with_cell("bounds", "lr_slew_down", "value", text))
     assert err.value.field == "bounds.lr_slew_down" and repr(text) in str(err.value)
 
 
 def test_inf_parses_but_a_threshold_must_be_finite():
     assert parse_number("inf", "x") == float("inf")
     with pytest.raises(SpecError, match="thresholds.spike_z: must be a finite"):
-        spec_from_tables(GuardSpec.named("lbw-v1"), with_cell("thresholds", "spike_z", "value", "inf"))
+        spec_from_tables(GuardSpec.default(), with_cell("thresholds", "spike_z", "value", "inf"))
 
 
 def test_tables_show_numbers_that_read_back_exactly():

@@ -39,7 +39,7 @@ def test_diff_lists_changed_paths(default):
     other = default.with_values({"thresholds.spike_z": 6.0, "transitions.spike.for": 2,
                                  "regimes.intervene.lr_scale": 0.5})
     diff = default.diff(other)
-    assert ("thresholds.spike_z", 12.0, 6.0) in diff
+    assert ("thresholds.spike_z", 10.0, 6.0) in diff
     assert ("transitions.spike.for", 1, 2) in diff
     assert ("regimes.intervene.lr_scale", 0.25, 0.5) in diff
     assert len(diff) == 3
@@ -50,7 +50,7 @@ BAD = [
     ({"transitions.spike.when": "grad_z >> 3"}, "transitions.spike.when", "unexpected"),
     ({"transitions.spike.when": "grad_z.real > 3"}, "transitions.spike.when", "unexpected"),
     ({"thresholds.calm_z": 9.0}, "transitions", "not above the entry threshold"),
-    ({"thresholds.calm_ratio": 1.6}, "transitions", "hysteresis"),
+    ({"thresholds.calm_z": 6.0}, "transitions", "hysteresis"),
     ({"bounds.lr_scale_min": 0.0}, "bounds.lr_scale_min", "0 < lr_scale_min"),
     ({"bounds.lr_scale_max": 1.5}, "bounds.lr_scale_min", "<= 1"),
     ({"regimes.intervene.lr_scale": 1.5}, "regimes.intervene.lr_scale", "finite number"),
@@ -134,3 +134,40 @@ def test_from_text_reads_uploads_and_pastes_as_load_reads_files(default, tmp_pat
         GuardSpec.from_text(b"\xff\xfe name: x")
     with pytest.raises(SpecError, match="larger than 1 MB"):
         GuardSpec.from_text("#" * 1_000_001)
+
+
+@pytest.mark.parametrize("sig, field, text", [
+    ({"kind": "ema", "source": "loss", "clip": 3}, "signals.s.clip",
+     "a ema signal does not take clip"),
+    ({"kind": "ref_ratio", "source": "update_ratio", "clip": 2}, "signals.s.clip",
+     "does not take clip"),
+    ({"kind": "robust_z", "source": "loss", "per": "lr"}, "signals.s.per",
+     "a robust_z signal does not take per"),
+    ({"kind": "ref_ratio", "source": "update_ratio", "per": "loss"}, "signals.s.per",
+     "must be one of lr"),
+    ({"kind": "robust_z", "source": "loss", "half_life": -1}, "signals.s.half_life", ""),
+    ({"kind": "robust_zz", "source": "loss"}, "signals.s.kind", "robust_z, ref_ratio"),
+])
+def test_new_kinds_are_validated_field_by_field(sig, field, text):
+    data = {"name": "x", "signals": {"s": sig}, "regimes": {"a": {}}, "initial": "a",
+            "transitions": []}
+    with pytest.raises(SpecError) as err:
+        GuardSpec.from_dict(data)
+    assert err.value.field == field and text in str(err.value)
+
+
+def test_a_ref_ratio_of_a_norm_is_never_negative():
+    data = {"name": "x", "signals": {"r": {"kind": "ref_ratio", "source": "update_ratio",
+                                           "per": "lr"}},
+            "regimes": {"a": {}, "b": {}}, "initial": "a",
+            "transitions": [{"from": "a", "to": "b", "when": "r > -1"}]}
+    with pytest.raises(SpecError, match="always holds"):
+        GuardSpec.from_dict(data)
+
+
+def test_the_v1_spec_is_shipped_with_its_hash_and_unknown_names_are_refused():
+    assert GuardSpec.named("lbw-v1").hash == "e4f928a1441c"
+    assert GuardSpec.named("lbw-default") == GuardSpec.default()
+    assert GuardSpec.default().hash != "e4f928a1441c"
+    with pytest.raises(SpecError, match="lbw-v1"):
+        GuardSpec.named("lbw-v0")

@@ -36,7 +36,7 @@ def test_table_edit_and_errors_name_the_field():
 
 
 def test_bands_pair_entry_and_exit_thresholds():
-    spec = GuardSpec.default()
+    spec = GuardSpec.named("lbw-v1")
     th = spec.thresholds
     found = {(b.signal, b.regime): (b.entry, b.exit) for b in bands(spec)}
     assert found[("grad_z", "intervene")] == (th["spike_z"], th["calm_z"])
@@ -64,19 +64,22 @@ def test_examples_and_signal_figure_draw_bands():
     for label in EXAMPLES:
         trace, incidents = example(label)
         assert len(trace) and incidents
-    out = replay(example(next(iter(EXAMPLES)))[0], GuardSpec.default(), signals=True)
-    fig = signal_figure(out, GuardSpec.default())
+    out = replay(example(next(iter(EXAMPLES)))[0], GuardSpec.named("lbw-v1"), signals=True)
+    fig = signal_figure(out, GuardSpec.named("lbw-v1"))
     fills = [s for s in fig.layout.shapes if s.type == "rect" and s.yref != "paper"]
     assert len(fills) == 4  # one hysteresis band per (signal, band)
     assert regime_at(out, int(out["step"].iloc[0])) == "nominal"
 
 
 def test_edge_of_stability_paths_plain_leaves_guard_holds():
+    """The v1 spec's update cap holds the edge-of-stability path (the adaptive default has
+    no cap, and does not: README, "An adaptive default")."""
     from lbw_sim.sim.landscapes import get_landscape
     from lbw_sim.sim.trajectories import PRESETS, guard_actions, run_paths, summarize, verdict
 
     cfg = PRESETS["edge_of_stability"]
-    paths = run_paths(cfg)
+    v1 = GuardSpec.named("lbw-v1")
+    paths = run_paths(cfg, v1)
     table = summarize(paths, cfg)
     land = get_landscape(cfg.landscape)
     held = verdict(table, land.lr_threshold)     # 0.3 only: above 2/lambda
@@ -91,6 +94,5 @@ def test_edge_of_stability_paths_plain_leaves_guard_holds():
     # the guard held the run, and says how (the default spec's update cap binds here)
     assert (guarded["update_scale"] < 1).any() or "intervene" in set(guarded["regime"])
     assert guard_actions(guarded) != "took no action"
-    fig = trajectory_figure(paths, get_landscape(cfg.landscape), GuardSpec.default(),
-                            frames=10)
+    fig = trajectory_figure(paths, get_landscape(cfg.landscape), v1, frames=10)
     assert len(fig.frames) == 10 and fig.layout.sliders
