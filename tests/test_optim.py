@@ -143,7 +143,9 @@ def test_rollback_restores_the_snapshot_and_asks_to_skip_batches():
     assert opt.snapshot_step == 100
     snap = [p.clone() for p in opt.snapshot["params"]]
     train(model, opt, 10, start=101)  # moves away from the snapshot
-    train(model, opt, 3, start=111, nan_steps=(111, 112, 113))
+    nans = tuple(range(111, 111 + DEFAULT.transitions[1].for_))   # persist: 5 in a row
+    assert DEFAULT.transitions[1].name == "persist"
+    train(model, opt, len(nans), start=111, nan_steps=nans)
     assert opt.last.rollback and opt.last.regime == "rollback"
     assert all(torch.equal(a, b) for a, b in zip(snap, model.parameters()))
     assert opt.take_skip_batches() == DEFAULT.regimes["rollback"].skip_batches
