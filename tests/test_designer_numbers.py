@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def with_cell(section: str, name: str, column: str, value) -> dict:
-    tables = spec_tables(GuardSpec.default())
+    tables = spec_tables(GuardSpec.named("lbw-v1"))
     frame = tables[section].copy()
     frame[column] = frame[column].astype(object)
     frame.loc[frame["name"] == name, column] = value
@@ -29,7 +29,7 @@ def with_cell(section: str, name: str, column: str, value) -> dict:
 @pytest.mark.parametrize("text, value", [("3e-2", 0.03), ("1E-3", 0.001), ("5.", 5.0),
                                          ("2.5e-2", 0.025), (" 0.04 ", 0.04), ("+1e-1", 0.1)])
 def test_scientific_notation_round_trips(text, value):
-    spec = spec_from_tables(GuardSpec.default(),
+    spec = spec_from_tables(GuardSpec.named("lbw-v1"),
                             with_cell("thresholds", "ratio_high", "value", text))
     assert spec.thresholds["ratio_high"] == value
 
@@ -37,7 +37,7 @@ def test_scientific_notation_round_trips(text, value):
 def test_huge_negative_is_stored_as_typed_not_mangled():
     tables = with_cell("regimes", "nominal", "update_cap", "-1e308")
     with pytest.raises(SpecError) as err:
-        spec_from_tables(GuardSpec.default(), tables)
+        spec_from_tables(GuardSpec.named("lbw-v1"), tables)
     assert err.value.field == "regimes.nominal.update_cap" and "-1e+308" in str(err.value)
 
 
@@ -55,7 +55,7 @@ def test_inf_parses_but_a_threshold_must_be_finite():
 
 
 def test_tables_show_numbers_that_read_back_exactly():
-    spec = GuardSpec.default().with_values({"thresholds.ratio_high": 0.1 + 0.2,
+    spec = GuardSpec.named("lbw-v1").with_values({"thresholds.ratio_high": 0.1 + 0.2,
                                             "regimes.nominal.update_cap": 1e-7})
     tables = spec_tables(spec)
     assert spec_from_tables(spec, tables).hash == spec.hash
@@ -68,18 +68,18 @@ def test_designer_page_stores_typed_scientific_notation():
     at = at.switch_page("pages/designer.py").run()
     names = list(GuardSpec.default().thresholds)
     at.session_state["ed_thresholds_0"] = {
-        "edited_rows": {names.index("ratio_high"): {"value": "3e-2"},
+        "edited_rows": {names.index("watch_z"): {"value": "5e0"},
                         names.index("spike_z"): {"value": "1.2E1"}},
         "added_rows": [], "deleted_rows": []}
     at = at.run()
     assert not at.exception and not at.error
     spec = at.session_state["spec"]
-    assert spec.thresholds["ratio_high"] == 0.03 and spec.thresholds["spike_z"] == 12.0
+    assert spec.thresholds["watch_z"] == 5.0 and spec.thresholds["spike_z"] == 12.0
     at.session_state["ed_thresholds_0"] = {
-        "edited_rows": {names.index("ratio_high"): {"value": "3e-2x"}},
+        "edited_rows": {names.index("watch_z"): {"value": "5e0x"}},
         "added_rows": [], "deleted_rows": []}
     at = at.run()
-    assert "thresholds.ratio_high" in " ".join(e.value for e in at.error)
+    assert "thresholds.watch_z" in " ".join(e.value for e in at.error)
 
 
 def test_real_valued_cells_are_text_in_the_browser():

@@ -3,7 +3,7 @@ from lbw_sim.guard.spec import GuardSpec, sources_of
 
 
 def test_diagram_is_drawn_from_the_declaration():
-    spec = GuardSpec.default()
+    spec = GuardSpec.named("lbw-v1")
     dot = to_dot(spec, active="intervene")
     for name in spec.regimes:
         assert f'"{name}" [label="{name}\\n' in dot
@@ -17,7 +17,7 @@ def test_diagram_is_drawn_from_the_declaration():
 
 
 def test_conditions_can_be_shown_and_quotes_are_escaped():
-    spec = GuardSpec.default().with_values({"regimes.stop.reason": 'say "why"'})
+    spec = GuardSpec.named("lbw-v1").with_values({"regimes.stop.reason": 'say "why"'})
     dot = to_dot(spec, conditions=True)
     assert "\\nnonfinite > 0" in dot
     assert dot.count("{") == dot.count("}")

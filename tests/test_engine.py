@@ -116,11 +116,27 @@ def test_no_chattering_under_noise_at_a_threshold():
     check_dwell(out, DEFAULT)
 
 
-def test_default_detects_spikes_and_nan_and_recovers():
+def test_default_detects_loss_spikes_and_nan_and_recovers():
+    """The adaptive default: a loss spike cuts the LR, a short NaN storm is skipped at the
+    full LR (no low-LR tail), a rollback only once it persists, and the run ends nominal."""
+    df = inject(healthy(4000, seed=3), [Incident("loss_spike", 1500, 2, 4.0),
+                                       Incident("nan_storm", 3300, 5)])
+    out = replay(df, DEFAULT)
+    regime = out["regime"].astype(str).to_numpy()
+    # the incident's gradient norm jumps 16x (grad_z far above 100): met at its first step
+    assert regime[1499] == "nominal" and regime[1500] == "intervene"
+    assert out["lr_scale"].iloc[1500] < 1.0 and "grad_z=" in out["cause"].iloc[1500]
+    assert regime[3300] == "skip" and out["skipped"].iloc[3300]
+    assert out["lr_scale"].iloc[3300] == 1.0
+    assert out["rollback"].sum() == 1
+    assert regime[-1] == "nominal"
+
+
+def test_v1_detects_spikes_and_nan_and_recovers():
     df = inject(healthy(4000, seed=3), [Incident("loss_spike", 1500, 2, 4.0),
                                        Incident("grad_spike", 2500, 1, 10.0),
                                        Incident("nan_storm", 3300, 5)])
-    out = replay(df, DEFAULT)
+    out = replay(df, GuardSpec.named("lbw-v1"))
     regime = out["regime"].astype(str).to_numpy()
     assert regime[1500] == "intervene" and out["lr_scale"].iloc[1500] < 1.0
     assert regime[2500] == "intervene"
@@ -161,7 +177,9 @@ def test_set_spec_takes_effect_next_step_and_is_recorded():
     for r in df.iloc[:200].itertuples():
         guard.observe(r.step, loss=r.loss, grad_norm=r.grad_norm)
     touchy = DEFAULT.with_values({"thresholds.calm_z": 0.5, "thresholds.watch_z": 1.0,
-                                  "transitions.unusual.for": 1})
+                                  "transitions.unusual.for": 1,
+                                  "transitions.unusual.when": "loss_z > watch_z or "
+                                                              "grad_z > watch_z"})
     guard.set_spec(touchy)
     regimes = [guard.observe(r.step, loss=r.loss, grad_norm=r.grad_norm).regime
                for r in df.iloc[200:].itertuples()]
@@ -174,8 +192,8 @@ def test_missing_grad_norm_runs_on_what_it_has():
     df = inject(healthy(2000, seed=6), [Incident("loss_spike", 1200, 2, 4.0)]).drop(
         columns="grad_norm")
     out = replay(df, DEFAULT)
-    assert out.attrs["missing"] == ["grad_norm", "update_ratio"]   # in signal order
-    assert out["regime"].iloc[1200] == "intervene"
+    assert out.attrs["missing"] == ["grad_norm"]   # the adaptive default reads no update_ratio
+    assert out["regime"].iloc[1201] == "intervene"  # at the spike's second step
 
 
 @pytest.mark.parametrize("bad", [

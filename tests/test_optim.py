@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from lbw_sim import GuardedOptimizer, GuardSpec, replay
 
 DEFAULT = GuardSpec.default()
+DEFAULT_NAME = DEFAULT.name
 
 
 def make(seed=0, width=32):
@@ -61,7 +62,8 @@ def test_live_equals_replay_with_injected_spikes():
     train(model, opt, 400, spikes=(150, 151, 300), nan_steps=(250, 251, 252, 253))
     live = opt.trace()
     assert (live["regime"] != "nominal").any() and live["skipped"].any()
-    again = replay(live[["step", "loss", "grad_norm", "lr", "update_ratio"]], DEFAULT)
+    cols = [c for c in ("step", "loss", "grad_norm", "lr", "update_ratio") if c in live]
+    again = replay(live[cols], DEFAULT)
     for col in ("regime", "lr_scale", "skipped", "momentum_scale", "rollback", "transition",
                 "cause"):
         assert live[col].astype(str).tolist() == again[col].astype(str).tolist(), col
@@ -141,7 +143,9 @@ def test_rollback_restores_the_snapshot_and_asks_to_skip_batches():
     assert opt.snapshot_step == 100
     snap = [p.clone() for p in opt.snapshot["params"]]
     train(model, opt, 10, start=101)  # moves away from the snapshot
-    train(model, opt, 3, start=111, nan_steps=(111, 112, 113))
+    nans = tuple(range(111, 111 + DEFAULT.transitions[1].for_))   # persist: 5 in a row
+    assert DEFAULT.transitions[1].name == "persist"
+    train(model, opt, len(nans), start=111, nan_steps=nans)
     assert opt.last.rollback and opt.last.regime == "rollback"
     assert all(torch.equal(a, b) for a, b in zip(snap, model.parameters()))
     assert opt.take_skip_batches() == DEFAULT.regimes["rollback"].skip_batches
@@ -267,7 +271,10 @@ def test_device_path_resume_is_exact():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_guarded_loop_adds_no_host_sync():
+@pytest.mark.parametrize("spec", [DEFAULT, GuardSpec.named("lbw-v1")], ids=["default", "v1"])
+def test_cuda_guarded_loop_adds_no_host_sync(spec):
+    """v1 also runs the update cap and the update-ratio measurement on the device."""
+    DEFAULT = spec  # noqa: N806 - the body below reads the spec under test by this name
     model = make(16).cuda()
     opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-3), DEFAULT)
     assert opt.mode == "device"
@@ -298,4 +305,6 @@ def test_cuda_guarded_loop_adds_no_host_sync():
     df = opt.trace()
     assert np.isfinite(df["grad_norm"]).all() and len(df) == 40
     assert df["spec_hash"].tolist() == [DEFAULT.hash] * 20 + [lax.hash] * 20
-    assert {"safety_skip", "update_norm", "update_scale", "wall_time"} <= set(df.columns)
+    measured = {"update_norm", "update_scale"} if spec.name != DEFAULT_NAME or \
+        spec.hash == "e4f928a1441c" else set()
+    assert {"safety_skip", "wall_time", *measured} <= set(df.columns)

@@ -1,4 +1,4 @@
-"""The default spec's LR ratchet: `update_ratio` telemetry and the throttle ladder.
+"""The v1 default spec's LR ratchet (GuardSpec.named("lbw-v1")): `update_ratio` telemetry and the
 
 The ratchet halves the LR for the rest of the run whenever the update/weight ratio of the
 applied updates stays above `ratio_high`, one level at a time (throttle_1 … throttle_5).
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from lbw_sim import GuardedOptimizer, GuardSpec, replay
 
-DEFAULT = GuardSpec.default()
+DEFAULT = GuardSpec.named("lbw-v1")   # the ratchet is the v1 spec's design
 LADDER = ["nominal"] + [f"throttle_{i}" for i in range(1, 6)]
 
 

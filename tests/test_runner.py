@@ -154,8 +154,10 @@ def compare_rows(host: list[dict], dev: list[dict]) -> None:
 
 def test_device_path_rows_are_complete_and_equal_the_host_rows():
     """The torch backend (the GPU path, here on CPU tensors) through the runner."""
-    host = iter_run(QUICK, "guard", device="cpu", steps=90, decide_on="host")
-    dev = iter_run(QUICK, "guard", device="cpu", steps=90, decide_on="device")
+    # v1: it intervenes on the quickstart's one-step corrupted batch (the default rides it)
+    quick_v1 = QUICK.replace(guard=GuardSpec.named("lbw-v1"))
+    host = iter_run(quick_v1, "guard", device="cpu", steps=90, decide_on="host")
+    dev = iter_run(quick_v1, "guard", device="cpu", steps=90, decide_on="device")
     h_rows, d_rows = list(host), list(dev)
     assert host.arm.mode == "host" and dev.arm.mode == "device"
     compare_rows(h_rows, d_rows)

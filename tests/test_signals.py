@@ -90,3 +90,88 @@ def test_chunked_equals_whole():
         parts = [compute_signal(sig, {"loss": x[i:i + 37]}, steps[i:i + 37], state)
                  for i in range(0, 1000, 37)]
         np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+# --- robust_z and ref_ratio (the adaptive default's kinds) --------------------------------
+
+def test_robust_z_is_in_units_of_the_series_own_noise():
+    """The same z for a noisy and a quiet series of the same shape: the threshold carries."""
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(3000)
+    sig = SignalSpec(kind="robust_z", source="loss", half_life=200, warmup=50, floor=0.0)
+    z_loud = run(sig, 2.0 + 0.1 * noise)
+    z_quiet = run(sig, 2.0 + 0.001 * noise)
+    np.testing.assert_allclose(z_loud[50:], z_quiet[50:], rtol=1e-6, atol=1e-6)
+    assert np.all(z_loud[:50] == 0.0)                       # warm-up
+    assert 0.7 < np.std(z_loud[500:]) < 1.3                  # MAD x 1.2533 ~ sd for a normal
+
+
+def test_robust_z_nan_leaves_state_and_clip_bounds_an_outlier():
+    sig = SignalSpec(kind="robust_z", source="loss", half_life=20, warmup=5, clip=3.0)
+    x = 1.0 + 0.01 * np.sin(np.arange(100.0))
+    with_nan = x.copy()
+    with_nan[50] = np.nan
+    a, b = run(sig, x), run(sig, with_nan)
+    assert np.isnan(b[50]) and b[51] == pytest.approx(a[51], rel=0.05)
+    spiked = x.copy()
+    spiked[60] = 100.0
+    z = run(sig, spiked)
+    assert z[60] > 100                                     # the spike is seen ...
+    assert abs(z[61]) < 10                                 # ... but does not blow up the scale
+
+
+def test_ref_ratio_freezes_after_warmup_and_never_moves():
+    sig = SignalSpec(kind="ref_ratio", source="grad_norm", half_life=1e-6, warmup=3)
+    x = np.array([1.0, 2.0, 3.0, 4.0, 8.0, np.nan, 2.0])
+    out = compute_signal(sig, {"grad_norm": x}, np.arange(7))
+    assert out[:3].tolist() == [1.0, 1.0, 1.0]             # before the freeze
+    assert out[3] == 1.0                                   # the freeze: ref = 4
+    assert out[4] == pytest.approx(2.0) and np.isnan(out[5]) and out[6] == pytest.approx(0.5)
+
+
+def test_ref_ratio_per_lr_divides_by_the_lr_and_refuses_a_bad_lr():
+    sig = SignalSpec(kind="ref_ratio", source="update_ratio", half_life=1e-6, warmup=0,
+                     per="lr", floor=0.0)
+    lr = np.array([1e-4, 2e-4, 0.0, np.nan, 1e-3])
+    ratio = np.array([1e-3, 2e-3, 5e-3, 5e-3, 2e-2])       # 10 per unit of LR, then 20
+    out = compute_signal(sig, {"update_ratio": ratio, "lr": lr}, np.arange(5))
+    assert out[0] == 1.0 and out[1] == pytest.approx(1.0)
+    assert np.isnan(out[2]) and np.isnan(out[3])           # lr 0 and NaN: no value
+    assert out[4] == pytest.approx(2.0)
+    missing = compute_signal(sig, {"update_ratio": ratio}, np.arange(5))
+    assert np.isnan(missing).all()                         # no lr column: nothing to divide by
+
+
+@pytest.mark.parametrize("kind", ["robust_z", "ref_ratio"])
+def test_new_kinds_resume_bit_exact_across_blocks(kind):
+    sig = SignalSpec(kind=kind, source="loss", half_life=17, warmup=40)
+    rng = np.random.default_rng(3)
+    x = np.exp(0.2 * rng.standard_normal(300))
+    x[[20, 150]] = np.nan
+    steps = np.arange(300) * 3
+    whole = compute_signal(sig, {"loss": x}, steps)
+    state = new_state(1)[0]
+    parts = [compute_signal(sig, {"loss": x[i:i + 37]}, steps[i:i + 37], state)
+             for i in range(0, 300, 37)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_new_kinds_survive_a_guard_resume_and_set_spec():
+    """A host guard's state_dict round trip keeps a ref_ratio's frozen reference."""
+    from lbw_sim.guard.engine import OnlineGuard
+    from lbw_sim.guard.spec import GuardSpec
+
+    spec = GuardSpec.from_dict({
+        "name": "ref", "signals": {"r": {"kind": "ref_ratio", "source": "grad_norm",
+                                         "warmup": 5, "half_life": 1.0}},
+        "regimes": {"a": {}, "b": {}}, "initial": "a",
+        "transitions": [{"from": "a", "to": "b", "when": "r > 3"}]})
+    g = OnlineGuard(spec)
+    for s in range(10):
+        g.observe(s, grad_norm=1.0)
+    resumed = OnlineGuard(spec)
+    resumed.load_state_dict(g.state_dict())
+    resumed.set_spec(spec.with_values({"transitions.a->b.for": 2}))  # signals unchanged
+    for s in range(10, 30):
+        d = resumed.observe(s, grad_norm=5.0)
+    assert d.regime == "b"                                 # 5 / frozen 1, not 5 / 5

@@ -70,7 +70,7 @@ def test_scenario_and_ranges_files_use_the_same_loader(tmp_path):
 @pytest.mark.parametrize("key, value", [("initial", ["nominal"]), ("initial", {"a": 1}),
                                         ("description", ["x"]), ("name", ["x"])])
 def test_top_level_field_of_the_wrong_type_is_named(key, value):
-    data = GuardSpec.default().to_dict()
+    data = GuardSpec.named("lbw-v1").to_dict()
     data[key] = value
     with pytest.raises(SpecError) as err:
         GuardSpec.from_dict(data)
@@ -79,7 +79,7 @@ def test_top_level_field_of_the_wrong_type_is_named(key, value):
 
 @pytest.mark.parametrize("key", ["name", "to", "description"])
 def test_transition_field_of_the_wrong_type_is_named(key):
-    data = GuardSpec.default().to_dict()
+    data = GuardSpec.named("lbw-v1").to_dict()
     data["transitions"][0][key] = ["x"]
     with pytest.raises(SpecError) as err:
         GuardSpec.from_dict(data)
@@ -87,7 +87,7 @@ def test_transition_field_of_the_wrong_type_is_named(key):
 
 
 def test_regime_reason_of_the_wrong_type_is_named():
-    data = GuardSpec.default().to_dict()
+    data = GuardSpec.named("lbw-v1").to_dict()
     data["regimes"]["stop"]["reason"] = {"a": 1}
     with pytest.raises(SpecError, match="regimes.stop.reason"):
         GuardSpec.from_dict(data)
@@ -106,20 +106,20 @@ def test_regime_reason_of_the_wrong_type_is_named():
 ])
 def test_condition_that_cannot_vary_is_refused(when, word):
     with pytest.raises(SpecError) as err:
-        GuardSpec.default().with_values({"transitions.spike.when": when})
+        GuardSpec.named("lbw-v1").with_values({"transitions.spike.when": when})
     assert err.value.field == "transitions.spike.when" and word in err.value.problem
 
 
 @pytest.mark.parametrize("when", ["grad_z > spike_z or loss_ratio > 2", "nonfinite == 1",
                                   "update_ratio_ema > 0", "grad_z > 13 and grad_norm > 0"])
 def test_conditions_that_can_vary_still_validate(when):
-    GuardSpec.default().with_values({"transitions.spike.when": when})
+    GuardSpec.named("lbw-v1").with_values({"transitions.spike.when": when})
 
 
 def test_threshold_sweep_into_a_meaningless_range_is_skipped_not_fatal():
     from lbw_sim.guard.sweep import build_specs
 
-    specs, kept, skipped = build_specs(GuardSpec.default(),
+    specs, kept, skipped = build_specs(GuardSpec.named("lbw-v1"),
                                        [{"thresholds.ratio_high": v} for v in (-0.01, 0.02)])
     assert [p["thresholds.ratio_high"] for p in kept] == [0.02]
     assert "always holds" in skipped[0]["error"]
@@ -128,7 +128,7 @@ def test_threshold_sweep_into_a_meaningless_range_is_skipped_not_fatal():
 def test_every_shipped_spec_and_scenario_still_validates():
     from lbw_sim.sim.scenarios import load_scenario
 
-    GuardSpec.default()
+    GuardSpec.named("lbw-v1")
     for path in sorted((ROOT / "scenarios").glob("*.yaml")):
         load_scenario(path)
     for path in sorted(ROOT.glob("examples/**/*.yaml")):

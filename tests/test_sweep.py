@@ -16,7 +16,7 @@ from lbw_sim.guard.sweep import (
 )
 from lbw_sim.traces.synthetic import Incident, healthy, inject, labels
 
-DEFAULT = GuardSpec.default()
+DEFAULT = GuardSpec.named("lbw-v1")   # the sweeps below vary v1's thresholds
 
 
 @pytest.fixture(scope="module")

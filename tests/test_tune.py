@@ -22,7 +22,7 @@ def spiky():
 
 
 def test_every_listed_setting_is_settable_and_numeric():
-    spec = GuardSpec.default()
+    spec = GuardSpec.named("lbw-v1")
     settings = T.numeric_settings(spec)
     assert list(settings)[0].startswith("thresholds.")
     assert {"thresholds.spike_z", "transitions.spike.for", "signals.grad_z.half_life",
@@ -33,7 +33,7 @@ def test_every_listed_setting_is_settable_and_numeric():
 
 
 def test_ranges_and_grids_respect_the_kind_of_setting():
-    spec = GuardSpec.default()
+    spec = GuardSpec.named("lbw-v1")
     assert T.default_range(spec, "thresholds.spike_z") == (6.0, 24.0)
     assert T.default_range(spec, "regimes.intervene.lr_scale") == (0.125, 1.0)
     assert T.is_whole(spec, "transitions.spike.for")
@@ -49,7 +49,7 @@ def test_ranges_and_grids_respect_the_kind_of_setting():
 
 def test_tune_matches_one_replay_per_point(spiky):
     trace, labels = spiky
-    base = GuardSpec.default()
+    base = GuardSpec.named("lbw-v1")
     grid = {"thresholds.spike_z": T.grid_values(6, 24, 4)}
     table = T.tune(trace, base, grid, labels, horizon=20)
     assert len(table) == 4 and table["pareto"].any()
@@ -63,11 +63,11 @@ def test_a_page_sweep_has_a_size_limit(spiky):
     grid = {"thresholds.spike_z": list(range(100)), "thresholds.spike_ratio":
             [1.2 + i / 100 for i in range(100)]}
     with pytest.raises(SpecError, match="more than the page sweeps"):
-        T.tune(spiky[0], GuardSpec.default(), grid)
+        T.tune(spiky[0], GuardSpec.named("lbw-v1"), grid)
 
 
 def test_pick_names_the_edit_and_diff_shows_only_the_swept_setting(spiky):
-    base = GuardSpec.default()
+    base = GuardSpec.named("lbw-v1")
     table = T.tune(spiky[0], base, {"thresholds.spike_z": [6.0, 12.0]})
     point = T.point_of(table, 0, ["thresholds.spike_z"])
     picked = T.pick(base, point)
@@ -115,7 +115,7 @@ def test_figures_build_for_each_view(spiky):
     trace, labels = spiky
     grid = {"thresholds.spike_z": [6.0, 12.0, 18.0], "thresholds.spike_ratio": [1.3, 1.6],
             "transitions.spike.for": [1, 2]}
-    table = T.tune(trace, GuardSpec.default(), grid, labels)
+    table = T.tune(trace, GuardSpec.named("lbw-v1"), grid, labels)
     params = list(grid)
     fig = tradeoff_figure(table, params, True, current=0)
     names = [t.name for t in fig.data]

@@ -598,7 +598,9 @@ class OnlineGuard:
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         self.spec = GuardSpec.from_dict(sd["spec"])
         self.compiled = compile_spec(self.spec)
-        self.sig_state = np.array(sd["sig_state"], dtype=np.float64)
+        saved = np.array(sd["sig_state"], dtype=np.float64).reshape(len(self.spec.signals), -1)
+        self.sig_state = new_state(len(self.spec.signals))   # older states: fewer columns
+        self.sig_state[:, :saved.shape[1]] = saved
         self.walk_state = np.array(sd["walk_state"], dtype=np.float64)
         self.runs = np.array(sd["runs"], dtype=np.int64)
         self.ring = np.array(sd["ring"], dtype=np.uint8)

@@ -1,4 +1,4 @@
-"""Causal signal estimators over telemetry: EMA, EMA z-score, ratio to EMA, slope, non-finite.
+"""Causal signal estimators over telemetry: EMA, z-scores, ratios, slope, non-finite.
 
 Every estimator is one numba loop that reads and writes an explicit state vector, so a
 whole trace (replay) and one step at a time (online) run the very same code and give the
@@ -14,6 +14,15 @@ Semantics, all in *steps* (a trace logged every N steps decays by N steps per ro
   around zero, as in RL objectives, has no meaningful ratio); with `clip`, x enters m
   clipped to [m/clip, m·clip].
 - `slope`: EMA of Δx/Δstep; 0 during warm-up.
+- `robust_z`: (x - m) / s with m an EMA of x and s = 1.2533 · (EMA of |x - m|) — the
+  mean absolute deviation scaled to a normal sd, far less moved by heavy tails than the
+  variance; s >= floor·|m|; statistics before x; 0 during warm-up; `clip` as for ema_z.
+  The unit is the series' own noise, so one threshold serves a loss logged every step
+  (noisy) and one logged every 100 steps (smooth).
+- `ref_ratio`: m / r, where m is an EMA of y (y = x, or x / lr with `per: lr`) and r is m
+  frozen `warmup` steps after the first observation: "how large is this now, relative to
+  what it was for this model early on". 1 until the freeze; NaN while r <= floor. With
+  `per: lr` a non-finite or non-positive lr counts as a NaN input.
 - `nonfinite`: 1 where any source column is NaN or ±inf, else 0.
 A NaN or inf input yields a NaN signal (comparisons with NaN are false) and leaves the
 state untouched, so a NaN loss cannot poison the statistics; the `nonfinite` signal is
@@ -29,26 +38,36 @@ import numpy as np
 
 from lbw_sim.guard.spec import GuardSpec, SignalSpec
 
-KIND_CODE = {"ema": 0, "ema_z": 1, "ratio": 2, "slope": 3}
-#: State layout: mean, variance, last step, first step, started flag, previous x.
-STATE_SIZE = 6
+KIND_CODE = {"ema": 0, "ema_z": 1, "ratio": 2, "slope": 3, "robust_z": 4, "ref_ratio": 5}
+#: State layout: mean, variance (robust_z: mean absolute deviation), last step, first step,
+#: started flag, previous x, frozen reference, reference-set flag.
+STATE_SIZE = 8
+#: The mean absolute deviation of a normal variable times this is its standard deviation.
+MAD_TO_SD = 1.2533141373155003
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def signal_kernel(kind: int, x: np.ndarray, steps: np.ndarray, half_life: float, warmup: float,
-                  clip: float, floor: float, state: np.ndarray, out: np.ndarray) -> None:
-    """Advance one estimator over x (state updated in place, values written to out)."""
+                  clip: float, floor: float, state: np.ndarray, out: np.ndarray,
+                  per: np.ndarray) -> None:
+    """Advance one estimator over x (state updated in place, values written to out).
+
+    `per` divides x row by row (all ones unless a ref_ratio reads `per: lr`)."""
     m, v, last, first, started, prev = state[0], state[1], state[2], state[3], state[4], state[5]
+    ref, has_ref = state[6], state[7]
     rate = math.log(2.0) / half_life
     for i in range(x.shape[0]):
-        xi = x[i]
+        xi = x[i] / per[i] if per[i] > 0.0 else np.nan
         s = float(steps[i])
         if not math.isfinite(xi):
             out[i] = np.nan
             continue
         if started == 0.0:
             started, m, v, first, last, prev = 1.0, xi, 0.0, s, s, xi
-            out[i] = xi if kind == 0 else (1.0 if kind == 2 else 0.0)
+            out[i] = xi if kind == 0 else (1.0 if kind == 2 or kind == 5 else 0.0)
+            if kind == 5 and warmup <= 0.0:
+                ref, has_ref = m, 1.0
+                out[i] = 1.0 if ref > floor else np.nan
             continue
         dt = max(s - last, 1.0)
         a = math.exp(-rate * dt)
@@ -71,12 +90,27 @@ def signal_kernel(kind: int, x: np.ndarray, steps: np.ndarray, half_life: float,
             if warm and clip > 1.0 and m > 0.0:
                 xc = min(max(xi, m / clip), m * clip)
             m = a * m + (1.0 - a) * xc
+        elif kind == 4:
+            sd = max(MAD_TO_SD * v, floor * abs(m), 1e-12)
+            out[i] = (xi - m) / sd if warm else 0.0
+            xc = xi
+            if warm and clip > 0.0:
+                xc = min(max(xi, m - clip * sd), m + clip * sd)
+            d = xc - m
+            v = a * v + (1.0 - a) * abs(d)
+            m = m + (1.0 - a) * d
+        elif kind == 5:
+            m = a * m + (1.0 - a) * xi
+            if has_ref == 0.0 and warm:
+                ref, has_ref = m, 1.0
+            out[i] = (m / ref if ref > floor else np.nan) if has_ref != 0.0 else 1.0
         else:
             g = (xi - prev) / dt
             m = a * m + (1.0 - a) * g if (s - first) > dt else g
             out[i] = m if warm else 0.0
         prev, last = xi, s
     state[0], state[1], state[2], state[3], state[4], state[5] = m, v, last, first, started, prev
+    state[6], state[7] = ref, has_ref
 
 
 def new_state(n_signals: int) -> np.ndarray:
@@ -105,10 +139,16 @@ def compute_signal(sig: SignalSpec, columns: dict[str, np.ndarray], steps: np.nd
         return out
     if state is None:
         state = np.zeros(STATE_SIZE)
+    if sig.per:
+        per = columns.get(sig.per)
+        per = np.full(n, np.nan) if per is None else np.where(np.isfinite(per), per, np.nan)
+    else:
+        per = np.ones(n)
     clip = -1.0 if sig.clip is None else float(sig.clip)
     signal_kernel(KIND_CODE[sig.kind], np.ascontiguousarray(x, dtype=np.float64),
                   np.ascontiguousarray(steps, dtype=np.int64), float(sig.half_life),
-                  float(sig.warmup), clip, float(sig.floor), state, out)
+                  float(sig.warmup), clip, float(sig.floor), state, out,
+                  np.ascontiguousarray(per, dtype=np.float64))
     return out
 
 
@@ -125,7 +165,8 @@ def missing_sources(spec: GuardSpec, columns: dict[str, np.ndarray]) -> list[str
     """Telemetry columns the spec's signals read but the trace does not have (or is all-NaN)."""
     wanted: list[str] = []
     for sig in spec.signals.values():
-        for src in (sig.source,) if isinstance(sig.source, str) else sig.source:
+        for src in ((sig.source,) if isinstance(sig.source, str) else sig.source) + \
+                ((sig.per,) if sig.per else ()):
             if src not in wanted:
                 wanted.append(src)
     return [c for c in wanted if c not in columns or not np.isfinite(columns[c]).any()]

@@ -24,7 +24,20 @@ from lbw_sim.errors import SpecError
 from lbw_sim.guard import conditions as C
 from lbw_sim.traces.schema import GUARD_COLUMNS, SIGNAL_SOURCES
 
-SIGNAL_KINDS = ("ema", "ema_z", "ratio", "slope", "nonfinite")
+SIGNAL_KINDS = ("ema", "ema_z", "ratio", "slope", "robust_z", "ref_ratio", "nonfinite")
+#: The settings each kind reads (beside kind, source, description); any other is refused.
+KIND_PARAMS: dict[str, tuple[str, ...]] = {
+    "ema": ("half_life", "warmup"),
+    "ema_z": ("half_life", "warmup", "clip", "floor"),
+    "ratio": ("half_life", "warmup", "clip", "floor"),
+    "slope": ("half_life", "warmup"),
+    "robust_z": ("half_life", "warmup", "clip", "floor"),
+    "ref_ratio": ("half_life", "warmup", "floor", "per"),
+    "nonfinite": (),
+}
+_SIGNAL_DEFAULTS = {"half_life": 50.0, "warmup": 0, "clip": None, "floor": 0.01, "per": ""}
+#: Columns a ref_ratio may be taken per unit of.
+PER_COLUMNS = ("lr",)
 #: Telemetry columns a signal may read (declared with the trace schema).
 TELEMETRY = SIGNAL_SOURCES
 #: Trace columns a signal may not be named as (its own column would overwrite them)
@@ -44,6 +57,8 @@ class SignalSpec:
     warmup: int = 0
     clip: float | None = None
     floor: float = 0.01
+    #: ref_ratio only: a telemetry column the source is divided by (`lr`: per unit of LR)
+    per: str = ""
     description: str = ""
 
 
@@ -149,6 +164,20 @@ class GuardSpec:
         """The shipped default spec (the one the stress suite uses)."""
         text = resources.files("lbw_sim.guard").joinpath("default_spec.yaml").read_text()
         return cls.from_yaml(text)
+
+    @classmethod
+    def named(cls, name: str) -> GuardSpec:
+        """A shipped spec by name: `lbw-default`, or one of `lbw_sim/guard/specs/`: `lbw-v1`
+        (the one-way ratchet, today's default, under the name its figures were measured
+        with) and `lbw-adaptive` (robust z-scores, no per-task constant; not yet the
+        default: it is quiet everywhere but gives up the ratchet's rescue, docs/guard.md)."""
+        if name == "lbw-default":
+            return cls.default()
+        known = named_specs()
+        if name not in known:
+            raise SpecError("spec", f"no shipped spec named {name!r} (known: lbw-default, "
+                                    f"{', '.join(known)})")
+        return cls.from_yaml(known[name].read_text())
 
     # --- serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -259,6 +288,16 @@ def _mapping(key: str, data: dict, required: bool = True) -> dict:
     return value
 
 
+#: Shipped example specs: short name -> file in lbw_sim/guard/specs/.
+NAMED_SPECS = {"lbw-v1": "lbw-v1-ratchet.yaml", "lbw-adaptive": "lbw-adaptive.yaml"}
+
+
+def named_specs() -> dict[str, Any]:
+    """The shipped example specs by short name (their files as importlib resources)."""
+    folder = resources.files("lbw_sim.guard").joinpath("specs")
+    return {name: folder.joinpath(file) for name, file in NAMED_SPECS.items()}
+
+
 def _known_keys(path: str, data: dict, known: set[str]) -> None:
     unknown = [k for k in data if k not in known]
     if unknown:
@@ -291,6 +330,15 @@ def _signal(path: str, data: Any) -> SignalSpec:
                                               f"(known: {', '.join(TELEMETRY)})")
     if kw["kind"] != "nonfinite" and len(sources) != 1:
         raise SpecError(f"{path}.source", "only a nonfinite signal reads several columns")
+    takes = KIND_PARAMS[kw["kind"]]
+    for key in ("half_life", "warmup", "clip", "floor", "per"):
+        # a setting at its default is accepted (a spec's own dict writes them all)
+        if key in kw and key not in takes and kw[key] != _SIGNAL_DEFAULTS[key]:
+            raise SpecError(f"{path}.{key}", f"a {kw['kind']} signal does not take {key} "
+                                             f"(it takes: {', '.join(takes) or 'nothing'})")
+    if kw.get("per", "") not in ("",) + PER_COLUMNS:
+        raise SpecError(f"{path}.per", f"must be one of {', '.join(PER_COLUMNS)}, "
+                                       f"got {kw['per']!r}")
     kw["source"] = source if isinstance(source, str) else tuple(sources)
     kw["half_life"] = number(f"{path}.half_life", kw.get("half_life", 50.0), lo=1e-9)
     kw["warmup"] = integer(f"{path}.warmup", kw.get("warmup", 0))
@@ -409,6 +457,8 @@ def value_range(name: str, spec: GuardSpec) -> tuple[str, str] | None:
         return "flag", "a non-finite flag, 0 or 1"
     if sig.kind == "ratio":
         return "nonneg", f"a ratio of {sig.source} to its EMA, never negative"
+    if sig.kind == "ref_ratio" and sig.source in NON_NEGATIVE:
+        return "nonneg", f"a ratio of {sig.source} to its frozen reference, never negative"
     if sig.kind == "ema" and sig.source in NON_NEGATIVE:
         return "nonneg", f"an EMA of {sig.source}, never negative"
     return None
@@ -558,7 +608,7 @@ def hysteresis_pairs(spec: GuardSpec
 def _signal_dict(s: SignalSpec) -> dict[str, Any]:
     d = asdict(s)
     d["source"] = s.source if isinstance(s.source, str) else list(s.source)
-    return _drop_empty(d, {"description": "", "clip": None})
+    return _drop_empty(d, {"description": "", "clip": None, "per": ""})
 
 
 def _regime_dict(r: RegimeSpec) -> dict[str, Any]:

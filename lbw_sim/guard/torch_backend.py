@@ -38,7 +38,7 @@ from lbw_sim.guard.engine import (
     log_tail,
     trace_frame,
 )
-from lbw_sim.guard.signals import KIND_CODE
+from lbw_sim.guard.signals import KIND_CODE, MAD_TO_SD
 from lbw_sim.guard.spec import TELEMETRY, GuardSpec
 
 F64 = torch.float64
@@ -52,21 +52,35 @@ def _scalar(v: torch.Tensor | float, device: torch.device) -> torch.Tensor:
 
 
 class _SignalState:
-    """One estimator's state as tensors (mean, variance, last/first step, started, prev)."""
+    """One estimator's state as tensors (mean, variance, last/first step, started, prev,
+    frozen reference, reference-set flag)."""
 
     def __init__(self, device: torch.device):
         z = lambda: torch.zeros((), dtype=F64, device=device)  # noqa: E731
-        self.m, self.v, self.last, self.first, self.prev = z(), z(), z(), z(), z()
+        self.m, self.v, self.last, self.first, self.prev, self.ref = z(), z(), z(), z(), z(), z()
         self.started = torch.zeros((), dtype=torch.bool, device=device)
+        self.has_ref = torch.zeros((), dtype=torch.bool, device=device)
 
     def tensors(self) -> list[torch.Tensor]:
-        return [self.m, self.v, self.last, self.first, self.prev, self.started]
+        return [self.m, self.v, self.last, self.first, self.prev, self.started, self.ref,
+                self.has_ref]
+
+    def load(self, values: list[torch.Tensor], device: torch.device) -> None:
+        """From `tensors()` (a state saved before the reference existed has six)."""
+        values = [v.to(device) for v in values]
+        self.m, self.v, self.last, self.first, self.prev, self.started = values[:6]
+        if len(values) > 6:
+            self.ref, self.has_ref = values[6], values[7]
 
 
 def signal_step(kind: int, x: torch.Tensor, step: torch.Tensor, half_life: float,
-                warmup: float, clip: float, floor: float, s: _SignalState) -> torch.Tensor:
-    """One observation of one estimator, branch-free (see `signals.signal_kernel`)."""
+                warmup: float, clip: float, floor: float, s: _SignalState,
+                per: torch.Tensor | None = None) -> torch.Tensor:
+    """One observation of one estimator, branch-free (see `signals.signal_kernel`);
+    `per` divides x (a ref_ratio with `per: lr`), a non-positive one making it NaN."""
     nan = torch.full_like(x, math.nan)
+    if per is not None:
+        x = torch.where(per > 0, x / per, nan)
     finite = torch.isfinite(x)
     first_obs = finite & ~s.started
     upd = finite & s.started
@@ -96,6 +110,28 @@ def signal_step(kind: int, x: torch.Tensor, step: torch.Tensor, half_life: float
             xc = torch.where(warm & (s.m > 0), torch.clamp(xs, s.m / clip, s.m * clip), xs)
         m_new = a * s.m + (1.0 - a) * xc
         first_out = torch.ones_like(x)
+    elif kind == 4:
+        sd = torch.maximum(torch.maximum(MAD_TO_SD * s.v, floor * torch.abs(s.m)),
+                           torch.full_like(x, 1e-12))
+        out = torch.where(warm, (xs - s.m) / sd, torch.zeros_like(x))
+        xc = torch.clamp(xs, s.m - clip * sd, s.m + clip * sd) if clip > 0 else xs
+        xc = torch.where(warm, xc, xs)
+        d = xc - s.m
+        v_new = a * s.v + (1.0 - a) * torch.abs(d)
+        m_new = s.m + (1.0 - a) * d
+        first_out = torch.zeros_like(x)
+    elif kind == 5:
+        m_new = a * s.m + (1.0 - a) * xs
+        # the reference freezes at the first observation past warm-up (the first one at all
+        # when warmup <= 0), and then never moves
+        freeze = ~s.has_ref & ((upd & warm) | (first_obs & (warmup <= 0.0)))
+        ref = torch.where(freeze, torch.where(first_obs, xs, m_new), s.ref)
+        has_ref = s.has_ref | freeze
+        num = torch.where(first_obs, xs, m_new)
+        value = torch.where(ref > floor, num / ref, nan)
+        out = torch.where(has_ref, value, torch.ones_like(x))
+        first_out = out
+        s.ref, s.has_ref = ref, has_ref
     else:
         g = (xs - s.prev) / dt
         m_new = torch.where((step - s.first) > dt, a * s.m + (1.0 - a) * g, g)
@@ -216,9 +252,14 @@ class TensorGuard:
             if x is None:
                 out[name] = self._nan
                 continue
+            per = None
+            if sig.per:
+                per = tel.get(sig.per, self._nan)
+                per = torch.where(torch.isfinite(per), per, self._nan)
             clip = -1.0 if sig.clip is None else float(sig.clip)
             out[name] = signal_step(KIND_CODE[sig.kind], x, step, float(sig.half_life),
-                                    float(sig.warmup), clip, float(sig.floor), self.sig[name])
+                                    float(sig.warmup), clip, float(sig.floor), self.sig[name],
+                                    per)
         return out
 
     @torch.no_grad()
@@ -347,8 +388,8 @@ class TensorGuard:
             setattr(self, name, value.to(self.device))
         self.sig = {}
         for k, values in sd["signals"].items():
-            s = self.sig[k] = _SignalState(self.device)
-            s.m, s.v, s.last, s.first, s.prev, s.started = (v.to(self.device) for v in values)
+            self.sig[k] = _SignalState(self.device)
+            self.sig[k].load(values, self.device)
         self.started, self._last_step = bool(sd["started"]), sd["last_step"]
         self.segments = []
         for i, seg in enumerate(sd["segments"]):

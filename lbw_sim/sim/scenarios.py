@@ -10,7 +10,7 @@
     seeds: 1                       # a count (0..n-1) or a list of seeds
     lrs: [1.0e-3, 3.16e-3, …]      # the LR grid (default: [optimizer.lr])
     faults: [{kind: lr_spike, factor: 10, at: 300, duration: 20}]
-    guard: default                 # or a spec path, or {spec: default, set: {path: value}}
+    guard: default                 # or lbw-v1, a spec path, or {spec: default, set: {path: value}}
     arms: [adamw, clip, zclip, skipstep, guard, adamw:cosine, adamw:lr_matched=3e-3]
 
 An arm may carry its own schedule: `arm:cosine`, `arm:constant`, or `arm:lr_matched=LR`
@@ -28,7 +28,7 @@ from typing import Any
 
 from lbw_sim.checks import integer, load_yaml, number, read_config
 from lbw_sim.errors import SpecError
-from lbw_sim.guard.spec import GuardSpec
+from lbw_sim.guard.spec import NAMED_SPECS, GuardSpec
 
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
 MODEL_KINDS = ("gpt", "mlp", "landscape", "noisy_quadratic", "cnn", "rnn", "resmlp")
@@ -357,7 +357,8 @@ def _guard(value: Any, base_dir: Path) -> GuardSpec:
     if not isinstance(value, str):
         raise SpecError("guard", "must be 'default', a spec path, or {spec:, set:}")
     try:
-        spec = GuardSpec.default() if value == "default" else GuardSpec.load(base_dir / value)
+        spec = (GuardSpec.default() if value == "default" else GuardSpec.named(value)
+                if value in NAMED_SPECS else GuardSpec.load(base_dir / value))
         return spec.with_values(overrides) if overrides else spec
     except SpecError as err:
         raise SpecError(f"guard.{err.field}" if err.field else "guard", err.problem) from None
