@@ -116,12 +116,12 @@ def test_no_chattering_under_noise_at_a_threshold():
     check_dwell(out, DEFAULT)
 
 
-def test_default_detects_loss_spikes_and_nan_and_recovers():
-    """The adaptive default: a loss spike cuts the LR, a short NaN storm is skipped at the
+def test_adaptive_spec_detects_loss_spikes_and_nan_and_recovers():
+    """The adaptive spec: a loss spike cuts the LR, a short NaN storm is skipped at the
     full LR (no low-LR tail), a rollback only once it persists, and the run ends nominal."""
     df = inject(healthy(4000, seed=3), [Incident("loss_spike", 1500, 2, 4.0),
                                        Incident("nan_storm", 3300, 5)])
-    out = replay(df, DEFAULT)
+    out = replay(df, GuardSpec.named("lbw-adaptive"))
     regime = out["regime"].astype(str).to_numpy()
     # the incident's gradient norm jumps 16x (grad_z far above 100): met at its first step
     assert regime[1499] == "nominal" and regime[1500] == "intervene"
@@ -192,8 +192,11 @@ def test_missing_grad_norm_runs_on_what_it_has():
     df = inject(healthy(2000, seed=6), [Incident("loss_spike", 1200, 2, 4.0)]).drop(
         columns="grad_norm")
     out = replay(df, DEFAULT)
-    assert out.attrs["missing"] == ["grad_norm"]   # the adaptive default reads no update_ratio
-    assert out["regime"].iloc[1201] == "intervene"  # at the spike's second step
+    assert out.attrs["missing"] == ["grad_norm", "update_ratio"]   # in signal order
+    assert out["regime"].iloc[1200] == "intervene"
+    adaptive = replay(df, GuardSpec.named("lbw-adaptive"))
+    assert adaptive.attrs["missing"] == ["grad_norm"]   # it reads no update_ratio
+    assert adaptive["regime"].iloc[1201] == "intervene"  # at the spike's second step
 
 
 @pytest.mark.parametrize("bad", [

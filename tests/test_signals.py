@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from lbw_sim.guard.signals import compute_signal, new_state
-from lbw_sim.guard.spec import SignalSpec
+from lbw_sim.guard.spec import GuardSpec, SignalSpec
 
 
 def run(sig, x, steps=None):
@@ -175,3 +175,25 @@ def test_new_kinds_survive_a_guard_resume_and_set_spec():
     for s in range(10, 30):
         d = resumed.observe(s, grad_norm=5.0)
     assert d.regime == "b"                                 # 5 / frozen 1, not 5 / 5
+
+
+def test_ref_ratio_per_lr_treats_an_infinite_lr_as_nan_in_every_backend():
+    """Found by the parity test: an inf lr made x / lr = 0 start the numba estimator while
+    the torch one skipped the row; both now read a non-finite lr as a NaN input."""
+    import torch
+
+    from lbw_sim.guard.signals import KIND_CODE
+    from lbw_sim.guard.torch_backend import _SignalState, signal_step
+
+    sig = GuardSpec.from_dict({"name": "one", "signals": {"s": {
+        "kind": "ref_ratio", "source": "loss", "half_life": 1.0, "warmup": 0, "per": "lr"}},
+        "regimes": {"a": {}}, "initial": "a", "transitions": []}).signals["s"]
+    loss, lr, steps = np.array([1.0, 1.97]), np.array([np.inf, 1e-3]), np.array([1, 2])
+    host = compute_signal(sig, {"loss": loss, "lr": lr}, steps)
+    s = _SignalState(torch.device("cpu"))
+    dev = [float(signal_step(KIND_CODE["ref_ratio"], torch.tensor(x, dtype=torch.float64),
+                             torch.tensor(float(t), dtype=torch.float64), 1.0, 0.0, -1.0, 0.0,
+                             s, torch.tensor(r, dtype=torch.float64)))
+           for x, r, t in zip(loss, lr, steps)]
+    assert np.isnan(host[0]) and host[1] == 1.0
+    np.testing.assert_array_equal(np.array(dev), host)

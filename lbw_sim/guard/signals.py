@@ -57,7 +57,7 @@ def signal_kernel(kind: int, x: np.ndarray, steps: np.ndarray, half_life: float,
     ref, has_ref = state[6], state[7]
     rate = math.log(2.0) / half_life
     for i in range(x.shape[0]):
-        xi = x[i] / per[i] if per[i] > 0.0 else np.nan
+        xi = x[i] / per[i] if per[i] > 0.0 and math.isfinite(per[i]) else np.nan
         s = float(steps[i])
         if not math.isfinite(xi):
             out[i] = np.nan

@@ -80,7 +80,7 @@ def signal_step(kind: int, x: torch.Tensor, step: torch.Tensor, half_life: float
     `per` divides x (a ref_ratio with `per: lr`), a non-positive one making it NaN."""
     nan = torch.full_like(x, math.nan)
     if per is not None:
-        x = torch.where(per > 0, x / per, nan)
+        x = torch.where((per > 0) & torch.isfinite(per), x / per, nan)
     finite = torch.isfinite(x)
     first_obs = finite & ~s.started
     upd = finite & s.started
