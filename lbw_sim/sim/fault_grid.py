@@ -30,10 +30,8 @@ workers need no shared disk.
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +45,7 @@ import pandas as pd
 
 from lbw_sim.errors import SpecError, TraceError
 from lbw_sim.sim.scenarios import ArmSpec, Scenario
+from lbw_sim.sim.stress_grid import atomic_write, check_results_dir, read_csv_table
 
 #: Arms in report order; `stableadamw` (torch-optimi, an optional arm: see `fault_arms`) runs
 #: wherever `sim.arms` knows it.
@@ -410,7 +409,7 @@ class _Book:
 
     def add(self, cell: FaultCell, row: dict, trace: pd.DataFrame) -> None:
         if self.out is not None:
-            _atomic_write(self.out / cell.trace_file, trace.to_csv(index=False))
+            atomic_write(self.out / cell.trace_file, trace.to_csv(index=False))
         self.curves[cell.key] = trace[[c for c in CURVE_COLUMNS if c in trace]]
         self.rows[cell.key] = row
         self._refresh()
@@ -504,28 +503,12 @@ def summary_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def write_summary(df: pd.DataFrame, path: Path) -> None:
-    _atomic_write(path, df.to_csv(index=False))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, df.to_csv(index=False))
 
 
 def _open_out_dir(grid: FaultGrid, out: Path) -> list[dict]:
     """Create `out` or check that its grid.json matches; the rows already done."""
-    out.mkdir(parents=True, exist_ok=True)
-    meta = out / "grid.json"
-    fp = json.loads(json.dumps({"kind": "faults", **grid.fingerprint()}))
-    if meta.exists():
-        old = json.loads(meta.read_text(encoding="utf-8"))
-        if old != fp:
-            diff = sorted(k for k in fp if old.get(k) != fp[k])
-            raise SpecError("--out", f"{out} holds results of another grid (differs in "
-                                     f"{', '.join(diff) or 'format'}); pick another folder")
-    else:
-        _atomic_write(meta, json.dumps(fp, indent=1))
+    check_results_dir(out, json.loads(json.dumps({"kind": "faults", **grid.fingerprint()})))
     if not (out / "summary.csv").exists():
         return []
     return read_fault_summary(out / "summary.csv").to_dict("records")
@@ -557,26 +540,13 @@ REQUIRED = ["task", "fault", "severity", "arm", "seed", "final_val_loss",
 NUMERIC = ["severity", "seed", "final_val_loss", "clean_final_val_loss", "interventions",
            "final_lr_scale", "ratio", "steps_lost", "detection_latency", "false_interventions",
            "skips", "rollbacks", "lr_back_steps", "wall_s"]
-MAX_SUMMARY_BYTES = 20 * 2**20
 
 
 def read_fault_summary(source: str | Path | bytes, name: str = "summary.csv") -> pd.DataFrame:
     """A fault summary.csv from disk or an upload, checked: its columns and numbers."""
     if isinstance(source, (str, Path)):
         name, source = Path(source).name, Path(source).read_bytes()
-    if len(source) > MAX_SUMMARY_BYTES:
-        raise TraceError(f"{name}: {len(source) / 2**20:.1f} MiB is too large for a summary")
-    try:
-        df = pd.read_csv(io.BytesIO(source), nrows=200_000)
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TraceError(f"{name}: not a CSV table ({first})") from None
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        raise TraceError(f"{name}: not a fault-grid summary; missing column(s) "
-                         f"{', '.join(missing)}")
-    if df.empty:
-        raise TraceError(f"{name}: no rows")
+    df = read_csv_table(source, name, REQUIRED, "fault-grid summary")
     for col in ("task", "fault", "arm"):
         df[col] = df[col].astype(str)
     unknown = sorted(set(df["fault"]) - {"none", *FAULT_NAMES})

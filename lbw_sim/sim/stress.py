@@ -48,7 +48,7 @@ from lbw_sim.sim.stress_grid import (
     Cell,
     StressGrid,
     StressResult,
-    atomic_write,
+    check_results_dir,
     read_curves,
     read_summary,
     summary_frame,
@@ -362,16 +362,7 @@ def _run_pool(book: _Book, workers: int, stop_event: threading.Event, backend: s
 
 def _open_out_dir(grid: StressGrid, out: Path) -> list[dict]:
     """Create `out` or check that its grid.json matches; the rows already done."""
-    out.mkdir(parents=True, exist_ok=True)
-    meta, fp = out / "grid.json", json.loads(json.dumps(grid.fingerprint(), default=str))
-    if meta.exists():
-        old = json.loads(meta.read_text(encoding="utf-8"))
-        if old != fp:
-            diff = sorted(k for k in fp if old.get(k) != fp[k])
-            raise SpecError("--out", f"{out} holds results of another grid (differs in "
-                                     f"{', '.join(diff) or 'format'}); pick another folder")
-    else:
-        atomic_write(meta, json.dumps(fp, indent=1))
+    check_results_dir(out, json.loads(json.dumps(grid.fingerprint(), default=str)))
     summary = out / "summary.csv"
     if not summary.exists():
         return []

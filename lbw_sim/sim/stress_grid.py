@@ -7,6 +7,7 @@ Its own module so the two import it and not each other.
 from __future__ import annotations
 
 import io
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lbw_sim.errors import TraceError
+from lbw_sim.errors import SpecError, TraceError
 from lbw_sim.sim.scenarios import Scenario
 
 MAX_SUMMARY_BYTES = 20 * 2**20
@@ -136,8 +137,10 @@ def read_curves(out: Path, summary: pd.DataFrame) -> pd.DataFrame:
 
 # --- reading a summary ------------------------------------------------------------------------
 
-def read_summary(source: str | Path | bytes, name: str = "summary.csv") -> pd.DataFrame:
-    """A summary.csv from disk or an upload, checked: the columns, numeric LRs and seeds."""
+def read_csv_table(source: str | Path | bytes, name: str, required: list[str],
+                   what: str) -> pd.DataFrame:
+    """A results table from disk or an upload, checked before use: its size, that it is a
+    CSV, that it has the `required` columns and rows (`what` names the table in errors)."""
     if isinstance(source, (str, Path)):
         name, source = Path(source).name, Path(source).read_bytes()
     if len(source) > MAX_SUMMARY_BYTES:
@@ -147,12 +150,34 @@ def read_summary(source: str | Path | bytes, name: str = "summary.csv") -> pd.Da
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TraceError(f"{name}: not a CSV table ({first})") from None
-    missing = [c for c in SUMMARY_COLUMNS if c not in df.columns]
+    missing = [c for c in required if c not in df.columns]
     if missing:
-        raise TraceError(f"{name}: not a stress summary; missing column(s) "
-                         f"{', '.join(missing)}")
+        raise TraceError(f"{name}: not a {what}; missing column(s) {', '.join(missing)}")
     if df.empty:
         raise TraceError(f"{name}: no rows")
+    return df
+
+
+def check_results_dir(out: Path, fingerprint: dict[str, Any]) -> None:
+    """Create `out`, or refuse it when its grid.json records another grid (resuming must
+    never mix results of two grids in one summary)."""
+    out.mkdir(parents=True, exist_ok=True)
+    meta = out / "grid.json"
+    if meta.exists():
+        old = json.loads(meta.read_text(encoding="utf-8"))
+        if old != fingerprint:
+            diff = sorted(k for k in fingerprint if old.get(k) != fingerprint[k])
+            raise SpecError("--out", f"{out} holds results of another grid (differs in "
+                                     f"{', '.join(diff) or 'format'}); pick another folder")
+    else:
+        atomic_write(meta, json.dumps(fingerprint, indent=1))
+
+
+def read_summary(source: str | Path | bytes, name: str = "summary.csv") -> pd.DataFrame:
+    """A summary.csv from disk or an upload, checked: the columns, numeric LRs and seeds."""
+    if isinstance(source, (str, Path)):
+        name, source = Path(source).name, Path(source).read_bytes()
+    df = read_csv_table(source, name, SUMMARY_COLUMNS, "stress summary")
     return _typed(df, name)
 
 
