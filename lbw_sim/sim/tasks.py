@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from lbw_sim.sim import models
 from lbw_sim.sim.data import (
     ArrayBatches,
     Batches,
@@ -53,29 +54,23 @@ def build_task(sc: Scenario, seed: int, device: torch.device,
     cache = {} if cache is None else cache
     cfg = {k: v for k, v in sc.model.items() if k != "kind"}
     torch.manual_seed(seed)
-    if sc.model_kind in FAMILY_KINDS:  # the task suite's CNN, GRU LM, residual MLP
-        return build_family_task(sc, cfg, seed, device, cache)
-    if sc.model_kind == "gpt":
-        from lbw_sim.sim.models import GPT, GPTConfig
-
+    kind = sc.model_kind
+    if kind in ("gpt", "rnn"):                     # char LMs on a token stream
         data = token_data(sc, cache)
-        model = GPT(GPTConfig(vocab_size=data.vocab_size, **cfg)).to(device)
-        block = model.config.block_size
-        return Task(model, Batches(data.train, block, sc.batch_size, seed=seed, device=device),
-                    lambda b, _: model(*b)[1],
-                    lambda: estimate_loss(model, data, block, sc.batch_size, sc.eval_batches,
-                                          device),
-                    n_classes=data.vocab_size, best_loss=data.best_loss)
-    if sc.model_kind == "mlp":
-        from lbw_sim.sim.models import MLPClassifier, MLPConfig
-
+        model = (models.GPT(models.GPTConfig(vocab_size=data.vocab_size, **cfg)) if kind == "gpt"
+                 else models.CharGRU(models.RNNConfig(vocab_size=data.vocab_size, **cfg)))
+        return _token_task(model.to(device), data, sc, seed, device)
+    if kind in ("mlp", "cnn"):                     # classifiers on scikit-learn's digits
         arrays = digits_data(sc, cache)
-        model = MLPClassifier(MLPConfig(n_in=arrays.n_features, n_classes=arrays.n_classes,
-                                        **cfg)).to(device)
-        batches = ArrayBatches(arrays.x_train, arrays.y_train, sc.batch_size, seed, device)
-        return Task(model, batches, lambda b, _: model(*b)[1],
-                    lambda: estimate_loss(model, arrays, device=device),
-                    n_classes=arrays.n_classes)
+        config = models.MLPConfig if kind == "mlp" else models.CNNConfig
+        net = models.MLPClassifier if kind == "mlp" else models.DigitsCNN
+        model = net(config(n_in=arrays.n_features, n_classes=arrays.n_classes, **cfg))
+        return _array_task(model.to(device), arrays, sc, seed, device, arrays.n_classes)
+    if kind == "resmlp":                           # regression on a random tanh teacher
+        arrays = teacher_data(sc, cache)
+        model = models.ResMLP(models.ResMLPConfig(n_in=arrays.n_features, **cfg))
+        return _array_task(model.to(device), arrays, sc, seed, device, None,
+                           best_loss=TEACHER_NOISE ** 2)
     if sc.model_kind == "landscape":
         from lbw_sim.sim.landscapes import get_landscape
 
@@ -113,39 +108,21 @@ def token_data(sc: Scenario, cache: dict):
     return cache[key]
 
 
-FAMILY_KINDS = ("cnn", "rnn", "resmlp")
+def _token_task(model: nn.Module, data: Any, sc: Scenario, seed: int,
+                device: torch.device) -> Task:
+    block = model.config.block_size
+    return Task(model, Batches(data.train, block, sc.batch_size, seed=seed, device=device),
+                lambda b, _: model(*b)[1],
+                lambda: estimate_loss(model, data, block, sc.batch_size, sc.eval_batches, device),
+                n_classes=data.vocab_size, best_loss=data.best_loss)
 
 
-def build_family_task(sc: Scenario, cfg: dict[str, Any], seed: int, device: torch.device,
-                      cache: dict | None) -> Task:
-    """The task suite's CNN on digits, GRU char LM and residual MLP on a teacher-student
-    regression (model from `seed`, batches ordered by `seed`, data shared through `cache`)."""
-    from lbw_sim.sim import models
-
-    cache = {} if cache is None else cache
-    if sc.model_kind == "rnn":
-        data = token_data(sc, cache)
-        model = models.CharGRU(models.RNNConfig(vocab_size=data.vocab_size, **cfg)).to(device)
-        block = model.config.block_size
-        return Task(model, Batches(data.train, block, sc.batch_size, seed=seed, device=device),
-                    lambda b, _: model(*b)[1],
-                    lambda: estimate_loss(model, data, block, sc.batch_size, sc.eval_batches,
-                                          device),
-                    n_classes=data.vocab_size, best_loss=data.best_loss)
-    if sc.model_kind == "cnn":
-        arrays = digits_data(sc, cache)
-        model = models.DigitsCNN(models.CNNConfig(n_in=arrays.n_features,
-                                                  n_classes=arrays.n_classes, **cfg)).to(device)
-        n_classes: int | None = arrays.n_classes
-        best = None
-    else:
-        arrays = teacher_data(sc, cache)
-        model = models.ResMLP(models.ResMLPConfig(n_in=arrays.n_features, **cfg)).to(device)
-        n_classes, best = None, TEACHER_NOISE ** 2
+def _array_task(model: nn.Module, arrays: Any, sc: Scenario, seed: int, device: torch.device,
+                n_classes: int | None, best_loss: float | None = None) -> Task:
     batches = ArrayBatches(arrays.x_train, arrays.y_train, sc.batch_size, seed, device)
     return Task(model, batches, lambda b, _: model(*b)[1],
                 lambda: estimate_loss(model, arrays, device=device), n_classes=n_classes,
-                best_loss=best)
+                best_loss=best_loss)
 
 
 TEACHER_NOISE = 0.1
