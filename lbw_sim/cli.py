@@ -193,7 +193,9 @@ def cmd_stress(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if args.suite:
         return _stress_suite(args, workers, t0)
-    grid = build_grid(quick=args.quick, text=args.text, seeds=args.seeds)
+    guard = _spec_option(args.spec)
+    grid = build_grid(quick=args.quick, text=args.text, seeds=args.seeds,
+                      overrides={"guard": guard} if guard else None)
     out = Path(args.out or Path("runs") / ("stress_quick" if args.quick else "stress"))
     result = run_stress(grid, out, workers=workers, progress=not args.quiet,
                         backend=args.backend, address=args.address)
@@ -222,7 +224,8 @@ def cmd_faults(args: argparse.Namespace) -> int:
             print(find_lr(task).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         return 0
     check_backend(args.backend, args.address)
-    grid = build_fault_grid(quick=args.quick, seeds=args.seeds)
+    grid = build_fault_grid(quick=args.quick, seeds=args.seeds,
+                            guard=_spec_option(args.spec) or "default")
     out = Path(args.out or Path("runs") / ("faults_quick" if args.quick else "faults"))
     workers = args.workers or (0 if args.backend == "ray" else min(2, os.cpu_count() or 1))
     t0 = time.perf_counter()
@@ -234,6 +237,31 @@ def cmd_faults(args: argparse.Namespace) -> int:
           f"{workers or 'all'} worker(s) ({args.backend}); wrote "
           f"{', '.join(f.name for f in files)} in {out}")
     return 0
+
+
+def _spec_option(value: str | None) -> str | None:
+    """--spec: a shipped name as it is, a file as an absolute path (scenarios resolve
+    relative paths against their own folder); checked here so a typo fails before any cell."""
+    from pathlib import Path
+
+    from lbw_sim.errors import SpecError
+    from lbw_sim.guard.spec import GuardSpec
+
+    if value is None:
+        return None
+    try:
+        GuardSpec.resolve(value)
+    except SpecError as err:
+        raise SpecError("--spec", f"{value!r}: {err.problem} (a shipped name: lbw-default, "
+                                  "lbw-v1, lbw-adaptive; or a spec file)") from None
+    named = value == "default" or GuardSpec.is_named(value)
+    return value if named else str(Path(value).resolve())
+
+
+def _spec_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", metavar="NAME|FILE",
+                   help="the guard arm's spec: a shipped name (lbw-default, lbw-v1, "
+                        "lbw-adaptive) or a spec file; default: the shipped default")
 
 
 def _backend_args(p: argparse.ArgumentParser) -> None:
@@ -259,7 +287,8 @@ def _stress_suite(args: argparse.Namespace, workers: int, t0: float) -> int:
     from lbw_sim.viz.stress import write_report
 
     results = run_suite(out, quick=args.quick, workers=workers, tasks=tasks, seeds=seeds,
-                        progress=not args.quiet, write=write_report)
+                        progress=not args.quiet, write=write_report,
+                        guard=_spec_option(args.spec))
     print((out / "table.md").read_text(encoding="utf-8"))
     cells = sum(len(r.summary) for r in results.values())
     print(f"{len(results)} tasks, {cells} cells in {time.perf_counter() - t0:.0f} s with "
@@ -349,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "per task and an overall table.md (with --quick: seed 1, 5 LRs)")
     t.add_argument("--tasks", help="with --suite: comma-separated task names (default: all)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    _spec_arg(t)
     _backend_args(t)
     t.set_defaults(func=cmd_stress)
     f = sub.add_parser("faults", help="transient faults x severity x task x arm x seed at each "
@@ -363,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--find-lr", action="store_true",
                    help="only the seed-0 AdamW LR sweep that chose each task's LR")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
+    _spec_arg(f)
     _backend_args(f)
     f.set_defaults(func=cmd_faults)
     return p

@@ -179,6 +179,21 @@ class GuardSpec:
                                     f"{', '.join(known)})")
         return cls.from_yaml(known[name].read_text())
 
+    @classmethod
+    def resolve(cls, value: str, base_dir: str | Path | None = None) -> GuardSpec:
+        """`default`, a shipped name (`lbw-v1`, `lbw-adaptive`, …) or a spec file (relative
+        to `base_dir`): the one reading of a `--spec` option or a scenario's `guard:` key."""
+        if value == "default":
+            return cls.default()
+        if cls.is_named(value):
+            return cls.named(value)
+        return cls.load(Path(base_dir or ".") / value)
+
+    @staticmethod
+    def is_named(value: str) -> bool:
+        """Whether `value` names a shipped spec (rather than a file)."""
+        return value == "lbw-default" or value in NAMED_SPECS
+
     # --- serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from lbw_sim.errors import SpecError, TraceError
+from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.sim.scenarios import ArmSpec, Scenario
 from lbw_sim.sim.stress_grid import atomic_write, check_results_dir, read_csv_table
 
@@ -195,9 +196,7 @@ class FaultGrid:
     def fingerprint(self) -> dict[str, Any]:
         """What two runs must share for their cells to sit in one summary (seeds, arms and
         faults may grow)."""
-        from lbw_sim.guard.spec import GuardSpec
-
-        spec = GuardSpec.default() if self.guard == "default" else GuardSpec.load(self.guard)
+        spec = GuardSpec.resolve(self.guard)
         return {"tasks": {k: {"lr": v["lr"], "scenario": v["scenario"]}
                           for k, v in self.tasks.items()},
                 "severities": {f: list(SEVERITIES[f]) for f in FAULT_NAMES},
@@ -207,9 +206,11 @@ class FaultGrid:
 
 def build_fault_grid(*, quick: bool = False, seeds: int | None = None,
                      tasks: list[str] | None = None, faults: list[str] | None = None,
-                     arms: list[str] | None = None, steps: int | None = None) -> FaultGrid:
+                     arms: list[str] | None = None, steps: int | None = None,
+                     guard: str = "default") -> FaultGrid:
     """The fault grid: every task, fault and arm; seeds 1..N (default 3, or 1 with `quick`:
-    seed 0 is kept for finding LRs). `steps` shortens every task (tests)."""
+    seed 0 is kept for finding LRs). `steps` shortens every task (tests); `guard` is the
+    guard arm's spec (`default`, a shipped name or an absolute path)."""
     if seeds is None:
         seeds = 1 if quick else 3
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
@@ -229,9 +230,10 @@ def build_fault_grid(*, quick: bool = False, seeds: int | None = None,
     for a in arms or []:
         if a not in known:
             raise SpecError("--arms", f"unknown arm {a!r}; known: {', '.join(known)}")
+    GuardSpec.resolve(guard)  # a bad --spec fails here, naming what is wrong
     return FaultGrid(picked, tuple(f for f in FAULT_NAMES if f in (faults or FAULT_NAMES)),
                      tuple(a for a in known if a in (arms or known)),
-                     tuple(range(1, seeds + 1)))
+                     tuple(range(1, seeds + 1)), guard)
 
 
 # --- metrics on curves (pure numpy, no torch) ------------------------------------------------

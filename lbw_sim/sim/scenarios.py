@@ -28,7 +28,7 @@ from typing import Any
 
 from lbw_sim.checks import integer, load_yaml, number, read_config
 from lbw_sim.errors import SpecError
-from lbw_sim.guard.spec import NAMED_SPECS, GuardSpec
+from lbw_sim.guard.spec import GuardSpec
 
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
 MODEL_KINDS = ("gpt", "mlp", "landscape", "noisy_quadratic", "cnn", "rnn", "resmlp")
@@ -357,8 +357,7 @@ def _guard(value: Any, base_dir: Path) -> GuardSpec:
     if not isinstance(value, str):
         raise SpecError("guard", "must be 'default', a spec path, or {spec:, set:}")
     try:
-        spec = (GuardSpec.default() if value == "default" else GuardSpec.named(value)
-                if value in NAMED_SPECS else GuardSpec.load(base_dir / value))
+        spec = GuardSpec.resolve(value, base_dir)
         return spec.with_values(overrides) if overrides else spec
     except SpecError as err:
         raise SpecError(f"guard.{err.field}" if err.field else "guard", err.problem) from None

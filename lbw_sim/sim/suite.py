@@ -75,12 +75,15 @@ class SuiteTask:
 
     def grid(self, *, quick: bool = False, seeds: list[int] | None = None,
              lrs: list[float] | None = None, arms: list[str] | None = None,
-             steps: int | None = None) -> StressGrid:
-        """The task's stress grid: seeds 1-3 (quick: 1) unless given."""
+             steps: int | None = None, guard: str | None = None) -> StressGrid:
+        """The task's stress grid: seeds 1-3 (quick: 1) unless given; `guard` is the guard
+        arm's spec (default: the shipped default; a name or an absolute path)."""
         over = {**self.overrides, "name": f"suite/{self.name}",
                 "lrs": lrs or self.lrs(quick), "seeds": seeds or ([1] if quick else [1, 2, 3])}
         if steps is not None:
             over["steps"] = steps
+        if guard is not None:
+            over["guard"] = guard
         replace = {k: (v() if callable(v) else v) for k, v in self.replace.items()}
         return build_grid(overrides=over, replace=replace, arms=arms)
 
@@ -135,8 +138,8 @@ def run_suite(out: str | Path, *, quick: bool = False, workers: int = 1,
               progress: bool = True, stop_event: threading.Event | None = None,
               steps: int | None = None, lrs: dict[str, list[float]] | None = None,
               arms: list[str] | None = None,
-              write: Callable[[StressResult, Path], Any] | None = None
-              ) -> dict[str, StressResult]:
+              write: Callable[[StressResult, Path], Any] | None = None,
+              guard: str | None = None) -> dict[str, StressResult]:
     """Each task's grid into `out/<task>/` (resumable like `run_stress`), its outputs
     written (`write`: default the tables, `stress_report.write_tables`; the CLI passes
     `viz.stress.write_report`, which adds the figures), then `out/table.md` with the goals
@@ -152,7 +155,7 @@ def run_suite(out: str | Path, *, quick: bool = False, workers: int = 1,
     for task in bar:
         bar.set_postfix_str(task.name)
         grid = task.grid(quick=quick, seeds=seeds, steps=steps, arms=arms,
-                         lrs=(lrs or {}).get(task.name))
+                         lrs=(lrs or {}).get(task.name), guard=guard)
         result = run_stress(grid, out / task.name, workers=workers, progress=progress,
                             stop_event=stop_event)
         (write or write_tables)(result, out / task.name)
