@@ -157,7 +157,7 @@ def test_resume_skips_finished_cells_and_reruns_a_killed_one(tiny_run):
 
 @pytest.mark.slow
 def test_one_process_gives_the_same_results_as_the_pool(tiny_run, tmp_path):
-    _, pooled, _ = tiny_run
+    _, pooled, pooled_out = tiny_run
     import torch
 
     grid = build_grid(overrides={**TINY, "lrs": [0.1]}, arms=["adamw", "guard", "lr_matched"])
@@ -172,6 +172,14 @@ def test_one_process_gives_the_same_results_as_the_pool(tiny_run, tmp_path):
         assert row.final_val_loss == by.loc[(row.arm, row.lr), "final_val_loss"]
         assert row.run_lr == by.loc[(row.arm, row.lr), "run_lr"]
     assert len(load_results(tmp_path / "here").curves) == 3 * TINY["steps"]
+    # the pool's workers write nothing: the driver writes the traces they send back
+    for arm in ("adamw", "guard", "lr_matched"):
+        name = Cell(arm, 0.1, 0).trace_file
+        here_t, pooled_t = pd.read_csv(tmp_path / "here" / name), pd.read_csv(pooled_out / name)
+        assert len(pooled_t) == TINY["steps"]
+        assert list(here_t.columns) == list(pooled_t.columns)
+        pd.testing.assert_frame_equal(here_t.drop(columns="wall_time"),
+                                      pooled_t.drop(columns="wall_time"))
 
 
 def test_background_job_reports_progress_and_result():

@@ -48,6 +48,7 @@ from lbw_sim.sim.stress_grid import (
     Cell,
     StressGrid,
     StressResult,
+    atomic_write,
     check_results_dir,
     read_curves,
     read_summary,
@@ -155,8 +156,11 @@ def mean_lr_scale(trace: pd.DataFrame, warmup: int) -> float:
 def run_cell(grid: StressGrid, cell: Cell, lr_scale: float | None = None,
              out_dir: Path | None = None, cache: dict | None = None,
              on_step: Callable[[int], None] | None = None,
-             stop_event: threading.Event | None = None) -> tuple[dict, pd.DataFrame]:
-    """Train one cell; return its summary row and its curve (CURVE_COLUMNS)."""
+             stop_event: threading.Event | None = None,
+             keep: bool = False) -> tuple[dict, pd.DataFrame]:
+    """Train one cell; return its summary row and its curve (CURVE_COLUMNS). The trace goes
+    to `out_dir` as it is recorded; with `keep` (and no `out_dir`) its CSV text rides in
+    `curve.attrs["trace"]` instead, for a worker that must not write."""
     import torch
 
     from lbw_sim.sim.runner import GUARD_TRACE_COLUMNS, TRACE_COLUMNS, Run, summarize
@@ -184,7 +188,10 @@ def run_cell(grid: StressGrid, cell: Cell, lr_scale: float | None = None,
     summary = summarize(rows, sc, arm=cell.arm, lr=cell.lr, seed=cell.seed,
                         wall_s=time.perf_counter() - t0, stopped=run.stop_reason)
     trace = pd.DataFrame(rows)
-    return _finish_row(summary, trace, grid, cell, spec), _curve(trace)
+    curve = _curve(trace)
+    if keep and out_dir is None:
+        curve.attrs["trace"] = trace.reindex(columns=columns).to_csv(index=False)
+    return _finish_row(summary, trace, grid, cell, spec), curve
 
 
 def _finish_row(row: dict, trace: pd.DataFrame, grid: StressGrid, cell: Cell,
@@ -327,8 +334,13 @@ def _init_worker(grid: StressGrid) -> None:
 
 
 def _worker_cell(grid: StressGrid, cell: Cell, lr_scale: float | None,
-                 out: Path | None) -> tuple[dict, pd.DataFrame]:
-    return run_cell(grid, cell, lr_scale, out, _WORKER.get("cache"))
+                 keep_trace: bool) -> tuple[dict, pd.DataFrame, str | None]:
+    """A cell in a worker, which may sit on another machine (Ray): it writes nothing; its
+    trace comes back as CSV text for the driver to write, so --out needs no shared disk."""
+    row, curve = run_cell(grid, cell, lr_scale, None, _WORKER.get("cache"),
+                          keep=keep_trace)
+    trace = curve.attrs.pop("trace", None)
+    return row, curve, trace
 
 
 def _run_pool(book: _Book, workers: int, stop_event: threading.Event, backend: str = "local",
@@ -349,13 +361,16 @@ def _run_pool(book: _Book, workers: int, stop_event: threading.Event, backend: s
             while queue and len(running) < pool.slots and not stop_event.is_set():
                 c = queue.pop(0)
                 running[pool.submit(_worker_cell, book.grid, c, book.guard_scale(c),
-                                    book.out)] = c
+                                    book.out is not None)] = c
             if not running:
                 break
             finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
             for fut in finished:
                 cell = running.pop(fut)
-                book.add(*fut.result(), cell)
+                row, curve, trace = fut.result()
+                if trace is not None and book.out is not None:
+                    atomic_write(book.out / cell.trace_file, trace)
+                book.add(row, curve, cell)
 
 
 # --- files ------------------------------------------------------------------------------------
