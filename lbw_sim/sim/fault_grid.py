@@ -83,8 +83,8 @@ RECOVERY_TOL, SMOOTH = 0.01, 21
 #:   mlp: 1e-3 0.0875 · 3.16e-3 0.0681 · 1e-2 0.0446 · 3.16e-2 0.2857
 #: so both tasks train at 1e-2.
 TASKS: dict[str, dict[str, Any]] = {
-    # the char GPT: 2 layers, width 32, on an order-1 Markov corpus of known entropy rate
-    "gpt": {"lr": 1.0e-2, "find_lrs": [1.0e-3, 3.16e-3, 1.0e-2, 3.16e-2, 1.0e-1],
+    "gpt": {"about": "a char GPT (2 layers, width 32) on an order-1 Markov corpus",
+            "lr": 1.0e-2, "find_lrs": [1.0e-3, 3.16e-3, 1.0e-2, 3.16e-2, 1.0e-1],
             "scenario": {
                 "name": "faults_gpt",
                 "model": {"kind": "gpt", "n_layer": 2, "n_head": 2, "n_embd": 32,
@@ -94,8 +94,9 @@ TASKS: dict[str, dict[str, Any]] = {
                 "optimizer": {"kind": "adamw", "betas": [0.9, 0.95], "weight_decay": 0.1},
                 "schedule": {"warmup": 30, "decay": "constant"},
                 "steps": 600, "batch_size": 16, "eval_every": 50, "eval_batches": 4}},
-    # the MLP on scikit-learn's digits (shipped with the package: no download)
-    "mlp": {"lr": 1.0e-2, "find_lrs": [1.0e-3, 3.16e-3, 1.0e-2, 3.16e-2],
+    # (scikit-learn ships the digits: no download)
+    "mlp": {"about": "an MLP (2 x 128) on scikit-learn's digits",
+            "lr": 1.0e-2, "find_lrs": [1.0e-3, 3.16e-3, 1.0e-2, 3.16e-2],
             "scenario": {
                 "name": "faults_mlp",
                 "model": {"kind": "mlp", "hidden": [128, 128]},
@@ -166,6 +167,14 @@ class FaultGrid:
         faulted = [FaultCell(t, f, float(v), a, s) for t in self.tasks for f in self.faults
                    for v in self.levels(f) for s in self.seeds for a in self.arms]
         return clean + faulted
+
+    def describe(self) -> str:
+        """One line: tasks; faults and severities; arms; steps (seeds when more than one)."""
+        steps = sorted({self.steps(t) for t in self.tasks})
+        seeds = f"; seeds 1–{len(self.seeds)}" if len(self.seeds) > 1 else ""
+        return (f"{', '.join(self.tasks)}; "
+                + ", ".join(f"{f} {v:g}" for f in self.faults for v in self.levels(f))
+                + f"; arms {', '.join(self.arms)}; {'/'.join(map(str, steps))} steps{seeds}")
 
     def steps(self, task: str) -> int:
         return int(self.tasks[task]["scenario"]["steps"])

@@ -48,9 +48,11 @@ class FaultJob(GridJob):
         summary = run_fault_grid(self.grid, self.out, workers=1, progress=False,
                                  callback=self.progress, stop_event=self.stop_event)
         if summary.empty:  # stopped before the first cell finished
-            return FaultResult(summary_frame([]))
+            return FaultResult(summary_frame([]), spec=self.spec)
         write_report(self.out, {t: v["lr"] for t, v in self.grid.tasks.items()})
-        return load_fault_results(self.out)
+        result = load_fault_results(self.out)
+        result.spec = self.spec
+        return result
 
     def describe(self, row: dict) -> str:
         what = "fault-free" if row["fault"] == "none" else f"{row['fault']} {row['severity']:g}"

@@ -1,7 +1,7 @@
 """A grid run in a background thread, for the studio: the thread makes no Streamlit calls.
 
     job = StressJob(mini_grid()); job.start()       # the page keeps `job` in session_state
-    job.snapshot()    # {'running', 'done', 'total', 'last', 'result', 'error'}, lock-protected
+    job.snapshot()    # {'running', 'done', 'total', 'last', 'result', 'error', 'elapsed_s'}
     job.stop()        # ends the run at the next point its grid runner checks; done cells kept
 
 A subclass says how to run its grid (`work`) and how to name a finished cell (`describe`).
@@ -11,6 +11,7 @@ The run sets torch to one intra-op thread for the process (see `_run`).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from lbw_sim.errors import LbwError
@@ -25,7 +26,8 @@ class GridJob:
         self.stop_event = threading.Event()
         self._lock = threading.Lock()
         self._state: dict[str, Any] = {"running": False, "done": 0.0, "total": total,
-                                       "last": "", "result": None, "error": None}
+                                       "last": "", "result": None, "error": None,
+                                       "elapsed_s": None}
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
     def work(self) -> Any:
@@ -63,7 +65,7 @@ class GridJob:
         # One intra-op thread for the whole (server) process: with these tiny models, two
         # threads on a busy 2-core machine made the miniature grid 7x slower (196 s vs 28 s).
         torch.set_num_threads(1)
-        result, error = None, None
+        result, error, t0 = None, None, time.perf_counter()
         try:
             result = self.work()
         except LbwError as exc:
@@ -71,4 +73,5 @@ class GridJob:
         except Exception as exc:  # noqa: BLE001 (reported on the page, not lost in a thread)
             error = f"{type(exc).__name__}: {exc}"
         with self._lock:
-            self._state.update(running=False, result=result, error=error)
+            self._state.update(running=False, result=result, error=error,
+                               elapsed_s=time.perf_counter() - t0)
