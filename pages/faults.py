@@ -20,6 +20,7 @@ from lbw_sim.sim.fault_grid import (
     FAULT_NAMES,
     MINI,
     SEVERITIES,
+    SMOOTH,
     TASKS,
     build_fault_grid,
     fault_arms,
@@ -133,9 +134,9 @@ def run_section() -> FaultResult | None:
         n_faulted = sum(len(grid.levels(f)) for f in grid.faults)
         st.caption(f"{len(grid.cells())} cells: {len(arms)} arm(s) × ({n_faulted} fault(s) + "
                    f"the fault-free reference), seed 1, {steps} steps each, the fault at step "
-                   f"{grid.fault_start(task)}; the default choice takes about half a minute "
-                   "on one CPU core. Short runs: a smoke test of the spec, not the "
-                   "benchmark's verdict.")
+                   f"{grid.fault_start(task)}. The default choice takes about 35 s on an "
+                   "idle CPU core (longer on a busy one). Short runs: a smoke test of the "
+                   "spec, not the benchmark's verdict.")
     job: FaultJob | None = st.session_state.get("faults_job")
     busy = job is not None and job.snapshot()["running"]
     if st.button("Run the miniature grid", icon=":material/play_arrow:", type="primary",
@@ -206,6 +207,10 @@ def show(result: FaultResult) -> None:
     curves = result.curves
     st.plotly_chart(fault_curves_figure(curves, task), width="stretch",
                     key="faults_curves_chart")
+    st.caption(f"Each curve is a centred {SMOOTH}-step mean, so a jump shows up to "
+               f"{SMOOTH // 2} steps before the fault's start (grey line); a curve that breaks "
+               "off went non-finite (or its run stopped). The y axis stops at twice the fault-free "
+               "level.")
     st.plotly_chart(guard_regimes_figure(curves, task, spec=result.spec), width="stretch",
                     key="faults_regimes_chart")
 

@@ -118,10 +118,14 @@ def guard_regimes_figure(curves: pd.DataFrame, task: str | None = None, seed: in
                         hovertemplate=f"{label}: {name} steps {step[a]}–{step[b - 1]}"
                                       "<extra></extra>")
             shown.add(name)
-    fig.update_layout(barmode="overlay", height=height or 60 + 28 * len(labels),
+    # The legend runs along the bottom margin: a side legend on a few band rows is cut
+    # to two entries with a scroll bar.
+    fig.update_layout(barmode="overlay", height=height or 150 + 28 * len(labels),
                       title=f"{task}: guard regimes per fault (seed {seed})",
                       xaxis_title="step", yaxis={"autorange": "reversed"},
-                      margin={"t": 60, "l": 120, "r": 20, "b": 40}, bargap=0.15)
+                      margin={"t": 60, "l": 120, "r": 20, "b": 90}, bargap=0.15,
+                      legend={"orientation": "h", "yref": "container", "y": 0.0,
+                              "yanchor": "bottom", "x": 0.0})
     return fig
 
 
