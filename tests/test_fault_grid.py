@@ -426,8 +426,8 @@ def test_mini_fault_job_runs_end_to_end_into_a_temp_folder():
         assert r.fault_start == 20 and r.steps_run == 40
     # what the figures and the table need: every cell's curve, the report files, the spec
     assert len(res.curves.groupby(["fault", "severity", "arm"])) == 6
-    assert {"table.md", "fault_curves.html", "guard_regimes.html"} <= {
-        p.name for p in job.out.iterdir()}
+    assert {"table.md", "summary.csv", "curves.csv.gz"} <= {p.name for p in job.out.iterdir()}
+    assert "| poison | 10000 |" in (job.out / "table.md").read_text(encoding="utf-8")
     assert res.spec.hash == spec.hash != GuardSpec.default().hash
     assert json.loads((job.out / "grid.json").read_text())["guard"] == spec.hash
     folder = job.out.parent

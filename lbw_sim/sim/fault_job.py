@@ -5,9 +5,10 @@
     job.start(); job.snapshot()["result"]               # a FaultResult once done
 
 The grid is written into a temporary folder, as `python -m lbw_sim faults` writes runs/:
-summary.csv, one trace per cell, table.md and the HTML figures (`viz.faults.write_report`),
-so the readers and figures of a results folder serve it unchanged. The folder is removed
-when the job is garbage collected (its browser session ends) or the process exits.
+summary.csv, one trace per cell, table.md and curves.csv.gz (`fault_report.write_tables`;
+the page draws the figures itself), so the readers of a results folder serve it unchanged.
+The folder is removed when the job is garbage collected (its browser session ends) or the
+process exits.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.sim.fault_grid import FaultGrid, build_fault_grid, run_fault_grid, summary_frame
-from lbw_sim.sim.fault_report import FaultResult, load_fault_results
+from lbw_sim.sim.fault_report import FaultResult, write_tables
 from lbw_sim.sim.jobs import GridJob
 
 
@@ -43,14 +44,11 @@ class FaultJob(GridJob):
         super().__init__(len(self.grid.cells()))
 
     def work(self) -> FaultResult:
-        from lbw_sim.viz.faults import write_report
-
         summary = run_fault_grid(self.grid, self.out, workers=1, progress=False,
                                  callback=self.progress, stop_event=self.stop_event)
         if summary.empty:  # stopped before the first cell finished
             return FaultResult(summary_frame([]), spec=self.spec)
-        write_report(self.out, {t: v["lr"] for t, v in self.grid.tasks.items()})
-        result = load_fault_results(self.out)
+        result = write_tables(self.out, {t: v["lr"] for t, v in self.grid.tasks.items()})
         result.spec = self.spec
         return result
 
