@@ -64,6 +64,21 @@ def spec_choice(label: str, key: str, default: int = 0) -> GuardSpec:
     return GuardSpec.default() if choice == options[0] else designer_spec()
 
 
+@st.fragment(run_every=0.5)
+def job_progress(job, key: str) -> None:
+    """Progress of this session's background grid run (a `sim.jobs.GridJob`) and its Stop
+    button, redrawn alone every half second; a full rerun once the run ends."""
+    snap = job.snapshot()
+    if not snap["running"]:
+        st.rerun()
+    done, total = snap["done"], snap["total"]
+    shown = f"{done:.0f}" if float(done).is_integer() else f"{done:.1f}"
+    st.progress(min(1.0, done / max(total, 1)),
+                text=f"{shown} / {total} cells · {snap['last'] or 'starting …'}")
+    if st.button("Stop", icon=":material/stop:", key=key):
+        job.stop()
+
+
 def regime_time_table(out, key: str | None = None) -> None:
     """The table of time in each regime of an annotated trace, shares as bars."""
     st.dataframe(time_in_regime(out), hide_index=True, width="stretch", key=key,

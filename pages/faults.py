@@ -1,8 +1,12 @@
-"""Faults: the transient-fault benchmark from a results folder or an uploaded summary.csv.
+"""Faults: the transient-fault benchmark from a results folder, an uploaded summary.csv, or
+a miniature grid run here.
 
 Per fault the loss curves of every arm against their fault-free runs, the guard's regime
-bands, and the goals judged. The grid itself runs from the command line
-(`python -m lbw_sim faults --quick`); everything shown is computed by `lbw_sim`.
+bands, and the goals judged. The full grid runs from the command line
+(`python -m lbw_sim faults --quick`). The miniature grid runs in a worker thread
+(`FaultJob`, no Streamlit calls) held in this browser session's state, writing into a
+temporary folder, so its views are those of a results folder; everything shown is
+computed by `lbw_sim`.
 """
 
 from __future__ import annotations
@@ -11,7 +15,17 @@ from pathlib import Path
 
 import streamlit as st
 
-from lbw_sim.errors import TraceError
+from lbw_sim.errors import SpecError, TraceError
+from lbw_sim.sim.fault_grid import (
+    FAULT_NAMES,
+    MINI,
+    SEVERITIES,
+    SMOOTH,
+    TASKS,
+    build_fault_grid,
+    fault_arms,
+)
+from lbw_sim.sim.fault_job import FaultJob
 from lbw_sim.sim.fault_report import (
     FaultResult,
     goals,
@@ -23,18 +37,26 @@ from lbw_sim.sim.fault_report import (
 )
 from lbw_sim.sim.stress_report import ROOT, runs_dir
 from lbw_sim.viz.faults import fault_curves_figure, guard_regimes_figure
-from pages.common import through_app
+from pages.common import job_progress, spec_choice, through_app
 
 through_app(__file__)
 
-SOURCES = ("Results folder", "Upload a summary.csv")
+SOURCES = ("Results folder", "Upload a summary.csv", "Run a miniature grid")
 COMMITTED = ROOT / "benchmarks" / "results"
+#: the miniature grid's fault choices: "lr_spike 100" -> ("lr_spike", 100.0)
+LEVELS = {f"{f} {v:g}": (f, float(v)) for f in FAULT_NAMES for v in SEVERITIES[f]}
+FAULT_HELP = ("corrupt N: N batches of random tokens (flipped labels); lr_spike x: the LR "
+              "times x for 20 steps; overflow N: N steps of +inf gradients; grad_noise x: "
+              "heavy-tailed noise of x times the gradient norm for 10 steps; poison x: one "
+              "step's gradient times x; shift f: from then on a fraction f of every batch is "
+              "noise (not a fault: judged by the LR scale only).")
 
 st.title("Faults")
 st.markdown("Transient faults at each task's AdamW-best LR — bad-data bursts, LR spikes, "
             "overflow storms, heavy-tailed gradient noise, one poisoned step — and a lasting "
             "shift to harder data. Each arm is judged against its own fault-free run. "
-            "Run the grid with `python -m lbw_sim faults --quick`.")
+            "Run the full grid with `python -m lbw_sim faults --quick`, or a miniature one "
+            "here.")
 source = st.radio("Results", SOURCES, horizontal=True, key="faults_source")
 
 
@@ -81,11 +103,85 @@ def upload_section() -> FaultResult | None:
     return FaultResult(summary)
 
 
+def run_section() -> FaultResult | None:
+    """The miniature grid's controls, its run in this session and, once done, its result."""
+    default_levels = [f"{f} {v:g}" for f, vals in MINI["severities"].items() for v in vals]
+    left, right = st.columns(2)
+    with left:
+        task = st.selectbox("Task", list(TASKS), key="faults_mini_task",
+                            format_func=lambda t: f"{t}: {TASKS[t]['about']}")
+        picked = st.multiselect("Faults and severities", list(LEVELS), default=default_levels,
+                                key="faults_mini_faults", help=FAULT_HELP)
+    with right:
+        arms = st.multiselect("Arms", list(fault_arms()), default=MINI["arms"],
+                              key="faults_mini_arms")
+        steps = st.number_input("Steps per run (the fault starts halfway)", min_value=40,
+                                max_value=1000, value=MINI["steps"], step=40,
+                                key="faults_mini_steps")
+    spec = spec_choice("Guard spec of the guard arm", key="faults_mini_spec")
+    severities: dict[str, list[float]] = {}
+    for label in picked:
+        f, v = LEVELS[label]
+        severities.setdefault(f, []).append(v)
+    choice = {"task": task, "severities": severities or {}, "arms": arms, "steps": int(steps)}
+    try:
+        grid = build_fault_grid(mini=True, tasks=[task], severities=choice["severities"],
+                                arms=arms, steps=int(steps))
+    except SpecError as exc:
+        st.error(f"Cannot run this grid: {exc}")
+        grid = None
+    if grid is not None:
+        n_faulted = sum(len(grid.levels(f)) for f in grid.faults)
+        st.caption(f"{len(grid.cells())} cells: {len(arms)} arm(s) × ({n_faulted} fault(s) + "
+                   f"the fault-free reference), seed 1, {steps} steps each, the fault at step "
+                   f"{grid.fault_start(task)}. The default choice takes about 35 s on an "
+                   "idle CPU core (longer on a busy one). Short runs: a smoke test of the "
+                   "spec, not the benchmark's verdict.")
+    job: FaultJob | None = st.session_state.get("faults_job")
+    busy = job is not None and job.snapshot()["running"]
+    if st.button("Run the miniature grid", icon=":material/play_arrow:", type="primary",
+                 key="faults_run", disabled=busy or grid is None):
+        try:
+            job = FaultJob(**choice, spec=spec)
+        except SpecError as exc:
+            st.error(f"Cannot run this grid: {exc}")
+            return None
+        st.session_state["faults_job"] = job
+        job.start()
+        busy = True
+    if busy:
+        job_progress(job, key="faults_stop")
+    if job is None or busy:
+        return None
+    snap = job.snapshot()
+    ran = f"{job.grid.describe()}; guard spec *{job.spec.name}*"
+    if snap["error"]:
+        st.error(f"The run failed: {snap['error']}")
+    elif job.stop_event.is_set():
+        st.warning(f"Stopped ({ran}): the cells finished before the stop are shown.")
+    else:
+        st.success(f"Miniature grid finished: {snap['total']} cells in "
+                   f"{snap['elapsed_s']:.0f} s ({ran}).")
+    result = snap["result"]
+    if result is not None and (job.out / "table.md").is_file():
+        cols = st.columns(4)
+        for col, name, mime in ((cols[0], "summary.csv", "text/csv"),
+                                (cols[1], "table.md", "text/markdown")):
+            col.download_button(f"Download {name}", (job.out / name).read_bytes(),
+                                file_name=f"faults_mini_{name}", mime=mime,
+                                key=f"faults_dl_{name}", icon=":material/download:")
+    return result
+
+
 def show(result: FaultResult) -> None:
     summary = result.summary
+    if summary.empty:
+        st.info("No finished cell yet.")
+        return
     marks = {True: "✔", False: "✘"}
     verdict = goals(summary).assign(met=lambda d: d["met"].map(marks).fillna("?"))
-    st.markdown("**Goals** (the shipped default spec; means over seeds "
+    which = f"guard spec *{result.spec.name}*" if result.spec else "the shipped default spec"
+    st.markdown(f"**Goals** ({which}; means over seeds "
                 f"{', '.join(map(str, sorted(summary['seed'].unique())))})")
     st.dataframe(verdict, hide_index=True, width="stretch", key="faults_goals",
                  column_config={"measured": st.column_config.NumberColumn(format="%.4g")})
@@ -111,11 +207,15 @@ def show(result: FaultResult) -> None:
     curves = result.curves
     st.plotly_chart(fault_curves_figure(curves, task), width="stretch",
                     key="faults_curves_chart")
-    st.plotly_chart(guard_regimes_figure(curves, task), width="stretch",
+    st.caption(f"Each curve is a centred {SMOOTH}-step mean, so a jump shows up to "
+               f"{SMOOTH // 2} steps before the fault's start (grey line); a curve that breaks "
+               "off went non-finite (or its run stopped). The y axis stops at twice the fault-free "
+               "level.")
+    st.plotly_chart(guard_regimes_figure(curves, task, spec=result.spec), width="stretch",
                     key="faults_regimes_chart")
 
 
-section = {SOURCES[0]: folder_section, SOURCES[1]: upload_section}
+section = {SOURCES[0]: folder_section, SOURCES[1]: upload_section, SOURCES[2]: run_section}
 result = section[source]()
 if result is not None:
     show(result)

@@ -34,7 +34,7 @@ from lbw_sim.sim.suite_report import (
     suite_verdicts,
 )
 from lbw_sim.viz import stress_curves_figure, stress_events_figure, stress_loss_figure
-from pages.common import through_app
+from pages.common import job_progress, through_app
 
 through_app(__file__)
 
@@ -50,18 +50,6 @@ st.markdown("Final validation loss against the peak learning rate, each optimize
             "results under runs/, an uploaded summary.csv, or the task suite (the LR grid "
             "over seven model families, `stress --suite`) can be loaded too.")
 source = st.radio("Results", SOURCES, horizontal=True, key="stress_source")
-
-
-@st.fragment(run_every=0.5)
-def job_progress(job: StressJob) -> None:
-    """Progress of this session's run, redrawn alone; a full rerun once the run ends."""
-    snap = job.snapshot()
-    if not snap["running"]:
-        st.rerun()
-    st.progress(min(1.0, snap["done"] / max(snap["total"], 1)),
-                text=f"{snap['done']:.1f} / {snap['total']} cells · {snap['last']}")
-    if st.button("Stop", icon=":material/stop:", key="stress_stop"):
-        job.stop()
 
 
 def committed_section() -> StressResult | None:
@@ -97,7 +85,7 @@ def run_section() -> StressResult | None:
         job.start()
         busy = True
     if busy:
-        job_progress(job)
+        job_progress(job, key="stress_stop")
     if job is None or busy:
         return None
     snap = job.snapshot()

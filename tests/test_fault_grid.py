@@ -3,6 +3,7 @@ resume, the goals, and the Ray backend's parity with the local pool."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -18,6 +19,7 @@ from lbw_sim.sim.fault_grid import (
     TASKS,
     FaultCell,
     build_fault_grid,
+    fault_arms,
     first_at_or_after,
     own_metrics,
     run_fault_grid,
@@ -356,3 +358,79 @@ def test_cli_refuses_a_bad_backend_before_running(capsys):
     assert "--address" in capsys.readouterr().err
     assert main(["stress", "--backend", "dask"]) == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+# --- the studio's miniature grid ---------------------------------------------------------------
+
+def test_mini_grid_is_one_task_three_faults_three_arms_seed_one():
+    from lbw_sim.sim.fault_grid import MINI
+
+    grid = build_fault_grid(mini=True)
+    assert list(grid.tasks) == ["gpt"] and grid.seeds == (1,) and grid.steps("gpt") == 240
+    assert grid.arms == ("adamw", "skipstep", "guard")
+    assert {f: grid.levels(f) for f in grid.faults} == {
+        f: tuple(float(v) for v in vals) for f, vals in MINI["severities"].items()}
+    cells = grid.cells()
+    assert len(cells) == 3 + 3 * 3 and [c.fault for c in cells[:3]] == ["none"] * 3
+    for cell in cells[3:]:  # every fault is over before the run ends
+        start, end = grid.fault_window(cell)
+        assert start == 120 and end <= 240 and grid.scenario(cell).steps == 240
+    # the user's picks override the preset; the full grid is untouched by it
+    picked = build_fault_grid(mini=True, tasks=["mlp"], severities={"corrupt": [50, 5]},
+                              arms=["guard", "adamw"], steps=120)
+    assert picked.levels("corrupt") == (5.0, 50.0) and picked.faults == ("corrupt",)
+    assert picked.arms == ("adamw", "guard") and len(picked.cells()) == 2 + 2 * 2
+    assert len(build_fault_grid(quick=True).cells()) == 2 * 13 * len(fault_arms())
+
+
+@pytest.mark.parametrize("kw, field, words", [
+    ({"severities": {"meteor": [1]}}, "--faults", "unknown fault 'meteor'"),
+    ({"severities": {"lr_spike": [30]}}, "severities.lr_spike", "unknown severity 30"),
+    ({"severities": {"poison": ["a lot"]}}, "severities.poison", "must be numbers"),
+    ({"severities": {}}, "--faults", "at least one"),
+    ({"arms": ["sgd"]}, "--arms", "unknown arm 'sgd'"),
+    ({"arms": []}, "--arms", "at least one arm"),
+    ({"tasks": ["resnet"]}, "--tasks", "unknown task"),
+    ({"severities": {"overflow": [30]}, "steps": 40}, "--steps", "use at least 60 steps"),
+    ({"steps": 0}, "--steps", "whole number"),
+])
+def test_mini_grid_bad_choices_name_the_field(kw, field, words):
+    with pytest.raises(SpecError) as err:
+        build_fault_grid(mini=True, **kw)
+    assert err.value.field == field and words in str(err.value)
+
+
+def test_mini_fault_job_runs_end_to_end_into_a_temp_folder():
+    import gc
+
+    from lbw_sim.guard.spec import GuardSpec
+    from lbw_sim.sim.fault_job import FaultJob
+
+    spec = GuardSpec.named("lbw-adaptive")
+    job = FaultJob(task="mlp", severities={"poison": [1e4], "lr_spike": [100]},
+                   arms=["adamw", "guard"], steps=40, spec=spec)
+    job.start()
+    job.join(300)
+    snap = job.snapshot()
+    assert snap["error"] is None and not snap["running"] and snap["done"] == snap["total"] == 6
+    assert snap["last"] and snap["elapsed_s"] > 0
+    res = snap["result"]
+    s = res.summary
+    assert len(s) == len(job.grid.cells()) == 6  # one row per cell
+    assert set(map(tuple, s[["fault", "severity"]].drop_duplicates().to_numpy())) == {
+        ("none", 0.0), ("lr_spike", 100.0), ("poison", 1e4)}
+    clean = s[s["fault"] == "none"].set_index("arm")
+    assert (clean["ratio"] == 1.0).all()
+    for r in s[s["fault"] != "none"].itertuples():  # the same arm's fault-free run is the ref
+        assert r.clean_final_val_loss == pytest.approx(clean.loc[r.arm, "final_val_loss"])
+        assert r.fault_start == 20 and r.steps_run == 40
+    # what the figures and the table need: every cell's curve, the report files, the spec
+    assert len(res.curves.groupby(["fault", "severity", "arm"])) == 6
+    assert {"table.md", "summary.csv", "curves.csv.gz"} <= {p.name for p in job.out.iterdir()}
+    assert "| poison | 10000 |" in (job.out / "table.md").read_text(encoding="utf-8")
+    assert res.spec.hash == spec.hash != GuardSpec.default().hash
+    assert json.loads((job.out / "grid.json").read_text())["guard"] == spec.hash
+    folder = job.out.parent
+    del job, snap
+    gc.collect()
+    assert not folder.exists()  # the temp folder goes with the job (its browser session)

@@ -1,6 +1,7 @@
 """The transient-fault benchmark: fault x severity x task x arm x seed at a good LR, resumable.
 
     grid = build_fault_grid(quick=True)               # seed 1 only; seeds 1..N with seeds=N
+    grid = build_fault_grid(mini=True)                # the studio's: MINI, well under a minute
     summary = run_fault_grid(grid, "runs/faults_quick", workers=2)   # or backend="ray"
     viz.faults.write_report("runs/faults_quick")         # table.md, HTML figures
 
@@ -82,8 +83,8 @@ RECOVERY_TOL, SMOOTH = 0.01, 21
 #:   mlp: 1e-3 0.0875 · 3.16e-3 0.0681 · 1e-2 0.0446 · 3.16e-2 0.2857
 #: so both tasks train at 1e-2.
 TASKS: dict[str, dict[str, Any]] = {
-    # the char GPT: 2 layers, width 32, on an order-1 Markov corpus of known entropy rate
-    "gpt": {"lr": 1.0e-2, "find_lrs": [1.0e-3, 3.16e-3, 1.0e-2, 3.16e-2, 1.0e-1],
+    "gpt": {"about": "a char GPT (2 layers, width 32) on an order-1 Markov corpus",
+            "lr": 1.0e-2, "find_lrs": [1.0e-3, 3.16e-3, 1.0e-2, 3.16e-2, 1.0e-1],
             "scenario": {
                 "name": "faults_gpt",
                 "model": {"kind": "gpt", "n_layer": 2, "n_head": 2, "n_embd": 32,
@@ -93,8 +94,9 @@ TASKS: dict[str, dict[str, Any]] = {
                 "optimizer": {"kind": "adamw", "betas": [0.9, 0.95], "weight_decay": 0.1},
                 "schedule": {"warmup": 30, "decay": "constant"},
                 "steps": 600, "batch_size": 16, "eval_every": 50, "eval_batches": 4}},
-    # the MLP on scikit-learn's digits (shipped with the package: no download)
-    "mlp": {"lr": 1.0e-2, "find_lrs": [1.0e-3, 3.16e-3, 1.0e-2, 3.16e-2],
+    # (scikit-learn ships the digits: no download)
+    "mlp": {"about": "an MLP (2 x 128) on scikit-learn's digits",
+            "lr": 1.0e-2, "find_lrs": [1.0e-3, 3.16e-3, 1.0e-2, 3.16e-2],
             "scenario": {
                 "name": "faults_mlp",
                 "model": {"kind": "mlp", "hidden": [128, 128]},
@@ -103,6 +105,13 @@ TASKS: dict[str, dict[str, Any]] = {
                 "schedule": {"warmup": 20, "decay": "constant"},
                 "steps": 1000, "batch_size": 64, "eval_every": 50}},
 }
+
+
+#: The studio's miniature grid: the char GPT, one severity of three faults, three arms, seed
+#: 1, 240 steps (the fault at step 120): ~25 s on one CPU thread. Every key can be overridden.
+MINI: dict[str, Any] = {"tasks": ["gpt"], "severities": {"lr_spike": [100], "overflow": [3],
+                                                          "poison": [1e4]},
+                        "arms": ["adamw", "skipstep", "guard"], "steps": 240, "seeds": 1}
 
 
 def fault_arms() -> tuple[str, ...]:
@@ -145,14 +154,27 @@ class FaultGrid:
     arms: tuple[str, ...]
     seeds: tuple[int, ...]
     guard: str = "default"
+    #: per fault the severities run (a subset of SEVERITIES'); None: all of them
+    severities: dict[str, tuple[float, ...]] | None = None
+
+    def levels(self, fault: str) -> tuple[float, ...]:
+        return (self.severities or SEVERITIES).get(fault, SEVERITIES[fault])
 
     def cells(self) -> list[FaultCell]:
         """Fault-free cells first (every faulted cell's reference), then task-major."""
         clean = [FaultCell(t, "none", 0.0, a, s) for t in self.tasks for s in self.seeds
                  for a in self.arms]
         faulted = [FaultCell(t, f, float(v), a, s) for t in self.tasks for f in self.faults
-                   for v in SEVERITIES[f] for s in self.seeds for a in self.arms]
+                   for v in self.levels(f) for s in self.seeds for a in self.arms]
         return clean + faulted
+
+    def describe(self) -> str:
+        """One line: tasks; faults and severities; arms; steps (seeds when more than one)."""
+        steps = sorted({self.steps(t) for t in self.tasks})
+        seeds = f"; seeds 1–{len(self.seeds)}" if len(self.seeds) > 1 else ""
+        return (f"{', '.join(self.tasks)}; "
+                + ", ".join(f"{f} {v:g}" for f in self.faults for v in self.levels(f))
+                + f"; arms {', '.join(self.arms)}; {'/'.join(map(str, steps))} steps{seeds}")
 
     def steps(self, task: str) -> int:
         return int(self.tasks[task]["scenario"]["steps"])
@@ -204,17 +226,29 @@ class FaultGrid:
                 "guard": spec.hash, "metrics": [RECOVERY_TOL, SMOOTH]}
 
 
-def build_fault_grid(*, quick: bool = False, seeds: int | None = None,
+def build_fault_grid(*, quick: bool = False, mini: bool = False, seeds: int | None = None,
                      tasks: list[str] | None = None, faults: list[str] | None = None,
+                     severities: dict[str, list[float]] | None = None,
                      arms: list[str] | None = None, steps: int | None = None,
                      guard: str = "default") -> FaultGrid:
     """The fault grid: every task, fault and arm; seeds 1..N (default 3, or 1 with `quick`:
-    seed 0 is kept for finding LRs). `steps` shortens every task (tests); `guard` is the
-    guard arm's spec (`default`, a shipped name or an absolute path)."""
+    seed 0 is kept for finding LRs). `mini`: the studio's miniature grid (MINI), whose keys
+    the other arguments override. `severities` picks, per fault, some of its SEVERITIES (and
+    implies `faults`). `steps` shortens every task (each fault must end within it); `guard`
+    is the guard arm's spec (`default`, a shipped name or an absolute path)."""
+    if mini:
+        seeds = MINI["seeds"] if seeds is None else seeds
+        tasks, arms = tasks or MINI["tasks"], MINI["arms"] if arms is None else arms
+        steps = MINI["steps"] if steps is None else steps
+        if faults is None and severities is None:
+            severities = MINI["severities"]
     if seeds is None:
         seeds = 1 if quick else 3
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise SpecError("--seeds", f"must be a whole number >= 1, got {seeds!r}")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
+                              or steps < 2):
+        raise SpecError("--steps", f"must be a whole number >= 2, got {steps!r}")
     picked = {}
     for name in tasks or list(TASKS):
         if name not in TASKS:
@@ -223,17 +257,65 @@ def build_fault_grid(*, quick: bool = False, seeds: int | None = None,
         if steps is not None:
             t["scenario"]["steps"] = int(steps)
         picked[name] = t
+    levels = _severities(severities)
+    if levels is not None and faults is None:
+        faults = list(levels)  # a fault in `faults` without `severities` runs all of its
     for f in faults or []:
         if f not in FAULT_NAMES:
             raise SpecError("--faults", f"unknown fault {f!r}; known: {', '.join(FAULT_NAMES)}")
+    if faults is not None and not faults:
+        raise SpecError("--faults", "pick at least one fault")
     known = fault_arms()
     for a in arms or []:
         if a not in known:
             raise SpecError("--arms", f"unknown arm {a!r}; known: {', '.join(known)}")
+    if arms is not None and not arms:
+        raise SpecError("--arms", "pick at least one arm")
     GuardSpec.resolve(guard)  # a bad --spec fails here, naming what is wrong
-    return FaultGrid(picked, tuple(f for f in FAULT_NAMES if f in (faults or FAULT_NAMES)),
+    grid = FaultGrid(picked, tuple(f for f in FAULT_NAMES if f in (faults or FAULT_NAMES)),
                      tuple(a for a in known if a in (arms or known)),
-                     tuple(range(1, seeds + 1)), guard)
+                     tuple(range(1, seeds + 1)), guard, levels)
+    if steps is not None:
+        _check_windows(grid)
+    return grid
+
+
+def _severities(value: dict[str, list[float]] | None) -> dict[str, tuple[float, ...]] | None:
+    """A `severities` choice checked against SEVERITIES (errors name the fault)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        raise SpecError("--faults", "pick at least one fault and severity")
+    out = {}
+    for fault, vals in value.items():
+        if fault not in FAULT_NAMES:
+            raise SpecError("--faults", f"unknown fault {fault!r}; known: "
+                                        f"{', '.join(FAULT_NAMES)}")
+        known = ", ".join(f"{v:g}" for v in SEVERITIES[fault])
+        try:
+            got = sorted({float(v) for v in vals})
+        except (TypeError, ValueError):
+            raise SpecError(f"severities.{fault}", f"must be numbers among {known}, got "
+                                                   f"{vals!r}") from None
+        bad = [v for v in got if v not in SEVERITIES[fault]]
+        if bad or not got:
+            raise SpecError(f"severities.{fault}", f"unknown severity {bad[0]:g}; known: "
+                            f"{known}" if bad else f"pick at least one of {known}")
+        out[fault] = tuple(got)
+    return out
+
+
+def _check_windows(grid: FaultGrid) -> None:
+    """Each fault must be over before a shortened run ends (else nothing is left to judge)."""
+    for task in grid.tasks:
+        steps = grid.steps(task)
+        for f in grid.faults:
+            for sev in grid.levels(f):
+                start, end = grid.fault_window(FaultCell(task, f, sev, grid.arms[0], 1))
+                if end is not None and end > steps:
+                    raise SpecError("--steps", f"{steps} steps: the {f} {sev:g} fault runs "
+                                    f"from step {start} to {end}, past the end; use at least "
+                                    f"{2 * (end - start)} steps")
 
 
 # --- metrics on curves (pure numpy, no torch) ------------------------------------------------

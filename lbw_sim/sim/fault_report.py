@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.sim.fault_grid import (
     CURVE_COLUMNS,
     TRANSIENT,
@@ -45,6 +46,7 @@ class FaultResult:
 
     summary: pd.DataFrame
     curves: pd.DataFrame = field(default_factory=pd.DataFrame)
+    spec: GuardSpec | None = None  # the guard arm's spec, where known (None: not recorded)
 
 
 def mean_table(summary: pd.DataFrame) -> pd.DataFrame:

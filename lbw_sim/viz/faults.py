@@ -7,7 +7,6 @@ guard's regime bands per fault. Colours come from `lbw_sim.viz` (one table for a
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -42,15 +41,17 @@ def fault_curves_figure(curves: pd.DataFrame, task: str | None = None,
     faults = [f for f in FAULT_NAMES if f in set(c["fault"])]
     sevs = {f: sorted(c.loc[c["fault"] == f, "severity"].unique()) for f in faults}
     rows = max(1, len(faults))
-    titles = [f"{f} {s:g}" for f in faults for s in (sevs[f] + [math.nan])[:2]]
-    fig = make_subplots(rows=rows, cols=2, subplot_titles=titles, shared_xaxes=True,
+    cols = max([len(v) for v in sevs.values()] + [1])  # a grid may run one severity of each
+    titles = [f"{f} {sevs[f][j]:g}" if j < len(sevs[f]) else "" for f in faults
+              for j in range(cols)]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, shared_xaxes=True,
                         vertical_spacing=min(0.08, 0.5 / rows), horizontal_spacing=0.06)
     clean = {arm: _mean_curve(g) for arm, g in c[c["fault"] == "none"].groupby("arm")}
     level = [float(np.nanmedian(v[np.isfinite(v)])) for v in clean.values() if len(v)]
     low = [float(v[np.isfinite(v)].min()) for v in clean.values() if np.isfinite(v).any()]
     shown: set[str] = set()
     for i, f in enumerate(faults):
-        for j, sev in enumerate(sevs[f][:2]):
+        for j, sev in enumerate(sevs[f]):
             g = c[(c["fault"] == f) & (c["severity"] == sev)]
             for arm, ga in g.groupby("arm", sort=False):
                 y = _mean_curve(ga)
@@ -117,10 +118,14 @@ def guard_regimes_figure(curves: pd.DataFrame, task: str | None = None, seed: in
                         hovertemplate=f"{label}: {name} steps {step[a]}–{step[b - 1]}"
                                       "<extra></extra>")
             shown.add(name)
-    fig.update_layout(barmode="overlay", height=height or 60 + 28 * len(labels),
+    # The legend runs along the bottom margin: a side legend on a few band rows is cut
+    # to two entries with a scroll bar.
+    fig.update_layout(barmode="overlay", height=height or 150 + 28 * len(labels),
                       title=f"{task}: guard regimes per fault (seed {seed})",
                       xaxis_title="step", yaxis={"autorange": "reversed"},
-                      margin={"t": 60, "l": 120, "r": 20, "b": 40}, bargap=0.15)
+                      margin={"t": 60, "l": 120, "r": 20, "b": 90}, bargap=0.15,
+                      legend={"orientation": "h", "yref": "container", "y": 0.0,
+                              "yanchor": "bottom", "x": 0.0})
     return fig
 
 
