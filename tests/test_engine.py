@@ -117,19 +117,45 @@ def test_no_chattering_under_noise_at_a_threshold():
 
 
 def test_adaptive_spec_detects_loss_spikes_and_nan_and_recovers():
-    """The adaptive spec: a loss spike cuts the LR, a short NaN storm is skipped at the
-    full LR (no low-LR tail), a rollback only once it persists, and the run ends nominal."""
+    """The adaptive spec: an outlier step is dropped at the full LR (no LR cut for one bad
+    step), a NaN storm is skipped at the full LR (no low-LR tail), a rollback only once it
+    persists 50 steps, a stop only if 50 more follow, and the run ends nominal."""
+    spec = GuardSpec.named("lbw-adaptive")
     df = inject(healthy(4000, seed=3), [Incident("loss_spike", 1500, 2, 4.0),
-                                       Incident("nan_storm", 3300, 5)])
-    out = replay(df, GuardSpec.named("lbw-adaptive"))
+                                       Incident("nan_storm", 3300, 60)])
+    out = replay(df, spec)
     regime = out["regime"].astype(str).to_numpy()
     # the incident's gradient norm jumps 16x (grad_z far above 100): met at its first step
-    assert regime[1499] == "nominal" and regime[1500] == "intervene"
-    assert out["lr_scale"].iloc[1500] < 1.0 and "grad_z=" in out["cause"].iloc[1500]
-    assert regime[3300] == "skip" and out["skipped"].iloc[3300]
-    assert out["lr_scale"].iloc[3300] == 1.0
-    assert out["rollback"].sum() == 1
+    assert regime[1499] == "nominal" and regime[1500] != "nominal"
+    assert out["skipped"].iloc[1500] and out["lr_scale"].iloc[1500] == 1.0
+    assert "grad_z=" in out["cause"].iloc[1500]
+    assert (out["lr_scale"].iloc[1500:1600] == 1.0).all()  # two bad steps: no LR cut
+    storm = out.iloc[3300:3349]
+    assert (storm["regime"] == "skip").all() and (storm["lr_scale"] == 1.0).all()
+    assert out.loc[out["rollback"], "step"].tolist() == [3349]
     assert regime[-1] == "nominal"
+    longer = replay(inject(healthy(4000, seed=3), [Incident("nan_storm", 3300, 120)]), spec)
+    stop = longer.loc[longer["regime"] == "stop", "step"]
+    assert longer["rollback"].sum() == 1 and stop.min() == 3399
+
+
+def test_adaptive_spec_holds_a_jumped_lr_and_ignores_warmups():
+    """The LR against its own recent level: a x10 scheduler bug is held at 1/10 from its
+    first step until it ends; linear warm-ups (short, long, logged sparsely) never fire."""
+    spec = GuardSpec.named("lbw-adaptive")
+    for steps, warmup, every in [(600, 30, 1), (20000, 2000, 1), (20000, 2000, 10),
+                                 (5000, 1, 1), (3000, 5, 1)]:
+        df = healthy(steps, seed=1, every=every)
+        df["lr"] = 1e-3 * np.minimum(1.0, (df["step"] + 1) / warmup)
+        assert (replay(df, spec)["regime"] == "nominal").all(), (steps, warmup, every)
+    df = healthy(600, seed=1)
+    df["lr"] = 1e-3 * np.minimum(1.0, (df["step"] + 1) / 30)
+    df.loc[300:319, "lr"] *= 10
+    out = replay(df, spec)
+    held = out.iloc[300:320]
+    assert (held["regime"] == "lr_hold").all() and out["regime"].iloc[299] == "nominal"
+    assert held["lr_scale"].iloc[2:].max() <= 0.1 + 1e-12
+    assert out["regime"].iloc[320] == "nominal" and out["lr_scale"].iloc[-1] == 1.0
 
 
 def test_v1_detects_spikes_and_nan_and_recovers():

@@ -1,0 +1,100 @@
+"""Can a scale-free statistic tell "this LR is too high" from "this run is fine"? (seed 0)
+
+For every task of the suite (lbw_sim/sim/suite.py) and LR factors 1x, 3.16x, 10x and 31.6x
+its AdamW-best LR, plain AdamW (the suite's betas and warm-up, seed 0: the tuning seed) is
+trained while three candidate signals are measured, each free of the task's scale:
+
+- `hypergrad`: cosine between this step's gradient and the previous update (the sign of the
+  hypergradient dL/dlr: > 0 means the last step overshot), mean over steps 5-30;
+- `grad/g0`: median gradient norm over steps 60-300 against its median over steps 0-5
+  (a reference frozen early, when the LR is still small);
+- `drawdown`: the loss EMA's largest rise above its own running best, in units of its own
+  absolute deviation (a run that diverges slowly climbs away from its best).
+
+A signal transfers if one threshold separates the 1x rows from the >= 10x rows on every task.
+The printed table is the evidence behind docs/guard.md's "Rescue: what was measured".
+
+    python benchmarks/too_high_signals.py [--tasks gpt_prose,mlp_digits]   # ~3 min, 1 core
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lbw_sim.sim.suite import get_tasks  # noqa: E402
+from lbw_sim.sim.tasks import build_task  # noqa: E402
+
+FACTORS = (1.0, 3.16, 10.0, 31.6)
+
+
+def _flat(ts: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in ts])
+
+
+def measure(task, factor: float, seed: int = 0) -> dict[str, float]:
+    """Train one cell with plain AdamW and return the three signals and the val loss."""
+    sc = task.grid(seeds=[seed], lrs=[task.best_lr], arms=["adamw"]).scenario
+    t = build_task(sc, seed, torch.device("cpu"), {})
+    params = [p for p in t.module.parameters() if p.requires_grad]
+    lr = task.best_lr * factor
+    opt = torch.optim.AdamW(params, lr=lr, betas=sc.optimizer.betas,
+                            weight_decay=sc.optimizer.weight_decay)
+    batches = iter(t.batches) if t.batches is not None else None
+    hyper, norms, losses, prev = [], [], [], None
+    for step in range(sc.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr * sc.schedule.factor(step, sc.steps)
+        loss = t.loss(next(batches) if batches is not None else None, step)
+        opt.zero_grad()
+        loss.backward()
+        grad = _flat([p.grad for p in params])
+        hyper.append(float(torch.nn.functional.cosine_similarity(grad, prev, 0))
+                     if prev is not None else np.nan)
+        norms.append(float(grad.norm()))
+        before = _flat([p.detach() for p in params]).clone()
+        opt.step()
+        prev = _flat([p.detach() for p in params]) - before
+        losses.append(float(loss.detach()))
+    g = np.array(norms)
+    return {"val": t.evaluate(), "hypergrad": float(np.nanmean(hyper[5:30])),
+            "grad/g0": float(np.median(g[60:]) / np.median(g[:5])),
+            "drawdown": drawdown(np.array(losses))}
+
+
+def drawdown(loss: np.ndarray, half_life: float = 20.0, warmup: int = 20) -> float:
+    """Largest rise of the loss EMA above its running best, in its own deviation units."""
+    a = 1.0 - 0.5 ** (1.0 / half_life)
+    m, dev, best, worst = loss[0], 0.0, np.inf, 0.0
+    for i, x in enumerate(loss):
+        m += a * (x - m)
+        dev += a * (abs(x - m) - dev)
+        if i >= warmup:
+            best = min(best, m)
+            worst = max(worst, (m - best) / max(dev, 1e-12))
+    return float(worst)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", help="comma-separated suite tasks (default: all)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    print("| task | LR factor | val loss | hypergrad (5-30) | grad/g0 | drawdown |")
+    print("|---|---|---|---|---|---|")
+    for task in get_tasks(args.tasks.split(",") if args.tasks else None):
+        for f in FACTORS:
+            m = measure(task, f)
+            print(f"| {task.name} | {f:g}x | {m['val']:.3f} | {m['hypergrad']:+.3f} | "
+                  f"{m['grad/g0']:.2f} | {m['drawdown']:.2f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
