@@ -49,7 +49,7 @@ def test_replay_writes_annotated_trace(demo_csv, tmp_path, suffix):
 
 
 def test_replay_with_spec_file(demo_csv, tmp_path):
-    spec = GuardSpec.default().with_values({"thresholds.spike_ratio": 10.0,
+    spec = GuardSpec.default().with_values({"thresholds.grad_spike_z": 1e9,
                                             "thresholds.spike_z": 500.0})
     (tmp_path / "lax.json").write_text(spec.to_json())
     r = cli("replay", demo_csv, "--spec", tmp_path / "lax.json")
