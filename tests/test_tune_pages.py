@@ -84,13 +84,13 @@ def test_designer_edit_shows_on_regimes_on_the_uploaded_log():
         "added_rows": [], "deleted_rows": []}
     at = healthy(at.run())
     spec = at.session_state["spec"]
-    assert spec.thresholds["spike_z"] == 1e9 and spec.name == "lbw-default (edited)"
+    assert spec.thresholds["spike_z"] == 1e9
+    assert spec.name == f"{GuardSpec.default().name} (edited)"
     at = healthy(open_page(at, "regimes"))
     assert any(spec.hash in c.value for c in at.caption)
     assert any("my_run.csv" in c.value for c in at.caption)
     after = fired(at)
-    spikes = lambda t: t["transition"].isin(["spike", "grad_spike"]).sum()  # noqa: E731
-    assert spikes(before) > spikes(after)
+    assert len(before) > len(after)          # no spike fires: fewer transitions, by name or not
 
 
 def test_wandb_export_with_two_runs_lets_the_user_pick_the_run():
@@ -190,13 +190,16 @@ def test_tune_without_labels_shows_the_cost_trade_off():
 
 def test_replay_ab_never_shows_two_specs_of_the_same_name():
     at = open_page(app(), "designer")
-    names = list(GuardSpec.default().thresholds)
+    default = GuardSpec.default()
+    names = list(default.thresholds)
     at.session_state["ed_thresholds_0"] = {"edited_rows": {names.index("spike_z"): {
-        "value": "12"}}, "added_rows": [], "deleted_rows": []}
+        "value": f"{1.5 * default.thresholds['spike_z']:g}"}}, "added_rows": [],
+        "deleted_rows": []}
     at = healthy(at.run())
     at = healthy(open_page(at, "replay"))
     summary = next(d.value for d in at.dataframe if "min LR scale" in d.value.columns)
     names_shown = [m.value for m in at.markdown if m.value.startswith("**A:") or
                    m.value.startswith("**B:")]
-    assert "`lbw-default`" in names_shown[0] and "`lbw-default (edited)`" in names_shown[1]
+    assert f"`{default.name}`" in names_shown[0]
+    assert f"`{default.name} (edited)`" in names_shown[1]
     assert len(summary) == 2
