@@ -85,7 +85,7 @@ def show(result: FaultResult) -> None:
     summary = result.summary
     marks = {True: "✔", False: "✘"}
     verdict = goals(summary).assign(met=lambda d: d["met"].map(marks).fillna("?"))
-    st.markdown("**Goals** (the shipped default spec; means over seeds "
+    st.markdown("**Goals** (the guard arm's spec the grid was run with; means over seeds "
                 f"{', '.join(map(str, sorted(summary['seed'].unique())))})")
     st.dataframe(verdict, hide_index=True, width="stretch", key="faults_goals",
                  column_config={"measured": st.column_config.NumberColumn(format="%.4g")})
