@@ -141,7 +141,8 @@ def test_designer_shows_the_snippets_next_to_the_yaml():
     at = at.switch_page("pages/designer.py").run()
     assert not at.exception
     shown = [c.value for c in at.code]
-    assert any("GuardedTrainer(" in c and "lbw-default.yaml" in c for c in shown)
+    name = GuardSpec.default().name
+    assert any("GuardedTrainer(" in c and f"{name}.yaml" in c for c in shown)
     assert any("GuardCallback(" in c for c in shown) and any("opt.step(loss=loss)" in c
                                                              for c in shown)
 
