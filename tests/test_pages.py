@@ -61,16 +61,18 @@ def test_designer_renders_tables_diagram_and_preview():
 def test_edited_threshold_changes_the_preview_regimes():
     at = page("designer")
     before = frame(at, "preview_fired")
-    th = GuardSpec.default().thresholds
-    low = th["calm_z"] + 0.5                 # just above the exit: spikes everywhere
-    at = edit(at, "ed_thresholds_0", {list(th).index("spike_z"): {"value": f"{low:g}"}})
+    names = list(GuardSpec.default().thresholds)
+    touchy = {"calm_z": 0.5, "watch_z": 0.75, "spike_z": 1.0}   # inside the healthy noise
+    at = edit(at, "ed_thresholds_0", {names.index(k): {"value": f"{v:g}"}
+                                      for k, v in touchy.items()})
     assert not at.exception and not at.error
     spec = at.session_state["spec"]
-    assert spec.thresholds["spike_z"] == low
+    assert {k: spec.thresholds[k] for k in touchy} == touchy
     after = frame(at, "preview_fired")
     assert len(after) > len(before)
     diff = frame(at, "designer_diff")
-    assert list(diff["setting"]) == ["thresholds.spike_z"]
+    changed = [k for k, v in touchy.items() if GuardSpec.default().thresholds[k] != v]
+    assert changed and list(diff["setting"]) == sorted(f"thresholds.{k}" for k in changed)
 
 
 def test_invalid_edit_is_reported_and_last_valid_spec_kept():
