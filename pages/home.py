@@ -7,7 +7,6 @@ from lbw_sim.guard.analysis import transitions_table
 from lbw_sim.guard.diagram import to_dot
 from lbw_sim.guard.engine import replay
 from lbw_sim.guard.spec import GuardSpec
-from lbw_sim.sim.trajectories import DEMO_SPEC
 from lbw_sim.traces.synthetic import demo_trace
 from lbw_sim.viz import demo_figure, trace_figure
 from pages.common import regime_time_table, through_app
@@ -36,15 +35,16 @@ st.markdown(
 )
 st.subheader("One-click demo: the same run, unguarded and guarded by the v1 ratchet")
 spec = GuardSpec.default()
-demo_spec = GuardSpec.named(DEMO_SPEC)
 if st.button("Run the demo", icon=":material/play_arrow:", type="primary", key="home_demo"):
-    from lbw_sim.sim.trajectories import demo_runs
+    from lbw_sim.sim.trajectories import demo_runs  # torch: imported on first use
 
     with st.spinner("Training twice on CPU…"):
-        st.session_state["home_demo_runs"] = demo_runs(spec=demo_spec)
+        st.session_state["home_demo_runs"] = demo_runs()    # under the v1 ratchet
 demo = st.session_state.get("home_demo_runs")
 if demo is not None:
-    from lbw_sim.sim.trajectories import guard_actions, verdict
+    from lbw_sim.sim.trajectories import DEMO_SPEC, guard_actions, verdict
+
+    demo_spec = GuardSpec.named(DEMO_SPEC)
 
     runs, summary = demo
     plain, guarded = (runs[runs["arm"] == a] for a in ("plain", "guarded"))
