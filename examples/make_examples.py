@@ -34,6 +34,9 @@ BASE = {
     "schedule": {"warmup": 50, "decay": "constant"},
     "steps": 600, "batch_size": 16, "eval_every": 50, "eval_batches": 4,
 }
+#: The guarded examples were recorded under the v1 ratchet (the default then): regenerated
+#: under it, they replay to the regimes they hold.
+GUARD_SPEC = "lbw-v1"
 EXAMPLES = {
     # name: (arm, faults, what the trace shows)
     "quiet": ("adamw", [], "a healthy run: the loss falls towards the entropy floor"),
@@ -43,14 +46,14 @@ EXAMPLES = {
     ], "two loss spikes: corrupted batches, then a short LR spike"),
     "nan_storm": ("guard", [
         {"kind": "nonfinite", "target": "grads", "value": "nan", "at": 300, "duration": 12},
-    ], "NaN gradients for 12 batches under the default guard: skip, rollback, recover"),
+    ], "NaN gradients for 12 batches under the v1 guard: skip, rollback, recover"),
     "slow_divergence": ("adamw", [  # 12% more LR every 10 steps from 200: ~90x by the end
         {"kind": "lr_spike", "factor": 1.12, "at": at, "duration": 600 - at}
         for at in range(200, 600, 10)
     ], "the LR creeps up 12% every 10 steps from step 200: loss and grad norm drift up"),
     "lr_too_high": ("guard", [
         {"kind": "lr_spike", "factor": 10.0, "at": 0, "duration": 600},
-    ], "AdamW at 10x its LR under the default guard: the LR ratchet halves it while the "
+    ], "AdamW at 10x its LR under the v1 guard: the LR ratchet halves it while the "
        "update/weight ratio stays above 3%"),
 }
 
@@ -73,7 +76,7 @@ def fault_labels(trace: pd.DataFrame) -> pd.DataFrame:
 
 def make(name: str, arm: str, faults: list, note: str) -> None:
     sc = Scenario.from_dict({"name": name, "description": note, "faults": faults,
-                             "arms": [arm], **BASE})
+                             "arms": [arm], "guard": GUARD_SPEC, **BASE})
     rows = list(Run(sc, arm, sc.lrs[0], seed=0, device="cpu"))
     trace = pd.DataFrame(rows)
     cols = CANONICAL + (GUARD if arm == "guard" else [])

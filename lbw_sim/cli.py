@@ -17,7 +17,7 @@ from lbw_sim.errors import LbwError, SpecError
 def _load_spec(path: str | None):
     from lbw_sim.guard.spec import GuardSpec
 
-    return GuardSpec.default() if path is None else GuardSpec.load(path)
+    return GuardSpec.default() if path is None else GuardSpec.resolve(path)
 
 
 def _load_trace(args: argparse.Namespace):
@@ -403,7 +403,8 @@ def _trace_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("trace", metavar="TRACE",
                    help="a log file or run directory (HF trainer_state.json, TensorBoard, "
                         "Lightning, W&B, LLaMA-Factory, nanoGPT text, CSV/JSONL/Parquet)")
-    p.add_argument("--spec", help="spec file (default: the shipped default spec)")
+    p.add_argument("--spec", help="a shipped name (lbw-default, lbw-v1, lbw-adaptive) or a spec "
+                                  "file (default: the shipped default spec)")
     p.add_argument("--format", default="auto", help="log format (default: detected)")
     p.add_argument("--map", action="append", metavar="NAME=SOURCE",
                    help="map a canonical column to a source column/tag, e.g. loss=train/loss")

@@ -57,11 +57,18 @@ def adopt_spec(spec: GuardSpec) -> None:
                             designer_ver=st.session_state.get("designer_ver", 0) + 1)
 
 
+#: spec_choice's options, in order: the shipped default, the designer's, the v1 ratchet.
+SPEC_CHOICES = ("Default spec", "Designer's spec", "v1 ratchet (lbw-v1)")
+V1_CHOICE = SPEC_CHOICES.index("v1 ratchet (lbw-v1)")
+
+
 def spec_choice(label: str, key: str, default: int = 0) -> GuardSpec:
-    """Pick the shipped default or this session's designer spec."""
-    options = ["Default spec", "Designer's spec"]
-    choice = st.selectbox(label, options, index=default, key=key)
-    return GuardSpec.default() if choice == options[0] else designer_spec()
+    """Pick the shipped default, this session's designer spec or the v1 ratchet (the spec
+    the committed figures and the edge-of-stability demos were measured with)."""
+    choice = st.selectbox(label, SPEC_CHOICES, index=default, key=key)
+    if choice == SPEC_CHOICES[0]:
+        return GuardSpec.default()
+    return designer_spec() if choice == SPEC_CHOICES[1] else GuardSpec.named("lbw-v1")
 
 
 @st.fragment(run_every=0.5)

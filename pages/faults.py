@@ -180,7 +180,8 @@ def show(result: FaultResult) -> None:
         return
     marks = {True: "✔", False: "✘"}
     verdict = goals(summary).assign(met=lambda d: d["met"].map(marks).fillna("?"))
-    which = f"guard spec *{result.spec.name}*" if result.spec else "the shipped default spec"
+    which = (f"guard spec *{result.spec.name}*" if result.spec
+             else "the guard arm's spec the grid was run with")
     st.markdown(f"**Goals** ({which}; means over seeds "
                 f"{', '.join(map(str, sorted(summary['seed'].unique())))})")
     st.dataframe(verdict, hide_index=True, width="stretch", key="faults_goals",

@@ -1,4 +1,5 @@
-"""Home: what the guard is, the default spec, and a replay of the built-in example trace."""
+"""Home: what the guard is, the default spec, a demo past the edge of stability (under the
+v1 ratchet, whose update cap holds it) and a replay of the built-in example trace."""
 
 import streamlit as st
 
@@ -25,21 +26,25 @@ st.markdown(
     "training telemetry (loss, gradient norm, non-finite values, the update/weight ratio), "
     "decides which **regime** training is in, and applies **bounded control** — an LR scale "
     "within hard limits and a slew rate, an update cap, skipped updates, momentum damping, "
-    "rollback — with **hysteresis**, so it does not chatter. The default spec also carries "
-    "a one-way **LR ratchet**: while the updates stay above 3 % of the weights, the LR is "
-    "halved for the rest of the run. Everything the guard does is written into the trace "
-    "with its cause."
+    "rollback — with **hysteresis**, so it does not chatter. The default spec "
+    f"(`{GuardSpec.default().name}`) reads the loss and the gradient norm in units of their "
+    "own noise, so no threshold is a per-model constant. The v1 spec (`lbw-v1`) adds an "
+    "update cap and a one-way **LR ratchet**: while the updates stay above 3 % of the "
+    "weights, the LR is halved for the rest of the run. Everything the guard does is "
+    "written into the trace with its cause."
 )
-st.subheader("One-click demo: the same run, unguarded and guarded")
+st.subheader("One-click demo: the same run, unguarded and guarded by the v1 ratchet")
 spec = GuardSpec.default()
 if st.button("Run the demo", icon=":material/play_arrow:", type="primary", key="home_demo"):
-    from lbw_sim.sim.trajectories import demo_runs
+    from lbw_sim.sim.trajectories import demo_runs  # torch: imported on first use
 
     with st.spinner("Training twice on CPU…"):
-        st.session_state["home_demo_runs"] = demo_runs()
+        st.session_state["home_demo_runs"] = demo_runs()    # under the v1 ratchet
 demo = st.session_state.get("home_demo_runs")
 if demo is not None:
-    from lbw_sim.sim.trajectories import guard_actions, verdict
+    from lbw_sim.sim.trajectories import DEMO_SPEC, guard_actions, verdict
+
+    demo_spec = GuardSpec.named(DEMO_SPEC)
 
     runs, summary = demo
     plain, guarded = (runs[runs["arm"] == a] for a in ("plain", "guarded"))
@@ -50,7 +55,7 @@ if demo is not None:
     left.caption(f"last loss {plain['loss'].iloc[-1]:.3g}")
     right.metric("Guarded", "not held" if held.guarded_lost else "held stable")
     right.caption(f"final loss {guarded['loss'].iloc[-1]:.3g}")
-    st.plotly_chart(demo_figure(runs, spec), width="stretch", key="home_demo_chart")
+    st.plotly_chart(demo_figure(runs, demo_spec), width="stretch", key="home_demo_chart")
     acts = transitions_table(guarded.iloc[1:])
     first_cap = acts.loc[acts["transition"] == "update cap", "step"]
     fired = acts.loc[acts["transition"] != "update cap"]
@@ -67,11 +72,14 @@ if demo is not None:
         + (f" (`{fired['transition'].iloc[0]}` at step {int(fired['step'].iloc[0])})"
            if len(fired) else "")
         + ", below the edge, and the run converges. "
-        f"In all, the guard (default spec) {guard_actions(guarded)}. Same start, same schedule.")
+        f"In all, the guard (the v1 ratchet `lbw-v1`, tuned for this model family) "
+        f"{guard_actions(guarded)}. Same start, same schedule. The shipped default "
+        f"(`{spec.name}`) carries no update cap.")
     st.dataframe(acts, hide_index=True, width="stretch", key="home_demo_actions")
 else:
     st.caption("Trains the same tiny problem twice (about a second on CPU): once plain, once "
-               "with the guard above the optimizer.")
+               "with the guard above the optimizer — the v1 ratchet (`lbw-v1`), tuned for "
+               "this model family: its update cap bounds a step past the edge of stability.")
 
 out, incidents = example_replay()
 st.subheader("The default guard replayed over an example run")

@@ -201,8 +201,8 @@ def suite_section() -> StressResult | None:
         return None
     verdicts = suite_verdicts(results)
     marks = {True: "✔", False: "✘"}
-    st.markdown("**Overall** (the default spec on every task; a goal is met when every task "
-                "that can judge it meets it)")
+    st.markdown("**Overall** (one guard spec on every task, the one the suite was run with; "
+                "a goal is met when every task that can judge it meets it)")
     st.dataframe(overall(verdicts).assign(met=lambda d: d["met"].map(marks).fillna("?")),
                  hide_index=True, width="stretch", key="suite_overall")
     matrix = verdicts.assign(cell=[f"{m:.3f} {marks.get(ok, '?')}" for m, ok in

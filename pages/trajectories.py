@@ -17,7 +17,7 @@ from lbw_sim.sim.trajectories import (
     summarize,
 )
 from lbw_sim.viz import trajectory_figure
-from pages.common import spec_choice, through_app
+from pages.common import V1_CHOICE, spec_choice, through_app
 
 through_app(__file__)
 
@@ -42,7 +42,11 @@ optimizer = c2.radio("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index(preset.opti
 lrs = c3.multiselect("Peak learning rates", sorted({*preset.lrs, 0.01, 0.05, 0.1, 0.2, 0.3, 1.0}),
                      default=list(preset.lrs), key=f"traj_lrs_{name}")
 steps = c4.number_input("Steps", 20, 600, preset.steps, step=10, key=f"traj_steps_{name}")
-spec = spec_choice("Guard spec", key="traj_spec")
+spec = spec_choice("Guard spec", key="traj_spec", default=V1_CHOICE)
+if spec.hash == GuardSpec.named("lbw-v1").hash:
+    st.caption("Guarded by the v1 ratchet (`lbw-v1`), tuned for this model family: its update "
+               "cap bounds a step past the edge of stability. The shipped default "
+               f"(`{GuardSpec.default().name}`) carries no update cap; pick it to compare.")
 cfg = dataclasses.replace(preset, optimizer=optimizer, lrs=tuple(sorted(lrs)) or preset.lrs,
                           steps=int(steps))
 land = get_landscape(cfg.landscape)

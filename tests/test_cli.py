@@ -41,7 +41,8 @@ def test_replay_writes_annotated_trace(demo_csv, tmp_path, suffix):
     out = tmp_path / f"out{suffix}"
     r = cli("replay", demo_csv, "--out", out)
     assert r.returncode == 0, r.stderr
-    assert "transitions:" in r.stdout and "intervene" in r.stdout
+    left = set(GuardSpec.default().regimes) - {"nominal"}       # the demo leaves nominal
+    assert "transitions:" in r.stdout and any(name in r.stdout for name in left)
     df = {".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True),
           ".parquet": pd.read_parquet}[suffix](out)
     assert {"regime", "lr_scale", "skipped", "cause"} <= set(df.columns)
@@ -49,7 +50,7 @@ def test_replay_writes_annotated_trace(demo_csv, tmp_path, suffix):
 
 
 def test_replay_with_spec_file(demo_csv, tmp_path):
-    spec = GuardSpec.default().with_values({"thresholds.spike_ratio": 10.0,
+    spec = GuardSpec.default().with_values({"thresholds.grad_spike_z": 1e9,
                                             "thresholds.spike_z": 500.0})
     (tmp_path / "lax.json").write_text(spec.to_json())
     r = cli("replay", demo_csv, "--spec", tmp_path / "lax.json")

@@ -148,7 +148,9 @@ def test_score_prints_quality_and_cost(demo):
 
 def test_sweep_writes_table_with_pareto(demo, tmp_path):
     out_csv = tmp_path / "t.csv"
-    code, out, err = run("sweep", demo / "demo.csv", "--grid", "thresholds.spike_z=4:10:2",
+    # on v1, whose thresholds the counts are read from (watch_z = 4)
+    code, out, err = run("sweep", demo / "demo.csv", "--spec", "lbw-v1",
+                         "--grid", "thresholds.spike_z=4:10:2",
                          "--grid", "thresholds.calm_z=1,2,5", "--labels", demo / "labels.csv",
                          "--out", out_csv)
     assert code == 0, err

@@ -6,6 +6,7 @@ editor's own parser, so these tests hold at the editor level and through the pag
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -115,10 +116,16 @@ def test_hysteresis_error_shows_on_the_thresholds_tab_in_plain_words():
     assert not at.exception
     tabs = {t.label: t for t in at.tabs}
     on_tab = [e.value for e in tabs["Thresholds"].error]
-    assert on_tab == ["Exit threshold calm_z = 20 must be below the entry threshold "
-                      "spike_z = 11 for `spike`/`settle` (grad_z: the guard enters above 11 and "
-                      "leaves below 20, so there is no hysteresis band between them) (checked "
-                      "in `transitions.spike.when`)."]
+    assert len(on_tab) == 1
+    # read off the default's own pair of transitions, whichever entry threshold it meets first
+    words = re.fullmatch(r"Exit threshold calm_z = 20 must be below the entry threshold "
+                         r"(\w+) = ([0-9.e+]+) for `(\w+)`/`(\w+)` \((\w+): the guard enters "
+                         r"above \2 and leaves below 20, so there is no hysteresis band between "
+                         r"them\) \(checked in `transitions\.(\w+)\.when`\)\.", on_tab[0])
+    assert words, on_tab[0]
+    entry, value, into, out, signal, checked = words.groups()
+    assert valid.thresholds[entry] == float(value) and signal in valid.signals
+    assert {into, out, checked} <= {t.name for t in valid.transitions} and checked == into
     assert not tabs["Transitions"].error
     assert any("on the **Thresholds** tab" in e.value for e in at.error)
     assert at.session_state["spec"].hash == valid.hash  # the last valid spec stays in use
@@ -127,7 +134,7 @@ def test_hysteresis_error_shows_on_the_thresholds_tab_in_plain_words():
 def test_an_error_filed_under_the_edited_section_stays_there():
     from lbw_sim.studio.editor import edited_sections, error_section
 
-    before = spec_tables(GuardSpec.default())
+    before = spec_tables(GuardSpec.named("lbw-v1"))       # the spec with_cell edits
     after = with_cell("thresholds", "calm_z", "value", "20")
     assert edited_sections(before, after) == ["thresholds"]
     assert error_section("transitions.spike.when", ["thresholds"]) == "thresholds"

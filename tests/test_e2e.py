@@ -20,6 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from lbw_sim.guard.spec import GuardSpec
+
+#: The studio starts from the default: names and values read off it, never typed in.
+DEFAULT = GuardSpec.default()
+EDITED = f"{DEFAULT.name} (edited)"
+
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "screenshots"
@@ -282,10 +288,13 @@ def test_live_training_in_two_sessions(page, browser):
         assert other.locator('[data-testid="stMetric"]').count() == 0
         assert other.get_by_text("Press Start to train").count() == 1
         start_live(other)
-        page.get_by_label("spike_z").fill("6")
+        old = float(DEFAULT.thresholds["spike_z"])
+        new = (old + DEFAULT.thresholds["calm_z"]) / 2       # lower, still above the exit
+        page.get_by_label("spike_z", exact=True).fill(f"{new:g}")
         button(page, "Apply thresholds").click()
         page.wait_for_selector("text=takes over at the next step")
-        page.wait_for_selector("text=thresholds.spike_z: 12.0 → 6.0", timeout=30_000)
+        page.wait_for_selector(f"text=thresholds.spike_z: {old} → {float(f'{new:g}')}",
+                               timeout=30_000)
         assert len(trace_hashes(page)) == 2
         a_stopped = stop_live(page)
         b_before = step_count(other)
@@ -382,18 +391,18 @@ def test_log_uploaded_once_serves_designer_regimes_and_tune(page):
     page.wait_for_selector(f"text=Read {LOG.name}", timeout=30_000)
     go(page, "Guard designer")
     assert shown(page, f"Your log: {LOG.name}")             # the preview is on it
-    edit_threshold(page, 1, "2.5e0")                         # spike_z = 2.5
-    page.wait_for_selector("code:has-text('lbw-default (edited)')", timeout=30_000)
+    low = DEFAULT.thresholds["calm_z"] + 0.5                 # spike_z just above the exit
+    edit_threshold(page, list(DEFAULT.thresholds).index("spike_z"), f"{low:g}e0")
+    page.wait_for_selector(f"code:has-text('{EDITED}')", timeout=30_000)
     assert_healthy(page, "tune_flow_designer", plots=1)
     go(page, "Regimes")
     text = main_text(page)
-    assert f"Your log: {LOG.name}" in text and "lbw-default (edited)" in text
+    assert f"Your log: {LOG.name}" in text and EDITED in text
     assert_healthy(page, "tune_flow_regimes", plots=2)
     go(page, "Tune")
     text = main_text(page)
     assert f"Your log: {LOG.name}" in text
-    assert "Sweeping around the designer's spec `lbw-default (edited)`" in text or \
-        "lbw-default (edited)" in text
+    assert f"Sweeping around the designer's spec `{EDITED}`" in text or EDITED in text
     assert_healthy(page, "tune_flow_tune", plots=2)
     chart = page.get_by_test_id("stPlotlyChart").nth(1)      # the trade-off
     chart.scroll_into_view_if_needed()

@@ -1,6 +1,6 @@
 """lbw_sim installed from outside the checkout: a plain (non-editable) `pip install` into a
-fresh venv carries every file the package reads at run time (the default spec, the prose
-text, any spec folder), and works from a directory that is not the checkout.
+fresh venv carries every file the package reads at run time (the shipped specs, the default among
+them, the prose text, any spec folder), and works from a directory that is not the checkout.
 
 Offline: `--no-index --no-deps --no-build-isolation`, with the venv seeing this Python's
 site-packages for numpy, pandas, pip, setuptools and the rest. The checkout is copied first, so
@@ -23,7 +23,7 @@ CHECK = textwrap.dedent("""
     import sys, sysconfig
     from pathlib import Path
     import lbw_sim
-    from lbw_sim.guard.spec import GuardSpec
+    from lbw_sim.guard.spec import NAMED_SPECS, GuardSpec
     from lbw_sim.sim import prose
 
     site = Path(sysconfig.get_paths()["purelib"]).resolve()
@@ -32,7 +32,7 @@ CHECK = textwrap.dedent("""
     assert pkg.parent == site, (pkg, site)
     assert checkout not in pkg.parents, pkg
     # Package data is in the install, not made on the fly (prose_path() writes a missing file).
-    for rel in ("guard/default_spec.yaml", "data/prose.txt"):
+    for rel in [*(f"guard/specs/{f}" for f in NAMED_SPECS.values()), "data/prose.txt"]:
         assert (pkg / rel).is_file(), rel
     print("specs", sorted(p.name for p in (pkg / "guard").glob("specs/*.yaml")))
     spec = GuardSpec.default()
@@ -55,7 +55,7 @@ def test_plain_install_works_from_outside_the_checkout(tmp_path):
     # A spec folder the package may grow (lbw_sim/guard/specs/): package-data must carry it.
     probe = src / "lbw_sim" / "guard" / "specs" / "zz_install_probe.yaml"
     probe.parent.mkdir(exist_ok=True)
-    probe.write_text((ROOT / "lbw_sim" / "guard" / "default_spec.yaml").read_text())
+    probe.write_text((ROOT / "lbw_sim" / "guard" / "specs" / "lbw-adaptive.yaml").read_text())
     venv = tmp_path / "venv"
     # No pip of its own: ensurepip's setuptools would shadow the one the build needs; the
     # system pip installs into the venv it runs under (sys.prefix).

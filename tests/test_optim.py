@@ -10,6 +10,8 @@ from lbw_sim import GuardedOptimizer, GuardSpec, replay
 
 DEFAULT = GuardSpec.default()
 DEFAULT_NAME = DEFAULT.name
+#: For mechanics a test needs a spec known to exercise (momentum damping on a spike).
+V1 = GuardSpec.named("lbw-v1")
 
 
 def make(seed=0, width=32):
@@ -77,15 +79,16 @@ def test_skip_leaves_params_and_state_bit_identical():
     params = [p.detach().clone() for p in model.parameters()]
     state = flat_state(opt)
     train(model, opt, 1, start=60, nan_steps=(60,))  # NaN loss, finite gradients
-    assert opt.last.skip and opt.last.regime == "skip"
+    assert opt.last.skip and opt.last.regime != DEFAULT.initial   # left nominal at once
     assert all(torch.equal(a, b) for a, b in zip(params, model.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(state, flat_state(opt)))
 
 
 def test_lr_scale_and_momentum_damping_applied():
+    """On v1, whose spike regime damps momentum by 0.5 and cuts the LR at its first step."""
     model = make(3)
     inner = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    opt = GuardedOptimizer(inner, DEFAULT)
+    opt = GuardedOptimizer(inner, V1)
     train(model, opt, 120)
     m_before = [s["exp_avg"].clone() for s in inner.state.values()]
     seen = {}
@@ -100,8 +103,10 @@ def test_lr_scale_and_momentum_damping_applied():
     train(model, opt, 1, start=120, spikes=(120,), spike_size=100.0)
     assert opt.last.regime == "intervene"
     assert seen["lr"] == pytest.approx(1e-2 * opt.last.lr_scale) and opt.last.lr_scale < 1
+    damp = V1.regimes["intervene"].momentum_scale
+    assert damp == 0.5
     for before, damped in zip(m_before, seen["m"]):
-        torch.testing.assert_close(damped, before * 0.5)
+        torch.testing.assert_close(damped, before * damp)
 
 
 @pytest.mark.parametrize("decide_on,inner", [("host", torch.optim.SGD),
@@ -121,7 +126,7 @@ def test_update_cap_bounds_the_step_and_is_recorded(decide_on, inner):
 
 
 def test_nan_storm_guarded_stays_finite_plain_does_not():
-    storm = tuple(range(100, 130))
+    storm = tuple(range(100, 200))   # long enough for any patience to roll back and stop
     plain_model = make(5)
     plain = torch.optim.AdamW(plain_model.parameters(), lr=1e-2)
     train(plain_model, plain, 200, nan_steps=storm)
@@ -132,7 +137,7 @@ def test_nan_storm_guarded_stays_finite_plain_does_not():
     train(model, opt, 200, nan_steps=storm)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     df = opt.trace()
-    assert df["rollback"].sum() == 1
+    assert 1 <= df["rollback"].sum() <= DEFAULT.bounds.max_rollbacks
     assert opt.should_stop and "non-finite" in opt.stop_reason
 
 
@@ -143,12 +148,14 @@ def test_rollback_restores_the_snapshot_and_asks_to_skip_batches():
     assert opt.snapshot_step == 100
     snap = [p.clone() for p in opt.snapshot["params"]]
     train(model, opt, 10, start=101)  # moves away from the snapshot
-    nans = tuple(range(111, 111 + DEFAULT.transitions[1].for_))   # persist: 5 in a row
-    assert DEFAULT.transitions[1].name == "persist"
-    train(model, opt, len(nans), start=111, nan_steps=nans)
-    assert opt.last.rollback and opt.last.regime == "rollback"
+    step = 111
+    while not opt.last.rollback:     # NaN losses until the spec's patience runs out
+        assert step < 211, "no rollback within 100 non-finite steps"
+        train(model, opt, 1, start=step, nan_steps=(step,))
+        step += 1
+    assert DEFAULT.regimes[opt.last.regime].rollback and not opt.should_stop
     assert all(torch.equal(a, b) for a, b in zip(snap, model.parameters()))
-    assert opt.take_skip_batches() == DEFAULT.regimes["rollback"].skip_batches
+    assert opt.take_skip_batches() == DEFAULT.regimes[opt.last.regime].skip_batches > 0
     assert opt.take_skip_batches() == 0
 
 

@@ -1,10 +1,9 @@
 """Per-step traces (every step logged, with its noise) and the default spec on them.
 
-The shipped default (the v1 ratchet) reads a single step's loss_ratio > 1.5 as a spike, so
-the per-step noise of a low-loss fine-tune keeps it out of `nominal` (0 % nominal): that
-quiet goal is marked xfail(strict=True) until the default passes it (the strict mark turns
-it into a failure as soon as it does). The adaptive spec (`GuardSpec.named("lbw-adaptive")`)
-reads loss and gradient norm in units of their own noise (robust_z) and is quiet there.
+The v1 default read a single step's loss_ratio > 1.5 as a spike, so the per-step noise of a
+low-loss fine-tune kept it out of `nominal` (0 % nominal); the adaptive default reads loss and
+gradient norm in units of their own noise (robust_z) and is quiet there — the v1 spec's
+failure is kept as a test below, so the contrast stays measured.
 """
 
 from __future__ import annotations
@@ -43,20 +42,16 @@ def test_pre_train_trace_falls_and_keeps_its_per_step_noise():
     assert df["lr"].max() == pytest.approx(6e-4) and df["lr"].iloc[-1] < 1e-6
 
 
-@pytest.mark.xfail(strict=True, reason="the default (v1) spec's loss_ratio > 1.5 (a constant) "
-                   "fires on per-step noise of a low-loss fine-tune; measured 0 % nominal "
-                   "after warm-up (seeds 0-2), goal >= 98 %; the adaptive spec meets it")
 @pytest.mark.parametrize("seed", [1, 2])
 def test_default_spec_is_quiet_on_a_fine_tune_logged_every_step(seed):
     out = replay(fine_tune(2000, seed=seed), SPEC)
     assert nominal_fraction(out, SPEC.initial, WARMUP) >= 0.98
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_adaptive_spec_is_quiet_on_a_fine_tune_logged_every_step(seed):
-    adaptive = GuardSpec.named("lbw-adaptive")
-    out = replay(fine_tune(2000, seed=seed), adaptive)
-    assert nominal_fraction(out, adaptive.initial, WARMUP) >= 0.98
+def test_the_v1_spec_is_not_quiet_on_a_fine_tune_logged_every_step():
+    v1 = GuardSpec.named("lbw-v1")
+    out = replay(fine_tune(2000, seed=1), v1)
+    assert nominal_fraction(out, v1.initial, WARMUP) < 0.5
 
 
 @pytest.mark.parametrize("seed", [1, 2])

@@ -77,12 +77,12 @@ def test_same_seed_gives_the_same_init_and_batches_in_every_arm():
 
 
 def test_nan_storm_rollback_skips_batches_and_keeps_weights_finite():
-    skip = STORM.guard.regimes["rollback"].skip_batches
     guard = Run(STORM, "guard", STORM.lrs[0], device="cpu", steps=340)
     rows = list(guard)
     rb = [i for i, r in enumerate(rows) if r["rollback"]]
     assert len(rb) == 1
     i = rb[0]
+    skip = STORM.guard.regimes[rows[i]["regime"]].skip_batches      # the rollback regime's
     assert rows[i + 1]["batch"] == rows[i]["batch"] + 1 + skip
     assert rows[-1]["batch"] == rows[-1]["step"] + skip
     assert params_finite(guard) and not guard.stop_reason

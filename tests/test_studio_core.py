@@ -25,6 +25,8 @@ from lbw_sim.studio.uploads import read_upload
 from lbw_sim.traces.synthetic import EXAMPLES, example
 from lbw_sim.viz import signal_figure, trajectory_figure
 
+V1 = GuardSpec.named("lbw-v1")
+
 
 def test_tables_round_trip_the_spec_exactly():
     spec = GuardSpec.default()
@@ -45,12 +47,23 @@ def test_table_edit_and_errors_name_the_field():
 
 
 def test_bands_pair_entry_and_exit_thresholds():
-    spec = GuardSpec.default()
+    spec = V1                                    # names and values that stay put
     th = spec.thresholds
     found = {(b.signal, b.regime): (b.entry, b.exit) for b in bands(spec)}
     assert found[("grad_z", "intervene")] == (th["spike_z"], th["calm_z"])
     assert found[("loss_ratio", "intervene")] == (th["spike_ratio"], th["calm_ratio"])
     assert found[("grad_z", "watch")] == (th["watch_z"], th["calm_z"])
+
+
+def test_the_defaults_bands_open_between_its_own_thresholds():
+    spec = GuardSpec.default()
+    th = spec.thresholds
+    found = bands(spec)
+    pairs = {(b.entry, b.exit) for b in found}
+    assert (th["spike_z"], th["calm_z"]) in pairs and (th["watch_z"], th["calm_z"]) in pairs
+    for b in found:
+        assert b.signal in spec.signals and b.regime in spec.regimes
+        assert (b.entry > b.exit) if b.rising else (b.entry < b.exit)
 
 
 def test_uploads_read_map_and_refuse_cleanly():
@@ -76,13 +89,15 @@ def test_examples_and_signal_figure_draw_bands():
     out = replay(example(next(iter(EXAMPLES)))[0], GuardSpec.default(), signals=True)
     fig = signal_figure(out, GuardSpec.default())
     fills = [s for s in fig.layout.shapes if s.type == "rect" and s.yref != "paper"]
-    assert len(fills) == 4  # one hysteresis band per (signal, band)
+    assert len(fills) == len(bands(GuardSpec.default())) > 0  # one per (signal, band)
     assert regime_at(out, int(out["step"].iloc[0])) == "nominal"
 
 
 def test_edge_of_stability_paths_plain_leaves_guard_holds():
+    """Under the v1 ratchet, the spec the Trajectories page and Home's demo run (its update
+    cap bounds a step past the edge; the adaptive default carries none)."""
     cfg = PRESETS["edge_of_stability"]
-    paths = run_paths(cfg)
+    paths = run_paths(cfg, V1)
     table = summarize(paths, cfg)
     land = get_landscape(cfg.landscape)
     held = verdict(table, land.lr_threshold)     # 0.35 only: above 2/lambda
@@ -94,11 +109,10 @@ def test_edge_of_stability_paths_plain_leaves_guard_holds():
     assert not summary.loc[("guarded", 0.35), "left the window"]
     assert not summary.loc[("plain", 0.1), "left the window"]
     guarded = paths[(paths["arm"] == "guarded") & (paths["lr"] == 0.35)]
-    # the guard held the run, and says how (the default spec's update cap binds here)
+    # the guard held the run, and says how (v1's update cap binds here)
     assert (guarded["update_scale"] < 1).any() or "intervene" in set(guarded["regime"])
     assert guard_actions(guarded) != "took no action"
-    fig = trajectory_figure(paths, get_landscape(cfg.landscape), GuardSpec.default(),
-                            frames=10)
+    fig = trajectory_figure(paths, get_landscape(cfg.landscape), V1, frames=10)
     assert len(fig.frames) == 10 and fig.layout.sliders
     # below the edge the guard leaves a healthy run alone: the same path, no action
     low = summary.loc[("guarded", 0.1)]
@@ -110,8 +124,8 @@ def test_trajectory_play_keeps_the_landscape():
     """plotly.js drops contour/heatmap traces once an animation starts: the landscape is a
     layout image (not a trace), and frames touch only the path traces."""
     cfg = PRESETS["edge_of_stability"]
-    paths = run_paths(cfg)
-    fig = trajectory_figure(paths, get_landscape(cfg.landscape), GuardSpec.default(), frames=8)
+    paths = run_paths(cfg, V1)                   # the page's spec: its cap marks the updates
+    fig = trajectory_figure(paths, get_landscape(cfg.landscape), V1, frames=8)
     assert not any(t.type in ("contour", "heatmap") for t in fig.data)
     (image,) = fig.layout.images
     assert image.source.startswith("data:image/png;base64,") and image.layer == "below"
@@ -133,7 +147,7 @@ def test_cap_bindings_are_actions_with_a_cause():
     from lbw_sim.guard.analysis import action_counts, transitions_table
 
     cfg = dataclasses.replace(PRESETS["rosenbrock"], lrs=(0.05,))
-    paths = run_paths(cfg)
+    paths = run_paths(cfg, V1)                   # the update cap is v1's
     row = summarize(paths, cfg).set_index("arm").loc["guarded"]
     guarded = paths[paths["arm"] == "guarded"]
     capped = int((guarded["update_scale"] < 1).sum())
@@ -170,11 +184,13 @@ def test_regimes_signal_figure_panels_ranges_flags_and_debounce():
     trace, _ = demo_trace()
     out = replay(trace, spec, signals=True)
     held = held_not_fired(out, spec)
-    # `unusual` needs 2 steps: a one-step crossing is listed, never a fired one
-    one = held[held["transition"] == "unusual"]
-    assert len(one) and (one["steps"] < one["needed"]).all()
-    fired = set(out.loc[out["transition"].astype(str) == "unusual", "step"])
-    assert not fired & set(one["start"])
+    # a transition that needs N > 1 steps: a shorter crossing is listed, never a fired one
+    debounced = {t.name for t in spec.transitions if t.for_ > 1}
+    some = held[held["transition"].isin(debounced)]
+    assert len(some) and (some["steps"] < some["needed"]).all()
+    for name, rows in some.groupby("transition"):
+        fired = set(out.loc[out["transition"].astype(str) == name, "step"])
+        assert not fired & set(rows["start"])
     fig = signal_figure(out, spec, held=held)
     assert fig.layout.yaxis.title.text.startswith("loss")          # raw loss panel first
     nonfinite = next(t for t in fig.data if t.name == "nonfinite")

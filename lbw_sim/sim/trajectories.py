@@ -122,11 +122,18 @@ def guard_actions(path: pd.DataFrame) -> str:
     return "; ".join(parts) or "took no action"
 
 
-def demo_runs(lr: float = 0.35) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Home's one-click demo: GD past the edge of stability, unguarded and guarded; the
-    paths and their `summarize` table."""
+#: The spec Home's demo is guarded by: the v1 ratchet, whose update cap holds a step past
+#: the edge of stability (the adaptive default carries no cap and does not hold it).
+DEMO_SPEC = "lbw-v1"
+
+
+def demo_runs(lr: float = 0.35, spec: GuardSpec | None = None
+              ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Home's one-click demo: GD past the edge of stability, unguarded and guarded (by
+    `spec`, the v1 ratchet `DEMO_SPEC` when not given); the paths and their `summarize`
+    table."""
     cfg = PathConfig(lrs=(lr,))
-    paths = run_paths(cfg)
+    paths = run_paths(cfg, spec or GuardSpec.named(DEMO_SPEC))
     return paths, summarize(paths, cfg)
 
 

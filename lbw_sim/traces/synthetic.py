@@ -87,8 +87,9 @@ def _sparse_trace(seed: int = 2) -> tuple[pd.DataFrame, list[Incident]]:
     return inject(healthy(20000, seed, every=10), incidents), incidents
 
 
-#: A recorded GuardedOptimizer run (examples/make_examples.py), not synthetic telemetry: the
-#: update ratio falls after each LR cut only in a closed loop.
+#: A recorded GuardedOptimizer run (examples/make_examples.py) under the v1 ratchet
+#: (`GuardSpec.named("lbw-v1")`, it replays to its recorded regimes under that spec), not
+#: synthetic telemetry: the update ratio falls after each LR cut only in a closed loop.
 RATCHET_CSV = Path(__file__).resolve().parents[2] / "examples" / "lr_too_high.csv"
 
 
@@ -107,7 +108,7 @@ EXAMPLES = {
     "Sparse log every 10 steps (20,000 steps)": _sparse_trace,
 }
 if RATCHET_CSV.exists():   # shipped with the repository, not with an installed package
-    EXAMPLES["LR 10× too high, recorded under the guard: the ratchet (600 steps)"] = \
+    EXAMPLES["LR 10× too high, recorded under the v1 ratchet (600 steps)"] = \
         _ratchet_trace
 
 
