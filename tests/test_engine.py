@@ -227,7 +227,7 @@ def test_set_spec_takes_effect_next_step_and_is_recorded():
               for r in df.iloc[:200].itertuples()]
     # thresholds far inside the healthy noise: the touchy spec leaves nominal on it
     touchy = DEFAULT.with_values({"thresholds.calm_z": 0.05, "thresholds.watch_z": 0.1,
-                                  "thresholds.spike_z": 0.2, "thresholds.grad_spike_z": 0.2})
+                                  "thresholds.spike_z": 0.2, "thresholds.grad_spike_z": 0.3})
     guard.set_spec(touchy)
     after = [guard.observe(r.step, loss=r.loss, grad_norm=r.grad_norm).regime
              for r in df.iloc[200:].itertuples()]
