@@ -30,12 +30,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lbw_sim.guard.spec import GuardSpec  # noqa: E402
 from lbw_sim.sim.arms import make_arm  # noqa: E402
-from lbw_sim.sim.baselines import ARMS, SkipStepAdamW  # noqa: E402
+from lbw_sim.sim.baselines import ARMS as BASE_ARMS  # noqa: E402
+from lbw_sim.sim.baselines import SkipStepAdamW  # noqa: E402
 from lbw_sim.sim.data import Batches, SyntheticSource  # noqa: E402
 from lbw_sim.sim.models import GPT, GPTConfig  # noqa: E402
 
 WARMUP = 10
+#: every arm, plus the guard under the v1 spec beside the default (the adaptive spec), so
+#: the default's overhead is read against its predecessor's in the same run
+ARMS = (*BASE_ARMS, "guard_v1")
 
 
 def setup(seed: int = 0):
@@ -46,7 +51,9 @@ def setup(seed: int = 0):
     batches = Batches(data.train, 64, 32, seed=seed)
     models = {name: copy.deepcopy(model) for name in ARMS}
     arms = {name: make_arm(name, models[name], lr=1e-3, telemetry=name != "adamw")
-            for name in ARMS}
+            for name in BASE_ARMS}
+    arms["guard_v1"] = make_arm("guard", models["guard_v1"], lr=1e-3,
+                                spec=GuardSpec.named("lbw-v1"))
     return batches, models, arms
 
 
