@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from lbw_sim.guard.palette import regime_colors
-from lbw_sim.guard.spec import ANY, GuardSpec
+from lbw_sim.guard.spec import GuardSpec, sources_of
+
+#: a transition from this many regimes or more is drawn as one edge from a note listing them
+#: (the non-finite rule leaves 13 regimes of the default: 13 edges would hide the rest)
+FAN_IN = 4
 
 
 def _quote(text: str) -> str:
@@ -38,10 +42,19 @@ def to_dot(spec: GuardSpec, active: str | None = None, conditions: bool = False)
         lines.append(f'  {_quote(name)} [label={label}, fillcolor="{colors[name]}40", '
                      f'color="{colors[name]}", penwidth={width}{shape}];')
     for t in spec.transitions:
-        sources = [r for r in spec.regimes if r != t.to] if ANY in t.source else t.source
+        sources = sources_of(t, spec)
         extra = f" ×{t.for_}" if t.for_ > 1 else ""
         extra += f", dwell {t.min_dwell}" if t.min_dwell else ""
         label = f"{t.name} [{t.priority}]{extra}" + (f"\n{t.when}" if conditions else "")
+        if len(sources) >= FAN_IN:  # one edge from a note naming the sources, not N edges
+            hub = _quote(f"{t.name} (from)")
+            rest = [r for r in spec.regimes if r not in sources and r != t.to]
+            note = (f"from every regime\nbut {', '.join(rest)}" if len(rest) <= 3
+                    else f"from {len(sources)} regimes")
+            lines.append(f"  {hub} [shape=note, style=filled, fillcolor=\"#f4f4f4\", "
+                         f"fontsize=9, label={_quote(note)}, "
+                         f"tooltip={_quote(', '.join(sources))}];")
+            sources = [hub[1:-1]]
         for src in sources:
             lines.append(f"  {_quote(src)} -> {_quote(t.to)} [label={_quote(label)}, "
                          f"tooltip={_quote(t.when)}];")
