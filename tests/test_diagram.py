@@ -36,4 +36,4 @@ def test_a_rule_from_many_regimes_is_one_edge_from_a_note():
     for src in sources_of(rule, spec):
         assert src in note.split("tooltip=")[1]
     rest = [r for r in spec.regimes if r not in sources_of(rule, spec) and r != rule.to]
-    assert ("but " + ", ".join(rest)) in note if len(rest) <= 3 else "regimes" in note
+    assert ("but " + ", ".join(rest)) in note if len(rest) <= 4 else "regimes" in note

@@ -49,7 +49,7 @@ def to_dot(spec: GuardSpec, active: str | None = None, conditions: bool = False)
         if len(sources) >= FAN_IN:  # one edge from a note naming the sources, not N edges
             hub = _quote(f"{t.name} (from)")
             rest = [r for r in spec.regimes if r not in sources and r != t.to]
-            note = (f"from every regime\nbut {', '.join(rest)}" if len(rest) <= 3
+            note = (f"from every regime\nbut {', '.join(rest)}" if len(rest) <= 4
                     else f"from {len(sources)} regimes")
             lines.append(f"  {hub} [shape=note, style=filled, fillcolor=\"#f4f4f4\", "
                          f"fontsize=9, label={_quote(note)}, "
