@@ -406,7 +406,7 @@ def test_mini_fault_job_runs_end_to_end_into_a_temp_folder():
     from lbw_sim.guard.spec import GuardSpec
     from lbw_sim.sim.fault_job import FaultJob
 
-    spec = GuardSpec.named("lbw-adaptive")
+    spec = GuardSpec.named("lbw-v1")        # a spec other than the default
     job = FaultJob(task="mlp", severities={"poison": [1e4], "lr_spike": [100]},
                    arms=["adamw", "guard"], steps=40, spec=spec)
     job.start()

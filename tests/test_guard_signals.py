@@ -84,7 +84,7 @@ def test_trace_signals_are_the_values_the_decisions_saw(decide_on):
 
 @pytest.mark.parametrize("decide_on", ["host", "device"])
 def test_rows_from_start_equal_the_tail_of_the_trace(decide_on):
-    opt = run(decide_on, steps=300, edit=(150, DEFAULT.with_values({"thresholds.spike_z": 6})))
+    opt = run(decide_on, steps=300, edit=(150, DEFAULT.with_values({"thresholds.spike_z": 8})))
     full = opt.trace(signals=True)
     for start in (0, 1, 149, 150, 257, 299):     # within and across chunks and segments
         tail = opt.trace(signals=True, start=start)

@@ -18,6 +18,7 @@ pytest.importorskip("transformers", reason="transformers is not installed (pip i
 pytest.importorskip("accelerate", reason="accelerate is not installed (pip install .[hf])")
 
 import torch  # noqa: E402
+from patience import patience  # noqa: E402
 from transformers import PrinterCallback  # noqa: E402
 
 from lbw_sim import GuardedOptimizer, GuardSpec, load_trace, replay  # noqa: E402
@@ -150,12 +151,13 @@ def test_stop_regime_ends_training_with_its_reason(tmp_path, caplog):
                 for p in model.parameters():
                     p.grad.fill_(math.nan)
 
-    trainer = _quiet(ex.make_trainer(tmp_path, 80))
+    steps = 5 + patience(GuardSpec.default(), "stop") + 20    # room for the storm to stop it
+    trainer = _quiet(ex.make_trainer(tmp_path, steps))
     trainer.add_callback(NanFrom(5))
     with caplog.at_level("WARNING", logger="lbw_sim.integrations.hf"):
         out = trainer.train()
     reason = next(r.reason for r in GuardSpec.default().regimes.values() if r.stop)
-    assert trainer.guard.should_stop and out.global_step < 80
+    assert trainer.guard.should_stop and out.global_step < steps
     assert any(reason in r.getMessage() for r in caplog.records)
     assert {"step": out.global_step, "guard/stop_reason": reason} in trainer.state.log_history
     trace = trainer.guard.trace()

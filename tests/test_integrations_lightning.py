@@ -18,6 +18,7 @@ pytest.importorskip("lightning", reason="lightning is not installed (pip install
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
+from patience import patience  # noqa: E402
 
 from lbw_sim import GuardedOptimizer, GuardSpec, load_trace, replay  # noqa: E402
 from lbw_sim.integrations.lightning import ClosureGuard  # noqa: E402
@@ -121,12 +122,13 @@ def test_stop_regime_sets_should_stop(tmp_path):
                 for p in pl_module.parameters():
                     p.grad.fill_(math.nan)
 
-    trainer, module, loader = ex.make_fit(tmp_path, 80, callbacks=[NanFrom()])
+    steps = 5 + patience(GuardSpec.default(), "stop") + 20    # room for the storm to stop it
+    trainer, module, loader = ex.make_fit(tmp_path, steps, callbacks=[NanFrom()])
     reason = next(r.reason for r in GuardSpec.default().regimes.values() if r.stop)
     with pytest.warns(UserWarning, match=reason):
         trainer.fit(module, loader)
     guard = ex.guard_of(trainer)
-    assert trainer.should_stop and guard.should_stop and trainer.global_step < 80
+    assert trainer.should_stop and guard.should_stop and trainer.global_step < steps
     assert guard.trace()["regime"].iloc[-1] == "stop"
     assert all(torch.isfinite(p).all() for p in module.parameters())
 

@@ -103,7 +103,7 @@ def test_two_sessions_are_independent(sessions):
     sessions += [a.start(), b.start()]
     wait_rows(a, 3)
     wait_rows(b, 3)
-    a.set_spec(a.spec.with_values({"thresholds.spike_z": 6.0}))
+    a.set_spec(a.spec.with_values({"thresholds.spike_z": 8.0}))
     assert a.stop()
     assert a.status.state == "stopped" and b.running and not b.stop_event.is_set()
     n = len(b.snapshot().guarded)

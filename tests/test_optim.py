@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from patience import patience
 
 from lbw_sim import GuardedOptimizer, GuardSpec, replay
 
@@ -234,9 +235,10 @@ def test_device_path_skip_is_bit_identical_and_storm_stays_finite():
     train(model, opt, 1, start=60, nan_steps=(60,))
     assert all(torch.equal(a, b) for a, b in zip(params, model.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(state, flat_state(opt)))
-    train(model, opt, 60, start=61, nan_steps=tuple(range(70, 100)))
+    storm = tuple(range(70, 70 + patience(DEFAULT, "stop") + 5))   # long enough to stop
+    train(model, opt, storm[-1] + 1 - 61, start=61, nan_steps=storm)
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert opt.should_stop
+    assert opt.trace()["rollback"].sum() >= 1 and opt.should_stop
 
 
 def test_device_path_reads_nothing_back_to_the_host(monkeypatch):

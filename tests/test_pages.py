@@ -109,7 +109,7 @@ def test_malformed_yaml_import_shows_error_and_keeps_the_design():
 
 
 def test_valid_yaml_import_replaces_the_design():
-    spec = GuardSpec.default().with_values({"thresholds.spike_z": 6.0}).renamed("imported")
+    spec = GuardSpec.default().with_values({"thresholds.spike_z": 8.0}).renamed("imported")
     at = page("designer")
     at.file_uploader(key="spec_upload").upload("mine.yaml", spec.to_yaml().encode(),
                                                "application/x-yaml")
@@ -138,10 +138,10 @@ def test_regimes_page_shows_signals_controls_transitions():
 def test_regimes_uses_the_designers_spec():
     at = page("designer")
     th = GuardSpec.default().thresholds
-    at = edit(at, "ed_thresholds_0", {list(th).index("spike_z"): {
-        "value": f"{th['calm_z'] + 0.5:g}"}})
+    between = (th["watch_z"] + th["spike_z"]) / 2   # keeps watch_z < spike_z < grad_spike_z
+    at = edit(at, "ed_thresholds_0", {list(th).index("spike_z"): {"value": f"{between:g}"}})
     edited = at.session_state["spec"]
-    assert edited.hash != GuardSpec.default().hash
+    assert edited.thresholds["spike_z"] == between and edited.hash != GuardSpec.default().hash
     at = at.switch_page("pages/regimes.py").run()
     assert any(edited.hash in c.value for c in at.caption)
 
@@ -268,9 +268,9 @@ def test_live_start_thresholds_stop():
     wait_for(lambda: len(live.snapshot().guarded) >= 5)
     at = at.run()
     assert int(next(m.value for m in at.metric if m.label == "Step")) >= 5
-    at.number_input(key=f"live_thr_{live.thread.name}_spike_z").set_value(6.0)
+    at.number_input(key=f"live_thr_{live.thread.name}_spike_z").set_value(8.0)
     at = next(b for b in at.button if b.label == "Apply thresholds").click().run()
-    assert not at.exception and live.spec.thresholds["spike_z"] == 6.0
+    assert not at.exception and not at.error and live.spec.thresholds["spike_z"] == 8.0
     wait_for(lambda: live.snapshot().spec_changes)
     at = at.button(key="live_stop").click().run()
     assert not at.exception

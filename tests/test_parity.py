@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from patience import patience
 
 from lbw_sim import GuardedOptimizer
 from lbw_sim.errors import SpecError
@@ -275,18 +276,24 @@ def model(seed=0):
     return torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
 
 
-def run(decide_on: str, steps: int = 260, edit_at: int | None = None, spec=DEFAULT):
+STORM_AT = 180
+
+
+def run(decide_on: str, edit_at: int | None = None, spec=DEFAULT):
+    """A spike at 120-121, then NaN from STORM_AT until the spec's patience stops the run."""
     net = model()
     opt = GuardedOptimizer(torch.optim.AdamW(net.parameters(), lr=3e-3), spec,
                            track_norms=True, decide_on=decide_on)
-    for step in range(steps):
+    th = spec.thresholds
+    edited = spec.with_values({"thresholds.spike_z": (th["watch_z"] + th["spike_z"]) / 2})
+    for step in range(STORM_AT + patience(spec, "stop") + 10):
         if step == edit_at:
-            opt.set_spec(spec.with_values({"thresholds.spike_z": 6.0}))
+            opt.set_spec(edited)
         g = torch.Generator().manual_seed(step)
         x = torch.randn(64, 8, generator=g)
         y = x[:, :1].sin() * (100.0 if step in (120, 121) else 1.0)   # a gradient spike
         loss = F.mse_loss(net(x), y)
-        if step >= 180:
+        if step >= STORM_AT:
             loss = loss * math.nan                                      # a NaN storm
         opt.zero_grad()
         loss.backward()

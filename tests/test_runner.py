@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from patience import patience
 
 from lbw_sim.cli import main
 from lbw_sim.guard.spec import GuardSpec
@@ -77,7 +78,11 @@ def test_same_seed_gives_the_same_init_and_batches_in_every_arm():
 
 
 def test_nan_storm_rollback_skips_batches_and_keeps_weights_finite():
-    guard = Run(STORM, "guard", STORM.lrs[0], device="cpu", steps=340)
+    storm = next(f for f in STORM.faults if f["kind"] == "nonfinite")
+    # the storm outlasts the spec's patience before a rollback, but not the one before a stop
+    assert patience(STORM.guard, "rollback") < storm["duration"] < patience(STORM.guard, "stop")
+    steps = storm["at"] + storm["duration"] + 15
+    guard = Run(STORM, "guard", STORM.lrs[0], device="cpu", steps=steps)
     rows = list(guard)
     rb = [i for i, r in enumerate(rows) if r["rollback"]]
     assert len(rb) == 1
@@ -87,10 +92,10 @@ def test_nan_storm_rollback_skips_batches_and_keeps_weights_finite():
     assert rows[-1]["batch"] == rows[-1]["step"] + skip
     assert params_finite(guard) and not guard.stop_reason
 
-    plain = Run(STORM, "adamw", STORM.lrs[0], device="cpu", steps=340)
+    plain = Run(STORM, "adamw", STORM.lrs[0], device="cpu", steps=steps)
     plain_rows = list(plain)
     assert not params_finite(plain)
-    assert "non-finite" in plain.stop_reason and len(plain_rows) < 340
+    assert "non-finite" in plain.stop_reason and len(plain_rows) < steps
 
 
 def test_stop_event_ends_a_live_run_promptly():

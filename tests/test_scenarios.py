@@ -95,9 +95,9 @@ def test_unknown_scenario_name_lists_the_shipped_ones(tmp_path):
         load_scenario("no_such_scenario")
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({**BASE, "name": "mine", "seeds": [3, 5],
-                                    "guard": {"set": {"thresholds.spike_z": 6.0}}}))
+                                    "guard": {"set": {"thresholds.spike_z": 8.0}}}))
     sc = load_scenario(path)
-    assert sc.seeds == (3, 5) and sc.guard.thresholds["spike_z"] == 6.0
+    assert sc.seeds == (3, 5) and sc.guard.thresholds["spike_z"] == 8.0
     assert sc.source == str(path)
 
 

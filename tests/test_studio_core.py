@@ -36,8 +36,8 @@ def test_tables_round_trip_the_spec_exactly():
 def test_table_edit_and_errors_name_the_field():
     spec = GuardSpec.default()
     t = spec_tables(spec)
-    t["thresholds"].loc[t["thresholds"]["name"] == "spike_z", "value"] = "6.0"  # cells are text
-    assert spec_from_tables(spec, t).thresholds["spike_z"] == 6.0
+    t["thresholds"].loc[t["thresholds"]["name"] == "spike_z", "value"] = "8.0"  # cells are text
+    assert spec_from_tables(spec, t).thresholds["spike_z"] == 8.0
     t["regimes"].loc[0, "name"] = "watch"
     with pytest.raises(SpecError) as err:
         spec_from_tables(spec, t)

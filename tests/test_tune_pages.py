@@ -80,11 +80,11 @@ def test_designer_edit_shows_on_regimes_on_the_uploaded_log():
     at = open_page(at, "designer")
     names = list(GuardSpec.default().thresholds)
     at.session_state["ed_thresholds_0"] = {"edited_rows": {names.index("grad_spike_z"): {
-        "value": "1e9"}, names.index("spike_z"): {"value": "1e9"}},
+        "value": "1e10"}, names.index("spike_z"): {"value": "1e9"}},   # in order: hysteresis
         "added_rows": [], "deleted_rows": []}
     at = healthy(at.run())
     spec = at.session_state["spec"]
-    assert spec.thresholds["spike_z"] == 1e9
+    assert (spec.thresholds["spike_z"], spec.thresholds["grad_spike_z"]) == (1e9, 1e10)
     assert spec.name == f"{GuardSpec.default().name} (edited)"
     at = healthy(open_page(at, "regimes"))
     assert any(spec.hash in c.value for c in at.caption)
