@@ -9,13 +9,14 @@ project's own examples.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from lbw_sim.errors import TraceError
+from lbw_sim.errors import SpecError, TraceError
 from lbw_sim.guard.analysis import time_in_regime
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.studio.uploads import MAX_UPLOAD_BYTES, UploadResult, read_upload
@@ -84,6 +85,28 @@ def job_progress(job, key: str) -> None:
                 text=f"{shown} / {total} cells · {snap['last'] or 'starting …'}")
     if st.button("Stop", icon=":material/stop:", key=key):
         job.stop()
+
+
+def run_job(prefix: str, make_job: Callable[[], object], disabled: bool = False):
+    """The miniature grid's Run button, its background job in session state
+    (`<prefix>_job`) and, while it runs, its progress and Stop (`<prefix>_run`,
+    `<prefix>_stop`). Returns the finished job, or None while there is none or it runs. A
+    SpecError from `make_job` is shown and starts nothing."""
+    job = st.session_state.get(f"{prefix}_job")
+    busy = job is not None and job.snapshot()["running"]
+    if st.button("Run the miniature grid", icon=":material/play_arrow:", type="primary",
+                 key=f"{prefix}_run", disabled=busy or disabled):
+        try:
+            job = make_job()
+        except SpecError as exc:
+            st.error(f"Cannot run this grid: {exc}")
+            return None
+        st.session_state[f"{prefix}_job"] = job
+        job.start()
+        busy = True
+    if busy:
+        job_progress(job, key=f"{prefix}_stop")
+    return None if job is None or busy else job
 
 
 def regime_time_table(out, key: str | None = None) -> None:

@@ -37,7 +37,7 @@ from lbw_sim.sim.fault_report import (
 )
 from lbw_sim.sim.stress_report import ROOT, runs_dir
 from lbw_sim.viz.faults import fault_curves_figure, guard_regimes_figure
-from pages.common import job_progress, spec_choice, through_app
+from pages.common import run_job, spec_choice, through_app
 
 through_app(__file__)
 
@@ -137,21 +137,9 @@ def run_section() -> FaultResult | None:
                    f"{grid.fault_start(task)}. The default choice takes about 35 s on an "
                    "idle CPU core (longer on a busy one). Short runs: a smoke test of the "
                    "spec, not the benchmark's verdict.")
-    job: FaultJob | None = st.session_state.get("faults_job")
-    busy = job is not None and job.snapshot()["running"]
-    if st.button("Run the miniature grid", icon=":material/play_arrow:", type="primary",
-                 key="faults_run", disabled=busy or grid is None):
-        try:
-            job = FaultJob(**choice, spec=spec)
-        except SpecError as exc:
-            st.error(f"Cannot run this grid: {exc}")
-            return None
-        st.session_state["faults_job"] = job
-        job.start()
-        busy = True
-    if busy:
-        job_progress(job, key="faults_stop")
-    if job is None or busy:
+    job: FaultJob | None = run_job("faults", lambda: FaultJob(**choice, spec=spec),
+                                   disabled=grid is None)
+    if job is None:
         return None
     snap = job.snapshot()
     ran = f"{job.grid.describe()}; guard spec *{job.spec.name}*"

@@ -34,7 +34,7 @@ from lbw_sim.sim.suite_report import (
     suite_verdicts,
 )
 from lbw_sim.viz import stress_curves_figure, stress_events_figure, stress_loss_figure
-from pages.common import job_progress, through_app
+from pages.common import run_job, through_app
 
 through_app(__file__)
 
@@ -76,17 +76,8 @@ def run_section() -> StressResult | None:
     st.caption(f"Arms {', '.join(MINI['arms'])} × LRs {lrs}; a {MINI['model']['n_layer']}-"
                f"layer GPT (width {MINI['model']['n_embd']}) on an order-1 synthetic corpus, "
                f"{sc.steps} steps with {sc.schedule.warmup} warm-up, one seed.")
-    job: StressJob | None = st.session_state.get("stress_job")
-    busy = job is not None and job.snapshot()["running"]
-    if st.button("Run the miniature grid", icon=":material/play_arrow:", type="primary",
-                 key="stress_run", disabled=busy):
-        job = StressJob(grid)
-        st.session_state["stress_job"] = job
-        job.start()
-        busy = True
-    if busy:
-        job_progress(job, key="stress_stop")
-    if job is None or busy:
+    job: StressJob | None = run_job("stress", lambda: StressJob(grid))
+    if job is None:
         return None
     snap = job.snapshot()
     if snap["error"]:

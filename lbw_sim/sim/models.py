@@ -104,7 +104,29 @@ def configure_adamw(
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
 
 
-class GPT(nn.Module):
+class AdamWModel(nn.Module):
+    """A model of this module: `configure_optimizer` is AdamW over its parameters
+    (`configure_adamw`) with its family's defaults (language models: decay 0.1, betas
+    0.9/0.95; the small classifiers and regressors: 0.01, 0.9/0.999)."""
+
+    DEFAULT_DECAY: float = 0.1
+    DEFAULT_BETAS: tuple[float, float] = (0.9, 0.95)
+
+    def configure_optimizer(self, lr: float, weight_decay: float | None = None,
+                            betas: tuple[float, float] | None = None) -> torch.optim.AdamW:
+        return configure_adamw(self, lr,
+                               self.DEFAULT_DECAY if weight_decay is None else weight_decay,
+                               betas or self.DEFAULT_BETAS)
+
+
+class _SmallModel(AdamWModel):
+    """The digits classifiers and the residual MLP: lighter decay, Adam's default betas."""
+
+    DEFAULT_DECAY = 0.01
+    DEFAULT_BETAS = (0.9, 0.999)
+
+
+class GPT(AdamWModel):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
@@ -155,10 +177,6 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
-    def configure_optimizer(
-        self, lr: float, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95)
-    ) -> torch.optim.AdamW:
-        return configure_adamw(self, lr, weight_decay, betas)
 
     @torch.no_grad()
     def generate(
@@ -191,7 +209,7 @@ class MLPConfig:
             raise SpecError("model.dropout", f"must be in [0, 1), got {self.dropout!r}")
 
 
-class MLPClassifier(nn.Module):
+class MLPClassifier(_SmallModel):
     """Linear -> GELU (-> Dropout) stacks, then a linear head over the classes."""
 
     def __init__(self, config: MLPConfig):
@@ -214,11 +232,6 @@ class MLPClassifier(nn.Module):
         logits = self.net(x)
         loss = None if targets is None else F.cross_entropy(logits, targets)
         return logits, loss
-
-    def configure_optimizer(
-        self, lr: float, weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.999)
-    ) -> torch.optim.AdamW:
-        return configure_adamw(self, lr, weight_decay, betas)
 
 
 # --- the task suite's other families: a CNN, a recurrent char LM, a residual MLP ---------------
@@ -243,7 +256,7 @@ class CNNConfig:
             raise SpecError("model.side", f"side**2 = {self.side ** 2} is not n_in={self.n_in}")
 
 
-class DigitsCNN(nn.Module):
+class DigitsCNN(_SmallModel):
     """conv3x3 -> GELU -> conv3x3 (stride 2) -> GELU -> global average -> linear; no
     BatchNorm, so every optimizer (Schedule-Free's x/y switch included) sees one model."""
 
@@ -265,11 +278,6 @@ class DigitsCNN(nn.Module):
         loss = None if targets is None else F.cross_entropy(logits, targets)
         return logits, loss
 
-    def configure_optimizer(
-        self, lr: float, weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.999)
-    ) -> torch.optim.AdamW:
-        return configure_adamw(self, lr, weight_decay, betas)
-
 
 @dataclass
 class RNNConfig:
@@ -283,7 +291,7 @@ class RNNConfig:
         _positive(self, "vocab_size", "block_size", "n_embd", "hidden", "n_layer")
 
 
-class CharGRU(nn.Module):
+class CharGRU(AdamWModel):
     """A recurrent char LM: embedding -> GRU -> linear head; the GPT's interface."""
 
     def __init__(self, config: RNNConfig):
@@ -303,11 +311,6 @@ class CharGRU(nn.Module):
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
-    def configure_optimizer(
-        self, lr: float, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95)
-    ) -> torch.optim.AdamW:
-        return configure_adamw(self, lr, weight_decay, betas)
-
 
 @dataclass
 class ResMLPConfig:
@@ -319,7 +322,7 @@ class ResMLPConfig:
         _positive(self, "n_in", "width", "depth")
 
 
-class ResMLP(nn.Module):
+class ResMLP(_SmallModel):
     """Pre-LayerNorm residual blocks (x + W2 GELU(W1 LN(x))) for scalar regression (MSE)."""
 
     def __init__(self, config: ResMLPConfig):
@@ -342,7 +345,3 @@ class ResMLP(nn.Module):
         loss = None if targets is None else F.mse_loss(pred, targets)
         return pred, loss
 
-    def configure_optimizer(
-        self, lr: float, weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.999)
-    ) -> torch.optim.AdamW:
-        return configure_adamw(self, lr, weight_decay, betas)
