@@ -16,6 +16,7 @@ from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.traces.per_step import (
     fine_tune,
     nominal_fraction,
+    plateau_escape,
     pre_train,
     with_collapse,
     with_spike,
@@ -77,3 +78,36 @@ def test_a_real_spike_leaves_nominal_within_two_steps():
     assert (out.loc[1490:1499, "regime"] == SPEC.initial).all()
     assert (out.loc[1500:1501, "regime"] != SPEC.initial).any()
     assert labels["kind"].tolist() == ["loss_spike"]
+
+
+def test_plateau_escape_trace_grows_its_gradient_norm_while_the_loss_falls():
+    df = plateau_escape(300, seed=0)
+    g, loss = df["grad_norm"], df["loss"]
+    assert g.iloc[100:].median() > 7 * g.iloc[:30].median()
+    assert loss.iloc[:30].mean() == pytest.approx(2.3, rel=0.02) and loss.iloc[-20:].mean() < 0.3
+
+
+def _grad_half_life(spec: GuardSpec, half_life: float) -> GuardSpec:
+    data = spec.to_dict()
+    data["signals"]["grad_z"]["half_life"] = half_life
+    return GuardSpec.from_dict(data)
+
+
+def test_default_spec_is_quiet_while_a_classifier_leaves_its_plateau():
+    """The gradient norm's reference follows its healthy growth (half-life 20), so a 10x rise
+    is not a 100-noise-unit outlier; with the loss's 50-step memory it was, on some seeds."""
+    quiet = [nominal_fraction(replay(plateau_escape(300, seed=s), SPEC), SPEC.initial, 30)
+             for s in range(8)]
+    assert min(quiet) >= 0.98
+    slow = _grad_half_life(SPEC, 50.0)
+    slow_quiet = [nominal_fraction(replay(plateau_escape(300, seed=s), slow), slow.initial, 30)
+                  for s in range(8)]
+    assert min(slow_quiet) < 0.98
+
+
+@pytest.mark.parametrize("at", [40, 60, 120])
+def test_a_poisoned_gradient_during_the_growth_is_still_dropped(at):
+    df = plateau_escape(300, seed=1)
+    df.loc[at, "grad_norm"] *= 100
+    out = replay(df, SPEC).set_index("step")
+    assert out.loc[at, "regime"] == "reject" and out.loc[at, "skipped"]
