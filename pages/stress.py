@@ -19,6 +19,7 @@ from lbw_sim.sim.stress_report import (
     goals,
     list_result_dirs,
     load_results,
+    measured_text,
     read_summary,
     report_table,
     runs_dir,
@@ -143,11 +144,11 @@ def show(result: StressResult) -> None:
         st.dataframe(worst, hide_index=True, width="stretch", key="stress_worst")
     marks = {True: "✔", False: "✘"}
     verdict = goals(rep, result.nominal or None).assign(
-        met=lambda d: d["met"].map(marks).fillna("?"))
+        met=lambda d: d["met"].map(marks).fillna("?"),
+        measured=lambda d: [measured_text(g, m) for g, m in zip(d["goal"], d["measured"])])
     st.markdown("**Goals** (no harm at the best LR, rescue at 10×/30× the best LR, dominance "
                 "from 3×; LRs matched within a factor 1.2)")
-    st.dataframe(verdict, hide_index=True, width="stretch", key="stress_goals",
-                 column_config={"measured": st.column_config.NumberColumn(format="%.3f")})
+    st.dataframe(verdict, hide_index=True, width="stretch", key="stress_goals")
     st.plotly_chart(stress_events_figure(rep), width="stretch", key="stress_events_chart")
     if not result.curves.empty:
         st.plotly_chart(stress_curves_figure(result.curves, result.reference), width="stretch",
@@ -196,16 +197,16 @@ def suite_section() -> StressResult | None:
                 "a goal is met when every task that can judge it meets it)")
     st.dataframe(overall(verdicts).assign(met=lambda d: d["met"].map(marks).fillna("?")),
                  hide_index=True, width="stretch", key="suite_overall")
-    matrix = verdicts.assign(cell=[f"{m:.3f} {marks.get(ok, '?')}" for m, ok in
-                                   zip(verdicts["measured"], verdicts["met"])])
+    matrix = verdicts.assign(cell=[f"{measured_text(k, m)} {marks.get(ok, '?')}" for k, m, ok in
+                                   zip(verdicts["key"], verdicts["measured"], verdicts["met"])])
     st.dataframe(matrix.pivot(index="task", columns="key", values="cell"),
                  width="stretch", key="suite_matrix")
     task = st.selectbox("Task", list(results), key="suite_task")
     st.markdown(f"**{task}: goals**")
     st.dataframe(verdicts[verdicts["task"] == task].drop(columns=["task", "key"]).assign(
-        met=lambda d: d["met"].map(marks).fillna("?")), hide_index=True, width="stretch",
-        key="suite_task_goals",
-        column_config={"measured": st.column_config.NumberColumn(format="%.3f")})
+        met=lambda d: d["met"].map(marks).fillna("?"),
+        measured=lambda d: [measured_text(g, m) for g, m in zip(d["goal"], d["measured"])]),
+        hide_index=True, width="stretch", key="suite_task_goals")
     st.markdown("**Beside the guard** (ratio to AdamW's best)")
     st.dataframe(beside_guard(report_table(results[task].summary)), hide_index=True,
                  width="stretch", key="suite_beside")

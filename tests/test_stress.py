@@ -239,7 +239,7 @@ def test_goals_judge_each_claim_on_the_grid():
     assert v.loc["quiet: nominal after warm-up, LR <= best", "met"]
     assert v.loc["stretch: better than AdamW at its best LR", "met"] is False
     md = goals_markdown(goals(rep))
-    assert "| dominance at every LR >= 3x | 0.000 | 0 losses | ✔ |" in md
+    assert "| dominance at every LR >= 3x | 0 | 0 losses | ✔ |" in md
 
 
 def test_goals_name_what_is_missed():

@@ -16,6 +16,7 @@ from lbw_sim.sim.suite_report import (
     GOAL_ORDER,
     load_suite,
     overall,
+    suite_markdown,
     suite_verdicts,
     task_goals,
 )
@@ -92,6 +93,15 @@ def test_every_goal_met_on_a_good_guard():
 ])
 def test_each_goal_can_fail(changes, nominal, missed):
     assert _missed(_summary(changes), nominal) == missed
+
+
+def test_the_report_prints_dominance_as_a_count_of_losses():
+    s = _summary({("stableadamw", 0.0316): 1.0, ("schedulefree", 0.316): 1.08})
+    md = suite_markdown({"a": StressResult(None, s, nominal=QUIET)}, [])
+    goals = md.split("## Goals per task")[1]
+    row = next(line for line in goals.splitlines() if line.startswith("| a | "))
+    assert "| 2 ✘ |" in row and "2.000" not in row
+    assert "1.005 ✔" in row                       # ratios keep three decimals
 
 
 def test_overall_needs_every_task_and_names_the_ones_that_missed():

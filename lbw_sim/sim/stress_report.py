@@ -225,13 +225,20 @@ def _worst_detail(wr: pd.DataFrame, guard: float) -> str:
     return "; ".join(parts)
 
 
+def measured_text(goal: str, value: float) -> str:
+    """A goal's measured value as reports print it: dominance counts losses, every other goal
+    is a ratio or a fraction."""
+    return _num(float(value), ".0f" if goal.startswith("dominance") else ".3f")
+
+
 def goals_markdown(verdict: pd.DataFrame) -> str:
     """The goals as a markdown table (✔ met, ✘ missed, ? the grid cannot tell)."""
     lines = ["| goal | measured | target | met |", "|---|---|---|---|"]
     for r in verdict.itertuples():
         mark = {True: "✔", False: "✘"}.get(r.met, "?")
         detail = f" ({r.detail})" if r.detail else ""
-        lines.append(f"| {r.goal} | {_num(r.measured, '.3f')} | {r.target} | {mark}{detail} |")
+        lines.append(f"| {r.goal} | {measured_text(r.goal, r.measured)} | {r.target} | "
+                     f"{mark}{detail} |")
     return "\n".join(lines) + "\n"
 
 

@@ -28,6 +28,7 @@ from lbw_sim.sim.stress_report import (
     goals,
     goals_markdown,
     load_results,
+    measured_text,
     report_table,
 )
 
@@ -144,7 +145,7 @@ def suite_markdown(results: dict[str, StressResult], tasks: list[Any],
                 cells.append("?")
                 continue
             r = v.loc[key]
-            cells.append(f"{_num(float(r['measured']), '.3f')} {_MARK.get(r['met'], '?')}")
+            cells.append(f"{measured_text(key, r['measured'])} {_MARK.get(r['met'], '?')}")
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     ov = overall(verdicts)
     lines += ["", "Targets: no harm ≤ 1.01× AdamW's best; quiet ≥ 0.98 of steps nominal after "
@@ -168,7 +169,7 @@ def suite_markdown(results: dict[str, StressResult], tasks: list[Any],
     lines += ["## Details of missed goals", ""]
     for r in verdicts.itertuples():
         if r.met is False:
-            lines.append(f"- {r.task}: {r.goal}: {_num(float(r.measured), '.3f')} "
+            lines.append(f"- {r.task}: {r.goal}: {measured_text(r.goal, r.measured)} "
                          f"(target {r.target}){': ' + r.detail if r.detail else ''}")
     lines += ["", "Each task's own table (every arm, mean ± std) is `<task>/table.md`."]
     return "\n".join(lines) + "\n"
