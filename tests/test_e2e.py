@@ -225,16 +225,32 @@ def live_line(pg) -> str:
     return pg.locator(f"{VEGA} .mark-line path").first.get_attribute("d") or ""
 
 
+def live_charts_problem(pg) -> str:
+    """'' when the three live charts are drawn with a line each, else what is wrong."""
+    charts = pg.locator(VEGA)
+    if charts.count() != 3:
+        return f"{charts.count()} live charts, want 3"
+    for i in range(3):
+        box = charts.nth(i).bounding_box()
+        if not (box and box["width"] > 300 and box["height"] > 100):
+            return f"empty chart {i}"
+        if charts.nth(i).locator(".mark-line path").count() == 0:
+            return f"no line in chart {i}"
+    return ""
+
+
 def assert_live_healthy(pg, name: str) -> None:
+    """No exception and three drawn charts. While training, the fragment redraws every
+    second and a chart is briefly absent mid-redraw, so the charts are polled (5 s)."""
     pg.wait_for_timeout(300)
     pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
     assert pg.locator('[data-testid="stException"]').count() == 0, f"{name}: exception shown"
-    charts = pg.locator(VEGA)
-    assert charts.count() == 3, f"{name}: {charts.count()} live charts, want 3"
-    for i in range(3):
-        box = charts.nth(i).bounding_box()
-        assert box and box["width"] > 300 and box["height"] > 100, f"{name}: empty chart {i}"
-        assert charts.nth(i).locator(".mark-line path").count() > 0, f"{name}: no line in {i}"
+    for _ in range(25):
+        problem = live_charts_problem(pg)
+        if not problem:
+            break
+        pg.wait_for_timeout(200)
+    assert not problem, f"{name}: {problem}"
 
 
 def counter_changes(pg, seconds: float = 3.0) -> list[float]:
