@@ -26,6 +26,7 @@ from lbw_sim.sim.stress_report import (
     worst_ratios,
 )
 from lbw_sim.sim.suite_report import (
+    GOAL_ORDER,
     beside_guard,
     list_suite_dirs,
     load_suite,
@@ -199,7 +200,8 @@ def suite_section() -> StressResult | None:
                  hide_index=True, width="stretch", key="suite_overall")
     matrix = verdicts.assign(cell=[f"{measured_text(k, m)} {marks.get(ok, '?')}" for k, m, ok in
                                    zip(verdicts["key"], verdicts["measured"], verdicts["met"])])
-    st.dataframe(matrix.pivot(index="task", columns="key", values="cell"),
+    grid = matrix.pivot(index="task", columns="key", values="cell")
+    st.dataframe(grid.reindex(index=list(results), columns=[k for k in GOAL_ORDER if k in grid]),
                  width="stretch", key="suite_matrix")
     task = st.selectbox("Task", list(results), key="suite_task")
     st.markdown(f"**{task}: goals**")
