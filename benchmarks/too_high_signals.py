@@ -2,7 +2,7 @@
 
 For every task of the suite (lbw_sim/sim/suite.py) and LR factors 1x, 3.16x, 10x and 31.6x
 its AdamW-best LR, plain AdamW (the suite's betas and warm-up, seed 0: the tuning seed) is
-trained while four candidate signals are measured (three of them free of the task's scale):
+trained while five candidate signals are measured (four of them free of the task's scale):
 
 - `hypergrad`: cosine between this step's gradient and the previous update (the sign of the
   hypergradient dL/dlr: > 0 means the last step overshot), mean over steps 5-30;
@@ -11,7 +11,9 @@ trained while four candidate signals are measured (three of them free of the tas
 - `drawdown`: the loss EMA's largest rise above its own running best, in units of its own
   absolute deviation (a run that diverges slowly climbs away from its best);
 - `update ratio`: median of |Δθ| / |θ| after the warm-up (30 steps) — not scale-free in the
-  same sense: one dimensionless constant for every model, the kind v1's 3 % trigger was.
+  same sense: one dimensionless constant for every model, the kind v1's 3 % trigger was;
+- `grad cos`: cosine between consecutive gradients late in the run (steps 100+): a run that
+  bounces across a valley at too high an LR should see its gradients anti-correlate.
 
 A signal transfers if one threshold separates the 1x rows from the >= 10x rows on every task.
 The printed table is the evidence behind docs/guard.md's "Rescue: what was measured".
@@ -41,7 +43,7 @@ def _flat(ts: list[torch.Tensor]) -> torch.Tensor:
 
 
 def measure(task, factor: float, seed: int = 0) -> dict[str, float]:
-    """Train one cell with plain AdamW and return the four signals and the val loss."""
+    """Train one cell with plain AdamW and return the five signals and the val loss."""
     sc = task.grid(seeds=[seed], lrs=[task.best_lr], arms=["adamw"]).scenario
     t = build_task(sc, seed, torch.device("cpu"), {})
     params = [p for p in t.module.parameters() if p.requires_grad]
@@ -49,7 +51,7 @@ def measure(task, factor: float, seed: int = 0) -> dict[str, float]:
     opt = torch.optim.AdamW(params, lr=lr, betas=sc.optimizer.betas,
                             weight_decay=sc.optimizer.weight_decay)
     batches = iter(t.batches) if t.batches is not None else None
-    hyper, norms, losses, ratios, prev = [], [], [], [], None
+    hyper, norms, losses, ratios, gcos, prev, prev_grad = [], [], [], [], [], None, None
     for step in range(sc.steps):
         for g in opt.param_groups:
             g["lr"] = lr * sc.schedule.factor(step, sc.steps)
@@ -60,6 +62,9 @@ def measure(task, factor: float, seed: int = 0) -> dict[str, float]:
         hyper.append(float(torch.nn.functional.cosine_similarity(grad, prev, 0))
                      if prev is not None else np.nan)
         norms.append(float(grad.norm()))
+        gcos.append(float(torch.nn.functional.cosine_similarity(grad, prev_grad, 0))
+                    if prev_grad is not None else np.nan)
+        prev_grad = grad.clone()
         before = _flat([p.detach() for p in params]).clone()
         opt.step()
         prev = _flat([p.detach() for p in params]) - before
@@ -68,7 +73,8 @@ def measure(task, factor: float, seed: int = 0) -> dict[str, float]:
     g = np.array(norms)
     return {"val": t.evaluate(), "hypergrad": float(np.nanmean(hyper[5:30])),
             "grad/g0": float(np.median(g[60:]) / np.median(g[:5])),
-            "drawdown": drawdown(np.array(losses)), "update ratio": float(np.median(ratios[30:]))}
+            "drawdown": drawdown(np.array(losses)), "update ratio": float(np.median(ratios[30:])),
+            "grad cos": float(np.nanmean(gcos[100:]))}
 
 
 def drawdown(loss: np.ndarray, half_life: float = 20.0, warmup: int = 20) -> float:
@@ -89,14 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", help="comma-separated suite tasks (default: all)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    print("| task | LR factor | val loss | hypergrad (5-30) | grad/g0 | drawdown | update ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print("| task | LR factor | val loss | hypergrad (5-30) | grad/g0 | drawdown | update ratio "
+          "| grad cos (100+) |")
+    print("|---|---|---|---|---|---|---|---|")
     for task in get_tasks(args.tasks.split(",") if args.tasks else None):
         for f in FACTORS:
             m = measure(task, f)
             print(f"| {task.name} | {f:g}x | {m['val']:.3f} | {m['hypergrad']:+.3f} | "
-                  f"{m['grad/g0']:.2f} | {m['drawdown']:.2f} | {100 * m['update ratio']:.2f} % |",
-                  flush=True)
+                  f"{m['grad/g0']:.2f} | {m['drawdown']:.2f} | {100 * m['update ratio']:.2f} % | "
+                  f"{m['grad cos']:+.3f} |", flush=True)
     return 0
 
 
