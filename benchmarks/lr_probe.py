@@ -3,8 +3,9 @@
 The idea left open by the passive statistics of `too_high_signals.py`: halve the LR for a
 few steps and read the loss's response against its own noise — a run held on a noise floor
 by too high an LR should drop at once, a run at a good LR should barely move. For every
-suite task at 1x, 3.16x and 10x its AdamW-best LR, plain AdamW is trained twice from the
-same seed (0, the tuning seed): as is, and with the LR halved for steps 150-170. Printed:
+suite task at 1x, 3.16x and 10x its AdamW-best LR, plain AdamW (as the suite's `adamw` arm,
+`suite.plain_adamw`) is trained twice from the same seed (0, the tuning seed): as is, and
+with the LR halved for steps 150-170. Printed:
 
 - `drop`: the probe run's mean loss over steps 130-150 minus over 155-170, in units of the
   loss's step-to-step noise (steps 100-150) — what a guard could read online;
@@ -28,8 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lbw_sim.sim.suite import get_tasks  # noqa: E402
-from lbw_sim.sim.tasks import build_task  # noqa: E402
+from lbw_sim.sim.suite import get_tasks, plain_adamw  # noqa: E402
 
 FACTORS = (1.0, 3.16, 10.0)
 PROBE, CUT = (150, 170), 0.5
@@ -37,24 +37,12 @@ PROBE, CUT = (150, 170), 0.5
 
 def train(task, factor: float, probe: bool, seed: int = 0) -> tuple[np.ndarray, float]:
     """Per-step training losses and the final val loss of one plain-AdamW run."""
-    sc = task.grid(seeds=[seed], lrs=[task.best_lr], arms=["adamw"]).scenario
-    t = build_task(sc, seed, torch.device("cpu"), {})
-    params = [p for p in t.module.parameters() if p.requires_grad]
-    lr = task.best_lr * factor
-    opt = torch.optim.AdamW(params, lr=lr, betas=sc.optimizer.betas,
-                            weight_decay=sc.optimizer.weight_decay)
-    batches = iter(t.batches) if t.batches is not None else None
-    losses = []
-    for step in range(sc.steps):
-        k = CUT if probe and PROBE[0] <= step < PROBE[1] else 1.0
-        for g in opt.param_groups:
-            g["lr"] = lr * k * sc.schedule.factor(step, sc.steps)
-        loss = t.loss(next(batches) if batches is not None else None, step)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    return np.array(losses), t.evaluate()
+    def scale(step: int) -> float:
+        return CUT if probe and PROBE[0] <= step < PROBE[1] else 1.0
+
+    built, steps = plain_adamw(task, factor, seed, lr_scale=scale)
+    losses = [float(loss.detach()) for _, loss in steps]
+    return np.array(losses), built.evaluate()
 
 
 def main(argv: list[str] | None = None) -> int:

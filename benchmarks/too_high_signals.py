@@ -1,8 +1,9 @@
 """Can a scale-free statistic tell "this LR is too high" from "this run is fine"? (seed 0)
 
 For every task of the suite (lbw_sim/sim/suite.py) and LR factors 1x, 3.16x, 10x and 31.6x
-its AdamW-best LR, plain AdamW (the suite's betas and warm-up, seed 0: the tuning seed) is
-trained while five candidate signals are measured (four of them free of the task's scale):
+its AdamW-best LR, plain AdamW exactly as the suite's `adamw` arm (`suite.plain_adamw`;
+seed 0: the tuning seed) is trained while five candidate signals are measured (four of them
+free of the task's scale):
 
 - `hypergrad`: cosine between this step's gradient and the previous update (the sign of the
   hypergradient dL/dlr: > 0 means the last step overshot), mean over steps 5-30;
@@ -32,8 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lbw_sim.sim.suite import get_tasks  # noqa: E402
-from lbw_sim.sim.tasks import build_task  # noqa: E402
+from lbw_sim.sim.suite import get_tasks, plain_adamw  # noqa: E402
 
 FACTORS = (1.0, 3.16, 10.0, 31.6)
 
@@ -44,34 +44,23 @@ def _flat(ts: list[torch.Tensor]) -> torch.Tensor:
 
 def measure(task, factor: float, seed: int = 0) -> dict[str, float]:
     """Train one cell with plain AdamW and return the five signals and the val loss."""
-    sc = task.grid(seeds=[seed], lrs=[task.best_lr], arms=["adamw"]).scenario
-    t = build_task(sc, seed, torch.device("cpu"), {})
-    params = [p for p in t.module.parameters() if p.requires_grad]
-    lr = task.best_lr * factor
-    opt = torch.optim.AdamW(params, lr=lr, betas=sc.optimizer.betas,
-                            weight_decay=sc.optimizer.weight_decay)
-    batches = iter(t.batches) if t.batches is not None else None
-    hyper, norms, losses, ratios, gcos, prev, prev_grad = [], [], [], [], [], None, None
-    for step in range(sc.steps):
-        for g in opt.param_groups:
-            g["lr"] = lr * sc.schedule.factor(step, sc.steps)
-        loss = t.loss(next(batches) if batches is not None else None, step)
-        opt.zero_grad()
-        loss.backward()
-        grad = _flat([p.grad for p in params])
-        hyper.append(float(torch.nn.functional.cosine_similarity(grad, prev, 0))
-                     if prev is not None else np.nan)
+    cos = torch.nn.functional.cosine_similarity
+    hyper, norms, losses, ratios, gcos = [], [], [], [], []
+    prev_grad = prev_theta = update = None
+    built, steps = plain_adamw(task, factor, seed)
+    params = [p for p in built.module.parameters() if p.requires_grad]
+    for _, loss in steps:
+        grad, theta = _flat([p.grad for p in params]), _flat([p.detach() for p in params])
+        if prev_theta is not None:                  # the update just applied, and its size
+            update = theta - prev_theta
+            ratios.append(float(update.norm() / prev_theta.norm().clamp_min(1e-12)))
+        hyper.append(float(cos(grad, update, 0)) if update is not None else np.nan)
+        gcos.append(float(cos(grad, prev_grad, 0)) if prev_grad is not None else np.nan)
         norms.append(float(grad.norm()))
-        gcos.append(float(torch.nn.functional.cosine_similarity(grad, prev_grad, 0))
-                    if prev_grad is not None else np.nan)
-        prev_grad = grad.clone()
-        before = _flat([p.detach() for p in params]).clone()
-        opt.step()
-        prev = _flat([p.detach() for p in params]) - before
-        ratios.append(float(prev.norm() / before.norm().clamp_min(1e-12)))
         losses.append(float(loss.detach()))
+        prev_grad, prev_theta = grad, theta
     g = np.array(norms)
-    return {"val": t.evaluate(), "hypergrad": float(np.nanmean(hyper[5:30])),
+    return {"val": built.evaluate(), "hypergrad": float(np.nanmean(hyper[5:30])),
             "grad/g0": float(np.median(g[60:]) / np.median(g[:5])),
             "drawdown": drawdown(np.array(losses)), "update ratio": float(np.median(ratios[30:])),
             "grad cos": float(np.nanmean(gcos[100:]))}

@@ -11,7 +11,14 @@ import torch
 from lbw_sim.cli import main
 from lbw_sim.sim.stress_grid import LR_FREE, STRESS_ARMS, StressResult
 from lbw_sim.sim.stress_report import report_table
-from lbw_sim.sim.suite import FULL_FACTORS, QUICK_FACTORS, TASKS, get_tasks, run_suite
+from lbw_sim.sim.suite import (
+    FULL_FACTORS,
+    QUICK_FACTORS,
+    TASKS,
+    get_tasks,
+    plain_adamw,
+    run_suite,
+)
 from lbw_sim.sim.suite_report import (
     GOAL_ORDER,
     load_suite,
@@ -148,3 +155,19 @@ def test_tiny_suite_run_writes_a_folder_per_task_and_resumes(tmp_path):
                       progress=False)
     assert (tmp_path / "mlp_digits" / "summary.csv").read_text() == before   # nothing re-run
     assert len(again["mlp_digits"].summary) == 9
+
+
+def test_plain_adamw_is_the_suite_adamw_arm_step_by_step(tmp_path):
+    """The benchmarks' in-run measurements train exactly what the suite's adamw arm trains."""
+    from lbw_sim.sim.stress import run_stress
+
+    task = get_tasks(["mlp_digits"])[0]
+    built, steps = plain_adamw(task, 1.0, seed=1)
+    assert [s for s, _ in steps] == list(range(300))
+    arm = run_stress(task.grid(seeds=[1], lrs=[task.best_lr], arms=["adamw"]), tmp_path,
+                     workers=1, progress=False).summary["final_val_loss"].iloc[0]
+    assert built.evaluate() == arm
+    frozen, steps = plain_adamw(task, 1.0, seed=1, lr_scale=lambda step: 0.0)
+    for _ in steps:
+        pass
+    assert frozen.evaluate() > 2 * arm                  # lr_scale reaches every group

@@ -177,7 +177,6 @@ class GPT(AdamWModel):
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
-
     @torch.no_grad()
     def generate(
         self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,

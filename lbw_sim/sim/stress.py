@@ -157,10 +157,9 @@ def run_cell(grid: StressGrid, cell: Cell, lr_scale: float | None = None,
              out_dir: Path | None = None, cache: dict | None = None,
              on_step: Callable[[int], None] | None = None,
              stop_event: threading.Event | None = None,
-             keep: bool = False) -> tuple[dict, pd.DataFrame]:
-    """Train one cell; return its summary row and its curve (CURVE_COLUMNS). The trace goes
-    to `out_dir` as it is recorded; with `keep` (and no `out_dir`) its CSV text rides in
-    `curve.attrs["trace"]` instead, for a worker that must not write."""
+             ) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Train one cell; return its summary row, its curve (CURVE_COLUMNS) and its trace (the
+    trace file's columns). With `out_dir` the trace is also written there as it is recorded."""
     import torch
 
     from lbw_sim.sim.runner import GUARD_TRACE_COLUMNS, TRACE_COLUMNS, Run, summarize
@@ -188,10 +187,8 @@ def run_cell(grid: StressGrid, cell: Cell, lr_scale: float | None = None,
     summary = summarize(rows, sc, arm=cell.arm, lr=cell.lr, seed=cell.seed,
                         wall_s=time.perf_counter() - t0, stopped=run.stop_reason)
     trace = pd.DataFrame(rows)
-    curve = _curve(trace)
-    if keep and out_dir is None:
-        curve.attrs["trace"] = trace.reindex(columns=columns).to_csv(index=False)
-    return _finish_row(summary, trace, grid, cell, spec), curve
+    return (_finish_row(summary, trace, grid, cell, spec), _curve(trace),
+            trace.reindex(columns=columns))
 
 
 def _finish_row(row: dict, trace: pd.DataFrame, grid: StressGrid, cell: Cell,
@@ -308,9 +305,9 @@ def _run_here(book: _Book, stop_event: threading.Event) -> None:
             torch.device("cpu"), cache)
     for cell in list(book.todo):
         base = book.finished
-        row, curve = run_cell(book.grid, cell, book.guard_scale(cell), book.out, cache,
-                              on_step=lambda n, b=base: book.tick(b + n / steps),
-                              stop_event=stop_event)
+        row, curve, _ = run_cell(book.grid, cell, book.guard_scale(cell), book.out, cache,
+                                 on_step=lambda n, b=base: book.tick(b + n / steps),
+                                 stop_event=stop_event)
         if stop_event.is_set():
             return  # the interrupted cell is not recorded: a resume re-runs it
         book.add(row, curve, cell)
@@ -337,10 +334,8 @@ def _worker_cell(grid: StressGrid, cell: Cell, lr_scale: float | None,
                  keep_trace: bool) -> tuple[dict, pd.DataFrame, str | None]:
     """A cell in a worker, which may sit on another machine (Ray): it writes nothing; its
     trace comes back as CSV text for the driver to write, so --out needs no shared disk."""
-    row, curve = run_cell(grid, cell, lr_scale, None, _WORKER.get("cache"),
-                          keep=keep_trace)
-    trace = curve.attrs.pop("trace", None)
-    return row, curve, trace
+    row, curve, trace = run_cell(grid, cell, lr_scale, None, _WORKER.get("cache"))
+    return row, curve, trace.to_csv(index=False) if keep_trace else None
 
 
 def _run_pool(book: _Book, workers: int, stop_event: threading.Event, backend: str = "local",

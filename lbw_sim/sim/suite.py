@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +165,40 @@ def run_suite(out: str | Path, *, quick: bool = False, workers: int = 1,
     bar.close()
     write_suite_table(out, [t for t in tasks if t.name in results])
     return results
+
+
+def plain_adamw(task: SuiteTask, factor: float, seed: int = 0,
+                lr_scale: Callable[[int], float] | None = None,
+                ) -> tuple[Any, Iterator[tuple[int, Any]]]:
+    """Plain AdamW on one task at `factor` x its best LR, built as the suite's `adamw` arm
+    is (the scenario's optimizer groups, betas, weight decay, warm-up), for benchmarks that
+    measure inside a run. Returns the built task (`.module`, `.evaluate()`) and its steps:
+    each yields `(step, loss)` after the backward pass and before the update, which happens
+    when the caller asks for the next step. `lr_scale(step)` multiplies the scheduled LR."""
+    import torch
+
+    from lbw_sim.sim.baselines import build_optimizer
+    from lbw_sim.sim.tasks import build_task
+
+    sc = task.grid(seeds=[seed], lrs=[task.best_lr], arms=["adamw"]).scenario
+    built = build_task(sc, seed, torch.device("cpu"), {})
+    o, lr = sc.optimizer, task.best_lr * factor
+    opt = build_optimizer(built.module, lr, optimizer=o.kind, betas=tuple(o.betas),
+                          weight_decay=o.weight_decay, eps=o.eps)
+
+    def steps() -> Iterator[tuple[int, Any]]:
+        batches = iter(built.batches) if built.batches is not None else None
+        for step in range(sc.steps):
+            scale = lr_scale(step) if lr_scale is not None else 1.0
+            for g in opt.param_groups:
+                g["lr"] = lr * scale * sc.schedule.factor(step, sc.steps)
+            loss = built.loss(next(batches) if batches is not None else None, step)
+            opt.zero_grad()
+            loss.backward()
+            yield step, loss
+            opt.step()
+
+    return built, steps()
 
 
 def tune_best_lr(task: SuiteTask, out: str | Path, *, workers: int = 1,
