@@ -30,7 +30,7 @@ def run(decide_on: str, spec: GuardSpec = DEFAULT, steps: int = 220,
     """A small regression with a gradient spike at 120-121 and NaN losses from 180 on."""
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
-    opt = GuardedOptimizer(torch.optim.AdamW(net.parameters(), lr=3e-3), spec,
+    opt = GuardedOptimizer(torch.optim.AdamW(net.parameters(), lr=3e-3, fused=True), spec,
                            decide_on=decide_on)
     for step in range(steps):
         if edit is not None and step == edit[0]:

@@ -115,7 +115,8 @@ def test_lr_scale_and_momentum_damping_applied():
 def test_update_cap_bounds_the_step_and_is_recorded(decide_on, inner):
     spec = DEFAULT.with_values({"regimes.nominal.update_cap": 1e-4})
     model = make(4)
-    opt = GuardedOptimizer(inner(model.parameters(), lr=1.0), spec, decide_on=decide_on)
+    opt = GuardedOptimizer(inner(model.parameters(), lr=1.0, fused=decide_on == "device"), spec,
+                           decide_on=decide_on)
     for step in range(3):
         before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
         train(model, opt, 1, start=step)
@@ -222,7 +223,7 @@ def test_trainer_style_calls_observe_loss_then_plain_step():
 # --- the device path (decide_on="device"), exercised on CPU tensors ---------------------------
 
 def device_opt(model, spec=DEFAULT, lr=3e-3):
-    return GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=lr), spec,
+    return GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=lr, fused=True), spec,
                             decide_on="device")
 
 

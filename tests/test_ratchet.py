@@ -82,7 +82,7 @@ def mlp(seed=0):
 
 def fit(lr: float, steps: int, nan_steps=(), decide_on="host") -> GuardedOptimizer:
     model = mlp()
-    opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=lr), DEFAULT,
+    opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=lr, fused=True), DEFAULT,
                            track_norms=True, decide_on=decide_on)
     for step in range(steps):
         g = torch.Generator().manual_seed(step)

@@ -2,8 +2,10 @@
 
 A wrapper *is* a `torch.optim.Optimizer` (so LR schedulers and trainers accept it) that
 shares the wrapped optimizer's `param_groups` and `state` rather than copying them.
-Subclasses implement `step`; the runner also reads `take_skip_batches`, `should_stop`,
-`stop_reason`, `set_spec` and `last_row`, which default to "nothing to do" here.
+Subclasses implement `step`; its step hooks (`register_step_pre_hook`, global hooks, the
+profiler's `Optimizer.step#…` range) fire as on any torch optimizer. The runner also reads
+`take_skip_batches`, `should_stop`, `stop_reason`, `set_spec` and `last_row`, which default
+to "nothing to do" here.
 """
 
 from __future__ import annotations
@@ -12,9 +14,16 @@ from collections import OrderedDict
 from typing import Any
 
 import torch
+from torch.distributed.tensor import DTensor
 
 HOOKS = ("step_pre", "step_post", "state_dict_pre", "state_dict_post", "load_state_dict_pre",
          "load_state_dict_post")
+
+
+def full_norm(norm: torch.Tensor) -> torch.Tensor:
+    """A norm as a plain 0-d tensor: a DTensor norm (partial or replicated over the mesh)
+    is reduced to its global value."""
+    return norm.full_tensor() if isinstance(norm, DTensor) else norm
 
 
 class WrappedOptimizer(torch.optim.Optimizer):
@@ -27,6 +36,7 @@ class WrappedOptimizer(torch.optim.Optimizer):
             setattr(self, f"_optimizer_{hooks}_hooks", OrderedDict())
         self.optimizer = optimizer
         self.step_count = 0
+        self._patch_step_function()        # step hooks and the profiler's step range
 
     @property  # type: ignore[override]
     def param_groups(self) -> list[dict[str, Any]]:
@@ -49,15 +59,15 @@ class WrappedOptimizer(torch.optim.Optimizer):
         return [p.grad for p in self._params() if p.grad is not None]
 
     def grad_norm(self) -> torch.Tensor:
-        """Global L2 norm of the gradients (float32, on their device; foreach, no sync)."""
+        """Global L2 norm of the gradients (float32, on their device; foreach, no sync).
+
+        Sharded gradients (FSDP2's DTensors) give the norm over every shard, as
+        `clip_grad_norm_` does; replicated ones (DDP) are already the global gradient."""
         grads = self._grads()
         if not grads:
             dev = self._params()[0].device if self._params() else None
             return torch.full((), float("nan"), device=dev)
-        norms = torch._foreach_norm(grads, 2.0)
-        if norms[0].dtype != torch.float32 or len({n.dtype for n in norms}) > 1:
-            norms = [n.float() for n in norms]
-        return torch.linalg.vector_norm(torch.stack(norms))
+        return full_norm(torch.nn.utils.get_total_norm(grads, 2.0, foreach=True)).float()
 
     @staticmethod
     def _closure_loss(closure: Any, loss: Any) -> Any:

@@ -42,6 +42,13 @@ from lbw_sim.guard.signals import KIND_CODE, MAD_TO_SD
 from lbw_sim.guard.spec import TELEMETRY, GuardSpec
 
 F64 = torch.float64
+#: columns of `TensorGuard.reg_table`, one row per regime
+R_LR, R_MOMENTUM, R_CAP, R_SKIP, R_ROLLBACK, R_STOP, R_SKIP_BATCHES = range(7)
+
+
+def _at(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """`values[index]` for a 0-d index tensor, as a device op (no host read)."""
+    return values.index_select(0, index.reshape(1)).reshape(())
 
 
 def _scalar(v: torch.Tensor | float, device: torch.device) -> torch.Tensor:
@@ -225,12 +232,12 @@ class TensorGuard:
         self.compiled = c
         self.from_mask, self.to = t(c.from_mask, torch.bool), t(c.to, torch.int64)
         self.for_, self.dwell = t(c.for_, torch.int64), t(c.dwell, F64)
-        self.reg_lr, self.reg_mom = t(c.reg_lr, F64), t(c.reg_momentum, F64)
-        self.reg_cap = t(c.reg_cap, F64)
-        self.reg_skip, self.reg_rb = t(c.reg_skip, torch.bool), t(c.reg_rollback, torch.bool)
-        self.reg_stop = t(c.reg_stop, torch.bool)
-        self.skip_batches = t([r.skip_batches for r in self.spec.regimes.values()],
-                              torch.int64)
+        # one row per regime, read with one index_select (a 0-d index tensor used as
+        # `table[regime]` would be read back to the host inside ATen)
+        self.reg_table = t(np.stack([np.asarray(c.reg_lr, np.float64), c.reg_momentum,
+                                     c.reg_cap, c.reg_skip, c.reg_rollback, c.reg_stop,
+                                     [r.skip_batches for r in self.spec.regimes.values()]],
+                                    axis=1).astype(np.float64), F64)
         self.b = [float(x) for x in c.bounds]
         self.window = max(int(c.bounds[B_WINDOW]), 1)
 
@@ -275,7 +282,7 @@ class TensorGuard:
         step_t = torch.full((), float(step), dtype=F64, device=dev)
         if not self.started:   # as the walk kernel's first row: from the current spec
             self.entered = step_t
-            self.lr_prev = torch.clamp(self.reg_lr[self.regime], b[B_LO], b[B_HI])
+            self.lr_prev = torch.clamp(self._regime_row(self.regime)[R_LR], b[B_LO], b[B_HI])
             self.started = True
         env = {k: tel.get(k, self._nan) for k in TELEMETRY}
         signals = self._signals(step_t, tel)
@@ -284,28 +291,30 @@ class TensorGuard:
             cond = torch.stack([torch.as_tensor(fn(env), device=dev).reshape(())
                                 for fn in c.conds]).to(torch.bool)
             self.runs = torch.where(cond, self.runs + 1, torch.zeros_like(self.runs))
-            elig = (self.from_mask[:, self.regime] & (self.runs >= self.for_)
+            from_here = self.from_mask.index_select(1, self.regime.reshape(1)).reshape(-1)
+            elig = (from_here & (self.runs >= self.for_)
                     & (self.to != self.regime) & ((step_t - self.entered) >= self.dwell)
                     & ~self.stopped)
             fired = elig.any()
             k = torch.argmax(elig.to(torch.int64))
-            regime = torch.where(fired, self.to[k], self.regime)
+            regime = torch.where(fired, _at(self.to, k), self.regime)
             trans = torch.where(fired, k, torch.full_like(k, -1))
         else:
             fired = torch.zeros((), dtype=torch.bool, device=dev)
             regime, trans = self.regime, torch.full((), -1, dtype=torch.int64, device=dev)
+        row = self._regime_row(regime)
         self.entered = torch.where(fired, step_t, self.entered)
-        rollback = fired & self.reg_rb[regime] & (self.n_rb < b[B_ROLLBACKS])
+        rollback = fired & (row[R_ROLLBACK] > 0) & (self.n_rb < b[B_ROLLBACKS])
         self.n_rb = self.n_rb + rollback.to(torch.int64)
-        self.stopped = self.stopped | (fired & self.reg_stop[regime])
-        target = torch.clamp(self.reg_lr[regime], b[B_LO], b[B_HI])
+        self.stopped = self.stopped | (fired & (row[R_STOP] > 0))
+        target = torch.clamp(row[R_LR], b[B_LO], b[B_HI])
         lr = torch.minimum(torch.maximum(target, self.lr_prev * b[B_DOWN]), self.lr_prev * b[B_UP])
         lr = torch.clamp(lr, b[B_LO], b[B_HI])
-        skip = (self.reg_skip[regime] & (self.consec < b[B_CONSEC])
+        skip = ((row[R_SKIP] > 0) & (self.consec < b[B_CONSEC])
                 & ((self.wcount + 1) <= b[B_FRAC] * self.window))
         skip = skip | rollback | self.stopped
         skip_i = skip.to(torch.int64)
-        self.wcount = self.wcount + skip_i - self.ring[self.wpos]
+        self.wcount = self.wcount + skip_i - _at(self.ring, self.wpos)
         self.ring = self.ring.index_put((self.wpos.reshape(1),), skip_i.reshape(1))
         self.wpos = (self.wpos + 1) % self.window
         self.consec = torch.where(skip, self.consec + 1, torch.zeros_like(self.consec))
@@ -314,10 +323,14 @@ class TensorGuard:
             [step_t, *(env[k] for k in TELEMETRY), regime, trans, lr, skip, rollback,
              *signals.values()]).to(F64))
         return Decision(step=step, regime=regime, lr_scale=lr, skip=skip,
-                        momentum_scale=self.reg_mom[regime], update_cap=self.reg_cap[regime],
-                        rollback=rollback, skip_batches=rollback * self.skip_batches[regime],
-                        stop=self.reg_stop[regime], initial=regime == c.initial,
+                        momentum_scale=row[R_MOMENTUM], update_cap=row[R_CAP],
+                        rollback=rollback, skip_batches=rollback * row[R_SKIP_BATCHES],
+                        stop=row[R_STOP] > 0, initial=regime == c.initial,
                         transition=trans)
+
+    def _regime_row(self, regime: torch.Tensor) -> torch.Tensor:
+        """The regime's controls (`R_*` columns) without reading its index back."""
+        return self.reg_table.index_select(0, regime.reshape(1)).reshape(-1)
 
     def trace(self, signals: bool = False, start: int = 0) -> pd.DataFrame:
         """Everything observed so far (reads the rows back), as `OnlineGuard.trace`."""
@@ -355,7 +368,7 @@ class TensorGuard:
             self.runs = torch.zeros(0, dtype=torch.int64, device=dev)
         mapping = torch.tensor([new_c.regimes.index(r) if r in new_c.regimes else -1
                                 for r in old_c.regimes], dtype=torch.int64, device=dev)
-        new_regime = mapping[self.regime]
+        new_regime = _at(mapping, self.regime)
         found = new_regime >= 0
         self.regime = torch.where(found, new_regime, torch.full_like(new_regime,
                                                                      new_c.initial))

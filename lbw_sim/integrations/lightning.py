@@ -45,13 +45,12 @@ class ClosureGuard(GuardedOptimizer):
     """A `GuardedOptimizer` that runs Lightning's closure before it observes: the closure's
     return value is one micro-batch's scaled loss, the losses come from `observe_loss`."""
 
-    def step(self, closure: Any = None, *, loss: Any = None) -> Any:
+    def _run_closure(self, closure: Any, loss: Any) -> tuple[Any, Any]:
         out = None
         if closure is not None:
             with torch.enable_grad():
                 out = closure()
-        super().step(loss=loss)
-        return out
+        return loss, out
 
 
 class GuardCallback(Callback):

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from lbw_sim.errors import SpecError
+from lbw_sim.guard.fused import fused_twin
 from lbw_sim.guard.optim import GuardedOptimizer
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.sim.baselines import (
@@ -47,6 +48,8 @@ def make_arm(name: str, model: nn.Module, lr: float, spec: GuardSpec | None = No
         if name in COMPETITORS:  # schedulefree, stableadamw, prodigy: lbw_sim/sim/competitors.py
             return make_competitor(name, inner, lr, spec, telemetry=telemetry, **opts)
         if name == "guard":
+            if opts.get("decide_on") == "device":        # the device path drives torch's
+                inner = fused_twin(inner)                 # fused kernel
             return GuardedOptimizer(inner, spec or GuardSpec.default(), **opts)
         if name == "clip":
             return ClipArm(inner, telemetry=telemetry, **opts)

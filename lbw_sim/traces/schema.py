@@ -39,8 +39,11 @@ GUARD_COLUMNS: dict[str, tuple[str, str]] = {
     "stop": ("bool", "the guard asks the run to stop"),
     "transition": ("string", "name of the transition that fired at this step ('' if none)"),
     "cause": ("string", "signal values and thresholds that made the transition fire"),
-    "safety_skip": ("bool", "the actuator withheld an update with a non-finite gradient that "
-                    "the guard did not skip"),
+    "safety_skip": ("bool", "the actuator withheld an update that the guard did not skip: "
+                    "a non-finite gradient, or the step that carries out a rollback"),
+    "restored": ("bool", "the known-good snapshot was put back before this step (the device "
+                 "path carries out a rollback one step after deciding it)"),
+    "shadow": ("bool", "shadow mode: the guard decided and recorded, nothing was applied"),
     "spec_hash": ("string", "content hash of the spec that decided this step"),
 }
 
@@ -52,7 +55,7 @@ DECISION_COLUMNS: tuple[str, ...] = ("regime", "lr_scale", "skipped", "momentum_
                                      "update_cap", "rollback", "stop", "transition", "cause")
 #: What `GuardedOptimizer` adds per step: how the decision was applied.
 ACTUATOR_COLUMNS: tuple[str, ...] = ("safety_skip", "param_norm", "wall_time", "update_norm",
-                                     "update_scale")
+                                     "update_scale", "restored")
 #: The runner's row for every arm (`batch`: batch index after rollbacks' skips, `model_loss`:
 #: loss before injected faults, `clipped`: the arm clipped the gradient, `fault`: active
 #: fault kinds) ...
