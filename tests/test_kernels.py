@@ -186,7 +186,7 @@ def _step_reads(cls, kw, lr, wrap: str | None) -> tuple[int, int]:
         opt.zero_grad()
         loss.backward()
         if step == 120 + SPIKES[0] - 1:
-            return _reads((lambda: opt.step(loss=loss)) if wrap else opt.step)
+            return _reads((lambda last=loss: opt.step(loss=last)) if wrap else opt.step)
         opt.step(loss=loss) if wrap else opt.step()
     raise AssertionError("unreachable")
 
