@@ -302,3 +302,51 @@ def test_cuda_guarded_loop_adds_no_host_sync(spec):
     measured = {"update_norm", "update_scale"} if spec.name != DEFAULT_NAME or \
         spec.hash == "e4f928a1441c" else set()
     assert {"safety_skip", "wall_time", *measured} <= set(df.columns)
+
+
+# --- checkpoint format --------------------------------------------------------------------------
+
+DATA = __import__("pathlib").Path(__file__).resolve().parent / "data"
+
+
+def small_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+
+
+def test_state_dict_carries_its_format_version():
+    model = make(20)
+    opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-3), DEFAULT)
+    train(model, opt, 3)
+    from lbw_sim.guard.optim import STATE_FORMAT
+    assert opt.state_dict()["format"] == STATE_FORMAT >= 2
+
+
+def test_a_format_1_state_from_the_previous_release_loads_and_continues():
+    """tests/data/guard_state_format1.pt: saved by commit f6ff944 after 120 steps."""
+    saved = torch.load(DATA / "guard_state_format1.pt", weights_only=True)
+    model = small_model()
+    model.load_state_dict(saved["model"])
+    opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=3e-3), DEFAULT)
+    opt.load_state_dict(saved["opt"])
+    assert opt.step_count == 120 and len(opt.trace()) == 120
+    assert not opt.trace()["restored"].any()
+    before = [p.detach().clone() for p in model.parameters()]
+    x, y = batch(500, n=32)
+    loss = F.mse_loss(model(x), y)
+    loss.backward()
+    opt.step(loss=loss)
+    assert len(opt.trace()) == 121 and opt.trace()["step"].iloc[-1] == 120
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_an_older_state_is_refused_with_its_version_named():
+    """tests/data/guard_state_format0.pt: saved by commit 4b2f597 (no format, no decide_on)."""
+    saved = torch.load(DATA / "guard_state_format0.pt", weights_only=True)
+    model = small_model()
+    opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=3e-3), DEFAULT)
+    with pytest.raises(ValueError, match="format 0"):
+        opt.load_state_dict(saved["opt"])
+    future = {**opt.state_dict(), "format": 99}
+    with pytest.raises(ValueError, match="format 99"):
+        opt.load_state_dict(future)
