@@ -42,6 +42,7 @@ the overflow steps the scaler skips (as a non-finite gradient norm) and unscales
 from __future__ import annotations
 
 import copy
+import io
 import math
 import time
 from typing import Any
@@ -49,6 +50,7 @@ from typing import Any
 import pandas as pd
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 
 from lbw_sim.guard.analysis import cap_cause, with_cap_causes
 from lbw_sim.guard.engine import Decision, Guard, OnlineGuard, StepLog
@@ -482,7 +484,8 @@ class GuardedOptimizer(WrappedOptimizer):
         self._slot_good[slot] = torch.where(good, float(self.step_count), -1.0)
 
     def _snapshot_into(self, slot: int) -> None:
-        params = [p.detach() for p in self._params()]
+        """Copy θ and the optimizer state (this rank's shards: local tensors) into `slot`."""
+        params = [_local(p.detach()) for p in self._params()]
         states = [self.optimizer.state.get(p, {}) for p in self._params()]
         snap = self.slots[slot]
         same = (snap is not None and len(snap["state"]) == len(states)
@@ -496,19 +499,27 @@ class GuardedOptimizer(WrappedOptimizer):
         for saved, cur in zip(snap["state"], states):
             for k, v in cur.items():
                 if torch.is_tensor(v):
-                    saved[k].copy_(v)
+                    saved[k].copy_(_local(v))
                 else:
                     saved[k] = copy.deepcopy(v)
 
     def _restore(self, slot: int | None) -> bool:
-        """Put the snapshot in `slot` back (parameters and optimizer state)."""
+        """Put the snapshot in `slot` back (parameters and optimizer state, in place)."""
         snap = None if slot is None else self.slots[slot]
         if snap is None or self.slot_steps[slot] < 0:
             return False
         for p, saved, st in zip(self._params(), snap["params"], snap["state"]):
-            p.detach().copy_(saved)
-            self.optimizer.state.pop(p, None)
-            if st:
+            _local(p.detach()).copy_(saved)
+            cur = self.optimizer.state.get(p)
+            if not st:
+                self.optimizer.state.pop(p, None)
+            elif cur is not None and cur.keys() == st.keys():
+                for k, v in st.items():
+                    if torch.is_tensor(v):
+                        _local(cur[k]).copy_(v)
+                    else:
+                        cur[k] = copy.deepcopy(v)
+            else:
                 self.optimizer.state[p] = {k: _clone(v) for k, v in st.items()}
         return True
 
@@ -617,6 +628,25 @@ class GuardedOptimizer(WrappedOptimizer):
             self.optimizer.load_state_dict(sd["optimizer"])
         self.load_guard_state_dict(sd)
 
+    def dcp_state(self) -> dict[str, io.BytesIO]:
+        """This rank's guard state as one entry of a torch.distributed.checkpoint state dict
+        (keyed by rank: its snapshots hold this rank's shards). Pass the same call's result
+        to `dcp.load` and then to `load_dcp_state`."""
+        buf = io.BytesIO()
+        torch.save(self.guard_state_dict(), buf)
+        buf.seek(0)
+        return {self._dcp_key(): buf}
+
+    def load_dcp_state(self, state: dict[str, Any]) -> None:
+        """The guard state `dcp.load` filled in (read with `weights_only=True`)."""
+        buf = state[self._dcp_key()]
+        buf.seek(0)
+        self.load_guard_state_dict(torch.load(buf, weights_only=True))
+
+    def _dcp_key(self) -> str:
+        rank = dist.get_rank(self.process_group) if self._distributed() else 0
+        return f"lbw_guard/rank{rank}"
+
     def load_guard_state_dict(self, sd: dict[str, Any]) -> None:
         """The counterpart of `guard_state_dict` (the wrapped optimizer's state apart)."""
         self.guard.load_state_dict(sd["guard"])
@@ -669,7 +699,12 @@ def _unscale(grads: list[torch.Tensor], grad_scale: torch.Tensor) -> None:
 
 
 def _clone(v: Any) -> Any:
-    return v.clone() if torch.is_tensor(v) else copy.deepcopy(v)
+    return _local(v).clone() if torch.is_tensor(v) else copy.deepcopy(v)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (the storage itself), or the tensor."""
+    return t.to_local() if isinstance(t, DTensor) else t
 
 
 def _upgrade(sd: dict[str, Any], version: int, mode: str) -> dict[str, Any]:
