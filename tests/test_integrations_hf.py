@@ -212,3 +212,29 @@ def test_logging_reads_each_row_once_and_never_replays(tmp_path, guard_log_reads
     assert "guard/grad_z" in rows[-1] and live.loc[55, "grad_z"] > spike_z   # the spike, seen
     fired = [r for r in trainer.state.log_history if r.get("guard/transition")]
     assert fired and fired[0]["step"] >= 55          # the spike's transition, logged once
+
+
+def test_a_withheld_step_does_not_advance_the_schedule_bf16(tmp_path):
+    """bf16 autocast on the CPU; NaN gradients on two steps: the guard skips them, the
+    Trainer's scheduler (cosine with warm-up) holds on exactly those steps."""
+    class NanAt(ex.SpikeAt):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            if state.global_step in self.k:
+                for p in model.parameters():
+                    p.grad.fill_(math.nan)
+
+    trainer = _quiet(ex.make_trainer(tmp_path, 30, bf16=True))
+    trainer.add_callback(NanAt((12, 20)))
+    lrs = []
+    trainer.add_callback(type("LR", (PrinterCallback,), {
+        "on_log": lambda self, *a, **k: None,
+        "on_step_end": lambda self, args, state, control, **k:
+            lrs.append(trainer.lr_scheduler.get_last_lr()[0])})())
+    trainer.train()
+    trace = trainer.guard.trace()
+    withheld = (trace["skipped"] | trace["safety_skip"]).to_numpy()
+    assert withheld.nonzero()[0].tolist() == [12, 20]
+    assert trainer.lr_scheduler.last_epoch == 30 - 2
+    held = [i for i in range(1, 30) if lrs[i] == lrs[i - 1]]
+    assert held == [12, 20]                 # the LR moves on every other step (warm-up, cosine)
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())

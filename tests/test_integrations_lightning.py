@@ -193,3 +193,29 @@ def test_logging_reads_each_row_once_and_never_replays(tmp_path, guard_log_reads
         for name in GuardSpec.default().signals:
             value = r.get(f"guard/{name}", math.nan)
             assert value == pytest.approx(at[name]) or math.isnan(at[name]), name
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_precision_plugins_reach_the_guard_on_every_step(tmp_path, precision):
+    """Lightning's AMP plugin on the CPU: bf16 autocast, and fp16 through its GradScaler
+    (the plugin given explicitly: the Trainer turns `precision='16-mixed'` on a CPU into
+    bf16), which calls the guard on the overflow steps it skips; NaN gradients on two steps
+    cost one skipped step each and nothing else."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+    class NanAt(L.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            if trainer.global_step in (20, 30):
+                for p in pl_module.parameters():
+                    p.grad.fill_(math.nan)
+
+    trainer, module, loader = ex.make_fit(tmp_path, 40, callbacks=[NanAt()],
+                                          plugins=[MixedPrecision(precision, "cpu")])
+    trainer.fit(module, loader)
+    trace = ex.guard_of(trainer).trace()
+    assert len(trace) == 40                              # overflow steps included
+    withheld = trace["skipped"] | trace["safety_skip"]
+    assert withheld[withheld].index.tolist() == [20, 30]
+    assert (trace["lr_scale"] == 1).all() and np.isfinite(trace["loss"]).all()
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    assert (scaler is not None) == (precision == "16-mixed")

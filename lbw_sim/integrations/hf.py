@@ -29,6 +29,12 @@ How it sits in the Trainer's loop (transformers 5):
   checkpoint's `optimizer.pt` and comes back with `resume_from_checkpoint`.
 - **rollback**: the batches a rollback asks to skip are drawn and dropped in
   `get_batch_samples`.
+- **schedule**: a step whose update the guard withheld (a skip, a non-finite or overflow
+  gradient, a rollback, a stop) does not advance the LR scheduler, as the Trainer already
+  does for an AMP overflow: the callback sets the flag it reads
+  (`accelerator.optimizer_step_was_skipped`) from `GuardedOptimizer.step_was_skipped`.
+- **mixed precision**: `fp16=True` runs through GradScaler, which calls the guard on every
+  step (overflow steps included); `bf16=True` needs nothing more.
 """
 
 from __future__ import annotations
@@ -47,10 +53,19 @@ logger = logging.getLogger("lbw_sim.integrations.hf")
 
 
 class GuardCallback(TrainerCallback):
-    """Ends training when the guard entered a stop regime (added by `GuardMixin`)."""
+    """Holds the LR schedule on a withheld update and ends training when the guard entered a
+    stop regime (added by `GuardMixin`)."""
 
     def __init__(self, trainer: GuardMixin):
         self.trainer = trainer
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        guard, accelerated = self.trainer.guard, getattr(self.trainer, "optimizer", None)
+        if guard is not None and hasattr(accelerated, "_is_overflow"):
+            # the flag the Trainer reads before `lr_scheduler.step()` (Accelerate sets it for
+            # AMP overflows only): a step the guard withheld does not advance the schedule
+            accelerated._is_overflow = guard.step_was_skipped
+        return control
 
     def on_step_end(self, args, state, control, **kwargs):
         guard = self.trainer.guard

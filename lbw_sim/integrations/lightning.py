@@ -20,6 +20,10 @@ How it sits in Lightning's loop (lightning 2.6):
   `pl_module.log_dict` on the steps Lightning writes its logs.
 - **checkpoints**: the guard's state is in each optimizer's `state_dict`, hence in the
   checkpoint's `optimizer_states`, and comes back with `ckpt_path=`.
+- **precision**: `bf16-mixed` needs nothing; under `16-mixed` the plugin's GradScaler calls
+  the guard on every step, the overflow steps it skips included (the guard unscales, as
+  torch's fused optimizers do, so Lightning refuses `gradient_clip_val` there as it does
+  for them).
 Gradient clipping (`gradient_clip_val`) runs inside the closure, before the guard looks:
 its gradient-norm signals then see clipped norms. A rollback's `skip_batches` is not
 applied (a callback cannot drop batches); the rollback itself is.
