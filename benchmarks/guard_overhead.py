@@ -14,6 +14,7 @@ hits them alike. Two measurements:
 Prints a table and ends with one JSON line.
 
     python benchmarks/guard_overhead.py [--steps 60] [--repeats 3]
+    python benchmarks/guard_overhead.py --smoke      # seconds: CI runs it so it cannot rot
 """
 
 from __future__ import annotations
@@ -87,7 +88,12 @@ def measure(steps: int, repeats: int) -> dict[str, dict[str, list[float]]]:
     return times
 
 
-def median_us(fn, n: int = 200) -> float:
+CALLS = 200      # timed calls per added-work figure (--smoke: a few)
+PREPARE = 120    # guard steps before the added work is timed (past warm-up and a snapshot)
+
+
+def median_us(fn, n: int | None = None) -> float:
+    n = n or CALLS
     for _ in range(10):
         fn()
     samples = []
@@ -103,7 +109,7 @@ def added_work() -> dict[str, float]:
     batches, models, arms = setup(seed=1)
     name = "guard"
     model, guard = models[name], arms[name]
-    for s in range(120):  # past the guard's warm-up, snapshot taken
+    for s in range(PREPARE):  # past the guard's warm-up, snapshot taken
         x, y = batches.get(s)
         _, loss = model(x, y)
         guard.zero_grad()
@@ -144,14 +150,14 @@ def added_work() -> dict[str, float]:
     }
 
 
-def guard_step_overhead(guard, loss, n: int = 300) -> list[float]:
+def guard_step_overhead(guard, loss, n: int | None = None) -> list[float]:
     """(guarded step - bare inner step) in us, alternating on the same gradients.
 
     Covers everything GuardedOptimizer adds: telemetry, decision, LR scaling, records and
     the amortised snapshot (every `snapshot_every` steps while nominal).
     """
     diffs = []
-    for _ in range(n):
+    for _ in range(n or CALLS + 100):
         t0 = time.perf_counter()
         guard.step(loss=loss)
         t1 = time.perf_counter()
@@ -165,7 +171,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=60, help="timed steps per repeat")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--smoke", action="store_true", help="a few steps: check it runs")
     args = ap.parse_args()
+    if args.smoke:
+        global CALLS, PREPARE
+        CALLS, PREPARE = 3, 5
+        args.steps, args.repeats = 2, 1
     torch.set_num_threads(1)
     times = measure(args.steps, args.repeats)
     base_step = statistics.median(times["adamw"]["step"])
@@ -183,7 +194,7 @@ def main() -> None:
         added[name] = (call - base_call) / base_step
         print(f"{name:10} {statistics.median(t['step']) * 1e3:8.2f} {ratios[name]:13.4f} "
               f"{call * 1e3:12.3f} {(call - base_call) * 1e3:12.3f}m {added[name]:12.2%}")
-    print("\nadded work alone (median of 200 calls on the model's real gradients):")
+    print(f"\nadded work alone (median of {CALLS} calls on the model's real gradients):")
     for what, us in added_work().items():
         print(f"  {what:45} {us:9.1f} us  ({us / 1e6 / base_step:6.2%} of a step)")
     print(f"\nplain AdamW step: {base_step * 1e3:.2f} ms (median)")

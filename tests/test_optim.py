@@ -270,7 +270,8 @@ def test_cuda_guarded_loop_adds_no_host_sync(spec):
     """v1 also runs the update cap and the update-ratio measurement on the device."""
     DEFAULT = spec  # noqa: N806 - the body below reads the spec under test by this name
     model = make(16).cuda()
-    opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-3), DEFAULT)
+    opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True),
+                           DEFAULT)
     assert opt.mode == "device"
     batches = [tuple(t.cuda() for t in batch(s)) for s in range(40)]
     train_step = lambda x, y: F.mse_loss(model(x), y)  # noqa: E731
@@ -290,6 +291,7 @@ def test_cuda_guarded_loop_adds_no_host_sync(spec):
                 opt.zero_grad()
                 loss.backward()
                 opt.step(loss=loss)
+                assert not opt.should_stop     # the loop's own read: no wait either
         finally:
             torch.cuda.set_sync_debug_mode(0)
 
@@ -302,6 +304,35 @@ def test_cuda_guarded_loop_adds_no_host_sync(spec):
     measured = {"update_norm", "update_scale"} if spec.name != DEFAULT_NAME or \
         spec.hash == "e4f928a1441c" else set()
     assert {"safety_skip", "wall_time", *measured} <= set(df.columns)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_amp_recipe_with_an_overflow_adds_no_host_sync():
+    """GradScaler + fused AdamW on the device path: an overflow step is skipped on the device
+    (found_inf) and nothing in the loop waits for the host."""
+    model = make(17).cuda()
+    opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True),
+                           DEFAULT)
+    scaler = torch.amp.GradScaler("cuda")
+    batches = [tuple(t.cuda() for t in batch(s)) for s in range(60)]
+    for i, (x, y) in enumerate(batches):
+        check = i >= 5
+        if check:
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            with torch.autocast("cuda", dtype=torch.float16):
+                loss = F.mse_loss(model(x).float(), y)
+            opt.zero_grad()
+            scaler.scale(loss * (float("inf") if i == 40 else 1.0)).backward()
+            scaler.step(opt, loss=loss)
+            scaler.update()
+            assert not opt.should_stop
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    df = opt.trace()
+    assert len(df) == 60 and bool(df["skipped"][40] or df["safety_skip"][40])
+    assert int((df["skipped"] | df["safety_skip"]).sum()) == 1
 
 
 # --- checkpoint format --------------------------------------------------------------------------

@@ -67,7 +67,12 @@ class WrappedOptimizer(torch.optim.Optimizer):
         if not grads:
             dev = self._params()[0].device if self._params() else None
             return torch.full((), float("nan"), device=dev)
-        return full_norm(torch.nn.utils.get_total_norm(grads, 2.0, foreach=True)).float()
+        if any(isinstance(g, DTensor) for g in grads):
+            return full_norm(torch.nn.utils.get_total_norm(grads, 2.0, foreach=True)).float()
+        norms = torch._foreach_norm(grads, 2.0)       # one device, one dtype: the common case
+        if norms[0].dtype != torch.float32 or len({n.dtype for n in norms}) > 1:
+            norms = [n.float() for n in norms]
+        return torch.linalg.vector_norm(torch.stack(norms))
 
     @staticmethod
     def _closure_loss(closure: Any, loss: Any) -> Any:
