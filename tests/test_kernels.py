@@ -1,7 +1,8 @@
 """The guard over torch's own optimizer kernels: every option honoured or refused by name.
 
 In the style of torch's `test_foreach_matches_forloop`: one matrix of optimizers × options,
-one generic check. The host path must equal the plain optimizer driven by hand with the
+one generic check (capturable only with fused: the CPU has no other capturable kernel;
+`differentiable` is refused by torch's fused kernels themselves). The host path must equal the plain optimizer driven by hand with the
 guard's recorded decisions (skip: no step; lr_scale: the group's LR times it for the step;
 momentum_scale: first moments damped first) bit for bit; the device path (torch's fused
 kernel under `found_inf` and a tensor LR) must equal the host path bit for bit. Then what
@@ -34,9 +35,11 @@ MATRIX = [
     (torch.optim.AdamW, {"fused": True}),
     (torch.optim.AdamW, {"fused": True, "amsgrad": True, "weight_decay": 0.1}),
     (torch.optim.AdamW, {"fused": True, "maximize": True, "betas": (0.8, 0.9)}),
+    (torch.optim.AdamW, {"fused": True, "capturable": True, "weight_decay": 0.1}),
     (torch.optim.Adam, {"weight_decay": 0.01}),
     (torch.optim.Adam, {"fused": True, "amsgrad": True, "maximize": True}),
     (torch.optim.Adam, {"fused": True, "weight_decay": 0.01}),
+    (torch.optim.Adam, {"fused": True, "capturable": True, "amsgrad": True}),
     (torch.optim.SGD, {"momentum": 0.9}),
     (torch.optim.SGD, {"momentum": 0.9, "nesterov": True, "foreach": False}),
     (torch.optim.SGD, {"fused": True, "momentum": 0.9, "weight_decay": 1e-3}),

@@ -7,8 +7,9 @@ multiplied or interpolated by `apply` ∈ {0, 1}. With apply = 0 each update red
 gradient is replaced by zero first so that 0 · NaN never reaches the state.
 
 Same state layout as `torch.optim.AdamW` (`step`, `exp_avg`, `exp_avg_sq`), so a state dict
-moves freely between the two. One kernel (foreach) for the guard's device path and for the
-skip-step baseline (`baselines.SkipStepAdamW`).
+moves freely between the two. Used by the skip-step baseline (`baselines.SkipStepAdamW`),
+which reproduces OLMo-core's SkipStepAdamW; the guard itself drives torch's own fused
+kernels (`guard.fused`).
 """
 
 from __future__ import annotations

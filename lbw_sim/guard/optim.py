@@ -394,7 +394,8 @@ class GuardedOptimizer(WrappedOptimizer):
             if grad_scale is not None:
                 _unscale(self._grads(), grad_scale)
             self.optimizer.step()
-        self._applied = found_inf is None or not self.on_device and not float(found_inf)
+        if not self.on_device:
+            self._applied = found_inf is None or not float(found_inf)
 
     # --- the device path: decisions as tensors, torch's fused kernel, no reads -------------
     def _device_step(self, loss_t: torch.Tensor, norm: torch.Tensor,
@@ -407,6 +408,8 @@ class GuardedOptimizer(WrappedOptimizer):
         self.last = d
         if not self.act:
             self._shadow_step(grad_scale, found_inf)
+            self._dev_applied = (torch.ones((), dtype=torch.bool, device=self.device)
+                                 if found_inf is None else found_inf.to(self.device) == 0)
             self._record(torch.zeros((), dtype=torch.bool, device=self.device), self._nan,
                          self._nan, False)
             return
