@@ -3,6 +3,11 @@
 A spec round-trips through YAML and JSON exactly, is validated with messages that name the
 field (`transitions.spike.when: unknown name 'grad_zz'`), carries a name and a content
 hash, and can be diffed against another. Nothing here runs a model or imports torch.
+
+The validator is the contract: what it accepts runs in every backend without an exception
+(names are identifiers, whole numbers within `MAX_COUNT` & co., no transition that could
+never fire, no exit stuck at rest; docs/guard.md, "The spec contract", lists the rules and
+tests/test_spec_contract.py holds them as a property).
 """
 
 from __future__ import annotations
