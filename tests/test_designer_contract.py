@@ -117,5 +117,6 @@ def test_a_typed_cell_shows_the_validators_message_or_previews(designer, case):
         assert at.get("graphviz_chart") and at.get("plotly_chart")
         return
     assert any(f"(checked in `{field}" in e for e in errors), (field, errors)
+    assert not any("an integer of" in e for e in errors), errors   # `1e308` quoted as typed
     assert any("last valid spec stays in use" in e for e in errors)
     assert at.get("graphviz_chart") and at.get("plotly_chart")   # the last valid preview

@@ -466,7 +466,8 @@ def _bounds(data: Any) -> Bounds:
         value = kw.get(f.name, f.default)
         path = f"bounds.{f.name}"
         if f.type == "int":
-            out[f.name] = integer(path, value, hi=MAX_WINDOW if f.name == "skip_window"
+            lo = 1 if f.name in ("skip_window", "snapshot_every") else 0
+            out[f.name] = integer(path, value, lo=lo, hi=MAX_WINDOW if f.name == "skip_window"
                                   else MAX_COUNT)
         else:
             out[f.name] = number(path, value)

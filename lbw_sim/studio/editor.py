@@ -101,7 +101,7 @@ def spec_from_tables(base: GuardSpec, tables: dict[str, pd.DataFrame]) -> GuardS
         bounds = {}
         for n, r in _named_rows(tables["bounds"], "bounds"):
             value = _value(r["value"], f"bounds.{n}")
-            bounds[n] = int(value) if known.get(n) == "int" and value == int(value) else value
+            bounds[n] = _int_if_exact(value) if known.get(n) == "int" else value
         data["bounds"] = bounds
     return GuardSpec.from_dict(data)
 
@@ -205,8 +205,14 @@ def _value(value: Any, path: str) -> float:
     return out
 
 
-def _whole(value: Any, path: str) -> int:
+def _whole(value: Any, path: str) -> int | float:
     out = _value(value, path)
     if out != int(out):
         raise SpecError(path, f"must be a whole number, got {value!r}")
-    return int(out)
+    return _int_if_exact(out)
+
+
+def _int_if_exact(value: float) -> int | float:
+    """A whole float as an int where floats count exactly (|x| <= 2**53); beyond, the float
+    itself, so the validator's range message quotes `1e+308` rather than 309 digits."""
+    return int(value) if value == int(value) and abs(value) <= 2**53 else value
