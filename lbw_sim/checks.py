@@ -15,20 +15,33 @@ def number(path: str, value: Any, lo: float = -math.inf, hi: float = math.inf) -
     """A finite float in [lo, hi], or a SpecError naming `path`."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SpecError(path, f"must be a number, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:            # an int beyond any float (10**400)
+        raise SpecError(path, f"must be a finite number in [{lo:g}, {hi:g}], got "
+                              f"{_short(value)}") from None
     if not math.isfinite(value) or not lo <= value <= hi:
         raise SpecError(path, f"must be a finite number in [{lo:g}, {hi:g}], got {value!r}")
     return value
 
 
-def integer(path: str, value: Any, lo: int = 0) -> int:
-    """A whole number >= lo (3.0 is accepted as 3), or a SpecError naming `path`."""
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not math.isfinite(value) or value != int(value)):
-        raise SpecError(path, f"must be a whole number, got {value!r}")
-    if value < lo:
-        raise SpecError(path, f"must be >= {lo}, got {value!r}")
+def integer(path: str, value: Any, lo: int = 0, hi: int | None = None) -> int:
+    """A whole number in [lo, hi] (3.0 is accepted as 3; hi None: no upper limit), or a
+    SpecError naming `path`. An int too large for a float is refused, not an OverflowError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and (not math.isfinite(value) or value != int(value))):
+        raise SpecError(path, f"must be a whole number, got {_short(value)}")
+    if value < lo or (hi is not None and value > hi):
+        where = f">= {lo}" if hi is None else f"a whole number >= {lo} and <= {hi}"
+        raise SpecError(path, f"must be {where}, got {_short(value)}")
     return int(value)
+
+
+def _short(value: Any) -> str:
+    """repr(value), an int of hundreds of digits shortened to its size."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        return f"{'-' if value < 0 else ''}an integer of {len(str(abs(value)))} digits"
+    return repr(value)
 
 
 def read_config(path: Path, field: str, what: str, limit: int = 1_000_000) -> str:

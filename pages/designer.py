@@ -41,6 +41,7 @@ through_app(__file__)
 
 ss = st.session_state
 NUMBER_HELP = "a number: 0.03, 3e-2, 1E-3 … (typed as text, so it is stored exactly)"
+WHOLE_HELP = "a whole number of steps, 0 … 1000000000 (typed as text, so it is stored exactly)"
 COLUMNS = {
     "thresholds": {"name": st.column_config.TextColumn("name", required=True),
                    "value": st.column_config.TextColumn("value", help=NUMBER_HELP)},
@@ -50,14 +51,14 @@ COLUMNS = {
                                                               help="in [0, 1]; " + NUMBER_HELP),
                 "update_cap": st.column_config.TextColumn("update_cap", help="blank = no cap; "
                                                           + NUMBER_HELP),
-                "skip_batches": st.column_config.NumberColumn("skip_batches", min_value=0,
-                                                              step=1)},
+                "skip_batches": st.column_config.TextColumn("skip_batches", help=WHOLE_HELP)},
     "transitions": {"from": st.column_config.TextColumn("from", help="regimes, comma-separated,"
                                                         " or *"),
                     "when": st.column_config.TextColumn("when", width="large"),
-                    "for": st.column_config.NumberColumn("for", min_value=1, step=1),
-                    "min_dwell": st.column_config.NumberColumn("min_dwell", min_value=0, step=1),
-                    "priority": st.column_config.NumberColumn("priority", step=1)},
+                    "for": st.column_config.TextColumn("for", help="at least 1; " + WHOLE_HELP),
+                    "min_dwell": st.column_config.TextColumn("min_dwell", help=WHOLE_HELP),
+                    "priority": st.column_config.TextColumn("priority", help="the highest wins; "
+                                                            "-1000000 … 1000000")},
     "bounds": {"name": st.column_config.TextColumn("name", disabled=True),
                "value": st.column_config.TextColumn("value", help=NUMBER_HELP)},
 }

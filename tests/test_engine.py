@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scaling import scaled
 
 from lbw_sim.errors import TraceError
 from lbw_sim.guard.engine import OnlineGuard, replay
@@ -40,12 +41,12 @@ def traces(draw, max_rows=400):
 
 @st.composite
 def specs(draw):
-    """Any shipped spec with its thresholds scaled (one factor keeps every hysteresis band
-    open), every transition's persistence and dwell redrawn and the bounds redrawn: read
-    off the spec, so the property holds whatever the default's regimes are."""
+    """Any shipped spec with its thresholds scaled about their signals' rest values (one
+    factor keeps every hysteresis band open and every exit reachable at rest), every
+    transition's persistence and dwell redrawn and the bounds redrawn: read off the spec,
+    so the property holds whatever the default's regimes are."""
     base = draw(st.sampled_from([DEFAULT, V1]))
-    factor = draw(st.floats(0.5, 2.0))
-    values = {f"thresholds.{k}": v * factor for k, v in base.thresholds.items()}
+    values = scaled(base, draw(st.floats(0.5, 2.0)))
     for t in base.transitions:
         values[f"transitions.{t.name}.for"] = draw(st.integers(1, 5))
         values[f"transitions.{t.name}.min_dwell"] = draw(st.integers(0, 30))

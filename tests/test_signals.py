@@ -171,7 +171,7 @@ def test_new_kinds_survive_a_guard_resume_and_set_spec():
         g.observe(s, grad_norm=1.0)
     resumed = OnlineGuard(spec)
     resumed.load_state_dict(g.state_dict())
-    resumed.set_spec(spec.with_values({"transitions.a->b.for": 2}))  # signals unchanged
+    resumed.set_spec(spec.with_values({"transitions.a_to_b.for": 2}))  # signals unchanged
     for s in range(10, 30):
         d = resumed.observe(s, grad_norm=5.0)
     assert d.regime == "b"                                 # 5 / frozen 1, not 5 / 5

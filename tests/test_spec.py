@@ -4,6 +4,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scaling import scaled
 
 from lbw_sim.errors import SpecError
 from lbw_sim.guard.spec import DEFAULT_SPEC, NAMED_SPECS, GuardSpec
@@ -145,12 +146,13 @@ def test_load_rejects_missing_and_non_text(tmp_path):
 @given(factor=st.floats(0.2, 5.0), lr=st.floats(0.05, 1.0), for_=st.integers(1, 50),
        dwell=st.integers(0, 500), pick=st.integers(0, 1000))
 def test_edited_defaults_round_trip(factor, lr, for_, dwell, pick):
-    """The default with every threshold scaled (one factor keeps the bands open), a
-    regime's LR and a transition's persistence and dwell changed, read back exactly."""
+    """The default with every threshold scaled about its signal's rest value (one factor
+    keeps the bands open), a regime's LR and a transition's persistence and dwell changed,
+    read back exactly."""
     base = GuardSpec.default()
     t = base.transitions[pick % len(base.transitions)]
     r = list(base.regimes)[pick % len(base.regimes)]
-    spec = base.with_values({**{f"thresholds.{k}": v * factor for k, v in base.thresholds.items()},
+    spec = base.with_values({**scaled(base, factor),
                              f"regimes.{r}.lr_scale": lr, f"transitions.{t.name}.for": for_,
                              f"transitions.{t.name}.min_dwell": dwell})
     assert GuardSpec.from_yaml(spec.to_yaml()) == spec

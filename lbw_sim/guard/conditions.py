@@ -38,6 +38,15 @@ CMP_OPS: dict[str, Callable[[Any, Any], Any]] = {
 #: `a OP b` is the same test as `b FLIP[OP] a`.
 FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def is_name(text: object) -> bool:
+    """Whether `text` can be a name in this language (and so in a spec): ASCII letters,
+    digits and _, not starting with a digit, not a keyword."""
+    return isinstance(text, str) and _NAME.fullmatch(text) is not None and text not in KEYWORDS
+
+
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)"
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
@@ -320,6 +329,32 @@ def _compile_test(node: Node) -> Callable[[Mapping[str, Any]], Any]:
     if isinstance(node, (Num, Name)):
         return lambda env: _truth(fn(env))
     return fn
+
+
+def decided(node: Node, known: Mapping[str, float]) -> bool | None:
+    """Whether a condition holds when only the names in `known` have values: True or False
+    where that settles it whatever the other names hold, None where it does not (three-valued
+    logic: `False and ?` is False, `True or ?` is True)."""
+    value = _decided(node, known)
+    return value if value is None or isinstance(value, bool) else bool(value != 0)
+
+
+def _decided(node: Node, known: Mapping[str, float]) -> bool | float | None:
+    if isinstance(node, Num):
+        return node.value
+    if isinstance(node, Name):
+        return known.get(node.id)
+    if isinstance(node, Cmp):
+        a, b = _decided(node.left, known), _decided(node.right, known)
+        return None if a is None or b is None else bool(CMP_OPS[node.op](a, b))
+    if isinstance(node, Not):
+        inner = decided(node.item, known)
+        return None if inner is None else not inner
+    parts = [decided(n, known) for n in node.items]
+    final = isinstance(node, Or)         # the value that settles it: True for or
+    if final in parts:
+        return final
+    return None if None in parts else not final
 
 
 def evaluate(node: Node | str, env: Mapping[str, Any]) -> Any:

@@ -3,6 +3,11 @@
 A spec round-trips through YAML and JSON exactly, is validated with messages that name the
 field (`transitions.spike.when: unknown name 'grad_zz'`), carries a name and a content
 hash, and can be diffed against another. Nothing here runs a model or imports torch.
+
+The validator is the contract: what it accepts runs in every backend without an exception
+(names are identifiers, whole numbers within `MAX_COUNT` & co., no transition that could
+never fire, no exit stuck at rest; docs/guard.md, "The spec contract", lists the rules and
+tests/test_spec_contract.py holds them as a property).
 """
 
 from __future__ import annotations
@@ -44,6 +49,16 @@ TELEMETRY = SIGNAL_SOURCES
 TRACE_NAMES = ("step", *TELEMETRY, "wall_time", *GUARD_COLUMNS)
 ANY = "*"
 MAX_SPEC_BYTES = 1_000_000
+#: The largest step count a spec may give (`for`, `min_dwell`, `warmup`, `half_life`,
+#: `skip_batches`, `max_consecutive_skips`, `max_rollbacks`, `snapshot_every`): 1e9 steps is
+#: beyond any run, and keeps every count exact in the engine's int64 and float64 tables.
+MAX_COUNT = 10**9
+#: `bounds.skip_window` is a ring buffer of that many steps in every backend.
+MAX_WINDOW = 10**6
+#: Priorities order transitions; |priority| <= this.
+MAX_PRIORITY = 10**6
+#: At most this many regimes and transitions (the walk's outputs index them as int16).
+MAX_ITEMS = 1000
 _HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 
 
@@ -267,6 +282,8 @@ def _build(data: Any) -> GuardSpec:
     thresholds = {k: number(f"thresholds.{k}", v)
                   for k, v in _mapping("thresholds", data, required=False).items()}
     regimes = {k: _regime(f"regimes.{k}", v) for k, v in _mapping("regimes", data).items()}
+    if len(regimes) > MAX_ITEMS:
+        raise SpecError("regimes", f"{len(regimes)} regimes (at most {MAX_ITEMS})")
     initial = data.get("initial")
     if initial is None:
         raise SpecError("initial", "no initial regime given")
@@ -274,7 +291,9 @@ def _build(data: Any) -> GuardSpec:
     transitions = data.get("transitions", [])
     if not isinstance(transitions, list):
         raise SpecError("transitions", "must be a list of transitions")
-    trans = tuple(_transition(i, t) for i, t in enumerate(transitions))
+    if len(transitions) > MAX_ITEMS:
+        raise SpecError("transitions", f"{len(transitions)} transitions (at most {MAX_ITEMS})")
+    trans = _named_transitions([_transition(i, t) for i, t in enumerate(transitions)])
     bounds = _bounds(data.get("bounds") or {})
     return GuardSpec(name=name, description=_text("description", data.get("description")),
                      signals=signals, regimes=regimes, initial=initial, transitions=trans,
@@ -297,8 +316,8 @@ def _mapping(key: str, data: dict, required: bool = True) -> dict:
     if not isinstance(value, dict) or (required and not value):
         raise SpecError(key, "must be a non-empty mapping of name -> settings")
     for name in value:
-        if not isinstance(name, str) or not name.isidentifier() or name in C.KEYWORDS:
-            raise SpecError(f"{key}.{name}", "names must be identifiers (letters, digits, _)")
+        if not C.is_name(name):
+            raise SpecError(f"{key}.{name}", NAME_RULE)
     return value
 
 
@@ -314,6 +333,10 @@ def named_specs() -> dict[str, Any]:
     """The shipped example specs by short name (their files as importlib resources)."""
     folder = resources.files("lbw_sim.guard").joinpath("specs")
     return {name: folder.joinpath(file) for name, file in NAMED_SPECS.items()}
+
+
+NAME_RULE = ("names must be identifiers (ASCII letters, digits and _, not starting with a "
+             "digit, not and/or/not)")
 
 
 def _known_keys(path: str, data: dict, known: set[str]) -> None:
@@ -358,8 +381,9 @@ def _signal(path: str, data: Any) -> SignalSpec:
         raise SpecError(f"{path}.per", f"must be one of {', '.join(PER_COLUMNS)}, "
                                        f"got {kw['per']!r}")
     kw["source"] = source if isinstance(source, str) else tuple(sources)
-    kw["half_life"] = number(f"{path}.half_life", kw.get("half_life", 50.0), lo=1e-9)
-    kw["warmup"] = integer(f"{path}.warmup", kw.get("warmup", 0))
+    kw["half_life"] = number(f"{path}.half_life", kw.get("half_life", 50.0), lo=1e-9,
+                             hi=MAX_COUNT)
+    kw["warmup"] = integer(f"{path}.warmup", kw.get("warmup", 0), hi=MAX_COUNT)
     kw["floor"] = number(f"{path}.floor", kw.get("floor", 0.01), lo=0.0)
     kw["description"] = _text(f"{path}.description", kw.get("description"))
     if kw.get("clip") is not None:
@@ -378,7 +402,7 @@ def _regime(path: str, data: Any) -> RegimeSpec:
         if key in kw and not isinstance(kw[key], bool):
             raise SpecError(f"{path}.{key}", f"must be true or false, got {kw[key]!r}")
     if "skip_batches" in kw:
-        kw["skip_batches"] = integer(f"{path}.skip_batches", kw["skip_batches"])
+        kw["skip_batches"] = integer(f"{path}.skip_batches", kw["skip_batches"], hi=MAX_COUNT)
     color = kw.get("color")
     if color not in (None, "") and not (isinstance(color, str) and _HEX_COLOR.fullmatch(color)):
         raise SpecError(f"{path}.color", f"must be a CSS hex colour like '#1f77b4', "
@@ -392,10 +416,10 @@ def _regime(path: str, data: Any) -> RegimeSpec:
 def _transition(i: int, data: Any) -> TransitionSpec:
     path = f"transitions[{i}]"
     kw = _settings(path, data, TransitionSpec, {"source": "from", "for_": "for"})
-    if isinstance(kw.get("name"), str):
-        path = f"transitions.{kw['name']}"
     if "name" in kw:
-        kw["name"] = _text(f"{path}.name", kw["name"])
+        if not C.is_name(kw["name"]):
+            raise SpecError(f"{path}.name", f"{NAME_RULE}, got {kw['name']!r}")
+        path = f"transitions.{kw['name']}"
     for key in ("source", "to", "when"):
         if key not in kw:
             raise SpecError(path, f"missing {'from' if key == 'source' else key!r}")
@@ -403,16 +427,36 @@ def _transition(i: int, data: Any) -> TransitionSpec:
     kw["description"] = _text(f"{path}.description", kw.get("description"))
     source = kw["source"]
     source = (source,) if isinstance(source, str) else source
-    if not isinstance(source, (list, tuple)) or not all(isinstance(s, str) for s in source):
+    if (not isinstance(source, (list, tuple)) or not source
+            or not all(isinstance(s, str) for s in source)):
         raise SpecError(f"{path}.from", "must be a regime name, a list of them, or '*'")
     kw["source"] = tuple(source)
-    kw.setdefault("name", f"{'|'.join(source)}->{kw['to']}")
-    kw["for_"] = integer(f"{path}.for", kw.get("for_", 1), lo=1)
-    kw["min_dwell"] = integer(f"{path}.min_dwell", kw.get("min_dwell", 0))
-    kw["priority"] = integer(f"{path}.priority", kw.get("priority", 0), lo=-10**6)
+    kw.setdefault("name", "")          # named by `_named_transitions`
+    kw["for_"] = integer(f"{path}.for", kw.get("for_", 1), lo=1, hi=MAX_COUNT)
+    kw["min_dwell"] = integer(f"{path}.min_dwell", kw.get("min_dwell", 0), hi=MAX_COUNT)
+    kw["priority"] = integer(f"{path}.priority", kw.get("priority", 0), lo=-MAX_PRIORITY,
+                             hi=MAX_PRIORITY)
     if not isinstance(kw["when"], str):
         raise SpecError(f"{path}.when", "must be a condition string")
     return TransitionSpec(**kw)
+
+
+def _named_transitions(trans: list[TransitionSpec]) -> tuple[TransitionSpec, ...]:
+    """A transition given without a name is named `<from>_to_<to>` (`any` for '*'; `_2`,
+    `_3` … when that is taken), an identifier like every name the user writes."""
+    taken = {t.name for t in trans}
+    out = []
+    for t in trans:
+        if not t.name:
+            stem = "_".join("any" if s == ANY else s for s in t.source) + f"_to_{t.to}"
+            stem = stem if C.is_name(stem) else "transition"
+            name, i = stem, 2
+            while name in taken:
+                name, i = f"{stem}_{i}", i + 1
+            taken.add(name)
+            t = replace(t, name=name)
+        out.append(t)
+    return tuple(out)
 
 
 def _bounds(data: Any) -> Bounds:
@@ -421,7 +465,12 @@ def _bounds(data: Any) -> Bounds:
     for f in fields(Bounds):
         value = kw.get(f.name, f.default)
         path = f"bounds.{f.name}"
-        out[f.name] = integer(path, value) if f.type == "int" else number(path, value)
+        if f.type == "int":
+            lo = 1 if f.name in ("skip_window", "snapshot_every") else 0
+            out[f.name] = integer(path, value, lo=lo, hi=MAX_WINDOW if f.name == "skip_window"
+                                  else MAX_COUNT)
+        else:
+            out[f.name] = number(path, value)
     return Bounds(**out)
 
 
@@ -438,6 +487,10 @@ def validate(spec: GuardSpec) -> None:
     if clash:
         raise SpecError(f"signals.{sorted(clash)[0]}", "name clashes with a threshold or a "
                                                       "trace column")
+    shadow = set(spec.thresholds) & set(TELEMETRY)   # would replace the column in conditions
+    if shadow:
+        raise SpecError(f"thresholds.{sorted(shadow)[0]}", "name clashes with a telemetry "
+                                                          "column")
     known = set(spec.signals) | set(spec.thresholds) | set(TELEMETRY)
     seen: set[str] = set()
     for t in spec.transitions:
@@ -450,6 +503,7 @@ def validate(spec: GuardSpec) -> None:
                 raise SpecError(f"{path}.from", f"unknown regime {src!r}")
         if t.to not in spec.regimes:
             raise SpecError(f"{path}.to", f"unknown regime {t.to!r}")
+        _validate_sources(t, spec)
         tree = C.parse(t.when, f"{path}.when")
         unknown = sorted(C.names(tree) - known)
         if unknown:
@@ -457,9 +511,23 @@ def validate(spec: GuardSpec) -> None:
                                             f"{', '.join(spec.signals)}; thresholds: "
                                             f"{', '.join(spec.thresholds) or 'none'})")
     _validate_ranges(spec)
+    _validate_can_hold(spec)
     _validate_reachable(spec)
     _validate_hysteresis(spec)
+    _validate_exits_at_rest(spec)
 
+
+def _validate_sources(t: TransitionSpec, spec: GuardSpec) -> None:
+    """A transition needs a regime it can fire from: not only its own target (the guard is
+    already there), not only stop regimes (final: the guard never leaves them)."""
+    path = f"transitions.{t.name}.from"
+    sources = [s for s in sources_of(t, spec) if s != t.to]
+    if not sources:
+        raise SpecError(path, f"no regime to fire from: it only leads from {t.to!r} to itself")
+    live = [s for s in sources if not spec.regimes[s].stop or s == spec.initial]
+    if not live:
+        raise SpecError(path, f"fires only from stop regimes ({', '.join(sources)}); a stop "
+                              "regime is final, the guard never leaves it")
 
 #: Telemetry that is never negative (norms, ratios of norms, learning rates).
 NON_NEGATIVE = ("grad_norm", "update_norm", "param_norm", "update_ratio", "lr")
@@ -569,6 +637,73 @@ def _validate_hysteresis(spec: GuardSpec) -> None:
                 f"threshold {_threshold_label(t_hi, hi, spec)} for `{t_hi.name}`/`{t_lo.name}`"
                 f" ({lo.signal}: the guard enters above {hi.threshold:g} and leaves below "
                 f"{lo.threshold:g}, so there is no hysteresis band between them)")
+
+
+def _validate_can_hold(spec: GuardSpec) -> None:
+    """Refuse a condition that holds for no value of anything it reads (`1 > 2`, `0`,
+    `loss_z > 3 and 0`): its transition could never fire."""
+    for t in spec.transitions:
+        if C.decided(C.bind(C.parse(t.when), spec.thresholds), {}) is False:
+            raise SpecError(f"transitions.{t.name}.when", f"`{t.when}` never holds, whatever "
+                                                          "the signals read: it never fires")
+
+
+#: A signal's value once its source is steady ("at rest"), by kind: a ratio to the source's
+#: own recent level is 1; a z-score against its own statistics and a slope are 0; the
+#: non-finite flag is 0. An EMA, a ratio to a frozen reference and raw telemetry have none.
+REST = {"ratio": 1.0, "ema_z": 0.0, "robust_z": 0.0, "slope": 0.0, "nonfinite": 0.0}
+
+
+def rest_values(spec: GuardSpec) -> dict[str, float]:
+    """The rest value of every signal that has one (see `REST`)."""
+    return {name: REST[s.kind] for name, s in spec.signals.items() if s.kind in REST}
+
+
+def _rest_why(sig: SignalSpec, r: float) -> str:
+    if sig.kind == "nonfinite":
+        return "a non-finite flag, 0 while every value is finite"
+    what = {"ratio": "a ratio of {} to its own recent level",
+            "slope": "the slope of {}"}.get(sig.kind, "a z-score of {} against its own noise")
+    return f"{what.format(sig.source)}, {r:g} while {sig.source} is steady"
+
+
+def _leaf_at(leaf: Leaf, value: float) -> bool:
+    """Whether an ordered comparison (its polarity under `not`s included) holds at `value`."""
+    positive = leaf.rising == (leaf.op in (">", ">="))
+    return bool(C.CMP_OPS[leaf.op](value, leaf.threshold)) == positive
+
+
+def _validate_exits_at_rest(spec: GuardSpec) -> None:
+    """A regime entered because a signal left its rest value (`lr_jumped: lr_jump > 3`) and
+    left by the opposite comparison on that signal (`lr_back: lr_jump < b`) must be able to
+    leave once the signals are back at rest (`REST`): if every transition out of it is false
+    at rest, a transient holds the guard there for good (`b = 0.03`: lr_jump is 1 once the
+    LR is steady, so the LR hold would never release). The initial regime (where the guard
+    rests) and stop regimes (final by design) are exempt."""
+    rest = rest_values(spec)
+    if not rest:
+        return
+    at_rest = {t.name: C.decided(C.bind(C.parse(t.when), spec.thresholds), rest)
+               for t in spec.transitions}
+    for regime, t_in, c_in, t_out, c_out in hysteresis_pairs(spec):
+        r = rest.get(c_in.signal)
+        if (r is None or _leaf_at(c_in, r)        # entered without leaving the rest value
+                or regime == spec.initial or spec.regimes[regime].stop):   # rest, final
+            continue
+        exits = [t for t in spec.transitions if regime in sources_of(t, spec) and t.to != regime]
+        if any(at_rest[t.name] is not False for t in exits):
+            continue
+        # the comparison of the exit that fails at rest (in `a and b`, the one that does)
+        leaf = next((lf for lf in ordered_leaves(t_out, spec)
+                     if lf.signal in rest and not _leaf_at(lf, rest[lf.signal])), c_out)
+        r = rest[leaf.signal]
+        raise SpecError(
+            f"transitions.{t_out.name}.when",
+            f"exit threshold {_threshold_label(t_out, leaf, spec)} must be "
+            f"{'below' if leaf.rising else 'above'} {leaf.signal}'s rest value {r:g} "
+            f"({_rest_why(spec.signals[leaf.signal], r)}): `{t_in.name}` enters {regime} when "
+            f"{c_in.signal} leaves its rest value, and no transition leaves {regime} once the "
+            "signals are back at rest, so the guard would stay there")
 
 
 def _threshold_label(t: TransitionSpec, leaf: Leaf, spec: GuardSpec) -> str:

@@ -5,9 +5,11 @@ bounds); `spec_from_tables` rebuilds a validated spec from edited copies, with t
 cross-row checks a table editor needs (blank or duplicate names, dropped rows). Every
 problem is a SpecError whose field path `section_of` maps back to the table to flag.
 
-Real-valued cells are text, written with `format_number` and read back with
-`parse_number`: a browser number input mangles scientific notation (`3e-2` became
-`-32`), while text round-trips `3e-2`, `1E-3`, `5.` and `0.1` exactly.
+Number cells are text, written with `format_number` and read back with `parse_number`: a
+browser number input mangles scientific notation (`3e-2` became `-32`), while text
+round-trips `3e-2`, `1E-3`, `5.` and `0.1` exactly; and an integer column drops what it
+cannot hold (`1e308`, `2**63`) without a word, while text reaches the validator, whose
+message names the cell.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ SECTIONS = ("thresholds", "regimes", "transitions", "bounds")
 REGIME_COLUMNS = ("name", "lr_scale", "skip", "momentum_scale", "update_cap", "rollback",
                   "skip_batches", "stop", "reason")
 TRANSITION_COLUMNS = ("name", "from", "to", "when", "for", "min_dwell", "priority")
-#: Regime columns edited as text (real numbers); the rest are whole numbers or flags.
-REGIME_TEXT = ("lr_scale", "momentum_scale", "update_cap")
+#: Regime columns edited as text (numbers); the rest are flags and the reason.
+REGIME_TEXT = ("lr_scale", "momentum_scale", "update_cap", "skip_batches")
+#: Transition columns edited as text (whole numbers).
+TRANSITION_TEXT = ("for", "min_dwell", "priority")
 _NUMBER = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?|nan)",
                      re.IGNORECASE)
 
@@ -62,11 +66,13 @@ def spec_tables(spec: GuardSpec) -> dict[str, pd.DataFrame]:
     regimes = pd.DataFrame([{"name": n, **{k: getattr(r, k) for k in REGIME_COLUMNS[1:]}}
                             for n, r in spec.regimes.items()], columns=list(REGIME_COLUMNS))
     for key in REGIME_TEXT:
-        regimes[key] = [format_number(None if _blank(v) else float(v)) for v in regimes[key]]
+        regimes[key] = [format_number(None if _blank(v) else v) for v in regimes[key].tolist()]
     transitions = pd.DataFrame([{"name": t.name, "from": ", ".join(t.source), "to": t.to,
                                  "when": t.when, "for": t.for_, "min_dwell": t.min_dwell,
                                  "priority": t.priority} for t in spec.transitions],
                                columns=list(TRANSITION_COLUMNS))
+    for key in TRANSITION_TEXT:
+        transitions[key] = [format_number(v) for v in transitions[key].tolist()]
     bounds = pd.DataFrame({"name": [f.name for f in fields(Bounds)],
                            "value": [format_number(v) for v in asdict(spec.bounds).values()]})
     return {"thresholds": thresholds, "regimes": regimes, "transitions": transitions,
@@ -95,7 +101,7 @@ def spec_from_tables(base: GuardSpec, tables: dict[str, pd.DataFrame]) -> GuardS
         bounds = {}
         for n, r in _named_rows(tables["bounds"], "bounds"):
             value = _value(r["value"], f"bounds.{n}")
-            bounds[n] = int(value) if known.get(n) == "int" and value == int(value) else value
+            bounds[n] = _int_if_exact(value) if known.get(n) == "int" else value
         data["bounds"] = bounds
     return GuardSpec.from_dict(data)
 
@@ -199,8 +205,14 @@ def _value(value: Any, path: str) -> float:
     return out
 
 
-def _whole(value: Any, path: str) -> int:
+def _whole(value: Any, path: str) -> int | float:
     out = _value(value, path)
     if out != int(out):
         raise SpecError(path, f"must be a whole number, got {value!r}")
-    return int(out)
+    return _int_if_exact(out)
+
+
+def _int_if_exact(value: float) -> int | float:
+    """A whole float as an int where floats count exactly (|x| <= 2**53); beyond, the float
+    itself, so the validator's range message quotes `1e+308` rather than 309 digits."""
+    return int(value) if value == int(value) and abs(value) <= 2**53 else value
