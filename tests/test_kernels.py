@@ -2,16 +2,17 @@
 
 In the style of torch's `test_foreach_matches_forloop`: one matrix of optimizers × options,
 one generic check (capturable only with fused: the CPU has no other capturable kernel;
-`differentiable` is refused by torch's fused kernels themselves). The host path must equal the plain optimizer driven by hand with the
-guard's recorded decisions (skip: no step; lr_scale: the group's LR times it for the step;
-momentum_scale: first moments damped first) bit for bit; the device path (torch's fused
-kernel under `found_inf` and a tensor LR) must equal the host path bit for bit. Then what
-the device path reads back (the torch profiler's `aten::_local_scalar_dense`), step hooks,
-and the refusals.
+`differentiable` is refused by torch's fused kernels themselves). The host path must equal
+the plain optimizer driven by hand with the guard's recorded decisions (skip: no step;
+lr_scale: the group's LR times it for the step; momentum_scale: first moments damped first)
+bit for bit; the device path (torch's fused kernel under `found_inf` and a tensor LR) must
+equal the host path bit for bit. Then what the device path reads back (the torch profiler's
+`aten::_local_scalar_dense`), step hooks, and the refusals.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -23,7 +24,7 @@ from lbw_sim import GuardedOptimizer, GuardSpec
 from lbw_sim.guard.fused import MOMENTUM_KEYS, device_kernel_problem
 
 DEFAULT = GuardSpec.default()
-STEPS = 140
+STEPS = 110
 SPIKES = (60, 61, 62, 63, 64, 65)          # a persistent outlier: skip, then cut and damp
 NANS = (100,)
 
@@ -69,6 +70,16 @@ def lr_for(cls) -> float:
     return 3e-2 if cls is torch.optim.SGD else 3e-3
 
 
+@functools.cache
+def _guarded_run(cls, options: tuple, decide_on: str):
+    return guarded_run(cls, dict(options), decide_on)
+
+
+def cached_run(cls, kw, decide_on: str):
+    """`guarded_run`, once per configuration for the whole module (the tests only read it)."""
+    return _guarded_run(cls, tuple(sorted(kw.items())), decide_on)
+
+
 def guarded_run(cls, kw, decide_on: str, steps: int = STEPS):
     model = net()
     opt = GuardedOptimizer(cls(model.parameters(), lr=lr_for(cls), **kw), DEFAULT,
@@ -104,7 +115,7 @@ def by_hand(cls, kw, trace) -> torch.nn.Module:
 
 @pytest.mark.parametrize("cls,kw", MATRIX, ids=IDS)
 def test_host_path_is_the_plain_optimizer_under_the_decisions(cls, kw):
-    model, opt = guarded_run(cls, kw, "host")
+    model, opt = cached_run(cls, kw, "host")
     trace = opt.trace()
     # the run exercises every control the matrix must honour
     assert trace["skipped"].any() and trace["safety_skip"].sum() == 0
@@ -116,7 +127,7 @@ def test_host_path_is_the_plain_optimizer_under_the_decisions(cls, kw):
 
 @pytest.mark.parametrize("cls,kw", FUSED, ids=FUSED_IDS)
 def test_device_path_equals_the_host_path(cls, kw):
-    (h_model, host), (d_model, dev) = guarded_run(cls, kw, "host"), guarded_run(cls, kw, "device")
+    (h_model, host), (d_model, dev) = cached_run(cls, kw, "host"), cached_run(cls, kw, "device")
     th, td = host.trace(), dev.trace()
     for col in ("regime", "skipped", "lr_scale", "momentum_scale"):
         assert th[col].tolist() == td[col].tolist(), col
