@@ -20,6 +20,8 @@ A signal transfers if one threshold separates the 1x rows from the >= 10x rows o
 The printed table is the evidence behind docs/guard.md's "Rescue: what was measured".
 
     python benchmarks/too_high_signals.py [--tasks gpt_prose,mlp_digits]   # ~3 min, 1 core
+
+`--smoke`: the noisy quadratic only (seconds; checks the script runs, not the figures).
 """
 
 from __future__ import annotations
@@ -82,7 +84,10 @@ def drawdown(loss: np.ndarray, half_life: float = 20.0, warmup: int = 20) -> flo
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", help="comma-separated suite tasks (default: all)")
+    p.add_argument("--smoke", action="store_true", help="the noisy quadratic only (seconds)")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.tasks = "noisy_quadratic"
     torch.set_num_threads(1)
     print("| task | LR factor | val loss | hypergrad (5-30) | grad/g0 | drawdown | update ratio "
           "| grad cos (100+) |")
