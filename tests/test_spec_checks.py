@@ -1,4 +1,4 @@
-"""Issue 14: hostile or meaningless specs are refused early, with the field named.
+"""Hostile or meaningless specs are refused early, with the field named.
 
 - a YAML alias bomb ("billion laughs") is refused before anything expands it;
 - fields of the wrong type are SpecErrors, not TypeErrors deep inside validation;
