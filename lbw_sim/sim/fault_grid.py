@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from lbw_sim.errors import SpecError, TraceError
+from lbw_sim.guard.analysis import acted
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.sim.scenarios import ArmSpec, Scenario
 from lbw_sim.sim.stress_grid import atomic_write, check_results_dir, read_csv_table
@@ -360,18 +361,6 @@ def settled_after(flags_ok: np.ndarray, steps: np.ndarray, start: int) -> float:
     return float(steps[bad[-1]] + 1 - start) if len(bad) else 0.0
 
 
-def acted(trace: pd.DataFrame) -> np.ndarray:
-    """Steps with any intervention (as `runner.summarize` counts them)."""
-    act = trace["skipped"].astype(bool).to_numpy() | trace["clipped"].astype(bool).to_numpy()
-    act |= trace["lr_scale"].astype(float).to_numpy() < 1
-    for col in ("safety_skip", "rollback"):
-        if col in trace:
-            act |= trace[col].fillna(False).astype(bool).to_numpy()
-    if "momentum_scale" in trace:
-        act |= trace["momentum_scale"].astype(float).to_numpy() < 1
-    return act
-
-
 def own_metrics(trace: pd.DataFrame, start: int, initial: str = "nominal") -> dict[str, Any]:
     """What a cell says about itself (no reference needed); `start` = fault start."""
     if trace.empty:
@@ -396,7 +385,7 @@ def run_cell(grid: FaultGrid, cell: FaultCell,
     """Train one cell on the CPU; its summary row (no reference columns yet) and its trace."""
     import torch
 
-    from lbw_sim.sim.runner import GUARD_TRACE_COLUMNS, TRACE_COLUMNS, Run, summarize
+    from lbw_sim.sim.runner import Run, summarize, trace_columns
 
     sc = grid.scenario(cell)
     run = Run(sc, ArmSpec.parse(cell.arm, "arms"), sc.lrs[0], cell.seed, torch.device("cpu"),
@@ -405,7 +394,7 @@ def run_cell(grid: FaultGrid, cell: FaultCell,
     rows = list(run)
     summary = summarize(rows, sc, arm=cell.arm, lr=sc.lrs[0], seed=cell.seed,
                         wall_s=time.perf_counter() - t0, stopped=run.stop_reason)
-    columns = TRACE_COLUMNS + (GUARD_TRACE_COLUMNS if cell.arm == "guard" else [])
+    columns = trace_columns(cell.arm)
     trace = pd.DataFrame(rows, columns=columns)
     start = grid.fault_start(cell.task) if cell.fault != "none" else len(trace)
     row = {"task": cell.task, "fault": cell.fault, "severity": float(cell.severity),
@@ -463,7 +452,7 @@ def _worker_cell(grid: FaultGrid, cell: FaultCell) -> tuple[dict, pd.DataFrame]:
     return run_cell(grid, cell, _WORKER.get("cache"))
 
 
-class _Book:
+class _GridRun:
     """What is done, what is left; writes traces and summary.csv as cells come in."""
 
     def __init__(self, grid: FaultGrid, out: Path | None, callback: Callback | None,
@@ -537,7 +526,7 @@ def run_fault_grid(grid: FaultGrid, out_dir: str | Path | None = None, *, worker
 
     check_backend(backend, address)
     out = Path(out_dir) if out_dir is not None else None
-    book = _Book(grid, out, callback, progress)
+    book = _GridRun(grid, out, callback, progress)
     stop_event = stop_event or threading.Event()
     try:
         if backend == "local" and (workers <= 1 or len(book.todo) <= 1):

@@ -36,8 +36,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lbw_sim.guard.analysis import acted, control_masks
 from lbw_sim.guard.spec import GuardSpec
-from lbw_sim.sim.arms import make_arm
+from lbw_sim.sim.arms import is_guard_arm, make_arm
 from lbw_sim.sim.competitors import eval_mode
 from lbw_sim.sim.data import (
     _step_generator,
@@ -49,9 +50,14 @@ from lbw_sim.sim.tasks import Task, build_task, digits_data, token_data
 from lbw_sim.traces.recorder import TraceRecorder
 from lbw_sim.traces.schema import GUARD_RUN_COLUMNS, RUN_COLUMNS
 
-#: Columns of every cell's trace; the guard arm adds GUARD_TRACE_COLUMNS (see traces.schema).
+#: Columns of every cell's trace; a guard arm adds GUARD_TRACE_COLUMNS (see traces.schema).
 TRACE_COLUMNS = list(RUN_COLUMNS)
 GUARD_TRACE_COLUMNS = list(GUARD_RUN_COLUMNS)
+
+
+def trace_columns(arm: str) -> list[str]:
+    """The trace columns of arm `arm`: a guard arm's (`arms.is_guard_arm`) add the guard's."""
+    return TRACE_COLUMNS + (GUARD_TRACE_COLUMNS if is_guard_arm(arm) else [])
 SUMMARY_COLUMNS = ["arm", "lr", "seed", "final_train_loss", "final_val_loss", "diverged_step",
                    "interventions", "skips", "rollbacks", "wall_s", "steps_run", "best_loss",
                    "stopped"]
@@ -183,9 +189,7 @@ class Run:
     def _row(self, arm: torch.optim.Optimizer) -> dict[str, Any]:
         """The arm's latest step, restricted to the runner's columns."""
         full = arm.last_row()
-        columns = TRACE_COLUMNS + (GUARD_TRACE_COLUMNS if self.arm_spec.name == "guard"
-                                   else [])
-        return {c: full[c] for c in columns if c in full}
+        return {c: full[c] for c in trace_columns(self.arm_spec.name) if c in full}
 
     def _apply_pending(self, arm: torch.optim.Optimizer) -> None:
         with self._lock:
@@ -219,17 +223,13 @@ def summarize(rows: Sequence[dict[str, Any]], sc: Scenario, *, arm: str, lr: flo
     val = df["val_loss"].dropna() if "val_loss" in df else pd.Series(dtype=float)
     out["final_val_loss"] = float(df["val_loss"].iloc[-1]) if len(val) else math.nan
     out["diverged_step"] = diverged_step(ml, sc.schedule.warmup, sc.divergence_factor)
-    skipped = df["skipped"].astype(bool) | df.get("safety_skip", False)
-    acted = skipped | df["clipped"].astype(bool) | (df["lr_scale"] < 1)
-    if "update_scale" in df:      # the update cap bound: an action, with its cause in the trace
-        acted |= pd.to_numeric(df["update_scale"], errors="coerce").to_numpy() < 1
-    if "momentum_scale" in df:
-        acted |= (df["momentum_scale"] < 1) | df["rollback"].astype(bool)
+    controls = control_masks(df)
+    if "regime" in df:
         for regime, frac in df["regime"].astype(str).value_counts(normalize=True).items():
             out[f"time_{regime}"] = float(frac)
-    out["interventions"] = int(acted.sum())
-    out["skips"] = int(skipped.sum())
-    out["rollbacks"] = int(df["rollback"].sum()) if "rollback" in df else 0
+    out["interventions"] = int(acted(df).sum())
+    out["skips"] = int(controls["skipped"].sum())
+    out["rollbacks"] = int(controls["rolled back"].sum())
     return out
 
 
@@ -295,7 +295,7 @@ def _run_cell(sc: Scenario, arm: ArmSpec, lr: float, seed: int, device: torch.de
               steps: int, stop_event: threading.Event, cache: dict, out: Path | None,
               bar: Any) -> dict[str, Any]:
     run = Run(sc, arm, lr, seed, device, steps=steps, stop_event=stop_event, cache=cache)
-    columns = TRACE_COLUMNS + (GUARD_TRACE_COLUMNS if arm.name.startswith("guard") else [])
+    columns = trace_columns(arm.name)
     rec = TraceRecorder(out / trace_name(arm.label, lr, seed), columns=columns) if out else None
     rows, t0 = [], time.perf_counter()
     if bar is not None:

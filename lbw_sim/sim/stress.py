@@ -41,6 +41,7 @@ import pandas as pd
 
 from lbw_sim.checks import load_yaml
 from lbw_sim.errors import SpecError
+from lbw_sim.sim.arms import is_guard_arm
 from lbw_sim.sim.scenarios import SCENARIO_DIR, ArmSpec, Scenario
 from lbw_sim.sim.stress_grid import (
     CURVE_COLUMNS,
@@ -162,13 +163,13 @@ def run_cell(grid: StressGrid, cell: Cell, lr_scale: float | None = None,
     trace file's columns). With `out_dir` the trace is also written there as it is recorded."""
     import torch
 
-    from lbw_sim.sim.runner import GUARD_TRACE_COLUMNS, TRACE_COLUMNS, Run, summarize
+    from lbw_sim.sim.runner import Run, summarize, trace_columns
     from lbw_sim.traces.recorder import TraceRecorder
 
     sc, spec = grid.scenario, arm_spec(cell.arm, cell.lr, lr_scale)
     run = Run(sc, spec, cell.lr, cell.seed, torch.device("cpu"), stop_event=stop_event,
               cache=cache)
-    columns = TRACE_COLUMNS + (GUARD_TRACE_COLUMNS if spec.name.startswith("guard") else [])
+    columns = trace_columns(spec.name)
     rec = None
     if out_dir is not None:
         (out_dir / cell.trace_file).unlink(missing_ok=True)  # a killed run's partial trace
@@ -196,7 +197,7 @@ def _finish_row(row: dict, trace: pd.DataFrame, grid: StressGrid, cell: Cell,
     loss = row.get("final_val_loss", math.nan)
     row["final_val_ppl"] = math.exp(min(loss, 700.0)) if math.isfinite(loss) else math.nan
     row["run_lr"] = spec.lr if spec.lr is not None else cell.lr
-    if cell.arm == "guard":
+    if is_guard_arm(cell.arm):
         row["mean_lr_scale"] = mean_lr_scale(trace, grid.scenario.schedule.warmup)
     row.pop("best_loss", None)
     return row
@@ -227,7 +228,7 @@ def run_stress(grid: StressGrid, out_dir: str | Path | None = None, *, workers: 
     reference = reference_levels(grid.scenario)  # also: a text too short fails here, not later
     out = Path(out_dir) if out_dir is not None else None
     done_rows = _open_out_dir(grid, out) if out is not None else []
-    book = _Book(grid, out, done_rows, callback, progress, reference)
+    book = _GridRun(grid, out, done_rows, callback, progress, reference)
     stop_event = stop_event or threading.Event()
     try:
         if backend == "ray" or (workers > 1 and len(book.todo) > 1):
@@ -239,7 +240,7 @@ def run_stress(grid: StressGrid, out_dir: str | Path | None = None, *, workers: 
     return book.result()
 
 
-class _Book:
+class _GridRun:
     """Bookkeeping of a grid run: what is done, what is left, summary writes, progress."""
 
     def __init__(self, grid: StressGrid, out: Path | None, rows: list[dict],
@@ -294,7 +295,7 @@ def _bar(cells: int, steps: int) -> Any:
                 dynamic_ncols=True, disable=None)  # None: off when stderr is not a terminal
 
 
-def _run_here(book: _Book, stop_event: threading.Event) -> None:
+def _run_here(book: _GridRun, stop_event: threading.Event) -> None:
     import torch
 
     from lbw_sim.sim.runner import prepare
@@ -338,7 +339,7 @@ def _worker_cell(grid: StressGrid, cell: Cell, lr_scale: float | None,
     return row, curve, trace.to_csv(index=False) if keep_trace else None
 
 
-def _run_pool(book: _Book, workers: int, stop_event: threading.Event, backend: str = "local",
+def _run_pool(book: _GridRun, workers: int, stop_event: threading.Event, backend: str = "local",
               address: str | None = None) -> None:
     """Base cells first-come first-served; each lr_matched cell once its guard cell is in."""
     from lbw_sim.sim.executors import cell_executor
