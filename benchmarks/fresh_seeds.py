@@ -24,10 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lbw_sim.bench.suite import get_tasks, run_suite  # noqa: E402
 from lbw_sim.guard.engine import replay  # noqa: E402
 from lbw_sim.guard.spec import GuardSpec  # noqa: E402
 from lbw_sim.sim.runner import trace_name  # noqa: E402
-from lbw_sim.sim.suite import get_tasks, run_suite  # noqa: E402
 from lbw_sim.traces.per_step import nominal_fraction  # noqa: E402
 
 FACTORS = (0.316, 1.0, 3.16)

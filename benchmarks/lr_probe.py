@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lbw_sim.sim.suite import get_tasks, plain_adamw  # noqa: E402
+from lbw_sim.bench.suite import get_tasks, plain_adamw  # noqa: E402
 
 FACTORS = (1.0, 3.16, 10.0)
 PROBE, CUT = (150, 170), 0.5

@@ -1,6 +1,6 @@
 """Can a scale-free statistic tell "this LR is too high" from "this run is fine"? (seed 0)
 
-For every task of the suite (lbw_sim/sim/suite.py) and LR factors 1x, 3.16x, 10x and 31.6x
+For every task of the suite (lbw_sim/bench/suite.py) and LR factors 1x, 3.16x, 10x and 31.6x
 its AdamW-best LR, plain AdamW exactly as the suite's `adamw` arm (`suite.plain_adamw`;
 seed 0: the tuning seed) is trained while five candidate signals are measured (four of them
 free of the task's scale):
@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lbw_sim.sim.suite import get_tasks, plain_adamw  # noqa: E402
+from lbw_sim.bench.suite import get_tasks, plain_adamw  # noqa: E402
 
 FACTORS = (1.0, 3.16, 10.0, 31.6)
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from lbw_sim.sim.fault_grid import TASKS as FAULT_TASKS
-from lbw_sim.sim.fault_grid import read_fault_summary
-from lbw_sim.sim.fault_report import table_markdown as fault_markdown
-from lbw_sim.sim.stress_report import load_results, report_table, table_markdown
-from lbw_sim.sim.suite import get_tasks
-from lbw_sim.sim.suite_report import load_suite, suite_markdown
+from lbw_sim.bench.fault_grid import TASKS as FAULT_TASKS
+from lbw_sim.bench.fault_grid import read_fault_summary
+from lbw_sim.bench.fault_report import table_markdown as fault_markdown
+from lbw_sim.bench.stress_report import load_results, report_table, table_markdown
+from lbw_sim.bench.suite import get_tasks
+from lbw_sim.bench.suite_report import load_suite, suite_markdown
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 STRESS = sorted(p.parent for p in RESULTS.glob("*/*/summary.csv") if p.parent.parent.name

@@ -8,18 +8,16 @@ import pandas as pd
 import pytest
 import torch
 
-from lbw_sim.cli import main
-from lbw_sim.errors import SpecError, TraceError
-from lbw_sim.sim.stress import (
+from lbw_sim.bench.stress import (
     QUICK,
     arm_spec,
     build_grid,
     mean_lr_scale,
     run_stress,
 )
-from lbw_sim.sim.stress_grid import LR_FREE, STRESS_ARMS, SUMMARY_COLUMNS, Cell
-from lbw_sim.sim.stress_job import StressJob
-from lbw_sim.sim.stress_report import (
+from lbw_sim.bench.stress_grid import LR_FREE, STRESS_ARMS, SUMMARY_COLUMNS, Cell
+from lbw_sim.bench.stress_job import StressJob
+from lbw_sim.bench.stress_report import (
     OUTPUT_FILES,
     goals,
     goals_markdown,
@@ -29,6 +27,8 @@ from lbw_sim.sim.stress_report import (
     report_table,
     worst_ratios,
 )
+from lbw_sim.cli import main
+from lbw_sim.errors import SpecError, TraceError
 from lbw_sim.viz.stress import write_report
 
 torch.set_num_threads(1)

@@ -8,10 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from lbw_sim.cli import main
-from lbw_sim.sim.stress_grid import LR_FREE, STRESS_ARMS, StressResult
-from lbw_sim.sim.stress_report import report_table
-from lbw_sim.sim.suite import (
+from lbw_sim.bench.stress_grid import LR_FREE, STRESS_ARMS, StressResult
+from lbw_sim.bench.stress_report import report_table
+from lbw_sim.bench.suite import (
     FULL_FACTORS,
     QUICK_FACTORS,
     SWEEP_LRS,
@@ -21,7 +20,7 @@ from lbw_sim.sim.suite import (
     run_suite,
     tune_best_lr,
 )
-from lbw_sim.sim.suite_report import (
+from lbw_sim.bench.suite_report import (
     GOAL_ORDER,
     load_suite,
     overall,
@@ -29,6 +28,7 @@ from lbw_sim.sim.suite_report import (
     suite_verdicts,
     task_goals,
 )
+from lbw_sim.cli import main
 
 torch.set_num_threads(1)
 
@@ -161,7 +161,7 @@ def test_tiny_suite_run_writes_a_folder_per_task_and_resumes(tmp_path):
 
 def test_plain_adamw_is_the_suite_adamw_arm_step_by_step(tmp_path):
     """The benchmarks' in-run measurements train exactly what the suite's adamw arm trains."""
-    from lbw_sim.sim.stress import run_stress
+    from lbw_sim.bench.stress import run_stress
 
     task = get_tasks(["mlp_digits"])[0]
     built, steps = plain_adamw(task, 1.0, seed=1)
@@ -178,7 +178,7 @@ def test_plain_adamw_is_the_suite_adamw_arm_step_by_step(tmp_path):
 def test_tune_best_lr_reproduces_the_recorded_sweep_and_best_lr(tmp_path):
     """The seed-0 sweep behind `best_lr`, on the cheapest task at three of its LRs: the same
     final val losses as the sweep recorded in suite.py's docstring, and the task's best_lr."""
-    import lbw_sim.sim.suite as suite
+    import lbw_sim.bench.suite as suite
 
     task = get_tasks(["noisy_quadratic"])[0]
     line = next(ln for ln in suite.__doc__.splitlines() if ln.startswith("- noisy_quadratic"))

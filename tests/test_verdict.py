@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lbw_sim.bench.fault_grid import own_metrics
+from lbw_sim.bench.fault_report import COST_GOAL, DOMINANCE_GOAL, RECOVERY_GOAL
+from lbw_sim.bench.stress_grid import Cell
+from lbw_sim.bench.stress_report import initial_regime, nominal_fractions
+from lbw_sim.bench.verdict import GoalRows, goals_markdown, mark, mean_or_inf
 from lbw_sim.guard.analysis import acted, action_counts
 from lbw_sim.guard.spec import GuardSpec
-from lbw_sim.sim.fault_grid import own_metrics
-from lbw_sim.sim.fault_report import COST_GOAL, DOMINANCE_GOAL, RECOVERY_GOAL
 from lbw_sim.sim.runner import summarize
 from lbw_sim.sim.scenarios import load_scenario
-from lbw_sim.sim.stress_grid import Cell
-from lbw_sim.sim.stress_report import initial_regime, nominal_fractions
-from lbw_sim.sim.verdict import GoalRows, goals_markdown, mark, mean_or_inf
 
 
 def test_goal_rows_keep_none_and_draw_three_marks():

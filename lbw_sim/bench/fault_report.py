@@ -27,15 +27,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lbw_sim.guard.spec import GuardSpec
-from lbw_sim.sim.fault_grid import (
+from lbw_sim.bench.fault_grid import (
     CURVE_COLUMNS,
     TRANSIENT,
     FaultCell,
     read_fault_summary,
 )
-from lbw_sim.sim.verdict import GoalRows, mean_or_inf, number
-from lbw_sim.sim.verdict import goals_markdown as verdict_markdown
+from lbw_sim.bench.verdict import GoalRows, mean_or_inf, number
+from lbw_sim.bench.verdict import goals_markdown as verdict_markdown
+from lbw_sim.guard.spec import GuardSpec
 
 #: recovery: the guard's ratio to its fault-free run; dominance is judged where some arm's
 #: ratio exceeds DOMINANCE; cost: the guard's fault-free loss over AdamW's.

@@ -21,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from lbw_sim.sim.stress_grid import LR_FREE, StressResult
-from lbw_sim.sim.stress_report import (
+from lbw_sim.bench.stress_grid import LR_FREE, StressResult
+from lbw_sim.bench.stress_report import (
     DOMINANCE_FROM,
     LR_MATCH,
     NO_HARM,
@@ -37,7 +37,7 @@ from lbw_sim.sim.stress_report import (
     measured_text,
     report_table,
 )
-from lbw_sim.sim.verdict import GoalRows, mark, number
+from lbw_sim.bench.verdict import GoalRows, mark, number
 
 #: The guard at every LR in [best, LR_FREE_UP_TO x best] must end <= VS_LR_FREE times
 #: Prodigy's loss.
@@ -205,7 +205,7 @@ def load_suite(out: str | Path, names: list[str] | None = None) -> dict[str, Str
 
 #: Where the studio looks for suites: the runs folder, then the committed results.
 def suite_roots() -> list[tuple[str, Path]]:
-    from lbw_sim.sim.stress_report import ROOT, runs_dir
+    from lbw_sim.bench.stress_report import ROOT, runs_dir
 
     return [("runs", runs_dir()), ("benchmarks/results", ROOT / "benchmarks" / "results")]
 

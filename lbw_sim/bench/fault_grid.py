@@ -44,11 +44,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lbw_sim.bench.stress_grid import atomic_write, check_results_dir, read_csv_table
 from lbw_sim.errors import SpecError, TraceError
 from lbw_sim.guard.analysis import acted
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.sim.scenarios import ArmSpec, Scenario
-from lbw_sim.sim.stress_grid import atomic_write, check_results_dir, read_csv_table
 
 #: Arms in report order; `stableadamw` (torch-optimi, an optional arm: see `fault_arms`) runs
 #: wherever `sim.arms` knows it.
@@ -522,7 +522,7 @@ def run_fault_grid(grid: FaultGrid, out_dir: str | Path | None = None, *, worker
     """Run the cells not yet in `out_dir`'s summary.csv; return the whole summary.
     workers > 1 (or backend="ray") runs cells in worker processes (one torch thread each);
     else in this process. `stop_event` ends the run after the cells in flight."""
-    from lbw_sim.sim.executors import cell_executor, check_backend
+    from lbw_sim.bench.executors import cell_executor, check_backend
 
     check_backend(backend, address)
     out = Path(out_dir) if out_dir is not None else None

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lbw_sim.sim.stress_grid import (
+from lbw_sim.bench.stress_grid import (
     LR_FREE,
     STRESS_ARMS,
     Cell,
@@ -32,8 +32,8 @@ from lbw_sim.sim.stress_grid import (
     read_summary,
     write_summary,
 )
-from lbw_sim.sim.verdict import GoalRows, mean_or_inf, number
-from lbw_sim.sim.verdict import goals_markdown as verdict_markdown
+from lbw_sim.bench.verdict import GoalRows, mean_or_inf, number
+from lbw_sim.bench.verdict import goals_markdown as verdict_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT_COLUMNS = ["arm", "lr", "val_loss", "val_std", "ratio", "diverged", "first_diverged_step",

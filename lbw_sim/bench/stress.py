@@ -39,11 +39,7 @@ from typing import Any
 
 import pandas as pd
 
-from lbw_sim.checks import load_yaml
-from lbw_sim.errors import SpecError
-from lbw_sim.sim.arms import is_guard_arm
-from lbw_sim.sim.scenarios import SCENARIO_DIR, ArmSpec, Scenario
-from lbw_sim.sim.stress_grid import (
+from lbw_sim.bench.stress_grid import (
     CURVE_COLUMNS,
     STRESS_ARMS,
     Cell,
@@ -56,6 +52,10 @@ from lbw_sim.sim.stress_grid import (
     summary_frame,
     write_summary,
 )
+from lbw_sim.checks import load_yaml
+from lbw_sim.errors import SpecError
+from lbw_sim.sim.arms import is_guard_arm
+from lbw_sim.sim.scenarios import SCENARIO_DIR, ArmSpec, Scenario
 
 STRESS_YAML = SCENARIO_DIR / "lr_stress.yaml"
 #: --quick: a 2-layer GPT on 32-token windows, 500 steps, 50 warm-up, one seed, LRs up to
@@ -220,9 +220,9 @@ def run_stress(grid: StressGrid, out_dir: str | Path | None = None, *, workers: 
                address: str | None = None) -> StressResult:
     """Run the cells not yet in `out_dir`'s summary; `workers` > 1 uses that many processes
     (one torch thread each), else this process (its torch threads as they are) with per-step
-    progress; `backend="ray"` runs each cell as a Ray task (see `sim.executors`). Stops
+    progress; `backend="ray"` runs each cell as a Ray task (see `bench.executors`). Stops
     early (keeping what is done) when `stop_event` is set."""
-    from lbw_sim.sim.executors import check_backend
+    from lbw_sim.bench.executors import check_backend
 
     check_backend(backend, address)
     reference = reference_levels(grid.scenario)  # also: a text too short fails here, not later
@@ -342,7 +342,7 @@ def _worker_cell(grid: StressGrid, cell: Cell, lr_scale: float | None,
 def _run_pool(book: _GridRun, workers: int, stop_event: threading.Event, backend: str = "local",
               address: str | None = None) -> None:
     """Base cells first-come first-served; each lr_matched cell once its guard cell is in."""
-    from lbw_sim.sim.executors import cell_executor
+    from lbw_sim.bench.executors import cell_executor
 
     waiting = [c for c in book.todo if c.arm == "lr_matched"]
     queue = [c for c in book.todo if c.arm != "lr_matched"]
