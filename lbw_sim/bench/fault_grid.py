@@ -36,7 +36,6 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lbw_sim.bench.engine import run_grid
 from lbw_sim.bench.stress_grid import atomic_write, check_results_dir, read_csv_table
 from lbw_sim.errors import SpecError, TraceError
 from lbw_sim.guard.analysis import acted
@@ -452,8 +452,10 @@ def _worker_cell(grid: FaultGrid, cell: FaultCell) -> tuple[dict, pd.DataFrame]:
     return run_cell(grid, cell, _WORKER.get("cache"))
 
 
-class _GridRun:
-    """What is done, what is left; writes traces and summary.csv as cells come in."""
+class FaultLedger:
+    """A fault grid run for the engine: what is done, what is left; writes traces and
+    summary.csv as cells come in. Cells run in any order: a faulted row's reference columns
+    are filled once its fault-free cell is in (`_refresh`)."""
 
     def __init__(self, grid: FaultGrid, out: Path | None, callback: Callback | None,
                  progress: bool):
@@ -473,6 +475,29 @@ class _GridRun:
             self.bar = tqdm(total=self.total, desc=f"faults ({self.total} cells)", unit="cell",
                             dynamic_ncols=True)
 
+    def needs(self, cell: FaultCell) -> tuple:
+        return ()
+
+    def has(self, key: tuple) -> bool:
+        return key in self.rows
+
+    def args(self, cell: FaultCell) -> tuple:
+        return self.grid, cell
+
+    def here(self, stop_event: threading.Event) -> Callable[[FaultCell], tuple | None]:
+        """Run a cell in this process (workers set up on the first), None once stopped."""
+        prepared: list[bool] = []
+
+        def run(cell: FaultCell) -> tuple | None:
+            if stop_event.is_set():
+                return None
+            if not prepared:
+                prepared.append(True)
+                _init_worker(self.grid)
+            return _worker_cell(self.grid, cell)
+
+        return run
+
     def curve(self, cell: FaultCell) -> pd.DataFrame | None:
         if cell.key not in self.curves and self.out is not None:
             path = self.out / cell.trace_file
@@ -480,7 +505,8 @@ class _GridRun:
                 self.curves[cell.key] = pd.read_csv(path, usecols=lambda c: c in CURVE_COLUMNS)
         return self.curves.get(cell.key)
 
-    def add(self, cell: FaultCell, row: dict, trace: pd.DataFrame) -> None:
+    def add(self, cell: FaultCell, result: tuple[dict, pd.DataFrame]) -> None:
+        row, trace = result
         if self.out is not None:
             atomic_write(self.out / cell.trace_file, trace.to_csv(index=False))
         self.curves[cell.key] = trace[[c for c in CURVE_COLUMNS if c in trace]]
@@ -519,39 +545,22 @@ def run_fault_grid(grid: FaultGrid, out_dir: str | Path | None = None, *, worker
                    backend: str = "local", address: str | None = None, progress: bool = True,
                    callback: Callback | None = None,
                    stop_event: threading.Event | None = None) -> pd.DataFrame:
-    """Run the cells not yet in `out_dir`'s summary.csv; return the whole summary.
-    workers > 1 (or backend="ray") runs cells in worker processes (one torch thread each);
-    else in this process. `stop_event` ends the run after the cells in flight."""
-    from lbw_sim.bench.executors import cell_executor, check_backend
+    """Run the cells not yet in `out_dir`'s summary.csv (`engine.run_grid`); return the whole
+    summary. workers > 1 (or backend="ray") runs cells in worker processes (one torch thread
+    each); else in this process. `stop_event` ends the run after the cells in flight."""
+    from lbw_sim.bench.executors import check_backend
 
     check_backend(backend, address)
     out = Path(out_dir) if out_dir is not None else None
-    book = _GridRun(grid, out, callback, progress)
+    ledger = FaultLedger(grid, out, callback, progress)
     stop_event = stop_event or threading.Event()
     try:
-        if backend == "local" and (workers <= 1 or len(book.todo) <= 1):
-            _init_worker(grid)
-            for cell in list(book.todo):
-                if stop_event.is_set():
-                    break
-                book.add(cell, *_worker_cell(grid, cell))
-        else:
-            with cell_executor(backend, workers=workers, address=address,
-                               initializer=_init_worker, initargs=(grid,)) as pool:
-                queue, running = list(book.todo), {}
-                running: dict[Future, FaultCell] = {}
-                while queue or running:
-                    while queue and len(running) < pool.slots and not stop_event.is_set():
-                        cell = queue.pop(0)
-                        running[pool.submit(_worker_cell, grid, cell)] = cell
-                    if not running:
-                        break
-                    done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        book.add(running.pop(fut), *fut.result())
+        run_grid(ledger, here=ledger.here(stop_event), work=_worker_cell, workers=workers,
+                 backend=backend, address=address, stop_event=stop_event,
+                 initializer=_init_worker, initargs=(grid,))
     finally:
-        book.close()
-    return book.frame()
+        ledger.close()
+    return ledger.frame()
 
 
 # --- files ------------------------------------------------------------------------------------

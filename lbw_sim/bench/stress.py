@@ -33,12 +33,12 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from lbw_sim.bench.engine import run_grid
 from lbw_sim.bench.stress_grid import (
     CURVE_COLUMNS,
     STRESS_ARMS,
@@ -218,30 +218,30 @@ def run_stress(grid: StressGrid, out_dir: str | Path | None = None, *, workers: 
                progress: bool = True, callback: Callback | None = None,
                stop_event: threading.Event | None = None, backend: str = "local",
                address: str | None = None) -> StressResult:
-    """Run the cells not yet in `out_dir`'s summary; `workers` > 1 uses that many processes
-    (one torch thread each), else this process (its torch threads as they are) with per-step
-    progress; `backend="ray"` runs each cell as a Ray task (see `bench.executors`). Stops
-    early (keeping what is done) when `stop_event` is set."""
+    """Run the cells not yet in `out_dir`'s summary (`engine.run_grid`); `workers` > 1 uses
+    that many processes (one torch thread each), else this process (its torch threads as
+    they are) with per-step progress; `backend="ray"` runs each cell as a Ray task (see
+    `bench.executors`). Stops early (keeping what is done) when `stop_event` is set."""
     from lbw_sim.bench.executors import check_backend
 
     check_backend(backend, address)
     reference = reference_levels(grid.scenario)  # also: a text too short fails here, not later
     out = Path(out_dir) if out_dir is not None else None
     done_rows = _open_out_dir(grid, out) if out is not None else []
-    book = _GridRun(grid, out, done_rows, callback, progress, reference)
+    ledger = StressLedger(grid, out, done_rows, callback, progress, reference)
     stop_event = stop_event or threading.Event()
     try:
-        if backend == "ray" or (workers > 1 and len(book.todo) > 1):
-            _run_pool(book, workers, stop_event, backend, address)
-        else:
-            _run_here(book, stop_event)
+        run_grid(ledger, here=ledger.here(stop_event), work=_worker_cell, workers=workers,
+                 backend=backend, address=address, stop_event=stop_event,
+                 initializer=_init_worker, initargs=(grid,))
     finally:
-        book.close()
-    return book.result()
+        ledger.close()
+    return ledger.result()
 
 
-class _GridRun:
-    """Bookkeeping of a grid run: what is done, what is left, summary writes, progress."""
+class StressLedger:
+    """A stress grid run for the engine: what is done, what is left, what each cell needs
+    (`lr_matched` its guard cell), summary writes, progress."""
 
     def __init__(self, grid: StressGrid, out: Path | None, rows: list[dict],
                  callback: Callback | None, progress: bool, reference: dict[str, float]):
@@ -253,15 +253,51 @@ class _GridRun:
         self.curves: list[pd.DataFrame] = []
         self.bar = _bar(self.total, grid.scenario.steps) if progress and self.todo else None
 
+    def needs(self, cell: Cell) -> tuple:
+        return (Cell("guard", cell.lr, cell.seed).key,) if cell.arm == "lr_matched" else ()
+
+    def has(self, key: tuple) -> bool:
+        return self._row(key) is not None
+
+    def _row(self, key: tuple) -> dict | None:
+        return next((r for r in self.rows
+                     if Cell(r["arm"], float(r["lr"]), int(r["seed"])).key == key), None)
+
     def guard_scale(self, cell: Cell) -> float | None:
         """The guard cell's mean lr_scale for an lr_matched cell (None: not run yet)."""
-        key = Cell("guard", cell.lr, cell.seed).key
-        for r in self.rows:
-            if Cell(r["arm"], float(r["lr"]), int(r["seed"])).key == key:
-                return float(r["mean_lr_scale"])
-        return None
+        row = self._row(Cell("guard", cell.lr, cell.seed).key)
+        return None if row is None else float(row["mean_lr_scale"])
 
-    def add(self, row: dict, curve: pd.DataFrame, cell: Cell) -> None:
+    def args(self, cell: Cell) -> tuple:
+        return self.grid, cell, self.guard_scale(cell), self.out is not None
+
+    def here(self, stop_event: threading.Event) -> Callable[[Cell], tuple | None]:
+        """Run a cell in this process with per-step progress (None: interrupted). The data
+        and first-call costs are paid once, before the first cell run here."""
+        cache: dict = {}
+        steps, prepared = self.grid.scenario.steps, []
+
+        def run(cell: Cell) -> tuple | None:
+            if not prepared:
+                prepared.append(True)
+                import torch
+
+                from lbw_sim.sim.runner import prepare
+
+                prepare(self.grid.scenario, [arm_spec(a, 1.0, 1.0) for a in self.grid.arms],
+                        torch.device("cpu"), cache)
+            base = self.finished
+            result = run_cell(self.grid, cell, self.guard_scale(cell), self.out, cache,
+                              on_step=lambda n: self.tick(base + n / steps),
+                              stop_event=stop_event)
+            return None if stop_event.is_set() else result
+
+        return run
+
+    def add(self, cell: Cell, result: tuple) -> None:
+        row, curve, trace = result
+        if isinstance(trace, str) and self.out is not None:   # a worker's trace, as CSV text
+            atomic_write(self.out / cell.trace_file, trace)
         self.rows.append(row)
         self.curves.append(curve.assign(arm=cell.arm, lr=cell.lr, seed=cell.seed))
         self.finished += 1
@@ -295,25 +331,6 @@ def _bar(cells: int, steps: int) -> Any:
                 dynamic_ncols=True, disable=None)  # None: off when stderr is not a terminal
 
 
-def _run_here(book: _GridRun, stop_event: threading.Event) -> None:
-    import torch
-
-    from lbw_sim.sim.runner import prepare
-
-    cache: dict = {}
-    steps = book.grid.scenario.steps
-    prepare(book.grid.scenario, [arm_spec(a, 1.0, 1.0) for a in book.grid.arms],
-            torch.device("cpu"), cache)
-    for cell in list(book.todo):
-        base = book.finished
-        row, curve, _ = run_cell(book.grid, cell, book.guard_scale(cell), book.out, cache,
-                                 on_step=lambda n, b=base: book.tick(b + n / steps),
-                                 stop_event=stop_event)
-        if stop_event.is_set():
-            return  # the interrupted cell is not recorded: a resume re-runs it
-        book.add(row, curve, cell)
-
-
 # --- worker processes -------------------------------------------------------------------------
 
 _WORKER: dict[str, Any] = {}
@@ -337,36 +354,6 @@ def _worker_cell(grid: StressGrid, cell: Cell, lr_scale: float | None,
     trace comes back as CSV text for the driver to write, so --out needs no shared disk."""
     row, curve, trace = run_cell(grid, cell, lr_scale, None, _WORKER.get("cache"))
     return row, curve, trace.to_csv(index=False) if keep_trace else None
-
-
-def _run_pool(book: _GridRun, workers: int, stop_event: threading.Event, backend: str = "local",
-              address: str | None = None) -> None:
-    """Base cells first-come first-served; each lr_matched cell once its guard cell is in."""
-    from lbw_sim.bench.executors import cell_executor
-
-    waiting = [c for c in book.todo if c.arm == "lr_matched"]
-    queue = [c for c in book.todo if c.arm != "lr_matched"]
-    running: dict[Future, Cell] = {}
-    with cell_executor(backend, workers=workers, address=address, initializer=_init_worker,
-                       initargs=(book.grid,)) as pool:
-        while queue or waiting or running:
-            ready = [c for c in waiting if book.guard_scale(c) is not None]
-            for c in ready:
-                waiting.remove(c)
-            queue = ready + queue
-            while queue and len(running) < pool.slots and not stop_event.is_set():
-                c = queue.pop(0)
-                running[pool.submit(_worker_cell, book.grid, c, book.guard_scale(c),
-                                    book.out is not None)] = c
-            if not running:
-                break
-            finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                cell = running.pop(fut)
-                row, curve, trace = fut.result()
-                if trace is not None and book.out is not None:
-                    atomic_write(book.out / cell.trace_file, trace)
-                book.add(row, curve, cell)
 
 
 # --- files ------------------------------------------------------------------------------------
