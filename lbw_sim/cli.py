@@ -159,8 +159,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
+    from lbw_sim.bench.scenario import run_scenario
     from lbw_sim.errors import SpecError
-    from lbw_sim.sim.runner import run_scenario
     from lbw_sim.sim.scenarios import ArmSpec, load_scenario
 
     for flag in ("steps", "seeds"):

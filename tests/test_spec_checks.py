@@ -136,7 +136,7 @@ def test_every_shipped_spec_and_scenario_still_validates():
 
 
 def test_progress_bars_stay_quiet_when_stderr_is_not_a_terminal(capsys):
-    from lbw_sim.sim.runner import _progress
+    from lbw_sim.bench.scenario import _progress
 
     bar = _progress(1000, True, "quickstart")
     for _ in range(1000):

@@ -6,6 +6,9 @@ local process pool or Ray, and the goals they are judged by.
 - `suite`, `suite_report` -- the task suite (the stress grid over model families), its goals
 - `fault_grid`, `fault_report`, `fault_job` -- the transient-fault benchmark, its goals, a
   background run
+- `engine`      -- the one grid engine: cells with declared needs, run here or on an
+  executor, streamed to the grid's ledger, stoppable, resumable
+- `scenario`    -- a whole scenario (every arm x lr x seed) on one device (`lbw_sim run`)
 - `verdict`     -- goal rows, their markdown and ✔/✘, the loss over seeds: one for every report
 - `jobs`, `executors` -- background grid jobs; cells on a local process pool or Ray
 

@@ -14,7 +14,7 @@ one cell (arm x lr x seed) of a scenario and traces every step.
 - `arms`        -- `make_arm` builds any arm; `is_guard_arm` says which run the guard
 - `scenarios`   -- Scenario dataclasses loaded and validated from scenarios/*.yaml
 - `tasks`       -- what a cell trains (every model kind, incl. the suite's CNN, GRU, residual MLP)
-- `runner`      -- run_scenario (every arm x lr x seed, traces, summary) and iter_run (live)
+- `runner`      -- one cell step by step (`Run`, `iter_run`: traced rows, live) and its summary
 - `live`        -- a guarded and a plain run stepped in a worker thread (the Live page)
 - `trajectories` -- plain vs guarded optimizer paths on 2-D landscapes
 
