@@ -9,8 +9,9 @@ The sweep's grid is derived from the spec it sweeps (`sweep_values`), so it stay
 every shipped spec: `spike_z` above the spec's `watch_z`, `calm_z` below its own value.
 
 `--base DIR` measures a second checkout too (e.g. `git worktree add /tmp/base <commit>`):
-the same measurement, run alternately in child processes against each tree's `lbw_sim`,
-printed side by side with the ratio. `--smoke` runs tiny sizes once (seconds; the figures
+the same measurement, run in child processes against each tree's `lbw_sim`, the two trees
+alternating and taking turns to go first, the best of `--rounds` runs each, printed side by
+side with the ratio. `--smoke` runs tiny sizes once (seconds; the figures
 mean nothing) and checks the sweep grid of every shipped spec.
 
     python benchmarks/replay_speed.py [--base /tmp/base] [--rounds 2]
@@ -127,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sweep grids of the shipped specs: {check_shipped_sweeps()} specs build")
     trees = {"this tree": REPO, **({"base": args.base.resolve()} if args.base else {})}
     runs: dict[str, list[dict]] = {k: [] for k in trees}
-    for _ in range(rounds):
-        for name, repo in trees.items():
-            runs[name].append(child(repo, args.smoke))
+    for i in range(rounds):   # alternate which tree goes first, so drifting load falls on both
+        for name in (list(trees) if i % 2 == 0 else list(trees)[::-1]):
+            runs[name].append(child(trees[name], args.smoke))
     res = {k: best_of(v) for k, v in runs.items()}
     n_spike, n_calm = size["grid"]
     labels = {"replay_steps_per_s": f"replay {size['replay_steps']:,} steps, default spec",

@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import math
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -385,17 +384,11 @@ def run_cell(grid: FaultGrid, cell: FaultCell,
     """Train one cell on the CPU; its summary row (no reference columns yet) and its trace."""
     import torch
 
-    from lbw_sim.sim.runner import Run, summarize, trace_columns
+    from lbw_sim.sim.runner import run_cell as train
 
     sc = grid.scenario(cell)
-    run = Run(sc, ArmSpec.parse(cell.arm, "arms"), sc.lrs[0], cell.seed, torch.device("cpu"),
-              cache=cache)
-    t0 = time.perf_counter()
-    rows = list(run)
-    summary = summarize(rows, sc, arm=cell.arm, lr=sc.lrs[0], seed=cell.seed,
-                        wall_s=time.perf_counter() - t0, stopped=run.stop_reason)
-    columns = trace_columns(cell.arm)
-    trace = pd.DataFrame(rows, columns=columns)
+    summary, trace, _ = train(sc, ArmSpec.parse(cell.arm, "arms"), sc.lrs[0], cell.seed,
+                              torch.device("cpu"), cache=cache)
     start = grid.fault_start(cell.task) if cell.fault != "none" else len(trace)
     row = {"task": cell.task, "fault": cell.fault, "severity": float(cell.severity),
            "arm": cell.arm, "seed": cell.seed, "fault_start": grid.fault_start(cell.task),

@@ -10,7 +10,6 @@ no resume (a rerun starts over), and it runs on the scenario's device (`sim.devi
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,8 @@ import torch
 
 from lbw_sim.bench.engine import run_grid
 from lbw_sim.sim.device import pick_device
-from lbw_sim.sim.runner import Run, prepare, summarize, trace_columns, trace_name
+from lbw_sim.sim.runner import prepare, run_cell, trace_name
 from lbw_sim.sim.scenarios import ArmSpec, Scenario, load_scenario
-from lbw_sim.traces.recorder import TraceRecorder
 
 SUMMARY_COLUMNS = ["arm", "lr", "seed", "final_train_loss", "final_val_loss", "diverged_step",
                    "interventions", "skips", "rollbacks", "wall_s", "steps_run", "best_loss",
@@ -84,30 +82,22 @@ class ScenarioLedger:
     def run(self, cell: tuple[ArmSpec, float, int], stop_event: threading.Event) -> dict:
         """Train one cell here; its summary row (a stopped cell's too: it is recorded)."""
         arm, lr, seed = cell
-        run = Run(self.sc, arm, lr, seed, self.device, steps=self.steps, stop_event=stop_event,
-                  cache=self.cache)
-        columns = trace_columns(arm.name)
-        rec = (TraceRecorder(self.out / trace_name(arm.label, lr, seed), columns=columns)
-               if self.out else None)
-        rows, t0 = [], time.perf_counter()
         if self.bar is not None:
             self.bar.set_postfix_str(f"{arm.label} lr={lr:g} seed={seed}")
-        try:
-            for row in run:
-                rows.append(row)
-                if rec is not None:
-                    rec.record(**{c: row.get(c) for c in columns})
-                if self.bar is not None:
-                    self.bar.update(1)
-        finally:
-            if rec is not None:
-                rec.close()
-        if self.bar is not None and len(rows) < self.steps:
-            self.bar.update(self.steps - len(rows))
-        best = run.task.best_loss if run.task is not None else None
-        return summarize(rows, self.sc, arm=arm.label, lr=lr, seed=seed,
-                         wall_s=time.perf_counter() - t0, best_loss=best,
-                         stopped=run.stop_reason)
+        done = [0]
+
+        def step(n: int) -> None:
+            done[0] = n
+            if self.bar is not None:
+                self.bar.update(1)
+
+        summary, _, _ = run_cell(self.sc, arm, lr, seed, self.device, steps=self.steps,
+                                 trace_path=(self.out / trace_name(arm.label, lr, seed)
+                                             if self.out else None),
+                                 cache=self.cache, on_step=step, stop_event=stop_event)
+        if self.bar is not None and done[0] < self.steps:
+            self.bar.update(self.steps - done[0])
+        return summary
 
     def add(self, cell: tuple, row: dict) -> None:
         self.rows.append(row)

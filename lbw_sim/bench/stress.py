@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -163,33 +162,14 @@ def run_cell(grid: StressGrid, cell: Cell, lr_scale: float | None = None,
     trace file's columns). With `out_dir` the trace is also written there as it is recorded."""
     import torch
 
-    from lbw_sim.sim.runner import Run, summarize, trace_columns
-    from lbw_sim.traces.recorder import TraceRecorder
+    from lbw_sim.sim.runner import run_cell as train
 
-    sc, spec = grid.scenario, arm_spec(cell.arm, cell.lr, lr_scale)
-    run = Run(sc, spec, cell.lr, cell.seed, torch.device("cpu"), stop_event=stop_event,
-              cache=cache)
-    columns = trace_columns(spec.name)
-    rec = None
-    if out_dir is not None:
-        (out_dir / cell.trace_file).unlink(missing_ok=True)  # a killed run's partial trace
-        rec = TraceRecorder(out_dir / cell.trace_file, columns=columns, flush_every=100)
-    rows, t0 = [], time.perf_counter()
-    try:
-        for row in run:
-            rows.append(row)
-            if rec is not None:
-                rec.record(**{c: row.get(c) for c in columns})
-            if on_step is not None:
-                on_step(len(rows))
-    finally:
-        if rec is not None:
-            rec.close()
-    summary = summarize(rows, sc, arm=cell.arm, lr=cell.lr, seed=cell.seed,
-                        wall_s=time.perf_counter() - t0, stopped=run.stop_reason)
-    trace = pd.DataFrame(rows)
-    return (_finish_row(summary, trace, grid, cell, spec), _curve(trace),
-            trace.reindex(columns=columns))
+    spec = arm_spec(cell.arm, cell.lr, lr_scale)
+    summary, trace, _ = train(grid.scenario, spec, cell.lr, cell.seed, torch.device("cpu"),
+                              trace_path=out_dir / cell.trace_file if out_dir else None,
+                              cache=cache, on_step=on_step, stop_event=stop_event,
+                              label=cell.arm)
+    return _finish_row(summary, trace, grid, cell, spec), _curve(trace), trace
 
 
 def _finish_row(row: dict, trace: pd.DataFrame, grid: StressGrid, cell: Cell,

@@ -30,7 +30,8 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,7 @@ from lbw_sim.sim.device import pick_device
 from lbw_sim.sim.faults import FaultSchedule, LRSpike
 from lbw_sim.sim.scenarios import ArmSpec, Scenario, load_scenario
 from lbw_sim.sim.tasks import Task, build_task, digits_data, token_data
+from lbw_sim.traces.recorder import TraceRecorder
 from lbw_sim.traces.schema import GUARD_RUN_COLUMNS, RUN_COLUMNS
 
 #: Columns of every cell's trace; a guard arm adds GUARD_TRACE_COLUMNS (see traces.schema).
@@ -203,6 +205,41 @@ def iter_run(scenario: Scenario | str, arm: str | ArmSpec, lr: float | None = No
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     return Run(sc, arm, sc.lrs[0] if lr is None else lr, seed, device, steps=steps,
                stop_event=stop_event, decide_on=decide_on)
+
+
+# --- one whole cell ---------------------------------------------------------------------------
+
+def run_cell(sc: Scenario, arm: ArmSpec, lr: float, seed: int, device: torch.device, *,
+             steps: int | None = None, trace_path: Path | None = None,
+             cache: dict | None = None, on_step: Callable[[int], None] | None = None,
+             stop_event: threading.Event | None = None, label: str | None = None,
+             ) -> tuple[dict[str, Any], pd.DataFrame, Run]:
+    """Train one cell to the end (or until stopped): its summary row (`summarize`, the arm
+    named `label`, default its label), its trace (the arm's `trace_columns`) and the finished
+    `Run`. With `trace_path` the trace is also written there as it is recorded (crash-safe;
+    a file already there is replaced). `on_step(n)` is called after each of the n steps.
+    Every grid cell is trained here."""
+    run = Run(sc, arm, lr, seed, device, steps=steps, stop_event=stop_event, cache=cache)
+    columns = trace_columns(arm.name)
+    rec = None
+    if trace_path is not None:
+        trace_path.unlink(missing_ok=True)  # a killed run's partial trace, or an old run's
+        rec = TraceRecorder(trace_path, columns=columns, flush_every=100)
+    rows, t0 = [], time.perf_counter()
+    try:
+        for row in run:
+            rows.append(row)
+            if rec is not None:
+                rec.record(**{c: row.get(c) for c in columns})
+            if on_step is not None:
+                on_step(len(rows))
+    finally:
+        if rec is not None:
+            rec.close()
+    best = run.task.best_loss if run.task is not None else None
+    summary = summarize(rows, sc, arm=label or arm.label, lr=lr, seed=seed,
+                        wall_s=time.perf_counter() - t0, best_loss=best, stopped=run.stop_reason)
+    return summary, pd.DataFrame(rows, columns=columns), run
 
 
 # --- summaries --------------------------------------------------------------------------------
