@@ -68,3 +68,19 @@ def test_a_need_met_by_an_earlier_run_counts():
     ledger = Ledger(["matched"], needs={"matched": ("guard",)}, done=["guard"])
     run_grid(ledger, here=lambda c: c, work=_never)
     assert ledger.order == ["matched"]
+
+
+def test_a_results_folder_resumes_its_own_grid_and_refuses_another(tmp_path):
+    import pandas as pd
+    import pytest
+
+    from lbw_sim.bench.engine import open_results, write_summary
+    from lbw_sim.errors import SpecError
+
+    out = tmp_path / "grid"
+    assert open_results(out, {"steps": 10}, pd.read_csv) == []          # a new folder
+    write_summary(pd.DataFrame({"cell": ["a"], "loss": [1.5]}), out / "summary.csv")
+    assert open_results(out, {"steps": 10}, pd.read_csv) == [{"cell": "a", "loss": 1.5}]
+    with pytest.raises(SpecError, match="differs in steps"):
+        open_results(out, {"steps": 20}, pd.read_csv)
+    assert not list(out.glob("*.tmp"))

@@ -16,14 +16,27 @@ A grid says what is left and what to do with a result through its ledger (`Ledge
 In this process (`workers` <= 1 and a local backend) `here(cell)` runs a cell, returning
 None when it was interrupted (not recorded: a resume re-runs it). Otherwise the cells go to
 `executors.cell_executor` (a local process pool or Ray), dependent cells first once ready.
+
+A grid's output folder: `open_results` (grid.json must match; the summary rows already
+done) and `write_summary` (summary.csv rewritten atomically after every cell), so a killed
+run resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from collections.abc import Callable, Hashable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from pathlib import Path
 from typing import Any, Protocol
+
+import pandas as pd
+
+from lbw_sim.errors import SpecError
+
+SUMMARY_FILE, GRID_FILE = "summary.csv", "grid.json"
 
 
 class Ledger(Protocol):
@@ -95,3 +108,40 @@ def _run_pool(ledger: Ledger, work: Callable[..., Any], workers: int, backend: s
             finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
             for fut in finished:
                 ledger.add(running.pop(fut), fut.result())
+
+
+# --- the output folder ------------------------------------------------------------------------
+
+def open_results(out: Path, fingerprint: dict[str, Any],
+                 read: Callable[[Path], pd.DataFrame]) -> list[dict]:
+    """Create `out`, or check that its grid.json records this grid (`fingerprint`); the rows
+    its summary.csv already holds (`read` checks and types them): the cells a resume skips."""
+    check_results_dir(out, json.loads(json.dumps(fingerprint, default=str)))
+    summary = out / SUMMARY_FILE
+    return read(summary).to_dict("records") if summary.exists() else []
+
+
+def check_results_dir(out: Path, fingerprint: dict[str, Any]) -> None:
+    """Create `out`, or refuse it when its grid.json records another grid (resuming must
+    never mix results of two grids in one summary)."""
+    out.mkdir(parents=True, exist_ok=True)
+    meta = out / GRID_FILE
+    if meta.exists():
+        old = json.loads(meta.read_text(encoding="utf-8"))
+        if old != fingerprint:
+            diff = sorted(k for k in fingerprint if old.get(k) != fingerprint[k])
+            raise SpecError("--out", f"{out} holds results of another grid (differs in "
+                                     f"{', '.join(diff) or 'format'}); pick another folder")
+    else:
+        atomic_write(meta, json.dumps(fingerprint, indent=1))
+
+
+def write_summary(df: pd.DataFrame, path: Path) -> None:
+    """summary.csv (or any table) replaced in one step: a reader never sees half a file."""
+    atomic_write(path, df.to_csv(index=False))
+
+
+def atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

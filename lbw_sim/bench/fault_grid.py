@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lbw_sim.bench.engine import run_grid
-from lbw_sim.bench.stress_grid import atomic_write, check_results_dir, read_csv_table
+from lbw_sim.bench.engine import atomic_write, open_results, run_grid, write_summary
+from lbw_sim.bench.stress_grid import read_csv_table
 from lbw_sim.errors import SpecError, TraceError
 from lbw_sim.guard.analysis import acted
 from lbw_sim.guard.spec import GuardSpec
@@ -456,7 +456,8 @@ class FaultLedger:
         self.rows: dict[tuple, dict] = {}
         self.curves: dict[tuple, pd.DataFrame] = {}
         if out is not None:
-            for r in _open_out_dir(grid, out):
+            for r in open_results(out, {"kind": "faults", **grid.fingerprint()},
+                                  read_fault_summary):
                 self.rows[FaultCell(r["task"], r["fault"], r["severity"], r["arm"],
                                     int(r["seed"])).key] = r
         self.todo = [c for c in grid.cells() if c.key not in self.rows]
@@ -575,18 +576,6 @@ def summary_frame(rows: list[dict]) -> pd.DataFrame:
     df = df.sort_values(["task", "_f", "severity", "seed", "_a"], kind="stable")
     extra = sorted(c for c in df.columns if c not in SUMMARY_COLUMNS + ["_f", "_a"])
     return df[SUMMARY_COLUMNS + extra].reset_index(drop=True)
-
-
-def write_summary(df: pd.DataFrame, path: Path) -> None:
-    atomic_write(path, df.to_csv(index=False))
-
-
-def _open_out_dir(grid: FaultGrid, out: Path) -> list[dict]:
-    """Create `out` or check that its grid.json matches; the rows already done."""
-    check_results_dir(out, json.loads(json.dumps({"kind": "faults", **grid.fingerprint()})))
-    if not (out / "summary.csv").exists():
-        return []
-    return read_fault_summary(out / "summary.csv").to_dict("records")
 
 
 # --- finding each task's LR -------------------------------------------------------------------

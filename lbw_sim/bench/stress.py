@@ -28,7 +28,6 @@ steps, schedule, guard hash …); LRs and seeds may grow between runs.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from collections.abc import Callable
@@ -37,19 +36,16 @@ from typing import Any
 
 import pandas as pd
 
-from lbw_sim.bench.engine import run_grid
+from lbw_sim.bench.engine import atomic_write, open_results, run_grid, write_summary
 from lbw_sim.bench.stress_grid import (
     CURVE_COLUMNS,
     STRESS_ARMS,
     Cell,
     StressGrid,
     StressResult,
-    atomic_write,
-    check_results_dir,
     read_curves,
     read_summary,
     summary_frame,
-    write_summary,
 )
 from lbw_sim.checks import load_yaml
 from lbw_sim.errors import SpecError
@@ -207,7 +203,7 @@ def run_stress(grid: StressGrid, out_dir: str | Path | None = None, *, workers: 
     check_backend(backend, address)
     reference = reference_levels(grid.scenario)  # also: a text too short fails here, not later
     out = Path(out_dir) if out_dir is not None else None
-    done_rows = _open_out_dir(grid, out) if out is not None else []
+    done_rows = open_results(out, grid.fingerprint(), read_summary) if out is not None else []
     ledger = StressLedger(grid, out, done_rows, callback, progress, reference)
     stop_event = stop_event or threading.Event()
     try:
@@ -337,15 +333,6 @@ def _worker_cell(grid: StressGrid, cell: Cell, lr_scale: float | None,
 
 
 # --- files ------------------------------------------------------------------------------------
-
-def _open_out_dir(grid: StressGrid, out: Path) -> list[dict]:
-    """Create `out` or check that its grid.json matches; the rows already done."""
-    check_results_dir(out, json.loads(json.dumps(grid.fingerprint(), default=str)))
-    summary = out / "summary.csv"
-    if not summary.exists():
-        return []
-    return read_summary(summary).to_dict("records")
-
 
 def reference_levels(sc: Scenario) -> dict[str, float]:
     """Loss levels drawn for reference: the entropy floor (synthetic data) and the unigram

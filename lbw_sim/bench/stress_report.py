@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lbw_sim.bench.engine import write_summary
 from lbw_sim.bench.stress_grid import (
     LR_FREE,
     STRESS_ARMS,
@@ -30,7 +31,6 @@ from lbw_sim.bench.stress_grid import (
     StressResult,
     read_curves,
     read_summary,
-    write_summary,
 )
 from lbw_sim.bench.verdict import GoalRows, mean_or_inf, number
 from lbw_sim.bench.verdict import goals_markdown as verdict_markdown
