@@ -8,6 +8,7 @@ and for the collapse and spike variants the regime at the incident's first step.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -26,10 +27,13 @@ from lbw_sim.traces.per_step import (  # noqa: E402
 WARMUP, AT = 200, 1500
 
 
-def main(argv: list[str]) -> int:
-    smoke = "--smoke" in argv
-    argv = [a for a in argv if a != "--smoke"]
-    spec = GuardSpec.load(argv[0]) if argv else GuardSpec.default()
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("spec", nargs="?", help="a spec file (default: the shipped default)")
+    p.add_argument("--smoke", action="store_true", help="seed 0 only (seconds)")
+    args = p.parse_args(argv)
+    smoke = args.smoke
+    spec = GuardSpec.load(args.spec) if args.spec else GuardSpec.default()
     print(f"spec {spec.name} ({spec.hash}); nominal = % of steps >= {WARMUP} in "
           f"{spec.initial!r}")
     print("| trace | seed | nominal after warm-up | transitions | first causes | "
@@ -50,4 +54,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main())

@@ -13,6 +13,7 @@ temporary folder, so the script runs where ../shared/traces is absent (CI).
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -56,12 +57,16 @@ def write_smoke_logs(folder: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if "--smoke" in argv:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("traces_dir", nargs="?", type=Path, default=DEFAULT_DIR,
+                   help="a folder of training logs (default: ../shared/traces)")
+    p.add_argument("--smoke", action="store_true", help="two small synthetic logs (seconds)")
+    args = p.parse_args(argv)
+    if args.smoke:
         with tempfile.TemporaryDirectory() as tmp:
             write_smoke_logs(Path(tmp))
             return report(Path(tmp))
-    report(Path(argv[0]) if argv else DEFAULT_DIR)
+    report(args.traces_dir)
 
 
 def report(folder: Path) -> None:
