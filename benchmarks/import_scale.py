@@ -3,7 +3,7 @@
 Generation and each import run in child processes (Linux keeps ru_maxrss across exec,
 so the parent stays stdlib-only and small) and `ru_maxrss` is the import's own peak. Ends with one
 JSON line: {"csv_rows_per_s", "jsonl_rows_per_s", "csv_peak_mb", "jsonl_peak_mb"}.
-Usage: python benchmarks/import_scale.py [--rows N]
+Usage: python benchmarks/import_scale.py [--rows N] [--smoke]   (--smoke: 2,000 rows)
 """
 
 from __future__ import annotations
@@ -58,9 +58,10 @@ def measure(path: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--smoke", action="store_true", help="2,000 rows (seconds)")
     ap.add_argument("--generate-into", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    rows = args.rows
+    rows = 2_000 if args.smoke else args.rows
     if args.generate_into:
         write_files(Path(args.generate_into), rows)
         return

@@ -16,6 +16,8 @@ with the LR halved for steps 150-170. Printed:
 A probe transfers if one threshold on `drop` separates 1x from 10x on every task.
 
     python benchmarks/lr_probe.py [--tasks gpt_prose,mlp_digits]   # ~4 min, 1 core
+
+`--smoke`: the noisy quadratic only (seconds; checks the script runs, not the figures).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lbw_sim.sim.suite import get_tasks, plain_adamw  # noqa: E402
+from lbw_sim.bench.suite import get_tasks, plain_adamw  # noqa: E402
 
 FACTORS = (1.0, 3.16, 10.0)
 PROBE, CUT = (150, 170), 0.5
@@ -48,7 +50,10 @@ def train(task, factor: float, probe: bool, seed: int = 0) -> tuple[np.ndarray, 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", help="comma-separated suite tasks (default: all)")
+    p.add_argument("--smoke", action="store_true", help="the noisy quadratic only (seconds)")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.tasks = "noisy_quadratic"
     torch.set_num_threads(1)
     print("| task | LR factor | val loss | with the probe | drop (noise units) | vs as-is |")
     print("|---|---|---|---|---|---|")

@@ -6,11 +6,16 @@ left nominal (the transition and its cause). The goal: on healthy real runs the 
 spec stays nominal on >= 98 % of steps after warm-up.
 
     python benchmarks/real_logs.py [TRACES_DIR]
+
+`--smoke`: two small synthetic logs (a CSV and a JSONL, one with a spike) written to a
+temporary folder, so the script runs where ../shared/traces is absent (CI).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -42,8 +47,29 @@ def examine(path: Path, run: str | None, spec: GuardSpec) -> dict:
             "left": [f"{r.step} {r.transition}: {r.cause}" for r in left.itertuples()]}
 
 
-def main() -> None:
-    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_DIR
+def write_smoke_logs(folder: Path) -> None:
+    """A healthy CSV log and a JSONL log with a loss spike, 1,000 steps each."""
+    from lbw_sim.traces.synthetic import Incident, healthy, inject
+
+    healthy(1000, seed=0).to_csv(folder / "healthy.csv", index=False)
+    spiky = inject(healthy(1000, seed=1), [Incident("loss_spike", 600, 3, 6.0)])
+    spiky.to_json(folder / "spiky.jsonl", orient="records", lines=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("traces_dir", nargs="?", type=Path, default=DEFAULT_DIR,
+                   help="a folder of training logs (default: ../shared/traces)")
+    p.add_argument("--smoke", action="store_true", help="two small synthetic logs (seconds)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_smoke_logs(Path(tmp))
+            return report(Path(tmp))
+    report(args.traces_dir)
+
+
+def report(folder: Path) -> None:
     files = sorted(p for p in folder.glob("*") if p.name != "README.md")
     if not files:
         raise SystemExit(f"no logs in {folder}")

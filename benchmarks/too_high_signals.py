@@ -1,6 +1,6 @@
 """Can a scale-free statistic tell "this LR is too high" from "this run is fine"? (seed 0)
 
-For every task of the suite (lbw_sim/sim/suite.py) and LR factors 1x, 3.16x, 10x and 31.6x
+For every task of the suite (lbw_sim/bench/suite.py) and LR factors 1x, 3.16x, 10x and 31.6x
 its AdamW-best LR, plain AdamW exactly as the suite's `adamw` arm (`suite.plain_adamw`;
 seed 0: the tuning seed) is trained while five candidate signals are measured (four of them
 free of the task's scale):
@@ -20,6 +20,8 @@ A signal transfers if one threshold separates the 1x rows from the >= 10x rows o
 The printed table is the evidence behind docs/guard.md's "Rescue: what was measured".
 
     python benchmarks/too_high_signals.py [--tasks gpt_prose,mlp_digits]   # ~3 min, 1 core
+
+`--smoke`: the noisy quadratic only (seconds; checks the script runs, not the figures).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lbw_sim.sim.suite import get_tasks, plain_adamw  # noqa: E402
+from lbw_sim.bench.suite import get_tasks, plain_adamw  # noqa: E402
 
 FACTORS = (1.0, 3.16, 10.0, 31.6)
 
@@ -82,7 +84,10 @@ def drawdown(loss: np.ndarray, half_life: float = 20.0, warmup: int = 20) -> flo
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", help="comma-separated suite tasks (default: all)")
+    p.add_argument("--smoke", action="store_true", help="the noisy quadratic only (seconds)")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.tasks = "noisy_quadratic"
     torch.set_num_threads(1)
     print("| task | LR factor | val loss | hypergrad (5-30) | grad/g0 | drawdown | update ratio "
           "| grad cos (100+) |")

@@ -159,8 +159,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
+    from lbw_sim.bench.scenario import run_scenario
     from lbw_sim.errors import SpecError
-    from lbw_sim.sim.runner import run_scenario
     from lbw_sim.sim.scenarios import ArmSpec, load_scenario
 
     for flag in ("steps", "seeds"):
@@ -185,7 +185,7 @@ def cmd_stress(args: argparse.Namespace) -> int:
 
     import torch
 
-    from lbw_sim.sim.stress import build_grid, run_stress
+    from lbw_sim.bench.stress import build_grid, run_stress
     from lbw_sim.viz.stress import write_report
 
     workers = args.workers or min(2, os.cpu_count() or 1)
@@ -214,8 +214,8 @@ def cmd_faults(args: argparse.Namespace) -> int:
 
     import torch
 
-    from lbw_sim.sim.executors import check_backend
-    from lbw_sim.sim.fault_grid import TASKS, build_fault_grid, find_lr, run_fault_grid
+    from lbw_sim.bench.executors import check_backend
+    from lbw_sim.bench.fault_grid import TASKS, build_fault_grid, find_lr, run_fault_grid
     from lbw_sim.viz.faults import write_report as write_fault_report
 
     torch.set_num_threads(1)  # one thread per training process, here and in the workers
@@ -272,12 +272,12 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
 
 
 def _stress_suite(args: argparse.Namespace, workers: int, t0: float) -> int:
-    """`stress --suite`: every task of lbw_sim/sim/suite.py into --out/<task>/, then table.md."""
+    """`stress --suite`: every task of lbw_sim/bench/suite.py into --out/<task>/, then table.md."""
     import time
     from pathlib import Path
 
+    from lbw_sim.bench.suite import get_tasks, run_suite
     from lbw_sim.errors import SpecError
-    from lbw_sim.sim.suite import get_tasks, run_suite
 
     if args.text:
         raise SpecError("--text", "the suite brings its own data; use --text without --suite")

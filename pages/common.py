@@ -74,7 +74,7 @@ def spec_choice(label: str, key: str, default: int = 0) -> GuardSpec:
 
 @st.fragment(run_every=0.5)
 def job_progress(job, key: str) -> None:
-    """Progress of this session's background grid run (a `sim.jobs.GridJob`) and its Stop
+    """Progress of this session's background grid run (a `bench.jobs.GridJob`) and its Stop
     button, redrawn alone every half second; a full rerun once the run ends."""
     snap = job.snapshot()
     if not snap["running"]:

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from lbw_sim.errors import SpecError, TraceError
-from lbw_sim.sim.fault_grid import (
+from lbw_sim.bench.fault_grid import (
     FAULT_NAMES,
     MINI,
     SEVERITIES,
@@ -25,8 +24,8 @@ from lbw_sim.sim.fault_grid import (
     build_fault_grid,
     fault_arms,
 )
-from lbw_sim.sim.fault_job import FaultJob
-from lbw_sim.sim.fault_report import (
+from lbw_sim.bench.fault_job import FaultJob
+from lbw_sim.bench.fault_report import (
     FaultResult,
     goals,
     list_fault_dirs,
@@ -35,7 +34,8 @@ from lbw_sim.sim.fault_report import (
     ratio_pivot,
     read_fault_summary,
 )
-from lbw_sim.sim.stress_report import ROOT, runs_dir
+from lbw_sim.bench.stress_report import ROOT, runs_dir
+from lbw_sim.errors import SpecError, TraceError
 from lbw_sim.viz.faults import fault_curves_figure, guard_regimes_figure
 from pages.common import run_job, spec_choice, through_app
 

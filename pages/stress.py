@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lbw_sim.errors import TraceError
-from lbw_sim.sim.stress import MINI
-from lbw_sim.sim.stress_grid import StressResult
-from lbw_sim.sim.stress_job import StressJob, mini_grid
-from lbw_sim.sim.stress_report import (
+from lbw_sim.bench.stress import MINI
+from lbw_sim.bench.stress_grid import StressResult
+from lbw_sim.bench.stress_job import StressJob, mini_grid
+from lbw_sim.bench.stress_report import (
     COMMITTED,
     goals,
     list_result_dirs,
@@ -25,7 +24,7 @@ from lbw_sim.sim.stress_report import (
     runs_dir,
     worst_ratios,
 )
-from lbw_sim.sim.suite_report import (
+from lbw_sim.bench.suite_report import (
     GOAL_ORDER,
     beside_guard,
     list_suite_dirs,
@@ -35,6 +34,7 @@ from lbw_sim.sim.suite_report import (
     suite_tasks,
     suite_verdicts,
 )
+from lbw_sim.errors import TraceError
 from lbw_sim.viz import stress_curves_figure, stress_events_figure, stress_loss_figure
 from pages.common import run_job, through_app
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from lbw_sim.guard.optim import GuardedOptimizer
-from lbw_sim.sim.arms import make_arm
+from lbw_sim.sim.arms import ALL_ARMS, is_guard_arm, make_arm
 from lbw_sim.sim.competitors import COMPETITORS, eval_mode, in_train_mode
 from lbw_sim.sim.models import MLPClassifier, MLPConfig
-from lbw_sim.sim.runner import Run
+from lbw_sim.sim.runner import Run, trace_columns
 from lbw_sim.sim.scenarios import ArmSpec, Scenario
 
 MLP_SC = {"name": "t", "model": {"kind": "mlp", "hidden": [16]}, "data": {"kind": "digits"},
@@ -87,6 +87,8 @@ def test_runner_switches_schedulefree_around_every_evaluation(arm):
     run = Run(sc, ArmSpec.parse(arm, "arm"), 1e-2, seed=0, device="cpu")
     rows = list(run)                  # steps after each evaluation: raises if left in eval mode
     assert len(rows) == 12 and in_train_mode(run.arm)
+    guard_columns = {"regime", "cause", "rollback", "momentum_scale"}
+    assert (guard_columns <= set(rows[0])) == (arm == "guard:schedulefree")
     evals = [r["val_loss"] for r in rows if r["val_loss"] == r["val_loss"]]
     assert len(evals) == 4             # steps 0, 4, 8 and the last
     with eval_mode(run.arm):           # the last evaluation was at x, not at y
@@ -104,3 +106,11 @@ def test_arm_names_parse_and_unknown_ones_are_refused():
         make_arm("adafactor", _model(), 1e-2)
     with pytest.raises(SpecError, match="AdamW variants"):
         make_arm("stableadamw", _model(), 1e-2, optimizer="sgd")
+
+
+@pytest.mark.parametrize("name", ALL_ARMS)
+def test_a_guard_arm_is_one_built_around_the_guard_spec(name):
+    """`is_guard_arm` (which decides the guard's trace columns) says what the built arm is."""
+    arm = make_arm(name, _model(), 1e-2)
+    assert is_guard_arm(name) == isinstance(arm, GuardedOptimizer)
+    assert ("regime" in trace_columns(name)) == isinstance(arm, GuardedOptimizer)

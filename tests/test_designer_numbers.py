@@ -1,4 +1,4 @@
-"""Issue 14: numbers in the designer's tables round-trip exactly (scientific notation too).
+"""Numbers in the designer's tables round-trip exactly (scientific notation too).
 
 The browser's number input turned `3e-2` into `-32`; the cells are now text read by the
 editor's own parser, so these tests hold at the editor level and through the page.

@@ -3,7 +3,7 @@
 Checks what AppTest cannot: charts are drawn (plotly SVG, graphviz SVG), no exception box,
 the Home demo finishes, and a real upload on Replay works (and a hostile one does not
 break the page). Screenshots of every page go to `screenshots/` (git-ignored).
-Run alone with `python -m pytest -m e2e tests/test_e2e.py`. The Tune flow (issue 14) is at
+Run alone with `python -m pytest -m e2e tests/test_e2e.py`. The Tune flow is at
 the end: one upload serves the designer, Regimes and Tune; a brushed range becomes a label.
 """
 
@@ -367,7 +367,7 @@ def test_a_page_url_on_a_fresh_server_opens_through_the_navigation(browser):
             ctx.close()
 
 
-# --- Issue 14: a log uploaded once serves every page; a brushed range is a label ----------
+# --- a log uploaded once serves every page; a brushed range is a label -------------------
 # Pages are changed through the sidebar, never by URL: a new URL is a new browser session.
 
 LOG = ROOT / "examples" / "loss_spike.csv"   # a real log file, uploaded once

@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lbw_sim.errors import SpecError, TraceError
-from lbw_sim.sim.fault_grid import (
+from lbw_sim.bench.fault_grid import (
     FAULT_ARMS,
     FAULT_NAMES,
     SEVERITIES,
@@ -27,7 +26,8 @@ from lbw_sim.sim.fault_grid import (
     smooth,
     steps_lost,
 )
-from lbw_sim.sim.fault_report import goals, read_fault_summary, table_markdown
+from lbw_sim.bench.fault_report import goals, read_fault_summary, table_markdown
+from lbw_sim.errors import SpecError, TraceError
 from lbw_sim.sim.faults import FaultSchedule
 
 # --- the grid's definition ---------------------------------------------------------------------
@@ -297,7 +297,7 @@ def test_resume_skips_finished_cells_and_reruns_a_lost_one(tiny):
 
 
 def test_write_outputs_and_figures(tiny):
-    from lbw_sim.sim.fault_report import load_fault_results
+    from lbw_sim.bench.fault_report import load_fault_results
     from lbw_sim.viz.faults import write_report as write_outputs
 
     grid, summary, out = tiny
@@ -333,7 +333,7 @@ def test_ray_backend_gives_the_local_rows(tiny, ray_local, tmp_path):
 def test_ray_backend_runs_the_stress_grid_like_the_pool(ray_local, tmp_path):
     from test_stress import TINY
 
-    from lbw_sim.sim.stress import build_grid, run_stress
+    from lbw_sim.bench.stress import build_grid, run_stress
 
     grid = build_grid(overrides={**TINY, "lrs": [1e-2]}, arms=["adamw", "guard"])
     local = run_stress(grid, tmp_path / "local", workers=2, progress=False).summary
@@ -363,7 +363,7 @@ def test_cli_refuses_a_bad_backend_before_running(capsys):
 # --- the studio's miniature grid ---------------------------------------------------------------
 
 def test_mini_grid_is_one_task_three_faults_three_arms_seed_one():
-    from lbw_sim.sim.fault_grid import MINI
+    from lbw_sim.bench.fault_grid import MINI
 
     grid = build_fault_grid(mini=True)
     assert list(grid.tasks) == ["gpt"] and grid.seeds == (1,) and grid.steps("gpt") == 240
@@ -403,8 +403,8 @@ def test_mini_grid_bad_choices_name_the_field(kw, field, words):
 def test_mini_fault_job_runs_end_to_end_into_a_temp_folder():
     import gc
 
+    from lbw_sim.bench.fault_job import FaultJob
     from lbw_sim.guard.spec import GuardSpec
-    from lbw_sim.sim.fault_job import FaultJob
 
     spec = GuardSpec.named("lbw-v1")        # a spec other than the default
     job = FaultJob(task="mlp", severities={"poison": [1e4], "lr_spike": [100]},

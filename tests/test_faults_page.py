@@ -21,7 +21,7 @@ def page() -> AppTest:
 def fault_runs(tmp_path_factory):
     """A runs folder holding one tiny finished fault grid, as `python -m lbw_sim faults`
     leaves it."""
-    from lbw_sim.sim.fault_grid import build_fault_grid, run_fault_grid
+    from lbw_sim.bench.fault_grid import build_fault_grid, run_fault_grid
     from lbw_sim.viz.faults import write_report as write_outputs
 
     root = tmp_path_factory.mktemp("runs")

@@ -2,8 +2,8 @@
 
 Every module is parsed with `ast` (nothing is imported), and every import in it counts,
 also those inside functions: a lazy import still ties two modules together. Layers, low
-to high: errors/checks → traces → guard → sim, integrations → studio → viz → cli. Nothing in lbw_sim
-imports streamlit or the pages.
+to high: errors/checks → traces → guard → sim, integrations → bench, studio → viz → cli.
+Nothing in lbw_sim imports streamlit or the pages.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lbw_sim"
 LAYERS = {"lbw_sim": 0, "lbw_sim.errors": 0, "lbw_sim.checks": 0, "lbw_sim.traces": 1,
-          "lbw_sim.guard": 2, "lbw_sim.sim": 3, "lbw_sim.integrations": 3, "lbw_sim.studio": 4,
-          "lbw_sim.viz": 5,
-          "lbw_sim.cli": 6, "lbw_sim.__main__": 6}
+          "lbw_sim.guard": 2, "lbw_sim.sim": 3, "lbw_sim.integrations": 3, "lbw_sim.bench": 4,
+          "lbw_sim.studio": 4, "lbw_sim.viz": 5, "lbw_sim.cli": 6, "lbw_sim.__main__": 6}
 FORBIDDEN = ("streamlit", "pages")
 
 

@@ -332,7 +332,7 @@ def stress_runs(tmp_path_factory):
     """A runs folder holding one tiny finished grid, as `python -m lbw_sim stress` leaves it."""
     from test_stress import TINY
 
-    from lbw_sim.sim.stress import build_grid, run_stress
+    from lbw_sim.bench.stress import build_grid, run_stress
     from lbw_sim.viz.stress import write_report
 
     root = tmp_path_factory.mktemp("runs")
@@ -359,8 +359,8 @@ def test_stress_page_loads_results_from_the_runs_folder(stress_runs, monkeypatch
 def test_stress_page_shows_the_committed_full_grid_on_arrival():
     import re
 
-    from lbw_sim.sim.stress import MINI
-    from lbw_sim.sim.stress_report import COMMITTED, read_summary
+    from lbw_sim.bench.stress import MINI
+    from lbw_sim.bench.stress_report import COMMITTED, read_summary
 
     at = page("stress")
     assert not at.exception and not at.error
@@ -392,8 +392,8 @@ def test_stress_events_figure_has_no_empty_divergence_panel():
 
 
 def test_miniature_grid_can_be_shrunk_for_a_loaded_machine(monkeypatch):
-    from lbw_sim.sim.stress import MINI
-    from lbw_sim.sim.stress_job import mini_grid
+    from lbw_sim.bench.stress import MINI
+    from lbw_sim.bench.stress_job import mini_grid
 
     assert mini_grid().scenario.steps == MINI["steps"]
     monkeypatch.setenv("LBW_STRESS_MINI_STEPS", "24")

@@ -8,11 +8,11 @@ import pytest
 import torch
 from patience import patience
 
+from lbw_sim.bench.scenario import SUMMARY_COLUMNS
 from lbw_sim.cli import main
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.sim.runner import (
     GUARD_TRACE_COLUMNS,
-    SUMMARY_COLUMNS,
     TRACE_COLUMNS,
     Run,
     diverged_step,

@@ -1,4 +1,4 @@
-"""Issue 14: hostile or meaningless specs are refused early, with the field named.
+"""Hostile or meaningless specs are refused early, with the field named.
 
 - a YAML alias bomb ("billion laughs") is refused before anything expands it;
 - fields of the wrong type are SpecErrors, not TypeErrors deep inside validation;
@@ -137,7 +137,7 @@ def test_every_shipped_spec_and_scenario_still_validates():
 
 
 def test_progress_bars_stay_quiet_when_stderr_is_not_a_terminal(capsys):
-    from lbw_sim.sim.runner import _progress
+    from lbw_sim.bench.scenario import _progress
 
     bar = _progress(1000, True, "quickstart")
     for _ in range(1000):

@@ -8,18 +8,16 @@ import pandas as pd
 import pytest
 import torch
 
-from lbw_sim.cli import main
-from lbw_sim.errors import SpecError, TraceError
-from lbw_sim.sim.stress import (
+from lbw_sim.bench.stress import (
     QUICK,
     arm_spec,
     build_grid,
     mean_lr_scale,
     run_stress,
 )
-from lbw_sim.sim.stress_grid import LR_FREE, STRESS_ARMS, SUMMARY_COLUMNS, Cell
-from lbw_sim.sim.stress_job import StressJob
-from lbw_sim.sim.stress_report import (
+from lbw_sim.bench.stress_grid import LR_FREE, STRESS_ARMS, SUMMARY_COLUMNS, Cell
+from lbw_sim.bench.stress_job import StressJob
+from lbw_sim.bench.stress_report import (
     OUTPUT_FILES,
     goals,
     goals_markdown,
@@ -29,6 +27,8 @@ from lbw_sim.sim.stress_report import (
     report_table,
     worst_ratios,
 )
+from lbw_sim.cli import main
+from lbw_sim.errors import SpecError, TraceError
 from lbw_sim.viz.stress import write_report
 
 torch.set_num_threads(1)
@@ -290,3 +290,20 @@ def test_loaded_results_carry_quiet_fractions_and_curves_stay_in_view(tiny_run):
     fig = stress_curves_figure(loaded.curves, {"unigram": 99.0})
     lowest = min(min(t.y) for t in fig.data if len(t.y))
     assert fig.layout.yaxis.range[0] <= lowest
+
+
+def test_every_guard_arm_writes_the_guards_columns_and_its_mean_lr_scale(tmp_path):
+    """`guard:schedulefree` is a guard arm (built around the spec): its trace carries the
+    regime, cause and rollback columns filled, and its summary row the mean LR scale."""
+    grid = build_grid(overrides={**TINY, "steps": 6, "lrs": [1e-2]},
+                      arms=["adamw", "guard:schedulefree"])
+    result = run_stress(grid, tmp_path, progress=False)
+    seed = int(result.summary["seed"].iloc[0])
+    trace = pd.read_csv(tmp_path / Cell("guard:schedulefree", 1e-2, seed).trace_file)
+    assert {"regime", "cause", "rollback", "momentum_scale"} <= set(trace.columns)
+    assert trace["regime"].notna().all() and trace["rollback"].notna().all()
+    plain = pd.read_csv(tmp_path / Cell("adamw", 1e-2, seed).trace_file)
+    assert "regime" not in plain.columns
+    rows = result.summary.set_index("arm")
+    assert rows.loc["guard:schedulefree", "mean_lr_scale"] == pytest.approx(1.0)
+    assert pd.isna(rows.loc["adamw", "mean_lr_scale"])

@@ -1,4 +1,4 @@
-"""The task suite: its definition, the goal judging of issue 11 and a tiny end-to-end run."""
+"""The task suite: its definition, its goal judging and a tiny end-to-end run."""
 
 from __future__ import annotations
 
@@ -8,18 +8,19 @@ import pandas as pd
 import pytest
 import torch
 
-from lbw_sim.cli import main
-from lbw_sim.sim.stress_grid import LR_FREE, STRESS_ARMS, StressResult
-from lbw_sim.sim.stress_report import report_table
-from lbw_sim.sim.suite import (
+from lbw_sim.bench.stress_grid import LR_FREE, STRESS_ARMS, StressResult
+from lbw_sim.bench.stress_report import report_table
+from lbw_sim.bench.suite import (
     FULL_FACTORS,
     QUICK_FACTORS,
+    SWEEP_LRS,
     TASKS,
     get_tasks,
     plain_adamw,
     run_suite,
+    tune_best_lr,
 )
-from lbw_sim.sim.suite_report import (
+from lbw_sim.bench.suite_report import (
     GOAL_ORDER,
     load_suite,
     overall,
@@ -27,6 +28,7 @@ from lbw_sim.sim.suite_report import (
     suite_verdicts,
     task_goals,
 )
+from lbw_sim.cli import main
 
 torch.set_num_threads(1)
 
@@ -159,7 +161,7 @@ def test_tiny_suite_run_writes_a_folder_per_task_and_resumes(tmp_path):
 
 def test_plain_adamw_is_the_suite_adamw_arm_step_by_step(tmp_path):
     """The benchmarks' in-run measurements train exactly what the suite's adamw arm trains."""
-    from lbw_sim.sim.stress import run_stress
+    from lbw_sim.bench.stress import run_stress
 
     task = get_tasks(["mlp_digits"])[0]
     built, steps = plain_adamw(task, 1.0, seed=1)
@@ -171,3 +173,19 @@ def test_plain_adamw_is_the_suite_adamw_arm_step_by_step(tmp_path):
     for _ in steps:
         pass
     assert frozen.evaluate() > 2 * arm                  # lr_scale reaches every group
+
+
+def test_tune_best_lr_reproduces_the_recorded_sweep_and_best_lr(tmp_path):
+    """The seed-0 sweep behind `best_lr`, on the cheapest task at three of its LRs: the same
+    final val losses as the sweep recorded in suite.py's docstring, and the task's best_lr."""
+    import lbw_sim.bench.suite as suite
+
+    task = get_tasks(["noisy_quadratic"])[0]
+    line = next(ln for ln in suite.__doc__.splitlines() if ln.startswith("- noisy_quadratic"))
+    recorded = [float(v.strip("[]")) for v in line.split()[2:]]
+    assert len(recorded) == len(SWEEP_LRS)
+    lrs = (SWEEP_LRS[0], task.best_lr, SWEEP_LRS[-1])
+    best, losses = tune_best_lr(task, tmp_path, lrs=lrs)
+    assert best == task.best_lr
+    for lr in lrs:
+        assert losses[lr] == pytest.approx(recorded[SWEEP_LRS.index(lr)], abs=6e-4), lr

@@ -8,8 +8,8 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from lbw_sim.sim.suite import get_tasks, run_suite
-from lbw_sim.sim.suite_report import GOAL_ORDER, list_suite_dirs, suite_root
+from lbw_sim.bench.suite import get_tasks, run_suite
+from lbw_sim.bench.suite_report import GOAL_ORDER, list_suite_dirs, suite_root
 
 ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""Issue 14 through AppTest: the Tune page, the log that stays loaded across pages, the
+"""Through AppTest: the Tune page, the log that stays loaded across pages, the
 Replay fixes (downloads, W&B run picker, mapping note) and edited-spec names."""
 
 from __future__ import annotations

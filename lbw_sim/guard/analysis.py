@@ -94,21 +94,44 @@ def transitions_table(df: pd.DataFrame) -> pd.DataFrame:
     return fired.reset_index(drop=True)
 
 
-def action_counts(df: pd.DataFrame) -> dict[str, int]:
-    """How many steps each control touched: transitions, LR cut, skipped, capped, damped,
-    rolled back; `acted` is the steps where any of them did."""
+def control_masks(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per control, the steps it touched: LR cut, skipped (the spec's skip or the safety
+    skip), capped, momentum damped, rolled back, clipped (a baseline's clip). A column the
+    trace lacks touched nothing."""
     n = len(df)
-    col = lambda c, fill: df[c].to_numpy() if c in df else np.full(n, fill)  # noqa: E731
-    parts = {"transitions": col("transition", "").astype(str) != "",
-             "lr cut": col("lr_scale", 1.0).astype(float) < 1,
-             "skipped": col("skipped", False).astype(bool) | col("safety_skip", False).astype(bool),
-             "capped": capped(df),
-             "momentum damped": col("momentum_scale", 1.0).astype(float) < 1,
-             "rolled back": col("rollback", False).astype(bool)}
-    acted = np.zeros(n, dtype=bool)
-    for mask in parts.values():
-        acted |= mask
-    return {"acted": int(acted.sum()), **{k: int(v.sum()) for k, v in parts.items()}}
+
+    def col(c: str, fill, kind) -> np.ndarray:
+        if c not in df:
+            return np.full(n, fill, dtype=kind)
+        values = df[c]
+        if kind is bool:
+            return values.fillna(False).astype(bool).to_numpy()
+        return pd.to_numeric(values, errors="coerce").to_numpy(float)
+
+    return {"lr cut": col("lr_scale", 1.0, float) < 1,
+            "skipped": col("skipped", False, bool) | col("safety_skip", False, bool),
+            "capped": capped(df),
+            "momentum damped": col("momentum_scale", 1.0, float) < 1,
+            "rolled back": col("rollback", False, bool),
+            "clipped": col("clipped", False, bool)}
+
+
+def acted(df: pd.DataFrame) -> np.ndarray:
+    """The steps where any control acted (`control_masks`): the one definition of an
+    intervention, for the guard and the baselines alike. A transition alone (into a regime
+    that changes nothing, like `watch`) is not one."""
+    out = np.zeros(len(df), dtype=bool)
+    for mask in control_masks(df).values():
+        out |= mask
+    return out
+
+
+def action_counts(df: pd.DataFrame) -> dict[str, int]:
+    """How many steps each control touched, how many transitions fired, and `acted`: the
+    steps where any control did (`acted`)."""
+    parts = {"transitions": (df["transition"].astype(str) != "").to_numpy()
+             if "transition" in df else np.zeros(len(df), dtype=bool), **control_masks(df)}
+    return {"acted": int(acted(df).sum()), **{k: int(v.sum()) for k, v in parts.items()}}
 
 
 def regime_at(df: pd.DataFrame, step: int) -> str:

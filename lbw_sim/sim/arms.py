@@ -27,10 +27,19 @@ from lbw_sim.sim.baselines import (
     _skipstep_from,
     build_optimizer,
 )
-from lbw_sim.sim.competitors import COMPETITORS, make_competitor
+from lbw_sim.sim.competitors import COMPETITORS, GUARDED_COMPETITORS, make_competitor
 
 #: Every arm name make_arm knows.
 ALL_ARMS = ARMS + COMPETITORS
+#: The arms make_arm builds around the scenario's guard spec (a `GuardedOptimizer`): their
+#: traces carry the guard's columns (regime, cause, rollback, ...). Tested against the built
+#: arm for every name in ALL_ARMS.
+GUARD_ARMS = ("guard", *GUARDED_COMPETITORS)
+
+
+def is_guard_arm(name: str) -> bool:
+    """Whether arm `name` runs the guard (the one test of it: reports, traces, summaries)."""
+    return ALIASES.get(name, name) in GUARD_ARMS
 
 
 def make_arm(name: str, model: nn.Module, lr: float, spec: GuardSpec | None = None, *,

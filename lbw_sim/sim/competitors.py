@@ -38,6 +38,8 @@ from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.sim.baselines import Arm
 
 COMPETITORS = ("schedulefree", "stableadamw", "prodigy", "guard:schedulefree")
+#: The competitors built around the scenario's guard spec (a `GuardedOptimizer`).
+GUARDED_COMPETITORS = ("guard:schedulefree",)
 #: Prodigy's default: its LR multiplies the step size it estimates, so the grid LR is unused.
 PRODIGY_LR = 1.0
 
@@ -90,7 +92,7 @@ def make_competitor(name: str, inner: torch.optim.Optimizer, lr: float,
                     spec: GuardSpec | None = None, *, telemetry: bool = True,
                     **opts: Any) -> torch.optim.Optimizer:
     """Arm `name` (one of COMPETITORS) over the parameter groups of the AdamW `inner`."""
-    if name == "guard:schedulefree":
+    if name in GUARDED_COMPETITORS:
         return GuardedOptimizer(schedulefree(inner, lr), spec or GuardSpec.default(), **opts)
     build = {"schedulefree": schedulefree, "stableadamw": stableadamw, "prodigy": prodigy}
     if name not in build:

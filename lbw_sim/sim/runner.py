@@ -1,8 +1,10 @@
-"""The runner: train every (arm, lr, seed) cell of a scenario, trace each step, summarise.
+"""The runner: train one (arm, lr, seed) cell of a scenario, trace each step, summarise.
 
-    summary = run_scenario("quickstart", out_dir="runs/qs")     # one CSV trace per cell
     for row in iter_run(load_scenario("loss_spike"), "guard", 3e-3, seed=0):
         ...                                                      # one dict per step, live
+    summarize(rows, sc, arm="guard", lr=3e-3, seed=0, wall_s=t)  # the cell's summary row
+
+A whole scenario (every arm x lr x seed, traces, summary.csv) is `bench.scenario`.
 
 Fairness: in every arm the same seed gives the same initial weights and the same batches
 (batch `k` is `Batches.get(k)`, a pure function of (seed, k)) and the same faults. Faults
@@ -36,8 +38,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lbw_sim.guard.analysis import acted, control_masks
 from lbw_sim.guard.spec import GuardSpec
-from lbw_sim.sim.arms import make_arm
+from lbw_sim.sim.arms import is_guard_arm, make_arm
 from lbw_sim.sim.competitors import eval_mode
 from lbw_sim.sim.data import (
     _step_generator,
@@ -49,12 +52,14 @@ from lbw_sim.sim.tasks import Task, build_task, digits_data, token_data
 from lbw_sim.traces.recorder import TraceRecorder
 from lbw_sim.traces.schema import GUARD_RUN_COLUMNS, RUN_COLUMNS
 
-#: Columns of every cell's trace; the guard arm adds GUARD_TRACE_COLUMNS (see traces.schema).
+#: Columns of every cell's trace; a guard arm adds GUARD_TRACE_COLUMNS (see traces.schema).
 TRACE_COLUMNS = list(RUN_COLUMNS)
 GUARD_TRACE_COLUMNS = list(GUARD_RUN_COLUMNS)
-SUMMARY_COLUMNS = ["arm", "lr", "seed", "final_train_loss", "final_val_loss", "diverged_step",
-                   "interventions", "skips", "rollbacks", "wall_s", "steps_run", "best_loss",
-                   "stopped"]
+
+
+def trace_columns(arm: str) -> list[str]:
+    """The trace columns of arm `arm`: a guard arm's (`arms.is_guard_arm`) add the guard's."""
+    return TRACE_COLUMNS + (GUARD_TRACE_COLUMNS if is_guard_arm(arm) else [])
 FAULT_SEED = 7919  # fault randomness: a pure function of (seed, batch), the same in every arm
 
 
@@ -183,9 +188,7 @@ class Run:
     def _row(self, arm: torch.optim.Optimizer) -> dict[str, Any]:
         """The arm's latest step, restricted to the runner's columns."""
         full = arm.last_row()
-        columns = TRACE_COLUMNS + (GUARD_TRACE_COLUMNS if self.arm_spec.name == "guard"
-                                   else [])
-        return {c: full[c] for c in columns if c in full}
+        return {c: full[c] for c in trace_columns(self.arm_spec.name) if c in full}
 
     def _apply_pending(self, arm: torch.optim.Optimizer) -> None:
         with self._lock:
@@ -204,6 +207,41 @@ def iter_run(scenario: Scenario | str, arm: str | ArmSpec, lr: float | None = No
                stop_event=stop_event, decide_on=decide_on)
 
 
+# --- one whole cell ---------------------------------------------------------------------------
+
+def run_cell(sc: Scenario, arm: ArmSpec, lr: float, seed: int, device: torch.device, *,
+             steps: int | None = None, trace_path: Path | None = None,
+             cache: dict | None = None, on_step: Callable[[int], None] | None = None,
+             stop_event: threading.Event | None = None, label: str | None = None,
+             ) -> tuple[dict[str, Any], pd.DataFrame, Run]:
+    """Train one cell to the end (or until stopped): its summary row (`summarize`, the arm
+    named `label`, default its label), its trace (the arm's `trace_columns`) and the finished
+    `Run`. With `trace_path` the trace is also written there as it is recorded (crash-safe;
+    a file already there is replaced). `on_step(n)` is called after each of the n steps.
+    Every grid cell is trained here."""
+    run = Run(sc, arm, lr, seed, device, steps=steps, stop_event=stop_event, cache=cache)
+    columns = trace_columns(arm.name)
+    rec = None
+    if trace_path is not None:
+        trace_path.unlink(missing_ok=True)  # a killed run's partial trace, or an old run's
+        rec = TraceRecorder(trace_path, columns=columns, flush_every=100)
+    rows, t0 = [], time.perf_counter()
+    try:
+        for row in run:
+            rows.append(row)
+            if rec is not None:
+                rec.record(**{c: row.get(c) for c in columns})
+            if on_step is not None:
+                on_step(len(rows))
+    finally:
+        if rec is not None:
+            rec.close()
+    best = run.task.best_loss if run.task is not None else None
+    summary = summarize(rows, sc, arm=label or arm.label, lr=lr, seed=seed,
+                        wall_s=time.perf_counter() - t0, best_loss=best, stopped=run.stop_reason)
+    return summary, pd.DataFrame(rows, columns=columns), run
+
+
 # --- summaries --------------------------------------------------------------------------------
 
 def summarize(rows: Sequence[dict[str, Any]], sc: Scenario, *, arm: str, lr: float, seed: int,
@@ -219,17 +257,13 @@ def summarize(rows: Sequence[dict[str, Any]], sc: Scenario, *, arm: str, lr: flo
     val = df["val_loss"].dropna() if "val_loss" in df else pd.Series(dtype=float)
     out["final_val_loss"] = float(df["val_loss"].iloc[-1]) if len(val) else math.nan
     out["diverged_step"] = diverged_step(ml, sc.schedule.warmup, sc.divergence_factor)
-    skipped = df["skipped"].astype(bool) | df.get("safety_skip", False)
-    acted = skipped | df["clipped"].astype(bool) | (df["lr_scale"] < 1)
-    if "update_scale" in df:      # the update cap bound: an action, with its cause in the trace
-        acted |= pd.to_numeric(df["update_scale"], errors="coerce").to_numpy() < 1
-    if "momentum_scale" in df:
-        acted |= (df["momentum_scale"] < 1) | df["rollback"].astype(bool)
+    controls = control_masks(df)
+    if "regime" in df:
         for regime, frac in df["regime"].astype(str).value_counts(normalize=True).items():
             out[f"time_{regime}"] = float(frac)
-    out["interventions"] = int(acted.sum())
-    out["skips"] = int(skipped.sum())
-    out["rollbacks"] = int(df["rollback"].sum()) if "rollback" in df else 0
+    out["interventions"] = int(acted(df).sum())
+    out["skips"] = int(controls["skipped"].sum())
+    out["rollbacks"] = int(controls["rolled back"].sum())
     return out
 
 
@@ -248,90 +282,3 @@ def diverged_step(model_loss: np.ndarray, warmup: int, factor: float) -> int | N
 def trace_name(arm: str, lr: float, seed: int) -> str:
     """File name of a cell's trace, e.g. `adamw-cosine_lr0.003_seed0.csv`."""
     return f"{re.sub(r'[^A-Za-z0-9.=_-]+', '-', arm)}_lr{lr:g}_seed{seed}.csv"
-
-
-# --- a whole scenario -------------------------------------------------------------------------
-
-def run_scenario(scenario: Scenario | str, out_dir: str | Path | None = None,
-                 device: str | torch.device = "auto", steps: int | None = None,
-                 progress: bool = True, callback: Callable[[dict, int, int], None] | None = None,
-                 stop_event: threading.Event | None = None, lrs: Sequence[float] | None = None,
-                 seeds: int | Sequence[int] | None = None,
-                 arms: Sequence[str | ArmSpec] | None = None) -> pd.DataFrame:
-    """Run every (arm, lr, seed) cell; one summary row per cell (SUMMARY_COLUMNS + time_*).
-
-    With `out_dir`, each cell's per-step trace is written crash-safely as CSV and
-    `summary.csv` is rewritten after every cell. `callback(summary_row, done, total)` runs
-    after each cell; setting `stop_event` ends the current cell after its step and returns
-    what is done.
-    """
-    sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
-    arm_specs = [a if isinstance(a, ArmSpec) else ArmSpec.parse(a, f"arms[{i}]")
-                 for i, a in enumerate(arms)] if arms else list(sc.arms)
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds or sc.seeds)
-    cells = [(a, lr, s) for lr in (lrs or sc.lrs) for s in seed_list for a in arm_specs]
-    n_steps = int(steps or sc.steps)
-    out = Path(out_dir) if out_dir is not None else None
-    stop_event = stop_event or threading.Event()
-    dev, cache, rows = pick_device(device), {}, []
-    prepare(sc, arm_specs, dev, cache)
-    bar = _progress(len(cells) * n_steps, progress, sc.name)
-    try:
-        for done, (arm, lr, seed) in enumerate(cells, 1):
-            rows.append(_run_cell(sc, arm, lr, seed, dev, n_steps, stop_event, cache, out, bar))
-            if out is not None:
-                _summary_frame(rows).to_csv(out / "summary.csv", index=False)
-            if callback is not None:
-                callback(rows[-1], done, len(cells))
-            if stop_event.is_set():
-                break
-    finally:
-        if bar is not None:
-            bar.close()
-    return _summary_frame(rows)
-
-
-def _run_cell(sc: Scenario, arm: ArmSpec, lr: float, seed: int, device: torch.device,
-              steps: int, stop_event: threading.Event, cache: dict, out: Path | None,
-              bar: Any) -> dict[str, Any]:
-    run = Run(sc, arm, lr, seed, device, steps=steps, stop_event=stop_event, cache=cache)
-    columns = TRACE_COLUMNS + (GUARD_TRACE_COLUMNS if arm.name.startswith("guard") else [])
-    rec = TraceRecorder(out / trace_name(arm.label, lr, seed), columns=columns) if out else None
-    rows, t0 = [], time.perf_counter()
-    if bar is not None:
-        bar.set_postfix_str(f"{arm.label} lr={lr:g} seed={seed}")
-    try:
-        for row in run:
-            rows.append(row)
-            if rec is not None:
-                rec.record(**{c: row.get(c) for c in columns})
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if rec is not None:
-            rec.close()
-    if bar is not None and len(rows) < steps:
-        bar.update(steps - len(rows))
-    best = run.task.best_loss if run.task is not None else None
-    return summarize(rows, sc, arm=arm.label, lr=lr, seed=seed,
-                     wall_s=time.perf_counter() - t0, best_loss=best, stopped=run.stop_reason)
-
-
-def _summary_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    df = pd.DataFrame(rows)
-    for col in SUMMARY_COLUMNS:
-        if col not in df:
-            df[col] = None
-    df["diverged_step"] = df["diverged_step"].astype("Int64")
-    df["best_loss"] = pd.to_numeric(df["best_loss"]).astype(float)
-    extra = sorted(c for c in df.columns if c not in SUMMARY_COLUMNS)
-    return df[SUMMARY_COLUMNS + extra]
-
-
-def _progress(total: int, enabled: bool, name: str) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=name, unit="step", dynamic_ncols=True,
-                disable=None)  # None: off when stderr is not a terminal (logs, CI)

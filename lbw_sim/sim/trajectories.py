@@ -152,8 +152,9 @@ def run_paths(cfg: PathConfig, spec: GuardSpec | None = None) -> pd.DataFrame:
 
 def summarize(paths: pd.DataFrame, cfg: PathConfig) -> pd.DataFrame:
     """Per arm and LR: final loss, whether it left the plotting window, steps run, and for
-    the guarded arm the steps where any control acted (a cap binding counts like a regime
-    change), how many updates the cap bounded and how many transitions fired."""
+    the guarded arm the steps where any control acted (`guard.analysis.acted`: a cap
+    binding counts, a regime change alone does not), how many updates the cap bounded and
+    how many transitions fired."""
     x0, x1, y0, y1 = get_landscape(cfg.landscape).window
     rows = []
     for (arm, lr), g in paths.groupby(["arm", "lr"], sort=False):

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lbw_sim.bench.fault_grid import FAULT_NAMES, SMOOTH, smooth
+from lbw_sim.bench.fault_report import OUTPUT_FILES, write_tables
 from lbw_sim.guard.spec import GuardSpec
-from lbw_sim.sim.fault_grid import FAULT_NAMES, SMOOTH, smooth
-from lbw_sim.sim.fault_report import OUTPUT_FILES, write_tables
 from lbw_sim.viz.common import color_lookup
 from lbw_sim.viz.stress import arm_color
 

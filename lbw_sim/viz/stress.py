@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lbw_sim.bench.stress_grid import StressResult
+from lbw_sim.bench.stress_report import OUTPUT_FILES, report_table, write_tables
 from lbw_sim.guard.palette import fallback_color
-from lbw_sim.sim.stress_grid import StressResult
-from lbw_sim.sim.stress_report import OUTPUT_FILES, report_table, write_tables
 from lbw_sim.viz.common import GUARDED_COLOR, UNGUARDED_COLOR
 
 #: One colour per stress arm; the guard keeps the guarded blue, plain AdamW the unguarded grey.

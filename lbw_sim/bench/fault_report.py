@@ -6,7 +6,7 @@
     result = load_fault_results(folder) # summary + curves, for the studio
 
 Values are means over seeds (a cell whose final loss is not finite counts as inf). The
-goals (issue 13, the shipped default spec):
+goals (for the shipped default spec):
 - recovery: the guard ends within 1.02x its own fault-free run on every transient fault
   and severity;
 - dominance: on every (task, fault, severity) where some arm ends more than 2 % above its
@@ -27,15 +27,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lbw_sim.guard.spec import GuardSpec
-from lbw_sim.sim.fault_grid import (
+from lbw_sim.bench.fault_grid import (
     CURVE_COLUMNS,
     TRANSIENT,
     FaultCell,
     read_fault_summary,
 )
+from lbw_sim.bench.verdict import GoalRows, mean_or_inf, number
+from lbw_sim.bench.verdict import goals_markdown as verdict_markdown
+from lbw_sim.guard.spec import GuardSpec
 
+#: recovery: the guard's ratio to its fault-free run; dominance is judged where some arm's
+#: ratio exceeds DOMINANCE; cost: the guard's fault-free loss over AdamW's.
 RECOVERY, DOMINANCE, COST = 1.02, 1.02, 1.005
+RECOVERY_GOAL = f"recovery: guard ≤ {RECOVERY:g}× its fault-free run"
+DOMINANCE_GOAL = f"dominance: guard lowest where some arm degrades > {100 * (DOMINANCE - 1):.3g} %"
+NO_SCAR_GOAL = "no scar: LR scale back to 1 after each fault and the shift"
+QUIET_GOAL = "quiet: 0 guard interventions on fault-free runs"
+COST_GOAL = f"cost: guard fault-free ≤ {COST:g}× AdamW's"
 OUTPUT_FILES = ("summary.csv", "table.md", "fault_curves.html", "guard_regimes.html",
                 "curves.csv.gz")
 
@@ -52,8 +61,8 @@ class FaultResult:
 def mean_table(summary: pd.DataFrame) -> pd.DataFrame:
     """One row per (task, fault, severity, arm): means over seeds."""
     g = summary.groupby(["task", "fault", "severity", "arm"], sort=False)
-    agg = {"final_val_loss": _mean_or_inf, "clean_final_val_loss": _mean_or_inf,
-           "ratio": _mean_or_inf, "interventions": "mean", "final_lr_scale": "min",
+    agg = {"final_val_loss": mean_or_inf, "clean_final_val_loss": mean_or_inf,
+           "ratio": mean_or_inf, "interventions": "mean", "final_lr_scale": "min",
            "skips": "mean", "rollbacks": "mean"}
     tab = g.agg({k: v for k, v in agg.items() if k in summary}).reset_index()
     tab["seeds"] = g.size().to_numpy()
@@ -73,13 +82,6 @@ def mean_table(summary: pd.DataFrame) -> pd.DataFrame:
     return tab
 
 
-def _mean_or_inf(s: pd.Series) -> float:
-    v = pd.to_numeric(s, errors="coerce").to_numpy(float)
-    if len(v) == 0 or np.isnan(v).all():
-        return math.nan
-    return math.inf if (~np.isfinite(v)).any() else float(v.mean())
-
-
 def _lost(s: pd.Series) -> float:
     """Mean steps lost; inf when some seed never got back."""
     v = pd.to_numeric(s, errors="coerce").to_numpy(float)
@@ -97,19 +99,16 @@ def goals(summary: pd.DataFrame) -> pd.DataFrame:
     tab = mean_table(summary)
     guard = tab[tab["arm"] == "guard"]
     faulted = guard[guard["fault"].isin(TRANSIENT)]
-    rows: list[tuple] = []
-
-    def add(goal: str, measured: float, target: str, met: bool | None, detail: str = ""):
-        rows.append((goal, measured, target, None if met is None else bool(met), detail))
-
+    rows = GoalRows()
+    add = rows.add
     # recovery
     if len(faulted):
         worst = faulted.loc[faulted["judged_ratio"].fillna(np.inf).idxmax()]
         misses = faulted[~(faulted["judged_ratio"] <= RECOVERY)]
-        add("recovery: guard ≤ 1.02× its fault-free run", float(worst["judged_ratio"]),
+        add(RECOVERY_GOAL, float(worst["judged_ratio"]),
             f"≤ {RECOVERY} on all {len(faulted)}", misses.empty, _cases(misses, "ratio", ".3f"))
     else:
-        add("recovery: guard ≤ 1.02× its fault-free run", math.nan, f"≤ {RECOVERY}", None)
+        add(RECOVERY_GOAL, math.nan, f"≤ {RECOVERY}", None)
     # dominance
     lost: list[str] = []
     judged = 0
@@ -122,20 +121,20 @@ def goals(summary: pd.DataFrame) -> pd.DataFrame:
         by = g.set_index("arm")["judged_loss"].fillna(np.inf)
         best = by.drop("guard").idxmin()
         if not by["guard"] <= by[best]:
-            lost.append(f"{task}/{fault} {sev:g}: {best} {_num(by[best], '.4f')} < guard "
-                        f"{_num(by['guard'], '.4f')}")
-    add("dominance: guard lowest where some arm degrades > 2 %", float(len(lost)),
+            lost.append(f"{task}/{fault} {sev:g}: {best} {number(by[best], '.4f')} < guard "
+                        f"{number(by['guard'], '.4f')}")
+    add(DOMINANCE_GOAL, float(len(lost)),
         f"0 losses of {judged}", None if judged == 0 else not lost, "; ".join(lost))
     # no scar
     after = guard[guard["fault"] != "none"]
     scarred = after[~(after["final_lr_scale"] >= 0.999)]
-    add("no scar: LR scale back to 1 after each fault and the shift",
+    add(NO_SCAR_GOAL,
         float(after["final_lr_scale"].min()) if len(after) else math.nan,
         f"= 1 on all {len(after)}", None if after.empty else scarred.empty,
         _cases(scarred, "final_lr_scale", ".3g"))
     # quiet
     clean = guard[guard["fault"] == "none"]
-    add("quiet: 0 guard interventions on fault-free runs",
+    add(QUIET_GOAL,
         float(clean["interventions"].max()) if len(clean) else math.nan, "0",
         None if clean.empty else bool((clean["interventions"] == 0).all()),
         "; ".join(f"{r.task}: {r.interventions:g} steps" for r in clean.itertuples()
@@ -145,16 +144,14 @@ def goals(summary: pd.DataFrame) -> pd.DataFrame:
     costs = {r.task: r.final_val_loss / adamw.loc[r.task, "final_val_loss"]
              for r in clean.itertuples() if r.task in adamw.index}
     worst_cost = max(costs.values()) if costs else math.nan
-    add("cost: guard fault-free ≤ 1.005× AdamW's", worst_cost, f"≤ {COST}",
+    add(COST_GOAL, worst_cost, f"≤ {COST}",
         None if not costs else worst_cost <= COST,
         "; ".join(f"{t}: {v:.4f}" for t, v in costs.items()))
-    out = pd.DataFrame(rows, columns=["goal", "measured", "target", "met", "detail"])
-    out["met"] = pd.Series([r[3] for r in rows], dtype=object)  # keep None, not NaN
-    return out
+    return rows.frame()
 
 
 def _cases(df: pd.DataFrame, col: str, fmt: str) -> str:
-    return "; ".join(f"{r.task}/{r.fault} {r.severity:g}: {_num(getattr(r, col), fmt)}"
+    return "; ".join(f"{r.task}/{r.fault} {r.severity:g}: {number(getattr(r, col), fmt)}"
                      + ("" if getattr(r, "completed", True) else " (stopped early)")
                      for r in df.itertuples())
 
@@ -176,12 +173,8 @@ def stopped_cells(summary: pd.DataFrame, task: str) -> set[tuple[str, float, str
 
 
 def goals_markdown(verdict: pd.DataFrame) -> str:
-    lines = ["| goal | measured | target | met |", "|---|---|---|---|"]
-    for r in verdict.itertuples():
-        mark = {True: "✔", False: "✘"}.get(r.met, "?")
-        detail = f" ({r.detail})" if r.detail else ""
-        lines.append(f"| {r.goal} | {_num(r.measured, '.4g')} | {r.target} | {mark}{detail} |")
-    return "\n".join(lines) + "\n"
+    """The goals as a markdown table (✔ met, ✘ missed, ? the summary cannot tell)."""
+    return verdict_markdown(verdict)
 
 
 def table_markdown(summary: pd.DataFrame, title: str = "Fault benchmark",
@@ -201,7 +194,7 @@ def table_markdown(summary: pd.DataFrame, title: str = "Fault benchmark",
         arms = [c for c in pv.columns if c not in ("fault", "severity")]
         clean = tab[(tab["task"] == task) & (tab["fault"] == "none")].set_index("arm")
         lines += ["Fault-free final val loss: " + ", ".join(
-            f"{a} {_num(clean.loc[a, 'final_val_loss'], '.4f')}" for a in arms
+            f"{a} {number(clean.loc[a, 'final_val_loss'], '.4f')}" for a in arms
             if a in clean.index) + ".", "",
             "| fault | severity | " + " | ".join(arms) + " |",
             "|---|---|" + "---|" * len(arms)]
@@ -211,7 +204,7 @@ def table_markdown(summary: pd.DataFrame, title: str = "Fault benchmark",
                 continue
             vals = dict(zip(pv.columns, r))
             lines.append(f"| {r.fault} | {r.severity:g} | " + " | ".join(
-                _num(vals[a], ".3f") + (" (stopped)" if (r.fault, float(r.severity), a)
+                number(vals[a], ".3f") + (" (stopped)" if (r.fault, float(r.severity), a)
                                         in short else "") for a in arms) + " |")
         if short:
             lines += ["", "(stopped): the run was cut short (the guard's `stop`, or 50 "
@@ -226,21 +219,15 @@ def table_markdown(summary: pd.DataFrame, title: str = "Fault benchmark",
                       "final LR scale | LR back after |", "|---|---|---|---|---|---|---|---|"]
             for r in g.itertuples():
                 lines.append(f"| {r.fault} | {r.severity:g} | {_steps(r.steps_lost)} | "
-                             f"{_num(r.detection_latency, '.0f')} | {r.skips:.0f} | "
+                             f"{number(r.detection_latency, '.0f')} | {r.skips:.0f} | "
                              f"{r.rollbacks:.0f} | {r.final_lr_scale:.3g} | "
                              f"{_steps(r.lr_back_steps)} |")
         lines.append("")
     return "\n".join(lines)
 
 
-def _num(x: float, fmt: str) -> str:
-    if x is None or x != x:
-        return "n/a"
-    return "∞" if math.isinf(x) else format(x, fmt)
-
-
 def _steps(x: float) -> str:
-    return "never" if x is not None and math.isinf(x) else _num(x, ".0f")
+    return "never" if x is not None and math.isinf(x) else number(x, ".0f")
 
 
 # --- files ------------------------------------------------------------------------------------

@@ -28,33 +28,29 @@ steps, schedule, guard hash …); LRs and seeds may grow between runs.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
-import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from lbw_sim.checks import load_yaml
-from lbw_sim.errors import SpecError
-from lbw_sim.sim.scenarios import SCENARIO_DIR, ArmSpec, Scenario
-from lbw_sim.sim.stress_grid import (
+from lbw_sim.bench.engine import atomic_write, open_results, run_grid, write_summary
+from lbw_sim.bench.stress_grid import (
     CURVE_COLUMNS,
     STRESS_ARMS,
     Cell,
     StressGrid,
     StressResult,
-    atomic_write,
-    check_results_dir,
     read_curves,
     read_summary,
     summary_frame,
-    write_summary,
 )
+from lbw_sim.checks import load_yaml
+from lbw_sim.errors import SpecError
+from lbw_sim.sim.arms import is_guard_arm
+from lbw_sim.sim.scenarios import SCENARIO_DIR, ArmSpec, Scenario
 
 STRESS_YAML = SCENARIO_DIR / "lr_stress.yaml"
 #: --quick: a 2-layer GPT on 32-token windows, 500 steps, 50 warm-up, one seed, LRs up to
@@ -162,33 +158,14 @@ def run_cell(grid: StressGrid, cell: Cell, lr_scale: float | None = None,
     trace file's columns). With `out_dir` the trace is also written there as it is recorded."""
     import torch
 
-    from lbw_sim.sim.runner import GUARD_TRACE_COLUMNS, TRACE_COLUMNS, Run, summarize
-    from lbw_sim.traces.recorder import TraceRecorder
+    from lbw_sim.sim.runner import run_cell as train
 
-    sc, spec = grid.scenario, arm_spec(cell.arm, cell.lr, lr_scale)
-    run = Run(sc, spec, cell.lr, cell.seed, torch.device("cpu"), stop_event=stop_event,
-              cache=cache)
-    columns = TRACE_COLUMNS + (GUARD_TRACE_COLUMNS if spec.name.startswith("guard") else [])
-    rec = None
-    if out_dir is not None:
-        (out_dir / cell.trace_file).unlink(missing_ok=True)  # a killed run's partial trace
-        rec = TraceRecorder(out_dir / cell.trace_file, columns=columns, flush_every=100)
-    rows, t0 = [], time.perf_counter()
-    try:
-        for row in run:
-            rows.append(row)
-            if rec is not None:
-                rec.record(**{c: row.get(c) for c in columns})
-            if on_step is not None:
-                on_step(len(rows))
-    finally:
-        if rec is not None:
-            rec.close()
-    summary = summarize(rows, sc, arm=cell.arm, lr=cell.lr, seed=cell.seed,
-                        wall_s=time.perf_counter() - t0, stopped=run.stop_reason)
-    trace = pd.DataFrame(rows)
-    return (_finish_row(summary, trace, grid, cell, spec), _curve(trace),
-            trace.reindex(columns=columns))
+    spec = arm_spec(cell.arm, cell.lr, lr_scale)
+    summary, trace, _ = train(grid.scenario, spec, cell.lr, cell.seed, torch.device("cpu"),
+                              trace_path=out_dir / cell.trace_file if out_dir else None,
+                              cache=cache, on_step=on_step, stop_event=stop_event,
+                              label=cell.arm)
+    return _finish_row(summary, trace, grid, cell, spec), _curve(trace), trace
 
 
 def _finish_row(row: dict, trace: pd.DataFrame, grid: StressGrid, cell: Cell,
@@ -196,7 +173,7 @@ def _finish_row(row: dict, trace: pd.DataFrame, grid: StressGrid, cell: Cell,
     loss = row.get("final_val_loss", math.nan)
     row["final_val_ppl"] = math.exp(min(loss, 700.0)) if math.isfinite(loss) else math.nan
     row["run_lr"] = spec.lr if spec.lr is not None else cell.lr
-    if cell.arm == "guard":
+    if is_guard_arm(cell.arm):
         row["mean_lr_scale"] = mean_lr_scale(trace, grid.scenario.schedule.warmup)
     row.pop("best_loss", None)
     return row
@@ -217,30 +194,30 @@ def run_stress(grid: StressGrid, out_dir: str | Path | None = None, *, workers: 
                progress: bool = True, callback: Callback | None = None,
                stop_event: threading.Event | None = None, backend: str = "local",
                address: str | None = None) -> StressResult:
-    """Run the cells not yet in `out_dir`'s summary; `workers` > 1 uses that many processes
-    (one torch thread each), else this process (its torch threads as they are) with per-step
-    progress; `backend="ray"` runs each cell as a Ray task (see `sim.executors`). Stops
-    early (keeping what is done) when `stop_event` is set."""
-    from lbw_sim.sim.executors import check_backend
+    """Run the cells not yet in `out_dir`'s summary (`engine.run_grid`); `workers` > 1 uses
+    that many processes (one torch thread each), else this process (its torch threads as
+    they are) with per-step progress; `backend="ray"` runs each cell as a Ray task (see
+    `bench.executors`). Stops early (keeping what is done) when `stop_event` is set."""
+    from lbw_sim.bench.executors import check_backend
 
     check_backend(backend, address)
     reference = reference_levels(grid.scenario)  # also: a text too short fails here, not later
     out = Path(out_dir) if out_dir is not None else None
-    done_rows = _open_out_dir(grid, out) if out is not None else []
-    book = _Book(grid, out, done_rows, callback, progress, reference)
+    done_rows = open_results(out, grid.fingerprint(), read_summary) if out is not None else []
+    ledger = StressLedger(grid, out, done_rows, callback, progress, reference)
     stop_event = stop_event or threading.Event()
     try:
-        if backend == "ray" or (workers > 1 and len(book.todo) > 1):
-            _run_pool(book, workers, stop_event, backend, address)
-        else:
-            _run_here(book, stop_event)
+        run_grid(ledger, here=ledger.here(stop_event), work=_worker_cell, workers=workers,
+                 backend=backend, address=address, stop_event=stop_event,
+                 initializer=_init_worker, initargs=(grid,))
     finally:
-        book.close()
-    return book.result()
+        ledger.close()
+    return ledger.result()
 
 
-class _Book:
-    """Bookkeeping of a grid run: what is done, what is left, summary writes, progress."""
+class StressLedger:
+    """A stress grid run for the engine: what is done, what is left, what each cell needs
+    (`lr_matched` its guard cell), summary writes, progress."""
 
     def __init__(self, grid: StressGrid, out: Path | None, rows: list[dict],
                  callback: Callback | None, progress: bool, reference: dict[str, float]):
@@ -252,15 +229,51 @@ class _Book:
         self.curves: list[pd.DataFrame] = []
         self.bar = _bar(self.total, grid.scenario.steps) if progress and self.todo else None
 
+    def needs(self, cell: Cell) -> tuple:
+        return (Cell("guard", cell.lr, cell.seed).key,) if cell.arm == "lr_matched" else ()
+
+    def has(self, key: tuple) -> bool:
+        return self._row(key) is not None
+
+    def _row(self, key: tuple) -> dict | None:
+        return next((r for r in self.rows
+                     if Cell(r["arm"], float(r["lr"]), int(r["seed"])).key == key), None)
+
     def guard_scale(self, cell: Cell) -> float | None:
         """The guard cell's mean lr_scale for an lr_matched cell (None: not run yet)."""
-        key = Cell("guard", cell.lr, cell.seed).key
-        for r in self.rows:
-            if Cell(r["arm"], float(r["lr"]), int(r["seed"])).key == key:
-                return float(r["mean_lr_scale"])
-        return None
+        row = self._row(Cell("guard", cell.lr, cell.seed).key)
+        return None if row is None else float(row["mean_lr_scale"])
 
-    def add(self, row: dict, curve: pd.DataFrame, cell: Cell) -> None:
+    def args(self, cell: Cell) -> tuple:
+        return self.grid, cell, self.guard_scale(cell), self.out is not None
+
+    def here(self, stop_event: threading.Event) -> Callable[[Cell], tuple | None]:
+        """Run a cell in this process with per-step progress (None: interrupted). The data
+        and first-call costs are paid once, before the first cell run here."""
+        cache: dict = {}
+        steps, prepared = self.grid.scenario.steps, []
+
+        def run(cell: Cell) -> tuple | None:
+            if not prepared:
+                prepared.append(True)
+                import torch
+
+                from lbw_sim.sim.runner import prepare
+
+                prepare(self.grid.scenario, [arm_spec(a, 1.0, 1.0) for a in self.grid.arms],
+                        torch.device("cpu"), cache)
+            base = self.finished
+            result = run_cell(self.grid, cell, self.guard_scale(cell), self.out, cache,
+                              on_step=lambda n: self.tick(base + n / steps),
+                              stop_event=stop_event)
+            return None if stop_event.is_set() else result
+
+        return run
+
+    def add(self, cell: Cell, result: tuple) -> None:
+        row, curve, trace = result
+        if isinstance(trace, str) and self.out is not None:   # a worker's trace, as CSV text
+            atomic_write(self.out / cell.trace_file, trace)
         self.rows.append(row)
         self.curves.append(curve.assign(arm=cell.arm, lr=cell.lr, seed=cell.seed))
         self.finished += 1
@@ -294,25 +307,6 @@ def _bar(cells: int, steps: int) -> Any:
                 dynamic_ncols=True, disable=None)  # None: off when stderr is not a terminal
 
 
-def _run_here(book: _Book, stop_event: threading.Event) -> None:
-    import torch
-
-    from lbw_sim.sim.runner import prepare
-
-    cache: dict = {}
-    steps = book.grid.scenario.steps
-    prepare(book.grid.scenario, [arm_spec(a, 1.0, 1.0) for a in book.grid.arms],
-            torch.device("cpu"), cache)
-    for cell in list(book.todo):
-        base = book.finished
-        row, curve, _ = run_cell(book.grid, cell, book.guard_scale(cell), book.out, cache,
-                                 on_step=lambda n, b=base: book.tick(b + n / steps),
-                                 stop_event=stop_event)
-        if stop_event.is_set():
-            return  # the interrupted cell is not recorded: a resume re-runs it
-        book.add(row, curve, cell)
-
-
 # --- worker processes -------------------------------------------------------------------------
 
 _WORKER: dict[str, Any] = {}
@@ -338,46 +332,7 @@ def _worker_cell(grid: StressGrid, cell: Cell, lr_scale: float | None,
     return row, curve, trace.to_csv(index=False) if keep_trace else None
 
 
-def _run_pool(book: _Book, workers: int, stop_event: threading.Event, backend: str = "local",
-              address: str | None = None) -> None:
-    """Base cells first-come first-served; each lr_matched cell once its guard cell is in."""
-    from lbw_sim.sim.executors import cell_executor
-
-    waiting = [c for c in book.todo if c.arm == "lr_matched"]
-    queue = [c for c in book.todo if c.arm != "lr_matched"]
-    running: dict[Future, Cell] = {}
-    with cell_executor(backend, workers=workers, address=address, initializer=_init_worker,
-                       initargs=(book.grid,)) as pool:
-        while queue or waiting or running:
-            ready = [c for c in waiting if book.guard_scale(c) is not None]
-            for c in ready:
-                waiting.remove(c)
-            queue = ready + queue
-            while queue and len(running) < pool.slots and not stop_event.is_set():
-                c = queue.pop(0)
-                running[pool.submit(_worker_cell, book.grid, c, book.guard_scale(c),
-                                    book.out is not None)] = c
-            if not running:
-                break
-            finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                cell = running.pop(fut)
-                row, curve, trace = fut.result()
-                if trace is not None and book.out is not None:
-                    atomic_write(book.out / cell.trace_file, trace)
-                book.add(row, curve, cell)
-
-
 # --- files ------------------------------------------------------------------------------------
-
-def _open_out_dir(grid: StressGrid, out: Path) -> list[dict]:
-    """Create `out` or check that its grid.json matches; the rows already done."""
-    check_results_dir(out, json.loads(json.dumps(grid.fingerprint(), default=str)))
-    summary = out / "summary.csv"
-    if not summary.exists():
-        return []
-    return read_summary(summary).to_dict("records")
-
 
 def reference_levels(sc: Scenario) -> dict[str, float]:
     """Loss levels drawn for reference: the entropy floor (synthetic data) and the unigram

@@ -1,4 +1,4 @@
-"""The stress grid in a background thread, for the studio (`sim.jobs.GridJob`).
+"""The stress grid in a background thread, for the studio (`bench.jobs.GridJob`).
 
     job = StressJob(mini_grid()); job.start()       # the page keeps `job` in session_state
     job.snapshot()    # {'running', 'done', 'total', 'last', 'result', 'error'}, lock-protected
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 
+from lbw_sim.bench.jobs import GridJob
+from lbw_sim.bench.stress import MINI, build_grid, run_stress
+from lbw_sim.bench.stress_grid import StressGrid, StressResult
 from lbw_sim.errors import SpecError
-from lbw_sim.sim.jobs import GridJob
-from lbw_sim.sim.stress import MINI, build_grid, run_stress
-from lbw_sim.sim.stress_grid import StressGrid, StressResult
 
 
 def mini_grid() -> StressGrid:
@@ -35,7 +35,7 @@ def mini_grid() -> StressGrid:
 
 
 class StressJob(GridJob):
-    """The stress grid in a background thread (see `sim.jobs`); per-step progress."""
+    """The stress grid in a background thread (see `bench.jobs`); per-step progress."""
 
     name = "stress-grid"
 

@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lbw_sim.bench.stress import build_grid, run_stress
+from lbw_sim.bench.stress_grid import StressGrid, StressResult
 from lbw_sim.errors import SpecError
 from lbw_sim.sim.prose import prose_path
-from lbw_sim.sim.stress import build_grid, run_stress
-from lbw_sim.sim.stress_grid import StressGrid, StressResult
 
 #: LR factors relative to a task's AdamW-best LR (half-decades).
 QUICK_FACTORS = (0.316, 1.0, 3.16, 10.0, 31.6)
@@ -146,8 +146,8 @@ def run_suite(out: str | Path, *, quick: bool = False, workers: int = 1,
     per task and overall."""
     from tqdm.auto import tqdm
 
-    from lbw_sim.sim.stress_report import write_tables
-    from lbw_sim.sim.suite_report import write_suite_table
+    from lbw_sim.bench.stress_report import write_tables
+    from lbw_sim.bench.suite_report import write_suite_table
 
     out, results = Path(out), {}
     tasks = tasks or list(TASKS)

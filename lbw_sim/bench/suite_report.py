@@ -1,4 +1,4 @@
-"""What the task suite reports: issue 11's goals judged per task and overall.
+"""What the task suite reports: its goals judged per task and overall.
 
     verdicts = suite_verdicts(out, tasks)    # one row per (task, goal)
     overall(verdicts)                        # per goal: tasks met / judged
@@ -21,9 +21,15 @@ from typing import Any
 
 import pandas as pd
 
-from lbw_sim.sim.stress_grid import LR_FREE, StressResult
-from lbw_sim.sim.stress_report import (
-    _num,
+from lbw_sim.bench.stress_grid import LR_FREE, StressResult
+from lbw_sim.bench.stress_report import (
+    DOMINANCE_FROM,
+    LR_MATCH,
+    NO_HARM,
+    QUIET,
+    QUIET_GOAL,
+    RESCUE,
+    RIVALS,
     adamw_best,
     goals,
     goals_markdown,
@@ -31,10 +37,12 @@ from lbw_sim.sim.stress_report import (
     measured_text,
     report_table,
 )
+from lbw_sim.bench.verdict import GoalRows, mark, number
 
-#: The guard at every LR in [best, 30x best] must end <= this times Prodigy's loss.
-VS_LR_FREE = 1.03
-#: stress_report's goals that issue 11 judges (the rest stay in each task's table.md).
+#: The guard at every LR in [best, LR_FREE_UP_TO x best] must end <= VS_LR_FREE times
+#: Prodigy's loss.
+VS_LR_FREE, LR_FREE_UP_TO = 1.03, 30
+#: stress_report's goals the suite judges (the rest stay in each task's table.md).
 JUDGED = ("no harm", "quiet", "rescue at 10x", "rescue at 30x", "dominance")
 GOAL_ORDER = ("no harm", "quiet", "rescue at 10x", "rescue at 30x", "dominance",
               "vs learning-rate-free")
@@ -45,32 +53,30 @@ def _key(goal: str) -> str:
 
 
 def task_goals(rep: pd.DataFrame, nominal: dict[float, float] | None = None) -> pd.DataFrame:
-    """Issue 11's goals on one task's report table (goal, measured, target, met, detail)."""
+    """The suite's goals on one task's report table (goal, measured, target, met, detail)."""
     g = goals(rep, nominal)
     g = g[g["goal"].map(lambda s: s.startswith(JUDGED))].copy()
     best_lr, _ = adamw_best(rep)
     free = rep[rep["arm"] == "prodigy"]
-    guard = rep[(rep["arm"] == "guard") & (rep["lr"] >= best_lr / 1.0001)
-                & (rep["lr"] <= best_lr * 30 * 1.2)] if math.isfinite(best_lr) else rep[:0]
+    top = best_lr * LR_FREE_UP_TO * LR_MATCH
+    guard = rep[(rep["arm"] == "guard") & (rep["lr"] >= best_lr / 1.0001) & (rep["lr"] <= top)
+                ] if math.isfinite(best_lr) else rep[:0]
+    extra = GoalRows()
+    if not g["goal"].str.startswith("quiet").any():   # no guard trace at LR <= best
+        extra.add(QUIET_GOAL, math.nan, f">= {QUIET}", None, "no guard trace to read")
+    goal = f"vs learning-rate-free: guard in [best, {LR_FREE_UP_TO}x] / Prodigy"
     if len(free) and len(guard):
         ref = float(free["val_loss"].iloc[0])
         ratios = {float(r.lr): float(r.val_loss) / ref for r in guard.itertuples()}
         worst = max(ratios, key=ratios.get)
         bad = [f"{lr:g}: {x:.3f}" for lr, x in ratios.items() if not x <= VS_LR_FREE]
-        detail = (f"guard / Prodigy ({ref:.4f}); worst at lr {worst:g}"
+        extra.add(goal, ratios[worst], f"<= {VS_LR_FREE}", not bad,
+                  f"guard / Prodigy ({ref:.4f}); worst at lr {worst:g}"
                   + (f"; over at {', '.join(bad)}" if bad else ""))
-        row = {"goal": "vs learning-rate-free: guard in [best, 30x] / Prodigy",
-               "measured": ratios[worst], "target": f"<= {VS_LR_FREE}",
-               "met": bool(not bad), "detail": detail}
     else:
-        row = {"goal": "vs learning-rate-free: guard in [best, 30x] / Prodigy",
-               "measured": math.nan, "target": f"<= {VS_LR_FREE}", "met": None,
-               "detail": "no prodigy cell" if not len(free) else "no guard cell in range"}
-    rows = [row]
-    if not g["goal"].str.startswith("quiet").any():   # no guard trace at LR <= best
-        rows.insert(0, {"goal": "quiet: nominal after warm-up, LR <= best", "measured": math.nan,
-                        "target": ">= 0.98", "met": None, "detail": "no guard trace to read"})
-    g = pd.concat([g, pd.DataFrame(rows)], ignore_index=True)
+        extra.add(goal, math.nan, f"<= {VS_LR_FREE}", None,
+                  "no prodigy cell" if not len(free) else "no guard cell in range")
+    g = pd.concat([g, extra.frame()], ignore_index=True)
     g["met"] = pd.Series(list(g["met"]), dtype=object).where(g["met"].notna(), None)
     return g.reset_index(drop=True)
 
@@ -114,9 +120,6 @@ def overall(verdicts: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-_MARK = {True: "✔", False: "✘"}
-
-
 def suite_markdown(results: dict[str, StressResult], tasks: list[Any],
                    title: str = "LR stress suite") -> str:
     """table.md of a suite folder: tasks, the verdict matrix, overall, guard vs controls."""
@@ -133,7 +136,7 @@ def suite_markdown(results: dict[str, StressResult], tasks: list[Any],
         t = meta.get(name)
         lines.append(f"| {name} | {t.family if t else ''} | {t.description if t else ''} | "
                      f"{t.best_lr:g} | {', '.join(f'{x:g}' for x in lrs)} | "
-                     f"{_num(best, '.4f')} at {best_lr:g} | {', '.join(map(str, seeds))} |"
+                     f"{number(best, '.4f')} at {best_lr:g} | {', '.join(map(str, seeds))} |"
                      if t else f"| {name} | | | | {lrs} | {best:.4f} | {seeds} |")
     lines += ["", "## Goals per task (the shipped default spec, no per-task settings)", "",
               "| task | " + " | ".join(GOAL_ORDER) + " |", "|---" * (len(GOAL_ORDER) + 1) + "|"]
@@ -145,25 +148,25 @@ def suite_markdown(results: dict[str, StressResult], tasks: list[Any],
                 cells.append("?")
                 continue
             r = v.loc[key]
-            cells.append(f"{measured_text(key, r['measured'])} {_MARK.get(r['met'], '?')}")
+            cells.append(f"{measured_text(key, r['measured'])} {mark(r['met'])}")
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     ov = overall(verdicts)
-    lines += ["", "Targets: no harm ≤ 1.01× AdamW's best; quiet ≥ 0.98 of steps nominal after "
-              "warm-up at LR ≤ best (the smallest fraction); rescue ≤ 1.10× AdamW's best; "
-              "dominance: 0 losses to adamw, clip, zclip, skipstep, schedulefree, stableadamw "
-              "at LRs ≥ 3×; vs learning-rate-free: the guard's worst ratio to Prodigy over "
-              "[best, 30×] ≤ 1.03.", "", "## Overall", "",
+    lines += ["", f"Targets: no harm ≤ {NO_HARM:g}× AdamW's best; quiet ≥ {QUIET:g} of steps "
+              "nominal after warm-up at LR ≤ best (the smallest fraction); rescue ≤ "
+              f"{RESCUE:.2f}× AdamW's best; dominance: 0 losses to {', '.join(RIVALS)} at LRs "
+              f"≥ {DOMINANCE_FROM}×; vs learning-rate-free: the guard's worst ratio to Prodigy "
+              f"over [best, {LR_FREE_UP_TO}×] ≤ {VS_LR_FREE:g}.", "", "## Overall", "",
               "| goal | tasks met | met | missed on |", "|---|---|---|---|"]
     for r in ov.itertuples():
         lines.append(f"| {r.goal} | {r.met_tasks}/{r.judged_tasks} | "
-                     f"{_MARK.get(r.met, '?')} | {r.missed_on} |")
+                     f"{mark(r.met)} | {r.missed_on} |")
     lines += ["", "## Beside the guard (ratio to AdamW's best; lead > 0: lr_matched better)", ""]
     for task, res in results.items():
         b = beside_guard(report_table(res.summary))
         lines += [f"**{task}**", "", "| " + " | ".join(b.columns) + " |",
                   "|---" * len(b.columns) + "|"]
         for r in b.itertuples(index=False):
-            lines.append("| " + " | ".join(f"{x:g}" if i == 0 else _num(float(x), ".3f")
+            lines.append("| " + " | ".join(f"{x:g}" if i == 0 else number(float(x), ".3f")
                                             for i, x in enumerate(r)) + " |")
         lines.append("")
     lines += ["## Details of missed goals", ""]
@@ -202,7 +205,7 @@ def load_suite(out: str | Path, names: list[str] | None = None) -> dict[str, Str
 
 #: Where the studio looks for suites: the runs folder, then the committed results.
 def suite_roots() -> list[tuple[str, Path]]:
-    from lbw_sim.sim.stress_report import ROOT, runs_dir
+    from lbw_sim.bench.stress_report import ROOT, runs_dir
 
     return [("runs", runs_dir()), ("benchmarks/results", ROOT / "benchmarks" / "results")]
 

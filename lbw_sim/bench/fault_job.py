@@ -1,4 +1,4 @@
-"""The studio's miniature fault grid in a background thread (`sim.jobs.GridJob`).
+"""The studio's miniature fault grid in a background thread (`bench.jobs.GridJob`).
 
     job = FaultJob(task="gpt", severities={"poison": [1e4]}, arms=["adamw", "guard"],
                    steps=240, spec=designer_spec)      # errors here name the bad field
@@ -16,10 +16,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from lbw_sim.bench.fault_grid import FaultGrid, build_fault_grid, run_fault_grid, summary_frame
+from lbw_sim.bench.fault_report import FaultResult, write_tables
+from lbw_sim.bench.jobs import GridJob
 from lbw_sim.guard.spec import GuardSpec
-from lbw_sim.sim.fault_grid import FaultGrid, build_fault_grid, run_fault_grid, summary_frame
-from lbw_sim.sim.fault_report import FaultResult, write_tables
-from lbw_sim.sim.jobs import GridJob
 
 
 class FaultJob(GridJob):

@@ -34,9 +34,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,10 +42,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lbw_sim.bench.engine import atomic_write, open_results, run_grid, write_summary
+from lbw_sim.bench.stress_grid import read_csv_table
 from lbw_sim.errors import SpecError, TraceError
+from lbw_sim.guard.analysis import acted
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.sim.scenarios import ArmSpec, Scenario
-from lbw_sim.sim.stress_grid import atomic_write, check_results_dir, read_csv_table
 
 #: Arms in report order; `stableadamw` (torch-optimi, an optional arm: see `fault_arms`) runs
 #: wherever `sim.arms` knows it.
@@ -360,18 +360,6 @@ def settled_after(flags_ok: np.ndarray, steps: np.ndarray, start: int) -> float:
     return float(steps[bad[-1]] + 1 - start) if len(bad) else 0.0
 
 
-def acted(trace: pd.DataFrame) -> np.ndarray:
-    """Steps with any intervention (as `runner.summarize` counts them)."""
-    act = trace["skipped"].astype(bool).to_numpy() | trace["clipped"].astype(bool).to_numpy()
-    act |= trace["lr_scale"].astype(float).to_numpy() < 1
-    for col in ("safety_skip", "rollback"):
-        if col in trace:
-            act |= trace[col].fillna(False).astype(bool).to_numpy()
-    if "momentum_scale" in trace:
-        act |= trace["momentum_scale"].astype(float).to_numpy() < 1
-    return act
-
-
 def own_metrics(trace: pd.DataFrame, start: int, initial: str = "nominal") -> dict[str, Any]:
     """What a cell says about itself (no reference needed); `start` = fault start."""
     if trace.empty:
@@ -396,17 +384,11 @@ def run_cell(grid: FaultGrid, cell: FaultCell,
     """Train one cell on the CPU; its summary row (no reference columns yet) and its trace."""
     import torch
 
-    from lbw_sim.sim.runner import GUARD_TRACE_COLUMNS, TRACE_COLUMNS, Run, summarize
+    from lbw_sim.sim.runner import run_cell as train
 
     sc = grid.scenario(cell)
-    run = Run(sc, ArmSpec.parse(cell.arm, "arms"), sc.lrs[0], cell.seed, torch.device("cpu"),
-              cache=cache)
-    t0 = time.perf_counter()
-    rows = list(run)
-    summary = summarize(rows, sc, arm=cell.arm, lr=sc.lrs[0], seed=cell.seed,
-                        wall_s=time.perf_counter() - t0, stopped=run.stop_reason)
-    columns = TRACE_COLUMNS + (GUARD_TRACE_COLUMNS if cell.arm == "guard" else [])
-    trace = pd.DataFrame(rows, columns=columns)
+    summary, trace, _ = train(sc, ArmSpec.parse(cell.arm, "arms"), sc.lrs[0], cell.seed,
+                              torch.device("cpu"), cache=cache)
     start = grid.fault_start(cell.task) if cell.fault != "none" else len(trace)
     row = {"task": cell.task, "fault": cell.fault, "severity": float(cell.severity),
            "arm": cell.arm, "seed": cell.seed, "fault_start": grid.fault_start(cell.task),
@@ -463,8 +445,10 @@ def _worker_cell(grid: FaultGrid, cell: FaultCell) -> tuple[dict, pd.DataFrame]:
     return run_cell(grid, cell, _WORKER.get("cache"))
 
 
-class _Book:
-    """What is done, what is left; writes traces and summary.csv as cells come in."""
+class FaultLedger:
+    """A fault grid run for the engine: what is done, what is left; writes traces and
+    summary.csv as cells come in. Cells run in any order: a faulted row's reference columns
+    are filled once its fault-free cell is in (`_refresh`)."""
 
     def __init__(self, grid: FaultGrid, out: Path | None, callback: Callback | None,
                  progress: bool):
@@ -472,7 +456,8 @@ class _Book:
         self.rows: dict[tuple, dict] = {}
         self.curves: dict[tuple, pd.DataFrame] = {}
         if out is not None:
-            for r in _open_out_dir(grid, out):
+            for r in open_results(out, {"kind": "faults", **grid.fingerprint()},
+                                  read_fault_summary):
                 self.rows[FaultCell(r["task"], r["fault"], r["severity"], r["arm"],
                                     int(r["seed"])).key] = r
         self.todo = [c for c in grid.cells() if c.key not in self.rows]
@@ -484,6 +469,29 @@ class _Book:
             self.bar = tqdm(total=self.total, desc=f"faults ({self.total} cells)", unit="cell",
                             dynamic_ncols=True)
 
+    def needs(self, cell: FaultCell) -> tuple:
+        return ()
+
+    def has(self, key: tuple) -> bool:
+        return key in self.rows
+
+    def args(self, cell: FaultCell) -> tuple:
+        return self.grid, cell
+
+    def here(self, stop_event: threading.Event) -> Callable[[FaultCell], tuple | None]:
+        """Run a cell in this process (workers set up on the first), None once stopped."""
+        prepared: list[bool] = []
+
+        def run(cell: FaultCell) -> tuple | None:
+            if stop_event.is_set():
+                return None
+            if not prepared:
+                prepared.append(True)
+                _init_worker(self.grid)
+            return _worker_cell(self.grid, cell)
+
+        return run
+
     def curve(self, cell: FaultCell) -> pd.DataFrame | None:
         if cell.key not in self.curves and self.out is not None:
             path = self.out / cell.trace_file
@@ -491,7 +499,8 @@ class _Book:
                 self.curves[cell.key] = pd.read_csv(path, usecols=lambda c: c in CURVE_COLUMNS)
         return self.curves.get(cell.key)
 
-    def add(self, cell: FaultCell, row: dict, trace: pd.DataFrame) -> None:
+    def add(self, cell: FaultCell, result: tuple[dict, pd.DataFrame]) -> None:
+        row, trace = result
         if self.out is not None:
             atomic_write(self.out / cell.trace_file, trace.to_csv(index=False))
         self.curves[cell.key] = trace[[c for c in CURVE_COLUMNS if c in trace]]
@@ -530,39 +539,22 @@ def run_fault_grid(grid: FaultGrid, out_dir: str | Path | None = None, *, worker
                    backend: str = "local", address: str | None = None, progress: bool = True,
                    callback: Callback | None = None,
                    stop_event: threading.Event | None = None) -> pd.DataFrame:
-    """Run the cells not yet in `out_dir`'s summary.csv; return the whole summary.
-    workers > 1 (or backend="ray") runs cells in worker processes (one torch thread each);
-    else in this process. `stop_event` ends the run after the cells in flight."""
-    from lbw_sim.sim.executors import cell_executor, check_backend
+    """Run the cells not yet in `out_dir`'s summary.csv (`engine.run_grid`); return the whole
+    summary. workers > 1 (or backend="ray") runs cells in worker processes (one torch thread
+    each); else in this process. `stop_event` ends the run after the cells in flight."""
+    from lbw_sim.bench.executors import check_backend
 
     check_backend(backend, address)
     out = Path(out_dir) if out_dir is not None else None
-    book = _Book(grid, out, callback, progress)
+    ledger = FaultLedger(grid, out, callback, progress)
     stop_event = stop_event or threading.Event()
     try:
-        if backend == "local" and (workers <= 1 or len(book.todo) <= 1):
-            _init_worker(grid)
-            for cell in list(book.todo):
-                if stop_event.is_set():
-                    break
-                book.add(cell, *_worker_cell(grid, cell))
-        else:
-            with cell_executor(backend, workers=workers, address=address,
-                               initializer=_init_worker, initargs=(grid,)) as pool:
-                queue, running = list(book.todo), {}
-                running: dict[Future, FaultCell] = {}
-                while queue or running:
-                    while queue and len(running) < pool.slots and not stop_event.is_set():
-                        cell = queue.pop(0)
-                        running[pool.submit(_worker_cell, grid, cell)] = cell
-                    if not running:
-                        break
-                    done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        book.add(running.pop(fut), *fut.result())
+        run_grid(ledger, here=ledger.here(stop_event), work=_worker_cell, workers=workers,
+                 backend=backend, address=address, stop_event=stop_event,
+                 initializer=_init_worker, initargs=(grid,))
     finally:
-        book.close()
-    return book.frame()
+        ledger.close()
+    return ledger.frame()
 
 
 # --- files ------------------------------------------------------------------------------------
@@ -584,18 +576,6 @@ def summary_frame(rows: list[dict]) -> pd.DataFrame:
     df = df.sort_values(["task", "_f", "severity", "seed", "_a"], kind="stable")
     extra = sorted(c for c in df.columns if c not in SUMMARY_COLUMNS + ["_f", "_a"])
     return df[SUMMARY_COLUMNS + extra].reset_index(drop=True)
-
-
-def write_summary(df: pd.DataFrame, path: Path) -> None:
-    atomic_write(path, df.to_csv(index=False))
-
-
-def _open_out_dir(grid: FaultGrid, out: Path) -> list[dict]:
-    """Create `out` or check that its grid.json matches; the rows already done."""
-    check_results_dir(out, json.loads(json.dumps({"kind": "faults", **grid.fingerprint()})))
-    if not (out / "summary.csv").exists():
-        return []
-    return read_fault_summary(out / "summary.csv").to_dict("records")
 
 
 # --- finding each task's LR -------------------------------------------------------------------

@@ -23,15 +23,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lbw_sim.sim.stress_grid import (
+from lbw_sim.bench.engine import write_summary
+from lbw_sim.bench.stress_grid import (
     LR_FREE,
     STRESS_ARMS,
     Cell,
     StressResult,
     read_curves,
     read_summary,
-    write_summary,
 )
+from lbw_sim.bench.verdict import GoalRows, mean_or_inf, number
+from lbw_sim.bench.verdict import goals_markdown as verdict_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT_COLUMNS = ["arm", "lr", "val_loss", "val_std", "ratio", "diverged", "first_diverged_step",
@@ -65,9 +67,9 @@ def report_table(summary: pd.DataFrame) -> pd.DataFrame:
     g = summary.groupby(["arm", "lr"], sort=False)
     rep = pd.DataFrame({
         "seeds": g.size(),
-        "val_loss": g["final_val_loss"].agg(_mean_or_inf),
+        "val_loss": g["final_val_loss"].agg(mean_or_inf),
         "val_std": g["final_val_loss"].std(ddof=0),
-        "train_loss": g["final_train_loss"].agg(_mean_or_inf),
+        "train_loss": g["final_train_loss"].agg(mean_or_inf),
         "diverged": g["diverged_step"].agg(lambda s: int(s.notna().sum())),
         "first_diverged_step": g["diverged_step"].min(),
         "interventions": g["interventions"].mean(),
@@ -80,12 +82,6 @@ def report_table(summary: pd.DataFrame) -> pd.DataFrame:
     order = {a: i for i, a in enumerate(STRESS_ARMS)}
     rep = rep.assign(_o=rep["arm"].map(order).fillna(len(order)))
     return rep.sort_values(["_o", "lr"]).drop(columns="_o").reset_index(drop=True)
-
-
-def _mean_or_inf(s: pd.Series) -> float:
-    """Mean over seeds; inf when any seed ended with a non-finite loss (weights blew up)."""
-    v = s.to_numpy(float)
-    return float("inf") if (~np.isfinite(v)).any() else float(v.mean())
 
 
 def adamw_best(rep: pd.DataFrame) -> tuple[float, float]:
@@ -124,31 +120,37 @@ def table_markdown(rep: pd.DataFrame, reference: dict[str, float], title: str = 
               "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rep.itertuples():
         lines.append(f"| {r.arm} | {r.lr:g} | {_pm(r.val_loss, r.val_std, r.seeds)} | "
-                     f"{_num(r.ppl, '.2f')} | {_num(r.train_loss, '.4f')} | "
+                     f"{number(r.ppl, '.2f')} | {number(r.train_loss, '.4f')} | "
                      f"{r.diverged}/{r.seeds}{_at(r.first_diverged_step)} | "
                      f"{r.interventions:.0f} | {r.skips:.0f} | {r.wall_s:.1f} | "
-                     f"{_num(r.ratio, '.3f')} |")
+                     f"{number(r.ratio, '.3f')} |")
     lines += ["", "Worst ratio per arm over the grid:", "",
               "| arm | worst ratio | at lr | best ratio | cells diverged |",
               "|---|---|---|---|---|"]
     for w in worst_ratios(rep).itertuples():
-        lines.append(f"| {w.arm} | {_num(w.worst_ratio, '.3f')} | {w.at_lr:g} | "
-                     f"{_num(w.best_ratio, '.3f')} | {w.diverged_cells}/{w.cells} |")
+        lines.append(f"| {w.arm} | {number(w.worst_ratio, '.3f')} | {w.at_lr:g} | "
+                     f"{number(w.best_ratio, '.3f')} | {w.diverged_cells}/{w.cells} |")
     lines += ["", "Final validation loss by LR (rows) and arm (columns), mean ± std over "
               "seeds, ratio to AdamW's best in brackets:", "", pivot_markdown(rep),
               "Goals:", "", goals_markdown(goals(rep, nominal))]
     return "\n".join(lines)
 
 
-#: The stress goals (issue 4): no harm at AdamW's best LR, rescue at 10x and 30x, dominance
+#: The stress goals: no harm at AdamW's best LR, rescue at 10x and 30x, dominance
 #: at every LR >= 3x over these arms, quiet (nominal) guard at LRs up to the best.
 NO_HARM, RESCUE, QUIET = 1.01, 1.10, 0.98
+RESCUE_AT, DOMINANCE_FROM = (10, 30), 3
+#: A grid LR counts as k x AdamW's best within this factor (3.16x is 3x on half-decades).
+LR_MATCH = 1.2
 RIVALS = ("adamw", "clip", "zclip", "skipstep", "schedulefree", "stableadamw")
 
 
-def nominal_fractions(out: str | Path, summary: pd.DataFrame, warmup: int) -> dict[float, float]:
-    """Per LR, the guard's smallest fraction of steps in `nominal` after warm-up over seeds,
-    from the guard traces in `out` (cells whose trace is missing are left out)."""
+def nominal_fractions(out: str | Path, summary: pd.DataFrame, warmup: int,
+                      initial: str | None = None) -> dict[float, float]:
+    """Per LR, the guard's smallest fraction of steps in its spec's initial regime after
+    warm-up over seeds, from the guard traces in `out` (cells whose trace is missing are left
+    out). `initial`: the spec's (None: `initial_regime(out)`)."""
+    initial = initial or initial_regime(Path(out))
     fractions: dict[float, float] = {}
     for r in summary[summary["arm"] == "guard"].itertuples():
         path = Path(out) / Cell("guard", float(r.lr), int(r.seed)).trace_file
@@ -157,24 +159,35 @@ def nominal_fractions(out: str | Path, summary: pd.DataFrame, warmup: int) -> di
         t = pd.read_csv(path, usecols=["step", "regime"])
         after = t[t["step"] >= warmup]
         if len(after):
-            frac = float((after["regime"] == "nominal").mean())
+            frac = float((after["regime"] == initial).mean())
             fractions[float(r.lr)] = min(frac, fractions.get(float(r.lr), 1.0))
     return fractions
 
 
-def goals(rep: pd.DataFrame, nominal: dict[float, float] | None = None) -> pd.DataFrame:
-    """The issue's goals on a report table: one row each (goal, measured, target, met, detail).
+def initial_regime(out: Path) -> str:
+    """The initial regime of the guard spec a results folder ran: the shipped spec whose
+    hash its grid.json records, else the shipped default's."""
+    from lbw_sim.guard.spec import GuardSpec, named_specs
 
-    LRs are matched to 3x/10x/30x AdamW's best within a factor 1.2 (the grid is in
-    half-decades, so 3.16x counts as 3x). `met` is None where the grid cannot tell.
-    """
+    try:
+        recorded = str(json.loads((out / "grid.json").read_text(encoding="utf-8"))["guard"])
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = ""
+    for name in named_specs():
+        spec = GuardSpec.named(name)
+        if spec.hash == recorded:
+            return spec.initial
+    return GuardSpec.default().initial
+
+
+def goals(rep: pd.DataFrame, nominal: dict[float, float] | None = None) -> pd.DataFrame:
+    """The stress goals on a report table: one row each (goal, measured, target, met,
+    detail). LRs are matched to k x AdamW's best within a factor LR_MATCH (the grid is in
+    half-decades, so 3.16x counts as 3x). `met` is None where the grid cannot tell."""
     best_lr, best = adamw_best(rep)
     by = rep.set_index(["arm", "lr"])["val_loss"]
     lrs = sorted(rep["lr"].unique()) if math.isfinite(best_lr) else []
-    rows: list[tuple] = []
-
-    def add(goal: str, measured: float, target: str, met: bool | None, detail: str = ""):
-        rows.append((goal, measured, target, None if met is None else bool(met), detail))
+    rows = GoalRows()
 
     def guard_ratio(lr: float | None) -> float:
         return float(by.get(("guard", lr), math.nan)) / best if lr is not None else math.nan
@@ -183,44 +196,49 @@ def goals(rep: pd.DataFrame, nominal: dict[float, float] | None = None) -> pd.Da
         return None if x != x else ok
 
     at_best = guard_ratio(best_lr)
-    add("no harm at AdamW's best LR", at_best, f"<= {NO_HARM}", judged(at_best, at_best <= NO_HARM))
-    for k in (10, 30):
-        lr = next((x for x in lrs if abs(math.log(x / (k * best_lr))) < math.log(1.2)), None)
+    rows.add("no harm at AdamW's best LR", at_best, f"<= {NO_HARM}",
+             judged(at_best, at_best <= NO_HARM))
+    for k in RESCUE_AT:
+        lr = next((x for x in lrs if abs(math.log(x / (k * best_lr))) < math.log(LR_MATCH)),
+                  None)
         r = guard_ratio(lr)
-        add(f"rescue at {k}x (lr {_num(lr or math.nan, 'g')})", r, f"<= {RESCUE}",
-            judged(r, r <= RESCUE))
-    high = [lr for lr in lrs if lr >= best_lr * 3 / 1.2 and ("guard", lr) in by]
+        rows.add(f"rescue at {k}x (lr {number(lr or math.nan, 'g')})", r, f"<= {RESCUE}",
+                 judged(r, r <= RESCUE))
+    high = [lr for lr in lrs if lr >= best_lr * DOMINANCE_FROM / LR_MATCH and ("guard", lr) in by]
     beaten = [(lr, a) for lr in high for a in RIVALS
               if (a, lr) in by and not by[("guard", lr)] < by[(a, lr)]]
-    add("dominance at every LR >= 3x", float(len(beaten)), "0 losses",
-        not beaten if high else None, "; ".join(f"{a} beats guard at {lr:g}" for lr, a in beaten))
+    rows.add(f"dominance at every LR >= {DOMINANCE_FROM}x", float(len(beaten)), "0 losses",
+             not beaten if high else None,
+             "; ".join(f"{a} beats guard at {lr:g}" for lr, a in beaten))
     wr = worst_ratios(rep).set_index("arm")
     worst = wr["worst_ratio"]
     if "guard" in worst and len(worst) > 1:
         others = worst.drop("guard")
         g = float(worst["guard"])
-        add("smallest worst ratio of all arms", g,
-            f"< {_num(float(others.min()), '.3f')} ({others.idxmin()})", g < others.min(),
-            _worst_detail(wr, g))
+        rows.add("smallest worst ratio of all arms", g,
+                 f"< {number(float(others.min()), '.3f')} ({others.idxmin()})",
+                 g < others.min(), _worst_detail(wr, g))
     quiet = [f for lr, f in (nominal or {}).items() if lr <= best_lr * 1.0001]
     if quiet:
-        add("quiet: nominal after warm-up, LR <= best", min(quiet), f">= {QUIET}",
-            min(quiet) >= QUIET)
-    add("stretch: better than AdamW at its best LR", at_best, "< 1", judged(at_best, at_best < 1))
-    out = pd.DataFrame(rows, columns=["goal", "measured", "target", "met", "detail"])
-    out["met"] = pd.Series([r[3] for r in rows], dtype=object)   # keep None, not NaN
-    return out
+        rows.add(QUIET_GOAL, min(quiet), f">= {QUIET}", min(quiet) >= QUIET)
+    rows.add("stretch: better than AdamW at its best LR", at_best, "< 1",
+             judged(at_best, at_best < 1))
+    return rows.frame()
+
+
+#: The quiet goal's label (the suite names it where no guard trace could be read).
+QUIET_GOAL = "quiet: nominal after warm-up, LR <= best"
 
 
 def _worst_detail(wr: pd.DataFrame, guard: float) -> str:
     """Who matches or beats the guard's worst ratio, where, and how the rivals compare."""
     lr_of = wr["at_lr"]
-    parts = [f"{a} {'ties' if v == guard else 'beats it'} ({_num(v, '.3f')} at lr "
+    parts = [f"{a} {'ties' if v == guard else 'beats it'} ({number(v, '.3f')} at lr "
              f"{lr_of[a]:g}; guard's worst at lr {lr_of['guard']:g})"
              for a, v in wr["worst_ratio"].drop("guard").items() if not v > guard]
     rivals = wr["worst_ratio"].reindex(RIVALS).dropna()
     if parts and len(rivals):
-        parts.append(f"rivals' smallest worst ratio {_num(float(rivals.min()), '.3f')} "
+        parts.append(f"rivals' smallest worst ratio {number(float(rivals.min()), '.3f')} "
                      f"({rivals.idxmin()})")
     return "; ".join(parts)
 
@@ -228,18 +246,12 @@ def _worst_detail(wr: pd.DataFrame, guard: float) -> str:
 def measured_text(goal: str, value: float) -> str:
     """A goal's measured value as reports print it: dominance counts losses, every other goal
     is a ratio or a fraction."""
-    return _num(float(value), ".0f" if goal.startswith("dominance") else ".3f")
+    return number(float(value), ".0f" if goal.startswith("dominance") else ".3f")
 
 
 def goals_markdown(verdict: pd.DataFrame) -> str:
     """The goals as a markdown table (✔ met, ✘ missed, ? the grid cannot tell)."""
-    lines = ["| goal | measured | target | met |", "|---|---|---|---|"]
-    for r in verdict.itertuples():
-        mark = {True: "✔", False: "✘"}.get(r.met, "?")
-        detail = f" ({r.detail})" if r.detail else ""
-        lines.append(f"| {r.goal} | {measured_text(r.goal, r.measured)} | {r.target} | "
-                     f"{mark}{detail} |")
-    return "\n".join(lines) + "\n"
+    return verdict_markdown(verdict, measured_text)
 
 
 def pivot_markdown(rep: pd.DataFrame) -> str:
@@ -259,21 +271,15 @@ def pivot_markdown(rep: pd.DataFrame) -> str:
                 cells.append("")
                 continue
             r = by.loc[(a, lr)]
-            cells.append(f"{_pm(r.val_loss, r.val_std, r.seeds)} ({_num(r.ratio, '.3f')})")
+            cells.append(f"{_pm(r.val_loss, r.val_std, r.seeds)} ({number(r.ratio, '.3f')})")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     worst = worst_ratios(rep).set_index("arm")["worst_ratio"]
-    lines.append("| worst ratio | " + " | ".join(_num(float(worst.get(a, math.nan)), ".3f")
+    lines.append("| worst ratio | " + " | ".join(number(float(worst.get(a, math.nan)), ".3f")
                                                for a in arms) + " |")
     lines += [f"\n{r.arm} (learning-rate-free, at its default lr {r.lr:g}): "
-              f"{_pm(r.val_loss, r.val_std, r.seeds)} ({_num(r.ratio, '.3f')})"
+              f"{_pm(r.val_loss, r.val_std, r.seeds)} ({number(r.ratio, '.3f')})"
               for r in free.itertuples()]
     return "\n".join(lines) + "\n"
-
-
-def _num(x: float, fmt: str) -> str:
-    if x != x:
-        return "n/a"
-    return "∞" if math.isinf(x) else format(x, fmt)
 
 
 def _pm(mean: float, std: float, n: int) -> str:
@@ -296,7 +302,8 @@ def write_tables(result: StressResult, out: str | Path) -> list[Path]:
     rep = report_table(result.summary)
     title = f"LR stress: {result.grid.scenario.name}" if result.grid else "LR stress"
     warmup = result.grid.scenario.schedule.warmup if result.grid else 0
-    nominal = nominal_fractions(out, result.summary, warmup)
+    initial = result.grid.scenario.guard.initial if result.grid else None
+    nominal = nominal_fractions(out, result.summary, warmup, initial)
     (out / "table.md").write_text(table_markdown(rep, result.reference, title, nominal),
                                   encoding="utf-8")
     (out / "reference.json").write_text(json.dumps(result.reference), encoding="utf-8")

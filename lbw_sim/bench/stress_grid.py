@@ -7,8 +7,6 @@ Its own module so the two import it and not each other.
 from __future__ import annotations
 
 import io
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lbw_sim.errors import SpecError, TraceError
+from lbw_sim.errors import TraceError
 from lbw_sim.sim.scenarios import Scenario
 
 MAX_SUMMARY_BYTES = 20 * 2**20
@@ -111,16 +109,6 @@ def summary_frame(rows: list[dict]) -> pd.DataFrame:
     return df[SUMMARY_COLUMNS + EXTRA_COLUMNS + extra].reset_index(drop=True)
 
 
-def write_summary(df: pd.DataFrame, path: Path) -> None:
-    atomic_write(path, df.to_csv(index=False))
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def read_curves(out: Path, summary: pd.DataFrame) -> pd.DataFrame:
     """The per-step curves of the summary's cells from their trace files (missing: skipped)."""
     from lbw_sim.traces.io import read_table
@@ -156,21 +144,6 @@ def read_csv_table(source: str | Path | bytes, name: str, required: list[str],
     if df.empty:
         raise TraceError(f"{name}: no rows")
     return df
-
-
-def check_results_dir(out: Path, fingerprint: dict[str, Any]) -> None:
-    """Create `out`, or refuse it when its grid.json records another grid (resuming must
-    never mix results of two grids in one summary)."""
-    out.mkdir(parents=True, exist_ok=True)
-    meta = out / "grid.json"
-    if meta.exists():
-        old = json.loads(meta.read_text(encoding="utf-8"))
-        if old != fingerprint:
-            diff = sorted(k for k in fingerprint if old.get(k) != fingerprint[k])
-            raise SpecError("--out", f"{out} holds results of another grid (differs in "
-                                     f"{', '.join(diff) or 'format'}); pick another folder")
-    else:
-        atomic_write(meta, json.dumps(fingerprint, indent=1))
 
 
 def read_summary(source: str | Path | bytes, name: str = "summary.csv") -> pd.DataFrame:
