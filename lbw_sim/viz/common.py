@@ -16,9 +16,6 @@ from lbw_sim.guard.spec import GuardSpec
 
 MAX_POINTS = 4000
 MAX_BANDS = 400
-#: The guarded run is blue and the plain (unguarded) one grey on every page.
-GUARDED_COLOR = "#1f77b4"
-UNGUARDED_COLOR = "#555555"
 
 
 def color_lookup(spec: GuardSpec):

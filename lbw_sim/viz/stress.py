@@ -10,21 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lbw_sim.guard.palette import fallback_color
+from lbw_sim.guard.palette import ARM_COLORS, arm_color
 from lbw_sim.sim.stress_grid import StressResult
 from lbw_sim.sim.stress_report import OUTPUT_FILES, report_table, write_tables
-from lbw_sim.viz.common import GUARDED_COLOR, UNGUARDED_COLOR
 
-#: One colour per stress arm; the guard keeps the guarded blue, plain AdamW the unguarded grey.
-ARM_COLORS = {"adamw": UNGUARDED_COLOR, "clip": "#8c564b", "zclip": "#e377c2",
-              "skipstep": "#9467bd", "guard": GUARDED_COLOR, "cosine": "#bcbd22",
-              "lr_matched": "#17becf"}
 _REF_DASH = {"entropy floor": "dash", "unigram": "dot"}
-
-
-def arm_color(arm: str) -> str:
-    """A stress arm's colour (an arm the table lacks: a stable fallback colour)."""
-    return ARM_COLORS.get(arm) or fallback_color(arm)
+__all__ = ["ARM_COLORS", "arm_color"]
 
 
 def _reference_lines(fig, reference: dict[str, float], rows: int = 1, cols: int = 1) -> None:
