@@ -11,12 +11,16 @@ import numpy as np
 import pandas as pd
 
 from lbw_sim.guard.analysis import regime_segments, starting_regime
-from lbw_sim.guard.palette import GUARDED_COLOR, UNGUARDED_COLOR, fallback_color, regime_colors
+from lbw_sim.guard.palette import (  # the arm greys, re-exported for every figure
+    GUARDED_COLOR,  # noqa: F401
+    UNGUARDED_COLOR,  # noqa: F401
+    fallback_color,
+    regime_colors,
+)
 from lbw_sim.guard.spec import GuardSpec
 
 MAX_POINTS = 4000
 MAX_BANDS = 400
-__all__ = ["GUARDED_COLOR", "UNGUARDED_COLOR"]  # re-exported: the arm colours of every page
 
 
 def color_lookup(spec: GuardSpec):
