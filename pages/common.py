@@ -41,6 +41,12 @@ def through_app(page_file: str) -> None:
         st.switch_page("app.py")
 
 
+def glossary_link() -> str:
+    """A markdown pointer to the Glossary page (in the sidebar of every page)."""
+    return ("Words such as *regime*, *transition*, *robust z*, *hysteresis* and *dwell* are "
+            "explained on the **Glossary** page (sidebar).")
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def load_example(label: str):
     """A built-in example trace (pure, so shared caching is safe)."""

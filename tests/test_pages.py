@@ -353,10 +353,14 @@ def test_stress_page_loads_results_from_the_runs_folder(stress_runs, monkeypatch
     assert set(rep["arm"]) == {"adamw", "clip", "guard"} and len(rep) == 6
     verdict = next(d.value for d in at.dataframe if "goal" in d.value.columns)
     assert verdict["goal"].iloc[0] == "no harm at AdamW's best LR"
-    assert set(verdict["met"]) <= {"✔", "✘", "?"} and verdict["measured"].notna().any()
+    assert set(verdict["met"]) <= {"✔", "✘", "n/a"} and verdict["measured"].notna().any()
+    import json
+
+    ran = json.loads((stress_runs / "tiny" / "grid.json").read_text())["guard"]
+    assert f"`{ran}`" in at.info[0].value  # the takeaway names the spec that ran it
 
 
-def test_stress_page_shows_the_committed_full_grid_on_arrival():
+def test_stress_page_opens_on_the_suite_and_names_the_spec_of_every_result():
     import re
 
     from lbw_sim.sim.stress import MINI
@@ -364,13 +368,21 @@ def test_stress_page_shows_the_committed_full_grid_on_arrival():
 
     at = page("stress")
     assert not at.exception and not at.error
-    assert at.radio(key="stress_source").value == "The committed full grid"
+    assert at.radio(key="stress_source").value == "Task suite"
+    default = GuardSpec.default()
+    assert all(default.name in i.value and default.hash in i.value for i in at.info)
+    at = at.radio(key="stress_source").set_value("The committed Tiny Shakespeare grid").run()
+    assert not at.exception and not at.error
     committed = read_summary(COMMITTED / "summary.csv")
     rep = next(d.value for d in at.dataframe if "ratio" in d.value.columns)
     assert set(rep["arm"]) == set(committed["arm"]) and len(charts(at)) >= 2
-    # the intro names only the arms the miniature grid runs
-    intro = at.markdown[0].value
-    assert all(a in intro for a in MINI["arms"]) and "ZClip" not in intro
+    v1 = GuardSpec.named("lbw-v1")
+    takeaway = at.info[0].value
+    assert "lbw-v1" in takeaway and v1.hash in takeaway and "retired" in takeaway
+    assert all(v1.hash in m.value for m in at.markdown if m.value.startswith("**Goals"))
+    # the radio's help names only the arms the miniature grid runs
+    helptext = at.radio(key="stress_source").help
+    assert all(a in helptext for a in MINI["arms"]) and "ZClip" not in helptext
     # no internal words on any page
     for path in [*(ROOT / "pages").glob("*.py"), ROOT / "app.py"]:
         shown = " ".join(re.findall(r'"[^"\n]*"', path.read_text(encoding="utf-8")))
