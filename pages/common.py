@@ -41,6 +41,20 @@ def through_app(page_file: str) -> None:
         st.switch_page("app.py")
 
 
+def verdict_table(verdict: pd.DataFrame, key: str) -> None:
+    """Goals as a table that fits the page (goal, measured, target, met), then each goal's
+    detail in full below it, so no text is cut off at the table's edge."""
+    shown = verdict.drop(columns=["detail"], errors="ignore")
+    st.dataframe(shown, hide_index=True, width="stretch", key=key, column_config={
+        "goal": st.column_config.TextColumn("goal", width="large"),
+        "measured": st.column_config.TextColumn("measured", width="small")
+        if shown.get("measured") is not None and shown["measured"].dtype == object
+        else st.column_config.NumberColumn("measured", format="%.4g", width="small")})
+    details = [(g, d) for g, d in zip(verdict["goal"], verdict.get("detail", [])) if d]
+    if details:
+        st.markdown("\n".join(f"- *{g}*: {d}" for g, d in details))
+
+
 def glossary_link() -> str:
     """A markdown pointer to the Glossary page (in the sidebar of every page)."""
     return ("Words such as *regime*, *transition*, *robust z*, *hysteresis* and *dwell* are "

@@ -45,7 +45,7 @@ from lbw_sim.studio.results import (
     spec_of_spec,
 )
 from lbw_sim.viz.faults import fault_curves_figure, guard_regimes_figure
-from pages.common import glossary_link, run_job, spec_choice, through_app
+from pages.common import glossary_link, run_job, spec_choice, through_app, verdict_table
 
 through_app(__file__)
 
@@ -189,14 +189,7 @@ def show(result: FaultResult, ref: SpecRef) -> None:
     verdict = goals(summary).assign(met=lambda d: d["met"].map(marks).fillna("n/a"))
     st.markdown(f"**Goals** (guard arm: {ref.label}; means over seeds "
                 f"{', '.join(map(str, sorted(summary['seed'].unique())))})")
-    st.dataframe(verdict, hide_index=True, width="stretch", key="faults_goals",
-                 column_config={"goal": st.column_config.TextColumn("goal", width="medium"),
-                                "measured": st.column_config.NumberColumn(format="%.4g"),
-                                "target": st.column_config.TextColumn("target",
-                                                                      width="small"),
-                                "met": st.column_config.TextColumn("met", width="small"),
-                                "detail": st.column_config.TextColumn("detail",
-                                                                      width="large")})
+    verdict_table(verdict, key="faults_goals")
     tasks = list(dict.fromkeys(summary["task"]))
     task = st.selectbox("Task", tasks, key="faults_task")
     st.markdown(f"**Final val loss ÷ the same arm's fault-free run** ({task}; guard arm: "

@@ -48,7 +48,7 @@ from lbw_sim.studio.results import (
     suite_takeaway,
 )
 from lbw_sim.viz import stress_curves_figure, stress_events_figure, stress_loss_figure
-from pages.common import glossary_link, run_job, through_app
+from pages.common import glossary_link, run_job, through_app, verdict_table
 
 through_app(__file__)
 
@@ -180,7 +180,7 @@ def show(result: StressResult, ref: SpecRef) -> None:
         measured=lambda d: [measured_text(g, m) for g, m in zip(d["goal"], d["measured"])])
     st.markdown(f"**Goals** ({guard}; no harm at the best LR, rescue at 10×/30× the best LR "
                 "where AdamW needed one, dominance from 3×; LRs matched within a factor 1.2)")
-    st.dataframe(verdict, hide_index=True, width="stretch", key="stress_goals")
+    verdict_table(verdict, key="stress_goals")
     st.markdown(f"**Per arm and LR** (mean over seeds; {guard})")
     st.dataframe(rep, hide_index=True, width="stretch", key="stress_table",
                  column_config=REPORT_FORMAT)
@@ -249,10 +249,10 @@ def suite_section() -> StressResult | None:
                  width="stretch", key="suite_matrix")
     task = st.selectbox("Task", list(results), key="suite_task")
     st.markdown(f"**{task}: goals**")
-    st.dataframe(verdicts[verdicts["task"] == task].drop(columns=["task", "key"]).assign(
+    verdict_table(verdicts[verdicts["task"] == task].drop(columns=["task", "key"]).assign(
         met=lambda d: d["met"].map(marks).fillna("n/a"),
         measured=lambda d: [measured_text(g, m) for g, m in zip(d["goal"], d["measured"])]),
-        hide_index=True, width="stretch", key="suite_task_goals")
+        key="suite_task_goals")
     st.markdown("**Beside the guard** (ratio to AdamW's best)")
     st.dataframe(beside_guard(report_table(results[task].summary)), hide_index=True,
                  width="stretch", key="suite_beside")
