@@ -47,9 +47,9 @@ def verdict_table(verdict: pd.DataFrame, key: str) -> None:
     shown = verdict.drop(columns=["detail"], errors="ignore")
     st.dataframe(shown, hide_index=True, width="stretch", key=key, column_config={
         "goal": st.column_config.TextColumn("goal", width="large"),
-        "measured": st.column_config.TextColumn("measured", width="small")
-        if shown.get("measured") is not None and shown["measured"].dtype == object
-        else st.column_config.NumberColumn("measured", format="%.4g", width="small")})
+        "measured": st.column_config.NumberColumn("measured", format="%.4g", width="small")
+        if "measured" in shown and pd.api.types.is_numeric_dtype(shown["measured"])
+        else st.column_config.TextColumn("measured", width="small")})
     details = [(g, d) for g, d in zip(verdict["goal"], verdict.get("detail", [])) if d]
     if details:
         st.markdown("\n".join(f"- *{g}*: {d}" for g, d in details))

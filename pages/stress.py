@@ -65,8 +65,8 @@ source = st.radio("Results", SOURCES, horizontal=True, key="stress_source",
                        "Shakespeare: the older full grid, measured with the retired v1 spec. "
                        f"The miniature grid runs {', '.join(MINI['arms'])} here in about a "
                        "minute.")
-#: the spec of the result being shown, set by each section
-shown_spec: dict[str, SpecRef] = {}
+#: the spec of the result being shown (`ref`), set by each section; `suite`: from the suite
+shown_spec: dict = {}
 
 
 def committed_section() -> StressResult | None:
@@ -174,13 +174,15 @@ def show(result: StressResult, ref: SpecRef) -> None:
     guard = f"guard arm: {ref.label}"
     st.plotly_chart(stress_loss_figure(rep, result.reference), width="stretch",
                     key="stress_loss_chart")
-    marks = {True: "✔", False: "✘"}
-    verdict = applicable_goals(goals(rep, result.nominal or None), rep).assign(
-        met=lambda d: d["met"].map(marks).fillna("n/a"),
-        measured=lambda d: [measured_text(g, m) for g, m in zip(d["goal"], d["measured"])])
-    st.markdown(f"**Goals** ({guard}; no harm at the best LR, rescue at 10×/30× the best LR "
-                "where AdamW needed one, dominance from 3×; LRs matched within a factor 1.2)")
-    verdict_table(verdict, key="stress_goals")
+    if not shown_spec.get("suite"):      # the suite view shows the task's goals above
+        marks = {True: "✔", False: "✘"}
+        verdict = applicable_goals(goals(rep, result.nominal or None), rep).assign(
+            met=lambda d: d["met"].map(marks).fillna("n/a"),
+            measured=lambda d: [measured_text(g, m) for g, m in zip(d["goal"], d["measured"])])
+        st.markdown(f"**Goals** ({guard}; no harm at the best LR, rescue at 10×/30× the best "
+                    "LR where AdamW needed one, dominance from 3×; LRs matched within a "
+                    "factor 1.2)")
+        verdict_table(verdict, key="stress_goals")
     st.markdown(f"**Per arm and LR** (mean over seeds; {guard})")
     st.dataframe(rep, hide_index=True, width="stretch", key="stress_table",
                  column_config=REPORT_FORMAT)
@@ -241,7 +243,12 @@ def suite_section() -> StressResult | None:
     st.markdown("**Overall** (a goal is met when every task where it applies meets it; "
                 "rescue applies only where AdamW needed one)")
     st.dataframe(table.assign(met=lambda d: d["met"].map(marks).fillna("n/a")),
-                 hide_index=True, width="stretch", key="suite_overall")
+                 hide_index=True, width="stretch", key="suite_overall", column_config={
+                     "met_tasks": st.column_config.NumberColumn("tasks met", width="small"),
+                     "judged_tasks": st.column_config.NumberColumn("of tasks judged",
+                                                                   width="small"),
+                     "met": st.column_config.TextColumn("met", width="small"),
+                     "missed_on": st.column_config.TextColumn("missed on", width="large")})
     matrix = verdicts.assign(cell=[f"{measured_text(k, m)} {marks.get(ok, 'n/a')}" for k, m, ok in
                                    zip(verdicts["key"], verdicts["measured"], verdicts["met"])])
     grid = matrix.pivot(index="task", columns="key", values="cell")
@@ -256,8 +263,8 @@ def suite_section() -> StressResult | None:
     st.markdown("**Beside the guard** (ratio to AdamW's best)")
     st.dataframe(beside_guard(report_table(results[task].summary)), hide_index=True,
                  width="stretch", key="suite_beside")
-    shown_spec["ref"] = refs[task]
-    st.markdown(f"#### {task}")
+    shown_spec.update(ref=refs[task], suite=True)
+    st.markdown(f"#### {task}: the grid")
     return results[task]
 
 
