@@ -72,10 +72,39 @@ def designer_spec() -> GuardSpec:
     return st.session_state.get("spec") or GuardSpec.default()
 
 
+KEPT = "_kept_"          # prefix of the copies that outlive a page change
+
+
+def kept(key: str, default):
+    """A widget key whose value survives leaving the page: Streamlit drops a widget's state
+    when a run does not draw it, so its last value is copied under KEPT + key (`keep`) and
+    put back here before the widget is drawn. Draw the widget without a `value`."""
+    ss = st.session_state
+    if key not in ss:
+        ss[key] = ss.get(KEPT + key, default)
+    return key
+
+
+def keep(key: str, value):
+    """Remember a widget's value across page changes (see `kept`); returns the value."""
+    st.session_state[KEPT + key] = value
+    return value
+
+
+def designer_origin() -> GuardSpec:
+    """The spec this session's design started from (the default, an import or a reset):
+    what the designer's diff and an export's description are against. A point adopted on
+    Tune does not move it, so the adopted change stays in the diff."""
+    ss = st.session_state
+    return ss.get("designer_origin") or ss.get("designer_base") or designer_spec()
+
+
 def adopt_spec(spec: GuardSpec) -> None:
-    """Make `spec` the designer's (as an import does: its tables restart from it)."""
-    st.session_state.update(designer_base=spec, spec=spec, import_error=None,
+    """Make `spec` the designer's (its tables restart from it); the origin stays."""
+    st.session_state.update(designer_origin=designer_origin(), designer_base=spec, spec=spec,
+                            import_error=None,
                             designer_ver=st.session_state.get("designer_ver", 0) + 1)
+    st.session_state.pop("designer_name", None)
 
 
 #: spec_choice's options, in order: the shipped default, the designer's, the v1 ratchet.
