@@ -76,13 +76,11 @@ KEPT = "_kept_"          # prefix of the copies that outlive a page change
 
 
 def kept(key: str, default):
-    """A widget key whose value survives leaving the page: Streamlit drops a widget's state
-    when a run does not draw it, so its last value is copied under KEPT + key (`keep`) and
-    put back here before the widget is drawn. Draw the widget without a `value`."""
-    ss = st.session_state
-    if key not in ss:
-        ss[key] = ss.get(KEPT + key, default)
-    return key
+    """The value to draw a widget with so that it survives leaving the page: Streamlit drops
+    a widget's state when a run does not draw it, so its last value is copied under
+    KEPT + key (`keep`) and handed back here as the widget's `value`/`default`. (Keyed
+    widgets keep their identity when that value changes.)"""
+    return st.session_state.get(KEPT + key, default)
 
 
 def keep(key: str, value):

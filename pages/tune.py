@@ -90,8 +90,8 @@ sel = st.plotly_chart(label_figure(trace, table), key="tune_loss",
                       on_select="rerun", selection_mode="box", width="stretch")
 span = L.from_box(selection_of(sel), trace["step"].to_numpy())
 add_col, kind_col, _ = st.columns([2, 2, 3])
-kind = keep("tune_kind", kind_col.text_input("Kind of the new incident",
-                                             key=kept("tune_kind", "incident")))
+kind = keep("tune_kind", kind_col.text_input("Kind of the new incident", key="tune_kind",
+                                             value=kept("tune_kind", "incident")))
 if span is None:
     add_col.caption("Drag across the loss chart (box select) to mark a step range.")
 elif add_col.button(f"Add steps {span[0]:,}–{span[1]:,} as an incident", key="tune_add",
@@ -123,7 +123,7 @@ except TraceError as exc:
 h_col, dl_col = st.columns([1, 3])
 horizon = int(keep("tune_horizon", h_col.number_input(
     "Horizon (steps before an incident that count as early)", 0, 100_000,
-    key=kept("tune_horizon", 20))))
+    kept("tune_horizon", 20), key="tune_horizon")))
 if incidents is not None:
     dl_col.download_button("Download labels (CSV: start,end,kind)", data=L.to_csv(edited),
                            file_name=f"{label}_labels.csv", mime="text/csv",
@@ -151,7 +151,7 @@ if [p for p in st.session_state.get(KEPT + "tune_params", []) if p not in settin
     st.session_state.pop(KEPT + "tune_params")      # a setting the spec in use lacks
 params = keep("tune_params", st.multiselect(
     "Settings to sweep (one or two for a chart and a heat map; three or more add parallel "
-    "coordinates)", list(settings), key=kept("tune_params", first)))
+    "coordinates)", list(settings), default=kept("tune_params", first), key="tune_params"))
 if not params:
     st.info("Pick at least one setting to sweep.")
     st.stop()
@@ -161,12 +161,13 @@ for path in params:
     whole = T.is_whole(base, path)
     c1, c2, c3, c4 = st.columns([3, 2, 2, 1])
     c1.markdown(f"`{path}` — now **{settings[path]:g}**")
-    lo = keep(f"tune_lo_{path}", c2.number_input("from", key=kept(f"tune_lo_{path}", float(lo0)),
-                                                 format="%g"))
-    hi = keep(f"tune_hi_{path}", c3.number_input("to", key=kept(f"tune_hi_{path}", float(hi0)),
-                                                 format="%g"))
-    n_key = f"tune_n_{path}_{len(params)}"
-    n = int(keep(n_key, c4.number_input("values", 1, 500, key=kept(n_key, n_default))))
+    lo_key, hi_key, n_key = (f"tune_lo_{path}", f"tune_hi_{path}",
+                             f"tune_n_{path}_{len(params)}")
+    lo = keep(lo_key, c2.number_input("from", value=kept(lo_key, float(lo0)), key=lo_key,
+                                      format="%g"))
+    hi = keep(hi_key, c3.number_input("to", value=kept(hi_key, float(hi0)), key=hi_key,
+                                      format="%g"))
+    n = int(keep(n_key, c4.number_input("values", 1, 500, kept(n_key, n_default), key=n_key)))
     asked.append((path, lo, hi, n))
     try:
         grid[path] = T.with_current(T.grid_values(lo, hi, n, whole), settings[path])
@@ -215,8 +216,9 @@ if len(params) == 2:
                            "out_share", "skipped", "mean_lr_scale") if c in result]
     if ss.get(KEPT + "tune_heat_metric") not in metrics:
         ss.pop(KEPT + "tune_heat_metric", None)
-    metric = keep("tune_heat_metric", st.selectbox("Heat map of", metrics,
-                                                   key=kept("tune_heat_metric", metrics[0])))
+    metric = keep("tune_heat_metric", st.selectbox(
+        "Heat map of", metrics, index=metrics.index(kept("tune_heat_metric", metrics[0])),
+        key="tune_heat_metric"))
     st.plotly_chart(heatmap_figure(result, params[0], params[1], metric), key="tune_heat",
                     width="stretch")
 if len(params) >= 3:
