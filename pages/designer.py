@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from lbw_sim.errors import SpecError
-from lbw_sim.guard.analysis import regime_at, transitions_table
+from lbw_sim.guard.analysis import transitions_table
 from lbw_sim.guard.diagram import to_dot
 from lbw_sim.guard.engine import replay
 from lbw_sim.guard.spec import GuardSpec
@@ -26,6 +26,7 @@ from lbw_sim.studio.editor import (
     spec_tables,
 )
 from lbw_sim.studio.tune import changed_name, described, file_name
+from lbw_sim.studio.watch import moment
 from lbw_sim.traces.synthetic import EXAMPLES
 from lbw_sim.viz import trace_figure
 from pages.common import (
@@ -177,7 +178,8 @@ def preview(spec: GuardSpec, origin: GuardSpec) -> None:
     default = int(fired.iloc[0]) if len(fired) else int(steps.iloc[-1])
     step = st.slider("Step to show on the diagram (its regime is outlined)", int(steps.iloc[0]),
                      int(steps.iloc[-1]), default, key="preview_step")
-    active = regime_at(out, step)
+    now = moment(out, step)
+    active = now.regime
     left, right = st.columns([3, 1])
     with left:
         fig = trace_figure(out, spec, height=470)
@@ -189,9 +191,11 @@ def preview(spec: GuardSpec, origin: GuardSpec) -> None:
     with right:
         st.markdown("**Time in each regime**")
         regime_time_table(out)
-    st.graphviz_chart(to_dot(spec, active=active), width="stretch")
+    st.graphviz_chart(to_dot(spec, active=active, taken=now.taken), width="stretch")
+    st.markdown(now.sentence())
     st.caption(f"State diagram of this spec; at step {step} (the black line above) the guard "
-               f"is in **{active}** (thick outline). Double outline = initial regime.")
+               f"is in **{active}** (thick outline), and the thick edge is the transition it "
+               "last took. Double outline = initial regime.")
     st.markdown("**Transitions in the preview**")
     st.dataframe(transitions_table(out), hide_index=True, width="stretch", key="preview_fired")
     st.markdown(f"**Changes against `{origin.name}`** (hash `{origin.hash}`, the spec this "
