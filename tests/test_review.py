@@ -88,3 +88,18 @@ def test_review_runs_the_fault_scenarios_under_each_spec(logs):
     f = report.faults
     assert {"survived (old)", "survived (new)"} <= set(f.columns) and len(f) >= 3
     assert "Fault scenarios" in report.markdown()
+
+
+def test_review_page_compares_the_designers_spec_with_the_default():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.session_state["spec"] = NEW
+    at = at.run().switch_page("pages/review.py").run()
+    assert not at.exception and not at.error
+    diff = next(d.value for d in at.dataframe if "setting" in d.value.columns)
+    assert list(diff["setting"]) == ["thresholds.spike_z"]
+    summary = next(d.value for d in at.dataframe if "healthy (new)" in d.value.columns)
+    assert len(summary) == len(at.multiselect(key="review_logs").value) >= 3
+    assert any(NEW.hash in c.value and OLD.hash in c.value for c in at.caption)
+    assert summary["steps decided differently"].sum() > 0   # one threshold apart shows
