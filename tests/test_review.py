@@ -93,13 +93,14 @@ def test_review_runs_the_fault_scenarios_under_each_spec(logs):
 def test_review_page_compares_the_designers_spec_with_the_default():
     from streamlit.testing.v1 import AppTest
 
+    new = OLD.with_values({"thresholds.watch_z": 4.0}).renamed("lbw-adaptive-watch4")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.session_state["spec"] = NEW
+    at.session_state["spec"] = new
     at = at.run().switch_page("pages/review.py").run()
     assert not at.exception and not at.error
     diff = next(d.value for d in at.dataframe if "setting" in d.value.columns)
-    assert list(diff["setting"]) == ["thresholds.spike_z"]
+    assert list(diff["setting"]) == ["thresholds.watch_z"]
     summary = next(d.value for d in at.dataframe if "healthy (new)" in d.value.columns)
     assert len(summary) == len(at.multiselect(key="review_logs").value) >= 3
-    assert any(NEW.hash in c.value and OLD.hash in c.value for c in at.caption)
+    assert any(new.hash in c.value and OLD.hash in c.value for c in at.caption)
     assert summary["steps decided differently"].sum() > 0   # one threshold apart shows
