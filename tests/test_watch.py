@@ -38,10 +38,11 @@ def test_moment_names_the_regime_the_edge_and_its_cause():
 
 def test_the_diagram_draws_the_edge_just_taken():
     spec, out = replayed()
-    now = moment(out, transition_steps(out)[1])
-    dot = to_dot(spec, active=now.regime, taken=now.taken)
-    hot = [line for line in dot.splitlines() if "penwidth=3.5" in line]
-    assert len(hot) == 1 and f'"{now.came_from}" -> "{now.regime}"' in hot[0]
+    for step in transition_steps(out)[:4]:    # `outlier` leaves nominal and watch: one edge
+        now = moment(out, step)
+        dot = to_dot(spec, active=now.regime, taken=now.taken)
+        hot = [line for line in dot.splitlines() if "penwidth=3.5" in line]
+        assert len(hot) == 1 and f'"{now.came_from}" -> "{now.regime}"' in hot[0]
     assert "penwidth=3.5" not in to_dot(spec, active=now.regime)
 
 

@@ -58,11 +58,11 @@ def to_dot(spec: GuardSpec, active: str | None = None, conditions: bool = False,
                          f"fontsize=9, label={_quote(note)}, "
                          f"tooltip={_quote(', '.join(sources))}];")
             sources = [hub[1:-1]]
-        hot = taken is not None and taken[1] == t.name and (
-            taken[0] in sources or len(sources_of(t, spec)) >= FAN_IN)
-        style = f', color="{colors[t.to]}", penwidth=3.5, fontcolor="#000000"' if hot else ""
+        fanned = len(sources_of(t, spec)) >= FAN_IN
+        hot_style = f', color="{colors[t.to]}", penwidth=3.5, fontcolor="#000000"'
         for src in sources:
+            hot = taken is not None and taken[1] == t.name and (fanned or taken[0] == src)
             lines.append(f"  {_quote(src)} -> {_quote(t.to)} [label={_quote(label)}, "
-                         f"tooltip={_quote(t.when)}{style}];")
+                         f"tooltip={_quote(t.when)}{hot_style if hot else ''}];")
     lines.append("}")
     return "\n".join(lines)
