@@ -17,6 +17,7 @@ from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.sim.device import DEVICE_CHOICES, pick_device
 from lbw_sim.sim.live import LiveSession, Snapshot, device_label
 from lbw_sim.sim.scenarios import list_scenarios, load_scenario
+from lbw_sim.studio.tune import changed_name
 from lbw_sim.studio.watch import moment
 from lbw_sim.viz import live_charts
 from pages.common import glossary_link, spec_choice, through_app
@@ -55,6 +56,7 @@ def start_run(scenario: str, lr: float, steps: int, seed: int, device: str, pace
     try:
         ss[KEY] = LiveSession(scenario, lr, seed=seed, steps=steps, device=device, spec=spec,
                               idle_timeout=IDLE_TIMEOUT, max_rate=PACES[pace]).start()
+        ss["live_origin"] = spec          # live edits are named against it
         ss.pop("live_error", None)
     except (SpecError, RuntimeError) as exc:
         ss["live_error"] = f"Could not start: {exc}"
@@ -109,13 +111,18 @@ def threshold_form(live: LiveSession) -> None:
         if st.form_submit_button("Apply thresholds", icon=":material/tune:"):
             try:
                 new = spec.with_values(values)
+                origin = ss.get("live_origin") or spec
+                new = new.renamed(changed_name(origin, new))
             except SpecError as exc:
                 st.error(f"Not applied: {exc}")
                 return
             if new.hash != spec.hash:
                 live.set_spec(new)
-                st.success(f"Spec `{new.hash}` takes over at the next step (see `spec_hash` "
-                           "in the trace).")
+                ss["live_applied"] = (f"Spec `{new.hash}` takes over at the next step (see "
+                                      "`spec_hash` in the trace).")
+                st.rerun()        # every caption that names the spec follows the edit
+    if ss.get("live_applied"):
+        st.success(ss.pop("live_applied"))
 
 
 def status_box(snap: Snapshot) -> None:
