@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from streamlit.testing.v1 import AppTest
 
 from lbw_sim.guard.diagram import to_dot
@@ -77,3 +78,17 @@ def test_live_default_pace_leaves_time_to_edit_a_threshold_mid_run():
     rate = next(iter(paces.values()))                          # the first is the default
     steps = max(load_scenario("quickstart").steps, 600)        # the page's default steps
     assert rate and 40 <= steps / rate <= 90                   # seconds: time to edit
+
+
+def test_a_short_nan_storm_is_marked_on_the_loss_panel():
+    """4 NaN steps in 3,000 are invisible as a band: each is an × on the panel's top edge."""
+    from lbw_sim.viz import trace_figure
+
+    spec, out = replayed()
+    bad = out.loc[~np.isfinite(out["loss"].to_numpy(float)), "step"]
+    assert 0 < len(bad) < 10
+    fig = trace_figure(out, spec)
+    marks = [t for t in fig.data if t.name == "non-finite (NaN/inf)"]
+    assert marks and set(bad) <= set(np.concatenate([np.asarray(t.x) for t in marks]))
+    lines = {t.name: t.line.color for t in fig.data if t.mode == "lines"}
+    assert len(set(lines.values())) == len(lines) == 3               # three series, three colours
