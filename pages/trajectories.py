@@ -55,4 +55,6 @@ st.plotly_chart(trajectory_figure(paths, land, spec), width="stretch", key="traj
 st.caption(f"Background: log10 of the loss of **{name}** (darker = lower); ★ start. LR warm-up: "
            f"{cfg.warmup} steps. A path that stops short left the plot (|p| > {cfg.escape:g}).")
 st.info(describe(summary, cfg, getattr(land, "lr_threshold", None)))
-st.dataframe(summary, hide_index=True, width="stretch", key="traj_summary")
+st.dataframe(summary, hide_index=True, width="stretch", key="traj_summary", column_config={
+    "lr": st.column_config.NumberColumn("LR", format="%g"),
+    "final loss": st.column_config.NumberColumn("final loss", format="%.3g")})
