@@ -27,6 +27,7 @@ ROUTED, WANTED = "_lbw_routed", "_lbw_wanted_page"
 USER_LOG = "user_log"            # this session's uploaded log (a UserLog)
 UPLOAD = "Upload a log"
 YOUR_LOG = "Your log"            # the designer preview's choice of the uploaded log
+BAD_UPLOAD = "_lbw_bad_upload"   # (file id, error) of the last upload that did not read
 
 
 def through_app(page_file: str) -> None:
@@ -190,11 +191,14 @@ def user_log() -> UserLog | None:
     return log if log is not None and log.trace is not None else None
 
 
-def _read(log: UserLog) -> UserLog | None:
-    """(Re-)read a log's bytes with its mapping and run; errors are shown, None returned."""
+def _read(log: UserLog, show: bool = True) -> UserLog | str | None:
+    """(Re-)read a log's bytes with its mapping and run. An error is shown and None returned,
+    or (`show=False`) returned as text."""
     try:
         log.result = read_upload(log.name, log.data, log.mapping, run=log.run)
     except TraceError as exc:
+        if not show:
+            return str(exc)
         st.error(f"Could not read the upload: {exc}")
         return None
     return log
@@ -213,12 +217,21 @@ def upload_widget(key: str) -> UploadResult | None:
                           "JSONL, Parquet, trainer_state.json, nanoGPT text …)",
                           key=key)
     log = st.session_state.get(USER_LOG)
+    bad = st.session_state.get(BAD_UPLOAD)
     if up is not None and (log is None or log.file_id != up.file_id):
-        fresh = _read(UserLog(up.name, up.getvalue(), up.file_id, UploadResult(up.name, None)))
-        if fresh is None:
+        if bad is None or bad[0] != up.file_id:
+            fresh = _read(UserLog(up.name, up.getvalue(), up.file_id,
+                                  UploadResult(up.name, None)), show=False)
+            if isinstance(fresh, str):
+                st.session_state[BAD_UPLOAD] = bad = (up.file_id, fresh)
+            else:
+                st.session_state[USER_LOG] = fresh
+                st.session_state.pop(BAD_UPLOAD, None)
+                st.rerun()    # redraw what was drawn before the upload ("Your log: …")
+        kept = f" Still using your log **{log.name}**." if log and log.trace is not None else ""
+        st.error(f"Could not read the upload: {bad[1]}{kept}")
+        if not kept:
             return None
-        st.session_state[USER_LOG] = fresh
-        st.rerun()        # redraw what was drawn before the upload ("Your log: …" labels)
     if log is None:
         return None
     if log.result.needs_mapping:
@@ -237,9 +250,9 @@ def upload_widget(key: str) -> UploadResult | None:
     result = log.result
     fmt = result.format or "?"
     which = f", run *{log.trace.attrs['run']}*" if len(runs) > 1 else ""
-    st.caption(f"Read **{result.name}** as `{fmt}`{which}: {len(result.trace):,} rows, columns "
-               f"{', '.join(map(str, result.trace.columns[:8]))}. It stays loaded for this "
-               "browser session on every page (never written to disk).")
+    st.caption(f"Your log: **{result.name}**, read as `{fmt}`{which}: {len(result.trace):,} "
+               f"rows, columns {', '.join(map(str, result.trace.columns[:8]))}. It stays "
+               "loaded for this browser session on every page (never written to disk).")
     return result
 
 
@@ -277,15 +290,18 @@ def trace_source(key: str, allow_preview: bool = False):
     if allow_preview:
         options.append("Designer's preview")
     loaded = user_log()
-    shown = {UPLOAD: f"Your log: {loaded.name}" if loaded else UPLOAD}
+    # The options' labels never change: a radio whose labels change between runs (the file
+    # name in "Your log: …") loses its selection in the browser, showing none selected.
     source = st.radio("Trace", options, horizontal=True, key=f"{key}_source",
-                      index=1 if loaded else 0, format_func=lambda o: shown.get(o, o))
+                      index=1 if loaded else 0)
     if source == "Built-in example":
         label = st.selectbox("Example", list(EXAMPLES), key=f"{key}_example")
         return label, load_example(label)
     if source == UPLOAD:
         result = upload_widget(f"{key}_upload")
         return (result.name, result.trace) if result else (None, None)
+    if loaded is not None:
+        st.caption(f"Your log: {loaded.name} stays loaded (choose *{UPLOAD}* to use it).")
     return preview_trace()
 
 

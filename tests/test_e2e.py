@@ -196,7 +196,7 @@ def test_replay_upload(page):
     rows = "\n".join(f"{i},{2 + 0.3 * (i == 400) * 5:.3f},{1 + 10 * (i == 400):.3f}"
                      for i in range(1000))
     upload(page, "my_run.csv", f"step,loss,grad_norm\n{rows}\n".encode())
-    page.wait_for_selector("text=Read **my_run.csv**".replace("**", ""), timeout=30_000)
+    page.wait_for_selector("text=Your log: my_run.csv", timeout=30_000)
     assert page.locator("text=Could not read the upload").count() == 0
     assert_healthy(page, "replay_upload", plots=2)
 
@@ -410,7 +410,7 @@ def test_log_uploaded_once_serves_designer_regimes_and_tune(page):
     page.get_by_text("Upload a log").click()
     settle(page)
     upload(page, LOG.name, LOG.read_bytes())
-    page.wait_for_selector(f"text=Read {LOG.name}", timeout=30_000)
+    page.wait_for_selector(f"text=Your log: {LOG.name}", timeout=30_000)
     go(page, "Guard designer")
     assert shown(page, f"Your log: {LOG.name}")             # the preview is on it
     edit_threshold(page, list(DEFAULT.thresholds).index("spike_z"), f"{LOW_SPIKE:g}e0")
@@ -487,7 +487,7 @@ def test_tune_reads_points_apart_and_adopts_one_by_the_table(page):
     page.get_by_text("Upload a log").click()
     settle(page)
     upload(page, REAL_LOG.name, REAL_LOG.read_bytes())
-    page.wait_for_selector(f"text=Read {REAL_LOG.name}", timeout=30_000)
+    page.wait_for_selector(f"text=Your log: {REAL_LOG.name}", timeout=30_000)
     settle(page)
     chart = page.get_by_test_id("stPlotlyChart").nth(1)      # the trade-off
     chart.scroll_into_view_if_needed()

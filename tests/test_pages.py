@@ -188,6 +188,21 @@ def test_bad_upload_shows_error_and_page_stays_usable():
     assert not at.exception and len(charts(at)) == 2
 
 
+def test_a_failed_upload_after_a_good_one_keeps_the_good_log_and_says_so():
+    at = page("replay")
+    at = at.radio(key="replay_source").set_value("Upload a log").run()
+    at.file_uploader(key="replay_upload").upload("run.csv", GOOD_CSV, "text/csv")
+    at = at.run()
+    at.file_uploader(key="replay_upload").clear()
+    at.file_uploader(key="replay_upload").upload("weights.bin", os.urandom(4096))
+    at = at.run()
+    assert not at.exception
+    assert any("Could not read the upload" in e.value and "Still using your log **run.csv**"
+               in e.value for e in at.error)
+    assert len(frame(at, "replay_summary")) == 2            # the page goes on with run.csv
+    assert at.radio(key="replay_source").value == "Upload a log"
+
+
 def test_upload_without_known_columns_asks_for_a_mapping():
     at = page("replay")
     at = at.radio(key="replay_source").set_value("Upload a log").run()
