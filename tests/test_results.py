@@ -69,3 +69,26 @@ def test_takeaways_say_what_happened_in_plain_words():
     text = fault_takeaway(summary, spec_of_folder(RESULTS / "faults"))
     assert "guard" in text and "fault-free" in text
     assert "adamw" in nonfinite_note(summary)
+
+
+def test_small_charts_mark_an_arm_that_went_non_finite():
+    import numpy as np
+
+    from lbw_sim.viz.stress import stress_curves_figure
+
+    rows = [{"arm": arm, "lr": 0.1, "seed": 1, "step": s,
+             "model_loss": np.nan if arm == "adamw" and s > 30 else 2 - 0.01 * s}
+            for arm in ("adamw", "guard") for s in range(50)]
+    fig = stress_curves_figure(pd.DataFrame(rows), {"unigram": 3.0})
+    marks = [t for t in fig.data if t.name.endswith("non-finite")]
+    assert [(t.name, t.x[0]) for t in marks] == [("adamw non-finite", 31.0)]
+    summary = pd.read_csv(RESULTS / "faults" / "summary.csv")
+    from lbw_sim.sim.fault_report import load_fault_results
+    from lbw_sim.viz.faults import fault_curves_figure
+
+    curves = load_fault_results(RESULTS / "faults").curves
+    fig = fault_curves_figure(curves, "gpt")
+    dead = {t.name.split()[0] for t in fig.data if t.name.endswith("non-finite")}
+    gone = set(summary.loc[(summary["task"] == "gpt")
+                           & ~np.isfinite(summary["final_val_loss"]), "arm"])
+    assert dead == gone and dead                     # every arm that died has its ×
