@@ -18,7 +18,7 @@ from lbw_sim.sim.device import DEVICE_CHOICES, pick_device
 from lbw_sim.sim.live import LiveSession, Snapshot, device_label
 from lbw_sim.sim.scenarios import list_scenarios, load_scenario
 from lbw_sim.studio.tune import changed_name
-from lbw_sim.studio.watch import moment
+from lbw_sim.studio.watch import fault_notes, moment
 from lbw_sim.viz import live_charts
 from pages.common import glossary_link, spec_choice, through_app
 
@@ -157,6 +157,10 @@ def state_machine(live: LiveSession, snap: Snapshot) -> None:
     with right:
         st.markdown("**The guard now**")
         st.markdown(now.sentence())
+        notes = fault_notes(g, live.spec, live.scenario.faults)
+        if notes:
+            st.markdown("**The scenario's faults so far**")
+            st.markdown("\n".join(f"- {n}" for n in notes))
         st.caption(f"Deciding with `{live.spec.name}` · hash `{live.spec.hash}`. The thick "
                    "outline is the regime it is in; the thick edge the transition it last "
                    "took. " + glossary_link())
@@ -214,7 +218,8 @@ if ss.get("live_error"):
 if live is None:
     st.info("Press **Start** to train. The quickstart scenario (a 2-layer GPT with a "
             "corrupted batch at step 70 and NaN gradients at step 80) shows the difference "
-            "within seconds on a CPU.")
+            "within seconds on a CPU; beside the state diagram the page says what the guard "
+            "did at each fault, or why it did not react.")
     st.stop()
 with c:
     # Bytes made here, never a deferred callable: a generated file is unreferenced and the

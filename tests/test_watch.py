@@ -92,3 +92,15 @@ def test_a_short_nan_storm_is_marked_on_the_loss_panel():
     assert marks and set(bad) <= set(np.concatenate([np.asarray(t.x) for t in marks]))
     lines = {t.name: t.line.color for t in fig.data if t.mode == "lines"}
     assert len(set(lines.values())) == len(lines) == 3               # three series, three colours
+
+
+def test_live_faults_say_what_the_guard_did_or_why_it_did_not():
+    from lbw_sim.sim.live import LiveSession
+    from lbw_sim.studio.watch import fault_notes
+
+    live = LiveSession("quickstart", 3e-3, steps=90).start()
+    live.thread.join(60)
+    notes = fault_notes(live.snapshot().guarded, live.spec, live.scenario.faults)
+    corrupt, nan = notes                 # a corrupted batch at 70, NaN gradients at 80
+    assert corrupt.startswith("Step 70") and "no reaction" in corrupt and "loss_z" in corrupt
+    assert nan.startswith("Step 80") and "`nonfinite`" in nan and "because" in nan

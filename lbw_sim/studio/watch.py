@@ -61,3 +61,70 @@ def transition_steps(out: pd.DataFrame) -> list[int]:
     """Steps where a transition fired (for the scrubber's ◀ ▶ jumps)."""
     fired = out["transition"].astype(str) != ""
     return [int(s) for s in out.loc[fired, "step"]]
+
+
+#: A scenario fault's kind in words.
+FAULT_WORDS = {"corrupt_batch": "a corrupted batch", "nonfinite": "non-finite values",
+               "lr_spike": "an LR spike", "grad_noise": "heavy-tailed gradient noise",
+               "loss_scale_overflow": "an fp16 overflow", "shift": "a shift to harder data",
+               "poison": "one poisoned gradient"}
+
+
+def fault_notes(guarded: pd.DataFrame, spec, faults, window: int = 5) -> list[str]:
+    """For each scheduled fault the run has reached: what the guard did within `window`
+    steps of it — the transition and its cause — or, when it did not react, why not: the
+    signals at the fault's step against the thresholds that would have moved it, and any
+    transition whose condition held but not for long enough (debounce)."""
+    from lbw_sim.guard.analysis import held_not_fired
+    from lbw_sim.guard.engine import replay
+    from lbw_sim.guard.spec import TELEMETRY, ordered_leaves, sources_of
+
+    if not len(guarded):
+        return []
+    last = int(guarded["step"].iloc[-1])
+    cols = ["step", *[c for c in TELEMETRY if c in guarded]]
+    out = None
+    notes = []
+    for f in faults:
+        at = int(f.get("at", -1)) if isinstance(f, dict) else int(getattr(f, "at", -1))
+        kind = f.get("kind", "") if isinstance(f, dict) else getattr(f, "kind", "")
+        if at < 0 or at > last:
+            continue
+        what = f"Step {at:,}, {FAULT_WORDS.get(kind, kind)}"
+        near = guarded[(guarded["step"] >= at) & (guarded["step"] <= at + window)]
+        fired = near[near["transition"].astype(str) != ""]
+        if len(fired):
+            r = fired.iloc[0]
+            notes.append(f"{what}: the guard went to **{r['regime']}** at step "
+                         f"{int(r['step']):,} by `{r['transition']}` because {r['cause']}.")
+            continue
+        if out is None:                  # the signals, recomputed from the logged telemetry
+            out = replay(guarded[cols], spec, signals=True)
+        row = out[out["step"] == at]
+        if row.empty:
+            continue
+        regime = str(row["regime"].iloc[0])
+        closest: dict[str, tuple[float, str]] = {}     # signal -> (value/threshold, text)
+        for t in spec.transitions:
+            if regime not in sources_of(t, spec):
+                continue
+            for leaf in ordered_leaves(t, spec):
+                if not (leaf.rising and leaf.threshold > 0 and leaf.signal in row.columns):
+                    continue
+                v = float(row[leaf.signal].iloc[0])
+                near_ = v / leaf.threshold if np.isfinite(v) else -np.inf
+                if near_ > closest.get(leaf.signal, (-np.inf, ""))[0]:
+                    closest[leaf.signal] = (near_, f"{leaf.signal} {v:.3g} (reacts above "
+                                                   f"{leaf.threshold:g})")
+        seen = dict(sorted(closest.items(), key=lambda kv: -kv[1][0]))
+        seen = {k: text for k, (_, text) in seen.items()}
+        held = held_not_fired(out[out["step"] <= at + window], spec)
+        held = held[(held["end"] >= at) & (held["start"] <= at + window)]
+        debounce = "; ".join(f"`{h.transition}` {h.why}" for h in held.itertuples())
+        signals = ", ".join(list(seen.values())[:3])
+        notes.append(f"{what}: no reaction — the guard stayed in **{regime}**. "
+                     + (f"At that step {signals}." if signals else "")
+                     + (f" Held but not long enough: {debounce}." if debounce else
+                        " Below every threshold that would move it: to the guard this was "
+                        "within the run's own noise."))
+    return notes
