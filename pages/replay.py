@@ -74,6 +74,9 @@ for col, name, spec, out in zip(st.columns(len(outs)), names, specs, outs):
         st.markdown(f"**{name}: `{spec.name}`** · hash `{spec.hash}`")
         fig = trace_figure(out, spec, height=520)
         fig.add_vline(x=at_step, line_color="#000", line_width=1)
+        # the same plot area on both sides, however many legend rows each has: the x axes
+        # of A and B line up
+        fig.update_layout(margin={"autoexpand": False, "b": 150, "l": 60, "r": 20, "t": 40})
         figs.append(fig)
         st.plotly_chart(fig, width="stretch", key=f"replay_chart_{name}")
 st.caption("Loss (nats) and gradient norm (L2) of the log, with the regime each spec was in "

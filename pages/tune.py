@@ -151,7 +151,8 @@ if [p for p in st.session_state.get(KEPT + "tune_params", []) if p not in settin
     st.session_state.pop(KEPT + "tune_params")      # a setting the spec in use lacks
 params = keep("tune_params", st.multiselect(
     "Settings to sweep (one or two for a chart and a heat map; three or more add parallel "
-    "coordinates)", list(settings), default=kept("tune_params", first), key="tune_params"))
+    "coordinates)", list(settings), default=kept("tune_params", first), key="tune_params",
+    format_func=T.setting_label))
 if not params:
     st.info("Pick at least one setting to sweep.")
     st.stop()
@@ -160,7 +161,8 @@ for path in params:
     lo0, hi0 = T.default_range(base, path)
     whole = T.is_whole(base, path)
     c1, c2, c3, c4 = st.columns([3, 2, 2, 1])
-    c1.markdown(f"`{path}` — now **{settings[path]:g}**")
+    c1.markdown(f"{T.setting_label(path).rsplit(' (', 1)[0]} (`{path}`) — now "
+                f"**{settings[path]:g}**")
     lo_key, hi_key, n_key = (f"tune_lo_{path}", f"tune_hi_{path}",
                              f"tune_n_{path}_{len(params)}")
     lo = keep(lo_key, c2.number_input("from", value=kept(lo_key, float(lo0)), key=lo_key,

@@ -53,6 +53,30 @@ def numeric_settings(spec: GuardSpec) -> dict[str, float]:
                                                      if kv[0].split(".")[0] in order else 9)))
 
 
+#: What each kind of setting is, in words (the identifier follows in brackets).
+_SETTING_WORDS = {"thresholds": "threshold", "signals": "signal", "regimes": "regime",
+                  "transitions": "transition", "bounds": "bound"}
+_FIELD_WORDS = {"for": "steps its condition must hold (debounce)",
+                "min_dwell": "steps in a regime before it may leave (dwell)",
+                "priority": "priority", "half_life": "memory (half-life, steps)",
+                "warmup": "warm-up steps", "clip": "outlier clip", "floor": "noise floor",
+                "lr_scale": "LR scale", "momentum_scale": "momentum scale",
+                "update_cap": "update cap", "skip_batches": "batches skipped on rollback"}
+
+
+def setting_label(path: str) -> str:
+    """A plain label with the identifier beside it: `threshold watch_z
+    (thresholds.watch_z)`, `transition spike: steps its condition must hold (debounce)
+    (transitions.spike.for)`."""
+    parts = path.split(".")
+    kind = _SETTING_WORDS.get(parts[0], parts[0])
+    if len(parts) == 2:
+        return f"{kind} {parts[1]} ({path})"
+    if len(parts) == 3:
+        return f"{kind} {parts[1]}: {_FIELD_WORDS.get(parts[2], parts[2])} ({path})"
+    return path
+
+
 def is_whole(spec: GuardSpec, path: str) -> bool:
     """Whether a setting takes whole numbers (`for`, `min_dwell`, `warmup`, counts)."""
     return isinstance(numeric_settings(spec).get(path), int) or path.endswith(
