@@ -160,8 +160,12 @@ def run_job(prefix: str, make_job: Callable[[], object], disabled: bool = False)
 def regime_time_table(out, key: str | None = None) -> None:
     """The table of time in each regime of an annotated trace, shares as bars."""
     st.dataframe(time_in_regime(out), hide_index=True, width="stretch", key=key,
-                 column_config={"share": st.column_config.ProgressColumn(
-                     "share", min_value=0.0, max_value=1.0, format="percent")})
+                 column_config={  # narrow columns: the table fits a side column unclipped
+                     "regime": st.column_config.TextColumn("regime", width="small"),
+                     "steps": st.column_config.NumberColumn("steps", width="small"),
+                     "share": st.column_config.ProgressColumn(
+                         "share", min_value=0.0, max_value=1.0, format="percent",
+                         width="small")})
 
 
 @dataclass

@@ -32,6 +32,7 @@ from lbw_sim.viz import trace_figure
 from pages.common import (
     YOUR_LOG,
     designer_origin,
+    glossary_link,
     load_example,
     regime_time_table,
     through_app,
@@ -211,7 +212,8 @@ def preview(spec: GuardSpec, origin: GuardSpec) -> None:
 
 st.title("Guard designer")
 st.markdown("Edit the guard's thresholds, regimes, transitions and bounds. The preview, the "
-            "state diagram and the **Regimes** and **Replay** pages use the last valid spec.")
+            "state diagram and the **Regimes** and **Replay** pages use the last valid spec. "
+            + glossary_link())
 base = ss.setdefault("designer_base", GuardSpec.default())
 import_ui()
 edited, slots = edit_tables(ss["designer_base"])

@@ -246,14 +246,19 @@ def clicked_row() -> int | None:
 
 cols = [*params, *[c for c in (*T.AXES_LABELLED, "precision", *T.AXES_COST) if c in result],
         "pareto"]
+#: the table's column titles, short enough that every column fits 1400 px (hover: in full)
+SHORT = {"false_alarms_per_1k": "false alarms/1k", "lead_time": "lead (steps)",
+         "mean_lr_scale": "mean LR scale", "out_share": "out of nominal",
+         "skipped": "skipped"}
 st.markdown("**Swept specs** — sort by any column (click its header); tick a row to make "
             "that spec the designer's.")
 picked_rows = st.dataframe(
     result[cols], hide_index=True, width="stretch", key="tune_table", height=280,
     on_select="rerun", selection_mode="single-row",
-    column_config={c: st.column_config.NumberColumn(T.TITLES.get(c, c), format="%.4g")
+    column_config={c: st.column_config.NumberColumn(SHORT.get(c, c.split(".")[-1]),
+                                                    format="%.4g", help=T.TITLES.get(c, c))
                    for c in cols if c != "pareto"} | {
-        "pareto": st.column_config.CheckboxColumn("Pareto front")})
+        "pareto": st.column_config.CheckboxColumn("Pareto")})
 
 
 def table_row() -> int | None:

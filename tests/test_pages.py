@@ -447,3 +447,17 @@ def test_stress_page_bad_summary_upload_shows_error_and_stays_usable(stress_runs
     assert not at.exception and not at.error and len(charts(at)) == 2
     at = at.radio(key="stress_source").set_value("Earlier results (runs/)").run()
     assert not at.exception and len(charts(at)) == 3
+
+
+def test_every_page_points_to_the_glossary_and_the_glossary_defines_the_words():
+    from lbw_sim.studio.glossary import GLOSSARY
+
+    assert {"regime", "transition", "robust z", "hysteresis", "dwell"} <= set(GLOSSARY)
+    for path in (ROOT / "pages").glob("*.py"):
+        if path.stem in ("common", "glossary"):
+            continue
+        assert "glossary_link()" in path.read_text(encoding="utf-8"), path.name
+    app_text = (ROOT / "app.py").read_text(encoding="utf-8")
+    assert '"pages/glossary.py"' in app_text
+    at = page("glossary")
+    assert not at.exception and all(term in at.markdown[1].value for term in GLOSSARY)
