@@ -165,3 +165,17 @@ def test_trade_off_axes_fit_the_data_and_equal_outcomes_are_one_mark():
     assert pts.marker.showscale is None and "for all" in pts.name   # skipped never varies
     assert axis_scale(pd.Series([1e-4, 1e-2, 1.0]))["type"] == "log"
     assert axis_scale(pd.Series([0.5, 0.5]), bounded=True)["range"] == [0.45, 0.55]
+
+
+def test_colour_scales_only_where_values_vary():
+    from lbw_sim.viz.tune import heatmap_figure, parallel_figure
+
+    flat = pd.DataFrame({"a": [1.0, 1.0, 2.0, 2.0], "b": [1.0, 2.0, 1.0, 2.0],
+                         "recall": [0.5] * 4, "false_alarms_per_1k": [0.0] * 4,
+                         "lead_time": [3.0] * 4})
+    heat = heatmap_figure(flat, "a", "b", "recall")
+    assert heat.data[0].showscale is False and "0.5 at every point" in heat.layout.title.text
+    assert parallel_figure(flat, ["a", "b"], True).data[0].line.showscale is None
+    varied = flat.assign(recall=[0.1, 0.2, 0.3, 0.4])
+    assert heatmap_figure(varied, "a", "b", "recall").data[0].showscale is True
+    assert parallel_figure(varied, ["a", "b"], True).data[0].line.showscale is True

@@ -67,7 +67,7 @@ def tradeoff_figure(table: pd.DataFrame, params: list[str], labelled: bool,
     groups = outcome_groups(table, [x, y, c])
     rows = groups["row"].to_numpy()
     cvals = table[c].to_numpy(np.float64)[rows]
-    varies = len(np.unique(cvals[np.isfinite(cvals)])) > 1
+    varies = _varies(cvals)
     hover = _hover(table.iloc[rows], params, [x, y, c])
     text = [f"{n} swept specs with this outcome, e.g.:<br>{h}" if n > 1 else h
             for n, h in zip(groups["count"], hover)]
@@ -112,15 +112,33 @@ def heatmap_figure(table: pd.DataFrame, px: str, py: str, metric: str, height: i
     import plotly.graph_objects as go
 
     grid = table.pivot_table(index=py, columns=px, values=metric, aggfunc="first")
+    z = grid.to_numpy(np.float64)
+    varies = _varies(z)
     fig = go.Figure(go.Heatmap(
-        x=grid.columns.to_numpy(), y=grid.index.to_numpy(), z=grid.to_numpy(),
-        colorscale="Viridis", colorbar={"title": {"text": TITLES.get(metric, metric),
-                                                  "side": "right"}},
+        x=grid.columns.to_numpy(), y=grid.index.to_numpy(), z=z,
+        colorscale="Viridis", showscale=varies,
+        colorbar={"title": {"text": TITLES.get(metric, metric), "side": "right"}},
         hovertemplate=f"{_short(px)} = %{{x:.4g}}<br>{_short(py)} = %{{y:.4g}}<br>"
                       f"{TITLES.get(metric, metric)}: %{{z:.3g}}<extra></extra>"))
-    fig.update_layout(height=height, margin={"l": 60, "r": 20, "t": 20, "b": 50},
-                      xaxis_title=_short(px), yaxis_title=_short(py))
+    fig.update_layout(height=height, margin={"l": 60, "r": 20, "t": 40 if not varies else 20,
+                                             "b": 50},
+                      xaxis_title=_short(px), yaxis_title=_short(py),
+                      title=None if varies else f"{TITLES.get(metric, metric)}: "
+                      f"{_only(z)} at every point swept (no colour scale)")
     return fig
+
+
+def _varies(values: np.ndarray) -> bool:
+    """Whether the finite values take at least two distinct values (a colour scale has a
+    real range); one value gets no colour bar."""
+    v = np.asarray(values, np.float64)
+    return len(np.unique(v[np.isfinite(v)])) > 1
+
+
+def _only(values: np.ndarray) -> str:
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    return f"{v[0]:.4g}" if len(v) else "no value"
 
 
 def parallel_figure(table: pd.DataFrame, params: list[str], labelled: bool,
@@ -133,8 +151,10 @@ def parallel_figure(table: pd.DataFrame, params: list[str], labelled: bool,
     metrics = [m for m in (AXES_LABELLED if labelled else AXES_COST) if m in table]
     dims = [{"label": _short(p), "values": table[p]} for p in params]
     dims += [{"label": TITLES[m], "values": table[m].fillna(0.0)} for m in metrics]
-    fig = go.Figure(go.Parcoords(line={"color": table[y].fillna(0.0), "colorscale": "Viridis",
-                                       "showscale": True}, dimensions=dims))
+    colour = table[y].fillna(0.0)
+    line = ({"color": colour, "colorscale": "Viridis", "showscale": True}
+            if _varies(colour.to_numpy()) else {"color": POINT})
+    fig = go.Figure(go.Parcoords(line=line, dimensions=dims))
     fig.update_layout(height=height, margin={"l": 60, "r": 60, "t": 50, "b": 30})
     return fig
 
