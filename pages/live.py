@@ -186,7 +186,11 @@ def live_view() -> None:
     left, right = st.columns([3, 2])
     with left:
         st.markdown("**Guard transitions and their causes**")
-        st.dataframe(transitions_table(snap.guarded), hide_index=True, height=200)
+        st.dataframe(transitions_table(snap.guarded), hide_index=True, height=200,
+                     width="stretch", column_config={
+                         "step": st.column_config.NumberColumn("step", width="small"),
+                         "regime": st.column_config.TextColumn("regime", width="small"),
+                         "cause": st.column_config.TextColumn("cause", width="large")})
     with right:
         st.markdown("**Spec edits during the run**")
         for c in snap.spec_changes:
