@@ -64,10 +64,16 @@ if ss.get("replay_trace_key") != (label, len(trace)):   # a new trace: start on 
     ss["replay_step"] = fired_a[0] if fired_a else int(steps_a.iloc[-1])
 at_step = int(np.clip(ss.get("replay_step", int(steps_a.iloc[0])), int(steps_a.iloc[0]),
                       int(steps_a.iloc[-1])))
-st.dataframe(compare_summary(outs, names), hide_index=True, width="stretch",
-             key="replay_summary")
-st.caption("Per spec: steps in each regime, transitions fired, skipped updates and the lowest "
-           "LR scale applied — the same trace, so every difference comes from the spec.")
+summary = compare_summary(outs, names)
+regime_cols = [c for c in summary.columns if c.startswith("steps ")]
+idle = [c for c in regime_cols if not summary[c].astype(float).any()]
+summary = summary.drop(columns=idle)         # regimes neither spec entered: no column
+st.dataframe(summary, hide_index=True, width="stretch", key="replay_summary", column_config={
+    c: st.column_config.NumberColumn(c.removeprefix("steps "), help=f"{c} (in this regime)")
+    for c in regime_cols if c not in idle})
+st.caption("Per spec: transitions fired, skipped updates, the lowest LR scale applied and the "
+           "steps spent in each regime either spec entered — the same trace, so every "
+           "difference comes from the spec.")
 figs = []
 for col, name, spec, out in zip(st.columns(len(outs)), names, specs, outs):
     with col:
