@@ -165,6 +165,8 @@ def test_trade_off_axes_fit_the_data_and_equal_outcomes_are_one_mark():
     assert pts.marker.showscale is None and "for all" in pts.name   # skipped never varies
     assert axis_scale(pd.Series([1e-4, 1e-2, 1.0]))["type"] == "log"
     assert axis_scale(pd.Series([0.5, 0.5]), bounded=True)["range"] == [0.45, 0.55]
+    assert axis_scale(pd.Series([1.0, 1.0]), bounded=True)["range"] == [0.95, 1.02]
+    assert axis_scale(pd.Series([0.0, 0.0]))["range"] == [-0.05, 1.0]   # no false alarms
 
 
 def test_colour_scales_only_where_values_vary():

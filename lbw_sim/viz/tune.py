@@ -48,9 +48,16 @@ def axis_scale(values: pd.Series, bounded: bool = False) -> dict:
     lo, hi = float(v.min()), float(v.max())
     if lo > 0 and hi / lo > 100:
         return {"type": "log", "range": [np.log10(lo) - 0.15, np.log10(hi) + 0.15]}
-    single = 0.05 if bounded else max(abs(lo) * 0.05, 1e-3)
+    if hi == lo and lo == 0 and not bounded:        # one outcome at 0 (no false alarm …)
+        return {"type": "linear", "range": [-0.05, 1.0]}
+    single = 0.05 if bounded else abs(lo) * 0.05
     pad = single if hi == lo else 0.08 * (hi - lo)
-    return {"type": "linear", "range": [lo - pad, hi + pad]}
+    low, high = lo - pad, hi + pad
+    if bounded:                 # a share never reads past its bounds (but the mark shows)
+        low, high = max(low, -0.02), min(high, 1.02)
+    elif lo >= 0:               # every objective is a count or a rate: no negative ticks
+        low = max(low, -0.02 * (high or 1.0))
+    return {"type": "linear", "range": [low, high]}
 
 
 def tradeoff_figure(table: pd.DataFrame, params: list[str], labelled: bool,
