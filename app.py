@@ -16,6 +16,8 @@ pages = [
     st.Page("pages/live.py", title="Live training", icon=":material/monitor_heart:"),
     st.Page("pages/stress.py", title="Stress suite", icon=":material/speed:"),
     st.Page("pages/faults.py", title="Faults", icon=":material/bolt:"),
+    st.Page("pages/review.py", title="Review a change", icon=":material/rule:"),
+    st.Page("pages/glossary.py", title="Glossary", icon=":material/menu_book:"),
 ]
 nav = st.navigation(pages)
 st.session_state[ROUTED] = True           # pages opened the legacy way come back here

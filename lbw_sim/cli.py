@@ -1,4 +1,4 @@
-"""Command line: `python -m lbw_sim spec|validate|replay|score|sweep|run|stress …`.
+"""Command line: `python -m lbw_sim spec|validate|replay|score|sweep|run|stress|review …`.
 
 Bad input exits with status 2 and one line on stderr saying what is wrong — never a
 traceback. Only `run` and `stress` import torch (lazily): replaying a trace starts in well
@@ -239,6 +239,23 @@ def cmd_faults(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    """Both specs over a folder of logs: review.md and review.html, the summary printed."""
+    from pathlib import Path
+
+    from lbw_sim.studio.review import review
+
+    new, old = _load_spec(args.new), _load_spec(args.against)
+    report = review(new, old, args.logs, faults=args.faults, horizon=args.horizon)
+    out = Path(args.out or Path("runs") / "review")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "review.md").write_text(report.markdown(), encoding="utf-8")
+    (out / "review.html").write_text(report.html(), encoding="utf-8")
+    print(report.markdown().split("\n### ", 1)[0].rstrip())
+    print(f"\nwrote {out / 'review.md'} and {out / 'review.html'}")
+    return 0
+
+
 def _spec_option(value: str | None) -> str | None:
     """--spec: a shipped name as it is, a file as an absolute path (scenarios resolve
     relative paths against their own folder); checked here so a typo fails before any cell."""
@@ -396,6 +413,20 @@ def build_parser() -> argparse.ArgumentParser:
     _spec_arg(f)
     _backend_args(f)
     f.set_defaults(func=cmd_faults)
+    v = sub.add_parser("review", help="review a spec change: both specs over a folder of logs "
+                                      "(where they decide differently, healthy share, "
+                                      "detection on labels); review.md and review.html")
+    v.add_argument("new", metavar="NEW", help="the new spec (a file or a shipped name)")
+    v.add_argument("--against", required=True, metavar="OLD",
+                   help="the spec in use (a file or a shipped name)")
+    v.add_argument("--logs", required=True, metavar="DIR",
+                   help="a folder of logs; labels beside a log as <log>_labels.csv")
+    v.add_argument("--faults", choices=("quick",),
+                   help="also run the miniature fault grid under each spec (~1 min)")
+    v.add_argument("--horizon", type=_nonneg, default=20,
+                   help="steps before an incident that count as early (default 20)")
+    v.add_argument("--out", help="output folder (default: runs/review)")
+    v.set_defaults(func=cmd_review)
     return p
 
 

@@ -27,6 +27,7 @@ ROUTED, WANTED = "_lbw_routed", "_lbw_wanted_page"
 USER_LOG = "user_log"            # this session's uploaded log (a UserLog)
 UPLOAD = "Upload a log"
 YOUR_LOG = "Your log"            # the designer preview's choice of the uploaded log
+BAD_UPLOAD = "_lbw_bad_upload"   # (file id, error) of the last upload that did not read
 
 
 def through_app(page_file: str) -> None:
@@ -41,6 +42,26 @@ def through_app(page_file: str) -> None:
         st.switch_page("app.py")
 
 
+def verdict_table(verdict: pd.DataFrame, key: str) -> None:
+    """Goals as a table that fits the page (goal, measured, target, met), then each goal's
+    detail in full below it, so no text is cut off at the table's edge."""
+    shown = verdict.drop(columns=["detail"], errors="ignore")
+    st.dataframe(shown, hide_index=True, width="stretch", key=key, column_config={
+        "goal": st.column_config.TextColumn("goal", width="large"),
+        "measured": st.column_config.NumberColumn("measured", format="%.4g", width="small")
+        if "measured" in shown and pd.api.types.is_numeric_dtype(shown["measured"])
+        else st.column_config.TextColumn("measured", width="small")})
+    details = [(g, d) for g, d in zip(verdict["goal"], verdict.get("detail", [])) if d]
+    if details:
+        st.markdown("\n".join(f"- *{g}*: {d}" for g, d in details))
+
+
+def glossary_link() -> str:
+    """A markdown pointer to the Glossary page (in the sidebar of every page)."""
+    return ("Words such as *regime*, *transition*, *robust z*, *hysteresis* and *dwell* are "
+            "explained on the **Glossary** page (sidebar).")
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def load_example(label: str):
     """A built-in example trace (pure, so shared caching is safe)."""
@@ -52,10 +73,37 @@ def designer_spec() -> GuardSpec:
     return st.session_state.get("spec") or GuardSpec.default()
 
 
+KEPT = "_kept_"          # prefix of the copies that outlive a page change
+
+
+def kept(key: str, default):
+    """The value to draw a widget with so that it survives leaving the page: Streamlit drops
+    a widget's state when a run does not draw it, so its last value is copied under
+    KEPT + key (`keep`) and handed back here as the widget's `value`/`default`. (Keyed
+    widgets keep their identity when that value changes.)"""
+    return st.session_state.get(KEPT + key, default)
+
+
+def keep(key: str, value):
+    """Remember a widget's value across page changes (see `kept`); returns the value."""
+    st.session_state[KEPT + key] = value
+    return value
+
+
+def designer_origin() -> GuardSpec:
+    """The spec this session's design started from (the default, an import or a reset):
+    what the designer's diff and an export's description are against. A point adopted on
+    Tune does not move it, so the adopted change stays in the diff."""
+    ss = st.session_state
+    return ss.get("designer_origin") or ss.get("designer_base") or designer_spec()
+
+
 def adopt_spec(spec: GuardSpec) -> None:
-    """Make `spec` the designer's (as an import does: its tables restart from it)."""
-    st.session_state.update(designer_base=spec, spec=spec, import_error=None,
+    """Make `spec` the designer's (its tables restart from it); the origin stays."""
+    st.session_state.update(designer_origin=designer_origin(), designer_base=spec, spec=spec,
+                            import_error=None,
                             designer_ver=st.session_state.get("designer_ver", 0) + 1)
+    st.session_state.pop("designer_name", None)
 
 
 #: spec_choice's options, in order: the shipped default, the designer's, the v1 ratchet.
@@ -112,8 +160,12 @@ def run_job(prefix: str, make_job: Callable[[], object], disabled: bool = False)
 def regime_time_table(out, key: str | None = None) -> None:
     """The table of time in each regime of an annotated trace, shares as bars."""
     st.dataframe(time_in_regime(out), hide_index=True, width="stretch", key=key,
-                 column_config={"share": st.column_config.ProgressColumn(
-                     "share", min_value=0.0, max_value=1.0, format="percent")})
+                 column_config={  # narrow columns: the table fits a side column unclipped
+                     "regime": st.column_config.TextColumn("regime", width="small"),
+                     "steps": st.column_config.NumberColumn("steps", width="small"),
+                     "share": st.column_config.ProgressColumn(
+                         "share", min_value=0.0, max_value=1.0, format="percent",
+                         width="small")})
 
 
 @dataclass
@@ -143,11 +195,14 @@ def user_log() -> UserLog | None:
     return log if log is not None and log.trace is not None else None
 
 
-def _read(log: UserLog) -> UserLog | None:
-    """(Re-)read a log's bytes with its mapping and run; errors are shown, None returned."""
+def _read(log: UserLog, show: bool = True) -> UserLog | str | None:
+    """(Re-)read a log's bytes with its mapping and run. An error is shown and None returned,
+    or (`show=False`) returned as text."""
     try:
         log.result = read_upload(log.name, log.data, log.mapping, run=log.run)
     except TraceError as exc:
+        if not show:
+            return str(exc)
         st.error(f"Could not read the upload: {exc}")
         return None
     return log
@@ -166,12 +221,21 @@ def upload_widget(key: str) -> UploadResult | None:
                           "JSONL, Parquet, trainer_state.json, nanoGPT text …)",
                           key=key)
     log = st.session_state.get(USER_LOG)
+    bad = st.session_state.get(BAD_UPLOAD)
     if up is not None and (log is None or log.file_id != up.file_id):
-        fresh = _read(UserLog(up.name, up.getvalue(), up.file_id, UploadResult(up.name, None)))
-        if fresh is None:
+        if bad is None or bad[0] != up.file_id:
+            fresh = _read(UserLog(up.name, up.getvalue(), up.file_id,
+                                  UploadResult(up.name, None)), show=False)
+            if isinstance(fresh, str):
+                st.session_state[BAD_UPLOAD] = bad = (up.file_id, fresh)
+            else:
+                st.session_state[USER_LOG] = fresh
+                st.session_state.pop(BAD_UPLOAD, None)
+                st.rerun()    # redraw what was drawn before the upload ("Your log: …")
+        kept = f" Still using your log **{log.name}**." if log and log.trace is not None else ""
+        st.error(f"Could not read the upload: {bad[1]}{kept}")
+        if not kept:
             return None
-        st.session_state[USER_LOG] = fresh
-        st.rerun()        # redraw what was drawn before the upload ("Your log: …" labels)
     if log is None:
         return None
     if log.result.needs_mapping:
@@ -190,9 +254,9 @@ def upload_widget(key: str) -> UploadResult | None:
     result = log.result
     fmt = result.format or "?"
     which = f", run *{log.trace.attrs['run']}*" if len(runs) > 1 else ""
-    st.caption(f"Read **{result.name}** as `{fmt}`{which}: {len(result.trace):,} rows, columns "
-               f"{', '.join(map(str, result.trace.columns[:8]))}. It stays loaded for this "
-               "browser session on every page (never written to disk).")
+    st.caption(f"Your log: **{result.name}**, read as `{fmt}`{which}: {len(result.trace):,} "
+               f"rows, columns {', '.join(map(str, result.trace.columns[:8]))}. It stays "
+               "loaded for this browser session on every page (never written to disk).")
     return result
 
 
@@ -230,15 +294,18 @@ def trace_source(key: str, allow_preview: bool = False):
     if allow_preview:
         options.append("Designer's preview")
     loaded = user_log()
-    shown = {UPLOAD: f"Your log: {loaded.name}" if loaded else UPLOAD}
+    # The options' labels never change: a radio whose labels change between runs (the file
+    # name in "Your log: …") loses its selection in the browser, showing none selected.
     source = st.radio("Trace", options, horizontal=True, key=f"{key}_source",
-                      index=1 if loaded else 0, format_func=lambda o: shown.get(o, o))
+                      index=1 if loaded else 0)
     if source == "Built-in example":
         label = st.selectbox("Example", list(EXAMPLES), key=f"{key}_example")
         return label, load_example(label)
     if source == UPLOAD:
         result = upload_widget(f"{key}_upload")
         return (result.name, result.trace) if result else (None, None)
+    if loaded is not None:
+        st.caption(f"Your log: {loaded.name} stays loaded (choose *{UPLOAD}* to use it).")
     return preview_trace()
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from lbw_sim.errors import SpecError
-from lbw_sim.guard.analysis import regime_at, transitions_table
+from lbw_sim.guard.analysis import transitions_table
 from lbw_sim.guard.diagram import to_dot
 from lbw_sim.guard.engine import replay
 from lbw_sim.guard.spec import GuardSpec
@@ -25,11 +25,14 @@ from lbw_sim.studio.editor import (
     spec_from_tables,
     spec_tables,
 )
-from lbw_sim.studio.tune import edited_name
+from lbw_sim.studio.tune import changed_name, described, file_name
+from lbw_sim.studio.watch import moment
 from lbw_sim.traces.synthetic import EXAMPLES
 from lbw_sim.viz import trace_figure
 from pages.common import (
     YOUR_LOG,
+    designer_origin,
+    glossary_link,
     load_example,
     regime_time_table,
     through_app,
@@ -80,7 +83,7 @@ def import_spec(data: bytes | str, source: str) -> None:
     except SpecError as exc:
         ss["import_error"] = f"{source}: {exc}"
         return
-    ss.update(designer_base=spec, spec=spec, import_error=None,
+    ss.update(designer_base=spec, designer_origin=spec, spec=spec, import_error=None,
               designer_ver=ss.get("designer_ver", 0) + 1, import_ok=f"Imported {spec.name!r}.")
 
 
@@ -144,7 +147,7 @@ def rebuild(base: GuardSpec, edited: dict[str, pd.DataFrame], slots: dict) -> Gu
     ss["designer_valid_tables"] = {k: v.copy() for k, v in edited.items()}
     wanted = (ss.get("designer_name") or "").strip()
     if wanted or spec.hash != base.hash:  # an edit gets its own name: no two `lbw-default`s
-        spec = spec.renamed(wanted or edited_name(base.name))
+        spec = spec.renamed(wanted or changed_name(designer_origin(), spec))
     ss["spec"] = spec
     for warning in spec.warnings():
         st.warning(warning)
@@ -168,7 +171,7 @@ def preview_choice():
     return label, (loaded.trace if label == YOUR_LOG else load_example(label))
 
 
-def preview(spec: GuardSpec, base: GuardSpec) -> None:
+def preview(spec: GuardSpec, origin: GuardSpec) -> None:
     st.subheader("Preview on a trace")
     label, trace = preview_choice()
     out = replay(trace, spec, signals=True)
@@ -177,7 +180,8 @@ def preview(spec: GuardSpec, base: GuardSpec) -> None:
     default = int(fired.iloc[0]) if len(fired) else int(steps.iloc[-1])
     step = st.slider("Step to show on the diagram (its regime is outlined)", int(steps.iloc[0]),
                      int(steps.iloc[-1]), default, key="preview_step")
-    active = regime_at(out, step)
+    now = moment(out, step)
+    active = now.regime
     left, right = st.columns([3, 1])
     with left:
         fig = trace_figure(out, spec, height=470)
@@ -189,13 +193,16 @@ def preview(spec: GuardSpec, base: GuardSpec) -> None:
     with right:
         st.markdown("**Time in each regime**")
         regime_time_table(out)
-    st.graphviz_chart(to_dot(spec, active=active), width="stretch")
+    st.graphviz_chart(to_dot(spec, active=active, taken=now.taken), width="stretch")
+    st.markdown(now.sentence())
     st.caption(f"State diagram of this spec; at step {step} (the black line above) the guard "
-               f"is in **{active}** (thick outline). Double outline = initial regime.")
+               f"is in **{active}** (thick outline), and the thick edge is the transition it "
+               "last took. Double outline = initial regime.")
     st.markdown("**Transitions in the preview**")
     st.dataframe(transitions_table(out), hide_index=True, width="stretch", key="preview_fired")
-    st.markdown(f"**Changes against `{base.name}`** (the spec this design started from)")
-    changes = [c for c in base.diff(spec) if c[0] != "name"]
+    st.markdown(f"**Changes against `{origin.name}`** (hash `{origin.hash}`, the spec this "
+                "design started from)")
+    changes = [c for c in origin.diff(spec) if c[0] not in ("name", "description")]
     if changes:
         st.dataframe(pd.DataFrame([(p, str(a), str(b)) for p, a, b in changes],
                                   columns=["setting", "was", "now"]),
@@ -206,7 +213,8 @@ def preview(spec: GuardSpec, base: GuardSpec) -> None:
 
 st.title("Guard designer")
 st.markdown("Edit the guard's thresholds, regimes, transitions and bounds. The preview, the "
-            "state diagram and the **Regimes** and **Replay** pages use the last valid spec.")
+            "state diagram and the **Regimes** and **Replay** pages use the last valid spec. "
+            + glossary_link())
 base = ss.setdefault("designer_base", GuardSpec.default())
 import_ui()
 edited, slots = edit_tables(ss["designer_base"])
@@ -214,10 +222,13 @@ spec = rebuild(ss["designer_base"], edited, slots)
 info, name_col, export = st.columns([3, 2, 1])
 info.caption(f"Spec in use: `{spec.name}` · hash `{spec.hash}`")
 name_col.text_input("Name of the edited spec", key="designer_name",
-                    placeholder=edited_name(ss["designer_base"].name))
-export.download_button("Export YAML", data=spec.to_yaml(), file_name=f"{spec.name}.yaml",
-                       mime="application/x-yaml", key="spec_export")
+                    placeholder=changed_name(designer_origin(), spec))
+exported = described(spec, designer_origin())
+export.download_button("Export YAML", data=exported.to_yaml(), file_name=file_name(spec),
+                       mime="application/x-yaml", key="spec_export",
+                       help=f"{file_name(spec)}: its description starts with what changed "
+                            f"against {designer_origin().name}.")
 with st.expander("Use the exported spec in your training loop"):
-    for tab, code in zip(st.tabs(list(STACKS)), usage(f"{spec.name}.yaml").values()):
+    for tab, code in zip(st.tabs(list(STACKS)), usage(file_name(spec)).values()):
         tab.code(code, language="python")
-preview(spec, ss["designer_base"])
+preview(spec, designer_origin())

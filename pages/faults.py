@@ -36,8 +36,16 @@ from lbw_sim.bench.fault_report import (
 )
 from lbw_sim.bench.stress_report import ROOT, runs_dir
 from lbw_sim.errors import SpecError, TraceError
+from lbw_sim.guard.spec import GuardSpec, named_specs
+from lbw_sim.studio.results import (
+    SpecRef,
+    fault_takeaway,
+    nonfinite_note,
+    spec_of_folder,
+    spec_of_spec,
+)
 from lbw_sim.viz.faults import fault_curves_figure, guard_regimes_figure
-from pages.common import run_job, spec_choice, through_app
+from pages.common import glossary_link, run_job, spec_choice, through_app, verdict_table
 
 through_app(__file__)
 
@@ -52,12 +60,15 @@ FAULT_HELP = ("corrupt N: N batches of random tokens (flipped labels); lr_spike 
               "noise (not a fault: judged by the LR scale only).")
 
 st.title("Faults")
-st.markdown("Transient faults at each task's AdamW-best LR — bad-data bursts, LR spikes, "
-            "overflow storms, heavy-tailed gradient noise, one poisoned step — and a lasting "
-            "shift to harder data. Each arm is judged against its own fault-free run. "
-            "Run the full grid with `python -m lbw_sim faults --quick`, or a miniature one "
-            "here.")
-source = st.radio("Results", SOURCES, horizontal=True, key="faults_source")
+st.markdown("Does the guard ride out a short fault — a burst of bad data, an LR spike, "
+            "overflowing gradients, one poisoned step — and end where it would have ended "
+            "without it? Each optimizer arm is judged against its own fault-free run at the "
+            "task's best LR. " + glossary_link())
+source = st.radio("Results", SOURCES, horizontal=True, key="faults_source",
+                  help="The full grid runs from the command line (`python -m lbw_sim faults "
+                       "--quick`); a miniature one runs here.")
+#: the spec of the result being shown, set by each section
+shown_spec: dict[str, SpecRef] = {}
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -81,6 +92,7 @@ def folder_section() -> FaultResult | None:
         return None
     labels = {_label(p): p for p in folders}
     choice = st.selectbox("Results folder", list(labels), key="faults_folder")
+    shown_spec["ref"] = spec_of_folder(labels[choice])
     try:
         summary = labels[choice] / "summary.csv"
         return cached_results(str(summary.parent), summary.stat().st_mtime_ns)
@@ -99,7 +111,9 @@ def upload_section() -> FaultResult | None:
     except TraceError as exc:
         st.error(f"Could not read the summary: {exc}")
         return None
-    st.caption(f"Read **{up.name}**: {len(summary)} cells (no loss curves in a summary).")
+    st.caption(f"Read **{up.name}**: {len(summary)} cells (no loss curves in a summary). "
+               "A summary.csv does not record its guard spec.")
+    shown_spec["ref"] = SpecRef(None)
     return FaultResult(summary)
 
 
@@ -142,7 +156,8 @@ def run_section() -> FaultResult | None:
     if job is None:
         return None
     snap = job.snapshot()
-    ran = f"{job.grid.describe()}; guard spec *{job.spec.name}*"
+    shown_spec["ref"] = spec_of_spec(job.spec)
+    ran = f"{job.grid.describe()}; guard spec *{job.spec.name}* (`{job.spec.hash}`)"
     if snap["error"]:
         st.error(f"The run failed: {snap['error']}")
     elif job.stop_event.is_set():
@@ -161,35 +176,34 @@ def run_section() -> FaultResult | None:
     return result
 
 
-def show(result: FaultResult) -> None:
+def show(result: FaultResult, ref: SpecRef) -> None:
     summary = result.summary
     if summary.empty:
         st.info("No finished cell yet.")
         return
+    st.info(fault_takeaway(summary, ref), icon=":material/lightbulb:")
+    note = nonfinite_note(summary)
+    if note:
+        st.caption(note)
     marks = {True: "✔", False: "✘"}
-    verdict = goals(summary).assign(met=lambda d: d["met"].map(marks).fillna("?"))
-    which = (f"guard spec *{result.spec.name}*" if result.spec
-             else "the guard arm's spec the grid was run with")
-    st.markdown(f"**Goals** ({which}; means over seeds "
+    verdict = goals(summary).assign(met=lambda d: d["met"].map(marks).fillna("n/a"))
+    st.markdown(f"**Goals** (guard arm: {ref.label}; means over seeds "
                 f"{', '.join(map(str, sorted(summary['seed'].unique())))})")
-    st.dataframe(verdict, hide_index=True, width="stretch", key="faults_goals",
-                 column_config={"measured": st.column_config.NumberColumn(format="%.4g")})
+    verdict_table(verdict, key="faults_goals")
     tasks = list(dict.fromkeys(summary["task"]))
     task = st.selectbox("Task", tasks, key="faults_task")
-    left, right = st.columns([3, 2])
-    with left:
-        st.markdown("**Final val loss ÷ the same arm's fault-free run**")
-        st.dataframe(ratio_pivot(summary, task), hide_index=True, width="stretch",
-                     key="faults_ratios")
-    with right:
-        st.markdown("**The guard's reaction**")
-        tab = mean_table(summary)
-        cols = ["fault", "severity", "steps_lost", "detection_latency", "skips", "rollbacks",
-                "final_lr_scale", "lr_back_steps"]
-        guard = tab[(tab["task"] == task) & (tab["arm"] == "guard") & (tab["fault"] != "none")]
-        st.dataframe(guard[[c for c in cols if c in guard]], hide_index=True, width="stretch",
-                     key="faults_guard")
-        st.caption("steps lost / LR back after: inf = never within the run.")
+    st.markdown(f"**Final val loss ÷ the same arm's fault-free run** ({task}; guard arm: "
+                f"{ref.label}; ∞ = the run ended non-finite)")
+    st.dataframe(ratio_pivot(summary, task), hide_index=True, width="stretch",
+                 key="faults_ratios")
+    st.markdown(f"**The guard's reaction** ({ref.label})")
+    tab = mean_table(summary)
+    cols = ["fault", "severity", "steps_lost", "detection_latency", "skips", "rollbacks",
+            "final_lr_scale", "lr_back_steps"]
+    guard = tab[(tab["task"] == task) & (tab["arm"] == "guard") & (tab["fault"] != "none")]
+    st.dataframe(guard[[c for c in cols if c in guard]], hide_index=True, width="stretch",
+                 key="faults_guard")
+    st.caption("steps lost / LR back after: inf = never within the run.")
     if result.curves.empty:
         st.info("No loss curves: an uploaded summary.csv holds one row per cell only.")
         return
@@ -200,11 +214,12 @@ def show(result: FaultResult) -> None:
                f"{SMOOTH // 2} steps before the fault's start (grey line); a curve that breaks "
                "off went non-finite (or its run stopped). The y axis stops at twice the fault-free "
                "level.")
-    st.plotly_chart(guard_regimes_figure(curves, task, spec=result.spec), width="stretch",
+    spec = result.spec or (GuardSpec.named(ref.name) if ref.name in named_specs() else None)
+    st.plotly_chart(guard_regimes_figure(curves, task, spec=spec), width="stretch",
                     key="faults_regimes_chart")
 
 
 section = {SOURCES[0]: folder_section, SOURCES[1]: upload_section, SOURCES[2]: run_section}
 result = section[source]()
 if result is not None:
-    show(result)
+    show(result, shown_spec.get("ref", SpecRef(None)))

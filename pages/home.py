@@ -9,9 +9,14 @@ from lbw_sim.guard.engine import replay
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.traces.synthetic import demo_trace
 from lbw_sim.viz import demo_figure, trace_figure
-from pages.common import regime_time_table, through_app
+from pages.common import glossary_link, regime_time_table, through_app
 
 through_app(__file__)
+
+
+def loss_text(value: float) -> str:
+    """A loss as the chart can show it: below 1e-12 (the chart's floor) it reads as such."""
+    return "below 1e-12 (converged)" if 0 <= value < 1e-12 else f"{value:.3g}"
 
 
 @st.cache_data(show_spinner=False)
@@ -31,7 +36,7 @@ st.markdown(
     "own noise, so no threshold is a per-model constant. The v1 spec (`lbw-v1`) adds an "
     "update cap and a one-way **LR ratchet**: while the updates stay above 3 % of the "
     "weights, the LR is halved for the rest of the run. Everything the guard does is "
-    "written into the trace with its cause."
+    "written into the trace with its cause. " + glossary_link()
 )
 st.subheader("One-click demo: the same run, unguarded and guarded by the v1 ratchet")
 spec = GuardSpec.default()
@@ -52,9 +57,9 @@ if demo is not None:
     left, right = st.columns(2)
     left.metric("Unguarded", f"diverged at step {held.plain_steps}"
                 if held.plain_lost else "stable")
-    left.caption(f"last loss {plain['loss'].iloc[-1]:.3g}")
+    left.caption(f"last loss {loss_text(plain['loss'].iloc[-1])}")
     right.metric("Guarded", "not held" if held.guarded_lost else "held stable")
-    right.caption(f"final loss {guarded['loss'].iloc[-1]:.3g}")
+    right.caption(f"final loss {loss_text(guarded['loss'].iloc[-1])}")
     st.plotly_chart(demo_figure(runs, demo_spec), width="stretch", key="home_demo_chart")
     acts = transitions_table(guarded.iloc[1:])
     first_cap = acts.loc[acts["transition"] == "update cap", "step"]
@@ -67,10 +72,10 @@ if demo is not None:
         "update/weight ratio ‖Δθ‖/‖θ‖ of each update. Above the cap (red dotted line) the "
         "update is scaled back (× marks"
         + (f", first at step {int(first_cap.iloc[0])}" if len(first_cap) else "")
-        + "), which bounds the oscillation; while its EMA stays above `ratio_high` for 20 steps "
-        "the ratchet halves the LR"
-        + (f" (`{fired['transition'].iloc[0]}` at step {int(fired['step'].iloc[0])})"
-           if len(fired) else "")
+        + "), which bounds the oscillation; while its moving average stays above 3 % (the "
+        "threshold `ratio_high`) for 20 steps the ratchet halves the LR"
+        + (f" (the transition `{fired['transition'].iloc[0]}` at step "
+           f"{int(fired['step'].iloc[0])})" if len(fired) else "")
         + ", below the edge, and the run converges. "
         f"In all, the guard (the v1 ratchet `lbw-v1`, tuned for this model family) "
         f"{guard_actions(guarded)}. Same start, same schedule. The shipped default "

@@ -12,12 +12,15 @@ import streamlit as st
 
 from lbw_sim.errors import SpecError
 from lbw_sim.guard.analysis import transitions_table
+from lbw_sim.guard.diagram import to_dot
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.sim.device import DEVICE_CHOICES, pick_device
 from lbw_sim.sim.live import LiveSession, Snapshot, device_label
 from lbw_sim.sim.scenarios import list_scenarios, load_scenario
+from lbw_sim.studio.tune import changed_name
+from lbw_sim.studio.watch import fault_notes, moment
 from lbw_sim.viz import live_charts
-from pages.common import spec_choice, through_app
+from pages.common import glossary_link, spec_choice, through_app
 
 through_app(__file__)
 
@@ -26,7 +29,10 @@ KEY = "live_session"
 REFRESH = "1s"
 IDLE_TIMEOUT = 300.0
 DEFAULT_SCENARIO = "quickstart"
-PACES = {"full speed": None, "50 steps/s": 50.0, "20 steps/s": 20.0, "5 steps/s": 5.0}
+#: The first pace is the default: 600 steps in about a minute, time to edit a threshold
+#: mid-run and watch the state diagram follow.
+PACES = {"10 steps/s": 10.0, "20 steps/s": 20.0, "50 steps/s": 50.0, "5 steps/s": 5.0,
+         "full speed": None}
 STATE_BOX = {"running": st.info, "finished": st.success, "stopped": st.warning,
              "error": st.error, "idle": st.info}
 
@@ -50,6 +56,7 @@ def start_run(scenario: str, lr: float, steps: int, seed: int, device: str, pace
     try:
         ss[KEY] = LiveSession(scenario, lr, seed=seed, steps=steps, device=device, spec=spec,
                               idle_timeout=IDLE_TIMEOUT, max_rate=PACES[pace]).start()
+        ss["live_origin"] = spec          # live edits are named against it
         ss.pop("live_error", None)
     except (SpecError, RuntimeError) as exc:
         ss["live_error"] = f"Could not start: {exc}"
@@ -82,7 +89,12 @@ def controls(running: bool) -> tuple:
                        help="Slow the run down to watch it; the training is the same.")
     with c:
         spec = spec_choice("Guard spec", key="live_spec")
-        st.caption(f"`{spec.name}` · hash `{spec.hash}`")
+        live = ss.get(KEY)
+        if running and live is not None:   # the spec deciding now, live edits included
+            st.caption(f"Deciding now: `{live.spec.name}` · hash `{live.spec.hash}`"
+                       + (" (edited during the run)" if live.spec.hash != spec.hash else ""))
+        else:
+            st.caption(f"`{spec.name}` · hash `{spec.hash}`")
     return name, float(lr), int(steps), int(seed), device, pace, spec
 
 
@@ -99,13 +111,18 @@ def threshold_form(live: LiveSession) -> None:
         if st.form_submit_button("Apply thresholds", icon=":material/tune:"):
             try:
                 new = spec.with_values(values)
+                origin = ss.get("live_origin") or spec
+                new = new.renamed(changed_name(origin, new))
             except SpecError as exc:
                 st.error(f"Not applied: {exc}")
                 return
             if new.hash != spec.hash:
                 live.set_spec(new)
-                st.success(f"Spec `{new.hash}` takes over at the next step (see `spec_hash` "
-                           "in the trace).")
+                ss["live_applied"] = (f"Spec `{new.hash}` takes over at the next step (see "
+                                      "`spec_hash` in the trace).")
+                st.rerun()        # every caption that names the spec follows the edit
+    if ss.get("live_applied"):
+        st.success(ss.pop("live_applied"))
 
 
 def status_box(snap: Snapshot) -> None:
@@ -126,6 +143,29 @@ def metrics(snap: Snapshot) -> None:
         st.caption(f"The {arm} run ended at step {int(df['step'].iloc[-1])}: {why}.")
 
 
+def state_machine(live: LiveSession, snap: Snapshot) -> None:
+    """The guard's state diagram at the run's latest step: its regime outlined, the edge it
+    last took drawn thick, and why, beside it."""
+    g = snap.guarded
+    if not len(g) or "regime" not in g:
+        return
+    now = moment(g, int(g["step"].iloc[-1]))
+    left, right = st.columns([3, 2])
+    with left:
+        st.graphviz_chart(to_dot(live.spec, active=now.regime, taken=now.taken),
+                          width="stretch")
+    with right:
+        st.markdown("**The guard now**")
+        st.markdown(now.sentence())
+        notes = fault_notes(g, live.spec, live.scenario.faults)
+        if notes:
+            st.markdown("**The scenario's faults so far**")
+            st.markdown("\n".join(f"- {n}" for n in notes))
+        st.caption(f"Deciding with `{live.spec.name}` · hash `{live.spec.hash}`. The thick "
+                   "outline is the regime it is in; the thick edge the transition it last "
+                   "took. " + glossary_link())
+
+
 @st.fragment(run_every=REFRESH if (ss.get(KEY) and ss[KEY].running) else None)
 def live_view() -> None:
     """Redrawn every second while running; a full rerun once the run ends."""
@@ -142,10 +182,15 @@ def live_view() -> None:
         return
     for chart in live_charts(snap.guarded, snap.plain, live.spec, snap.ended):
         st.vega_lite_chart(chart, width="stretch")
+    state_machine(live, snap)
     left, right = st.columns([3, 2])
     with left:
         st.markdown("**Guard transitions and their causes**")
-        st.dataframe(transitions_table(snap.guarded), hide_index=True, height=200)
+        st.dataframe(transitions_table(snap.guarded), hide_index=True, height=200,
+                     width="stretch", column_config={
+                         "step": st.column_config.NumberColumn("step", width="small"),
+                         "regime": st.column_config.TextColumn("regime", width="small"),
+                         "cause": st.column_config.TextColumn("cause", width="large")})
     with right:
         st.markdown("**Spec edits during the run**")
         for c in snap.spec_changes:
@@ -177,7 +222,8 @@ if ss.get("live_error"):
 if live is None:
     st.info("Press **Start** to train. The quickstart scenario (a 2-layer GPT with a "
             "corrupted batch at step 70 and NaN gradients at step 80) shows the difference "
-            "within seconds on a CPU.")
+            "within seconds on a CPU; beside the state diagram the page says what the guard "
+            "did at each fault, or why it did not react.")
     st.stop()
 with c:
     # Bytes made here, never a deferred callable: a generated file is unreferenced and the

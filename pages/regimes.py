@@ -8,13 +8,21 @@ from lbw_sim.errors import TraceError
 from lbw_sim.guard.analysis import held_not_fired, transitions_table
 from lbw_sim.guard.engine import replay
 from lbw_sim.viz import controls_figure, signal_figure
-from pages.common import no_trace_note, regime_time_table, spec_choice, through_app, trace_source
+from pages.common import (
+    glossary_link,
+    no_trace_note,
+    regime_time_table,
+    spec_choice,
+    through_app,
+    trace_source,
+)
 
 through_app(__file__)
 
 st.title("Regimes")
 st.markdown("Why the guard is in the regime it is in: every signal with the thresholds that "
-            "move it between regimes, the controls it applied, and each transition's cause.")
+            "move it between regimes, the controls it applied, and each transition's cause. "
+            + glossary_link())
 left, right = st.columns([3, 1])
 with left:
     label, trace = trace_source("regimes", allow_preview=True)

@@ -1,5 +1,7 @@
-"""Stress suite: the committed full LR x arm grid on arrival, a miniature one run here, or
-earlier results (runs/, upload).
+"""Stress suite: the committed task suite (the current default spec) on arrival, the
+committed Tiny Shakespeare grid (measured with the retired v1 spec, and said so), a
+miniature grid run here, or earlier results (runs/, upload). Every result opens with the
+spec that produced it and two or three plain sentences (`lbw_sim.studio.results`).
 
 The miniature grid runs in a worker thread (`StressJob`, no Streamlit calls) held in this
 browser session's state; a fragment polls its progress every half second, so the page
@@ -8,6 +10,7 @@ stays usable while it trains and another session can neither see nor stop it.
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from lbw_sim.bench.stress import MINI
@@ -35,23 +38,35 @@ from lbw_sim.bench.suite_report import (
     suite_verdicts,
 )
 from lbw_sim.errors import TraceError
+from lbw_sim.studio.results import (
+    SpecRef,
+    applicable_goals,
+    spec_of_folder,
+    spec_of_spec,
+    specs_of_suite,
+    stress_takeaway,
+    suite_takeaway,
+)
 from lbw_sim.viz import stress_curves_figure, stress_events_figure, stress_loss_figure
-from pages.common import run_job, through_app
+from pages.common import glossary_link, run_job, through_app, verdict_table
 
 through_app(__file__)
 
-SOURCES = ("The committed full grid", "Run a miniature grid", "Earlier results (runs/)",
-           "Upload a summary.csv", "Task suite")
+SOURCES = ("Task suite", "The committed Tiny Shakespeare grid", "Run a miniature grid",
+           "Earlier results (runs/)", "Upload a summary.csv")
 
 st.title("Stress suite")
-st.markdown("Final validation loss against the peak learning rate, each optimizer arm at "
-            "every LR: does the guard keep a run healthy at LRs that break plain AdamW, "
-            "without costing anything at the best LR? Shown first: the full grid committed "
-            "with the project (run from the command line, `python -m lbw_sim stress`). The "
-            f"miniature grid runs {', '.join(MINI['arms'])} here in about a minute; earlier "
-            "results under runs/, an uploaded summary.csv, or the task suite (the LR grid "
-            "over seven model families, `stress --suite`) can be loaded too.")
-source = st.radio("Results", SOURCES, horizontal=True, key="stress_source")
+st.markdown("Does the guard keep a run healthy at learning rates that break plain AdamW, "
+            "without costing anything at AdamW's best LR? Each optimizer arm is trained at "
+            "every LR of a grid and judged by its final validation loss. "
+            + glossary_link())
+source = st.radio("Results", SOURCES, horizontal=True, key="stress_source",
+                  help="Task suite: seven model families (`stress --suite`). Tiny "
+                       "Shakespeare: the older full grid, measured with the retired v1 spec. "
+                       f"The miniature grid runs {', '.join(MINI['arms'])} here in about a "
+                       "minute.")
+#: the spec of the result being shown (`ref`), set by each section; `suite`: from the suite
+shown_spec: dict = {}
 
 
 def committed_section() -> StressResult | None:
@@ -62,6 +77,7 @@ def committed_section() -> StressResult | None:
     except (TraceError, OSError) as exc:
         st.error(f"Could not read the committed results ({folder.name}): {exc}")
         return None
+    shown_spec["ref"] = spec_of_folder(folder)
     s = result.summary
     lrs = ", ".join(f"{lr:g}" for lr in sorted(s["lr"].unique()))
     st.caption(f"`benchmarks/results/{folder.name}`: arms {', '.join(s['arm'].unique())} × "
@@ -81,6 +97,7 @@ def run_section() -> StressResult | None:
     job: StressJob | None = run_job("stress", lambda: StressJob(grid))
     if job is None:
         return None
+    shown_spec["ref"] = spec_of_spec(job.grid.scenario.guard)
     snap = job.snapshot()
     if snap["error"]:
         st.error(f"The run failed: {snap['error']}")
@@ -105,6 +122,7 @@ def folder_section() -> StressResult | None:
                 "`python -m lbw_sim stress --quick` writes runs/stress_quick.")
         return None
     choice = st.selectbox("Results folder (under runs/)", folders, key="stress_folder")
+    shown_spec["ref"] = spec_of_folder(runs_dir() / choice)
     try:
         summary = runs_dir() / choice / "summary.csv"
         return cached_results(str(summary.parent), summary.stat().st_mtime_ns)
@@ -123,33 +141,54 @@ def upload_section() -> StressResult | None:
     except TraceError as exc:
         st.error(f"Could not read the summary: {exc}")
         return None
-    st.caption(f"Read **{up.name}**: {len(summary)} cells (no loss curves in a summary).")
+    st.caption(f"Read **{up.name}**: {len(summary)} cells (no loss curves in a summary). "
+               "A summary.csv does not record its guard spec.")
+    shown_spec["ref"] = SpecRef(None)
     return StressResult(None, summary)
 
 
-def show(result: StressResult) -> None:
+#: Report columns narrow enough that the table fits 1400 px without a cut-off column.
+REPORT_FORMAT = {
+    "lr": st.column_config.NumberColumn("LR", format="%g"),
+    "val_loss": st.column_config.NumberColumn("val loss", format="%.4f"),
+    "val_std": st.column_config.NumberColumn("± std", format="%.4f"),
+    "ratio": st.column_config.NumberColumn("÷ AdamW best", format="%.3f"),
+    "diverged": st.column_config.NumberColumn("diverged seeds", format="%d"),
+    "first_diverged_step": st.column_config.NumberColumn("first diverged", format="%d"),
+    "interventions": st.column_config.NumberColumn("steps acted", format="%.0f"),
+    "skips": st.column_config.NumberColumn("skips", format="%.0f"),
+    "ppl": st.column_config.NumberColumn("ppl", format="%.4g"),
+    "worst_ratio": st.column_config.NumberColumn("worst ratio", format="%.3f"),
+    "at_lr": st.column_config.NumberColumn("at LR", format="%g"),
+    "best_ratio": st.column_config.NumberColumn("best ratio", format="%.3f"),
+}
+
+
+def show(result: StressResult, ref: SpecRef) -> None:
     if result.summary.empty:
         st.info("No finished cell yet.")
         return
     rep = report_table(result.summary)
     worst = worst_ratios(rep)
+    st.info(stress_takeaway(rep, ref), icon=":material/lightbulb:")
+    guard = f"guard arm: {ref.label}"
     st.plotly_chart(stress_loss_figure(rep, result.reference), width="stretch",
                     key="stress_loss_chart")
-    left, right = st.columns([3, 1])
-    with left:
-        st.markdown("**Per arm and LR** (mean over seeds; ratio = final val loss / AdamW's best)")
-        st.dataframe(rep, hide_index=True, width="stretch", key="stress_table",
-                     column_config={"lr": st.column_config.NumberColumn(format="%g")})
-    with right:
-        st.markdown("**Worst ratio per arm**")
-        st.dataframe(worst, hide_index=True, width="stretch", key="stress_worst")
-    marks = {True: "✔", False: "✘"}
-    verdict = goals(rep, result.nominal or None).assign(
-        met=lambda d: d["met"].map(marks).fillna("?"),
-        measured=lambda d: [measured_text(g, m) for g, m in zip(d["goal"], d["measured"])])
-    st.markdown("**Goals** (no harm at the best LR, rescue at 10×/30× the best LR, dominance "
-                "from 3×; LRs matched within a factor 1.2)")
-    st.dataframe(verdict, hide_index=True, width="stretch", key="stress_goals")
+    if not shown_spec.get("suite"):      # the suite view shows the task's goals above
+        marks = {True: "✔", False: "✘"}
+        verdict = applicable_goals(goals(rep, result.nominal or None), rep).assign(
+            met=lambda d: d["met"].map(marks).fillna("n/a"),
+            measured=lambda d: [measured_text(g, m) for g, m in zip(d["goal"], d["measured"])])
+        st.markdown(f"**Goals** ({guard}; no harm at the best LR, rescue at 10×/30× the best "
+                    "LR where AdamW needed one, dominance from 3×; LRs matched within a "
+                    "factor 1.2)")
+        verdict_table(verdict, key="stress_goals")
+    st.markdown(f"**Per arm and LR** (mean over seeds; {guard})")
+    st.dataframe(rep, hide_index=True, width="stretch", key="stress_table",
+                 column_config=REPORT_FORMAT)
+    st.markdown("**Worst ratio per arm** (final val loss ÷ AdamW's best, over the grid)")
+    st.dataframe(worst, hide_index=True, width="stretch", key="stress_worst",
+                 column_config=REPORT_FORMAT)
     st.plotly_chart(stress_events_figure(rep), width="stretch", key="stress_events_chart")
     if not result.curves.empty:
         st.plotly_chart(stress_curves_figure(result.curves, result.reference), width="stretch",
@@ -192,31 +231,45 @@ def suite_section() -> StressResult | None:
     except (TraceError, OSError, ValueError, KeyError) as exc:
         st.error(f"Could not read {choice}: {exc}")
         return None
-    verdicts = suite_verdicts(results)
+    raw = suite_verdicts(results)
+    verdicts = pd.concat([applicable_goals(g, report_table(results[t].summary))
+                          for t, g in raw.groupby("task", sort=False)], ignore_index=True) \
+        if len(raw) else raw
+    refs = specs_of_suite(suite_root(choice), list(results))
+    shown_spec["ref"] = next(iter(refs.values()), SpecRef(None))
+    table = overall(verdicts)
+    st.info(suite_takeaway(table, refs), icon=":material/lightbulb:")
     marks = {True: "✔", False: "✘"}
-    st.markdown("**Overall** (one guard spec on every task, the one the suite was run with; "
-                "a goal is met when every task that can judge it meets it)")
-    st.dataframe(overall(verdicts).assign(met=lambda d: d["met"].map(marks).fillna("?")),
-                 hide_index=True, width="stretch", key="suite_overall")
-    matrix = verdicts.assign(cell=[f"{measured_text(k, m)} {marks.get(ok, '?')}" for k, m, ok in
+    st.markdown("**Overall** (a goal is met when every task where it applies meets it; "
+                "rescue applies only where AdamW needed one)")
+    st.dataframe(table.assign(met=lambda d: d["met"].map(marks).fillna("n/a")),
+                 hide_index=True, width="stretch", key="suite_overall", column_config={
+                     "met_tasks": st.column_config.NumberColumn("tasks met", width="small"),
+                     "judged_tasks": st.column_config.NumberColumn("of tasks judged",
+                                                                   width="small"),
+                     "met": st.column_config.TextColumn("met", width="small"),
+                     "missed_on": st.column_config.TextColumn("missed on", width="large")})
+    matrix = verdicts.assign(cell=[f"{measured_text(k, m)} {marks.get(ok, 'n/a')}" for k, m, ok in
                                    zip(verdicts["key"], verdicts["measured"], verdicts["met"])])
     grid = matrix.pivot(index="task", columns="key", values="cell")
     st.dataframe(grid.reindex(index=list(results), columns=[k for k in GOAL_ORDER if k in grid]),
                  width="stretch", key="suite_matrix")
     task = st.selectbox("Task", list(results), key="suite_task")
     st.markdown(f"**{task}: goals**")
-    st.dataframe(verdicts[verdicts["task"] == task].drop(columns=["task", "key"]).assign(
-        met=lambda d: d["met"].map(marks).fillna("?"),
+    verdict_table(verdicts[verdicts["task"] == task].drop(columns=["task", "key"]).assign(
+        met=lambda d: d["met"].map(marks).fillna("n/a"),
         measured=lambda d: [measured_text(g, m) for g, m in zip(d["goal"], d["measured"])]),
-        hide_index=True, width="stretch", key="suite_task_goals")
+        key="suite_task_goals")
     st.markdown("**Beside the guard** (ratio to AdamW's best)")
     st.dataframe(beside_guard(report_table(results[task].summary)), hide_index=True,
                  width="stretch", key="suite_beside")
+    shown_spec.update(ref=refs[task], suite=True)
+    st.markdown(f"#### {task}: the grid")
     return results[task]
 
 
-section = {SOURCES[0]: committed_section, SOURCES[1]: run_section,
-           SOURCES[2]: folder_section, SOURCES[3]: upload_section, SOURCES[4]: suite_section}
+section = {SOURCES[0]: suite_section, SOURCES[1]: committed_section, SOURCES[2]: run_section,
+           SOURCES[3]: folder_section, SOURCES[4]: upload_section}
 result = section[source]()
 if result is not None:
-    show(result)
+    show(result, shown_spec.get("ref", SpecRef(None)))

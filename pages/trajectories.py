@@ -17,7 +17,7 @@ from lbw_sim.sim.trajectories import (
     summarize,
 )
 from lbw_sim.viz import trajectory_figure
-from pages.common import V1_CHOICE, spec_choice, through_app
+from pages.common import V1_CHOICE, glossary_link, spec_choice, through_app
 
 through_app(__file__)
 
@@ -33,7 +33,8 @@ st.title("Trajectories")
 st.markdown("Optimizer paths on 2-D loss landscapes, from the same start point at several "
             "learning rates, one colour per LR: the plain optimizer (dashed) and the same "
             "optimizer wrapped in `GuardedOptimizer` (solid; dots coloured by the guard's "
-            "regime, ◆ where the update cap bounded the step). Press ▶ to animate.")
+            "regime, ◆ where the update cap bounded the step). Press ▶ to animate. "
+            + glossary_link())
 c1, c2, c3, c4 = st.columns([2, 1, 2, 1])
 name = c1.selectbox("Landscape", list(PRESETS), key="traj_landscape")
 preset = PRESETS[name]
@@ -55,4 +56,6 @@ st.plotly_chart(trajectory_figure(paths, land, spec), width="stretch", key="traj
 st.caption(f"Background: log10 of the loss of **{name}** (darker = lower); ★ start. LR warm-up: "
            f"{cfg.warmup} steps. A path that stops short left the plot (|p| > {cfg.escape:g}).")
 st.info(describe(summary, cfg, getattr(land, "lr_threshold", None)))
-st.dataframe(summary, hide_index=True, width="stretch", key="traj_summary")
+st.dataframe(summary, hide_index=True, width="stretch", key="traj_summary", column_config={
+    "lr": st.column_config.NumberColumn("LR", format="%g"),
+    "final loss": st.column_config.NumberColumn("final loss", format="%.3g")})

@@ -4,7 +4,8 @@ Checks what AppTest cannot: charts are drawn (plotly SVG, graphviz SVG), no exce
 the Home demo finishes, and a real upload on Replay works (and a hostile one does not
 break the page). Screenshots of every page go to `screenshots/` (git-ignored).
 Run alone with `python -m pytest -m e2e tests/test_e2e.py`. The Tune flow is at
-the end: one upload serves the designer, Regimes and Tune; a brushed range becomes a label.
+the end: one upload serves the designer, Regimes and Tune; a brushed range becomes a label;
+a real log swept on Tune, a point adopted by the table, seen in the designer and export.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from lbw_sim.guard.spec import GuardSpec
 
 #: The studio starts from the default: names and values read off it, never typed in.
 DEFAULT = GuardSpec.default()
-EDITED = f"{DEFAULT.name} (edited)"
+#: The designer names an edit by what changed: spike_z just above watch_z's exit.
+LOW_SPIKE = DEFAULT.thresholds["watch_z"] + 0.5
+EDITED = f"{DEFAULT.name} (spike_z {LOW_SPIKE:g})"
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,7 +196,7 @@ def test_replay_upload(page):
     rows = "\n".join(f"{i},{2 + 0.3 * (i == 400) * 5:.3f},{1 + 10 * (i == 400):.3f}"
                      for i in range(1000))
     upload(page, "my_run.csv", f"step,loss,grad_norm\n{rows}\n".encode())
-    page.wait_for_selector("text=Read **my_run.csv**".replace("**", ""), timeout=30_000)
+    page.wait_for_selector("text=Your log: my_run.csv", timeout=30_000)
     assert page.locator("text=Could not read the upload").count() == 0
     assert_healthy(page, "replay_upload", plots=2)
 
@@ -407,11 +410,10 @@ def test_log_uploaded_once_serves_designer_regimes_and_tune(page):
     page.get_by_text("Upload a log").click()
     settle(page)
     upload(page, LOG.name, LOG.read_bytes())
-    page.wait_for_selector(f"text=Read {LOG.name}", timeout=30_000)
+    page.wait_for_selector(f"text=Your log: {LOG.name}", timeout=30_000)
     go(page, "Guard designer")
     assert shown(page, f"Your log: {LOG.name}")             # the preview is on it
-    low = DEFAULT.thresholds["watch_z"] + 0.5                # spike_z just above the exit
-    edit_threshold(page, list(DEFAULT.thresholds).index("spike_z"), f"{low:g}e0")
+    edit_threshold(page, list(DEFAULT.thresholds).index("spike_z"), f"{LOW_SPIKE:g}e0")
     page.wait_for_selector(f"code:has-text('{EDITED}')", timeout=30_000)
     assert_healthy(page, "tune_flow_designer", plots=1)
     go(page, "Regimes")
@@ -463,3 +465,51 @@ def test_brushed_range_becomes_a_label_and_changes_the_score(page):
         "m => m.innerText.includes('Incidents') && m.innerText.includes('3'))", timeout=30_000)
     assert metric(page, "Recall") != recall
     assert_healthy(page, "tune_labelled", plots=2)
+
+
+#: A real fine-tuning log (a Hugging Face trainer_state.json) where the shared traces are at
+#: hand; the example log otherwise, so the flow runs everywhere.
+REAL_LOG = next((p for p in [ROOT.parent / "shared" / "traces" /
+                             "hf_syGOAT_Mistral-v0.2-Translator-bf16_trainer_state.json"]
+                 if p.is_file()), LOG)
+
+
+def grid_cell(pg, grid, row: int, x: float) -> tuple[float, float]:
+    """Screen point of a data row of a canvas table (35 px rows under a 35 px header)."""
+    box = grid.bounding_box()
+    return box["x"] + x, box["y"] + 35 * (row + 1) + 17
+
+
+def test_tune_reads_points_apart_and_adopts_one_by_the_table(page):
+    """Upload a real log, sweep on Tune: two outcomes drawn apart on the trade-off chart;
+    tick a row of the swept-specs table: the designer's diff and export show the change."""
+    open_page(page, "tune")
+    page.get_by_text("Upload a log").click()
+    settle(page)
+    upload(page, REAL_LOG.name, REAL_LOG.read_bytes())
+    page.wait_for_selector(f"text=Your log: {REAL_LOG.name}", timeout=30_000)
+    settle(page)
+    chart = page.get_by_test_id("stPlotlyChart").nth(1)      # the trade-off
+    chart.scroll_into_view_if_needed()
+    points = chart.locator(".scatterlayer .trace").first.locator("path.point")
+    boxes = [points.nth(i).bounding_box() for i in range(points.count())]
+    assert len(boxes) >= 2, "one mark for every outcome: want two distinct outcomes"
+    far = max(abs(a["x"] - b["x"]) + abs(a["y"] - b["y"]) for a in boxes for b in boxes)
+    assert far > 100, f"distinct outcomes drawn {far:.0f} px apart"
+    assert_healthy(page, "tune_real_log", plots=2)
+    table = page.get_by_test_id("stDataFrame").last          # the swept specs
+    table.scroll_into_view_if_needed()
+    page.mouse.click(*grid_cell(page, table, 0, 15))         # tick the first swept spec
+    page.wait_for_selector("text=The designer's spec is now", timeout=30_000)
+    settle(page)
+    picked = page.get_by_text("The designer's spec is now").inner_text()
+    assert "watch_z" in picked
+    go(page, "Guard designer")
+    assert "Changes against" in main_text(page) and "No changes yet" not in main_text(page)
+    with page.expect_download() as download:
+        button(page, "Export YAML").click()
+    name = download.value.suggested_filename
+    assert "watch_z" in name and " " not in name and name.endswith(".yaml")
+    text = Path(download.value.path()).read_text(encoding="utf-8")
+    assert "Changed from" in text and "thresholds.watch_z" in text
+    assert_healthy(page, "tune_adopted_designer", plots=1)

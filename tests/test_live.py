@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import threading
 import time
 
@@ -146,8 +147,16 @@ def test_live_charts_keep_their_spec_while_data_grows(sessions):
     snap = live.snapshot()
     full = live_charts(snap.guarded, snap.plain)
     early = live_charts(snap.guarded.iloc[:3], snap.plain.iloc[:3])
-    assert [json.dumps({k: v for k, v in c.items() if k != "datasets"}) for c in full] == \
-        [json.dumps({k: v for k, v in c.items() if k != "datasets"}) for c in early]
+    def frame(chart: dict) -> str:
+        """The spec less its datasets and the legend's list of occurred regimes."""
+        text = json.dumps({k: v for k, v in chart.items() if k != "datasets"})
+        return re.sub(r'"values": \[[^\]]*\]', "", text)
+
+    listed = full[0]["layer"][0]["encoding"]["color"]["legend"]["values"]
+    assert listed[0] == "nominal" and {"intervene", "skip"} <= set(listed)
+    assert set(listed) == set(snap.guarded["regime"])  # only the regimes that occurred
+    assert early[0]["layer"][0]["encoding"]["color"]["legend"]["values"] == ["nominal"]
+    assert [frame(c) for c in full] == [frame(c) for c in early]
     loss = full[0]["datasets"]
     # NaN gradients at step 80 make the plain weights, hence its loss, NaN from step 81.
     assert set(loss["bad"]["arm"]) == {"plain"} and loss["bad"]["start"].iloc[0] == 80.5
@@ -218,7 +227,7 @@ def test_live_chart_says_where_the_plain_run_died():
     assert [strip(c) for c in healthy] == [strip(c) for c in live_charts(guarded, plain)]
 
 
-def test_live_legends_sit_outside_the_data_and_list_every_regime():
+def test_live_legends_sit_outside_the_data_and_list_the_regimes_that_occurred():
     from lbw_sim.guard.palette import regime_colors
     from lbw_sim.guard.spec import GuardSpec
     from lbw_sim.viz import live_charts
@@ -234,5 +243,7 @@ def test_live_legends_sit_outside_the_data_and_list_every_regime():
         assert [c["title"] for c in colors] == ["regime", "run"]
         assert [c["legend"]["orient"] for c in colors] == ["bottom", "top"]  # not inside
         regime = colors[0]["scale"]
-        assert regime["domain"] == list(spec.regimes)
+        assert regime["domain"] == list(spec.regimes)  # colours fixed for every regime
         assert regime["range"] == list(regime_colors(spec).values())
+        listed = colors[0]["legend"]["values"]
+        assert listed == [r for r in spec.regimes if r in set(g["regime"])]

@@ -188,6 +188,21 @@ def test_bad_upload_shows_error_and_page_stays_usable():
     assert not at.exception and len(charts(at)) == 2
 
 
+def test_a_failed_upload_after_a_good_one_keeps_the_good_log_and_says_so():
+    at = page("replay")
+    at = at.radio(key="replay_source").set_value("Upload a log").run()
+    at.file_uploader(key="replay_upload").upload("run.csv", GOOD_CSV, "text/csv")
+    at = at.run()
+    at.file_uploader(key="replay_upload").clear()
+    at.file_uploader(key="replay_upload").upload("weights.bin", os.urandom(4096))
+    at = at.run()
+    assert not at.exception
+    assert any("Could not read the upload" in e.value and "Still using your log **run.csv**"
+               in e.value for e in at.error)
+    assert len(frame(at, "replay_summary")) == 2            # the page goes on with run.csv
+    assert at.radio(key="replay_source").value == "Upload a log"
+
+
 def test_upload_without_known_columns_asks_for_a_mapping():
     at = page("replay")
     at = at.radio(key="replay_source").set_value("Upload a log").run()
@@ -353,10 +368,14 @@ def test_stress_page_loads_results_from_the_runs_folder(stress_runs, monkeypatch
     assert set(rep["arm"]) == {"adamw", "clip", "guard"} and len(rep) == 6
     verdict = next(d.value for d in at.dataframe if "goal" in d.value.columns)
     assert verdict["goal"].iloc[0] == "no harm at AdamW's best LR"
-    assert set(verdict["met"]) <= {"✔", "✘", "?"} and verdict["measured"].notna().any()
+    assert set(verdict["met"]) <= {"✔", "✘", "n/a"} and verdict["measured"].notna().any()
+    import json
+
+    ran = json.loads((stress_runs / "tiny" / "grid.json").read_text())["guard"]
+    assert f"`{ran}`" in at.info[0].value  # the takeaway names the spec that ran it
 
 
-def test_stress_page_shows_the_committed_full_grid_on_arrival():
+def test_stress_page_opens_on_the_suite_and_names_the_spec_of_every_result():
     import re
 
     from lbw_sim.bench.stress import MINI
@@ -364,13 +383,21 @@ def test_stress_page_shows_the_committed_full_grid_on_arrival():
 
     at = page("stress")
     assert not at.exception and not at.error
-    assert at.radio(key="stress_source").value == "The committed full grid"
+    assert at.radio(key="stress_source").value == "Task suite"
+    default = GuardSpec.default()
+    assert all(default.name in i.value and default.hash in i.value for i in at.info)
+    at = at.radio(key="stress_source").set_value("The committed Tiny Shakespeare grid").run()
+    assert not at.exception and not at.error
     committed = read_summary(COMMITTED / "summary.csv")
     rep = next(d.value for d in at.dataframe if "ratio" in d.value.columns)
     assert set(rep["arm"]) == set(committed["arm"]) and len(charts(at)) >= 2
-    # the intro names only the arms the miniature grid runs
-    intro = at.markdown[0].value
-    assert all(a in intro for a in MINI["arms"]) and "ZClip" not in intro
+    v1 = GuardSpec.named("lbw-v1")
+    takeaway = at.info[0].value
+    assert "lbw-v1" in takeaway and v1.hash in takeaway and "retired" in takeaway
+    assert all(v1.hash in m.value for m in at.markdown if m.value.startswith("**Goals"))
+    # the radio's help names only the arms the miniature grid runs
+    helptext = at.radio(key="stress_source").help
+    assert all(a in helptext for a in MINI["arms"]) and "ZClip" not in helptext
     # no internal words on any page
     for path in [*(ROOT / "pages").glob("*.py"), ROOT / "app.py"]:
         shown = " ".join(re.findall(r'"[^"\n]*"', path.read_text(encoding="utf-8")))
@@ -420,3 +447,17 @@ def test_stress_page_bad_summary_upload_shows_error_and_stays_usable(stress_runs
     assert not at.exception and not at.error and len(charts(at)) == 2
     at = at.radio(key="stress_source").set_value("Earlier results (runs/)").run()
     assert not at.exception and len(charts(at)) == 3
+
+
+def test_every_page_points_to_the_glossary_and_the_glossary_defines_the_words():
+    from lbw_sim.studio.glossary import GLOSSARY
+
+    assert {"regime", "transition", "robust z", "hysteresis", "dwell"} <= set(GLOSSARY)
+    for path in (ROOT / "pages").glob("*.py"):
+        if path.stem in ("common", "glossary"):
+            continue
+        assert "glossary_link()" in path.read_text(encoding="utf-8"), path.name
+    app_text = (ROOT / "app.py").read_text(encoding="utf-8")
+    assert '"pages/glossary.py"' in app_text
+    at = page("glossary")
+    assert not at.exception and all(term in at.markdown[1].value for term in GLOSSARY)

@@ -44,7 +44,7 @@ def test_stress_page_shows_the_suite_verdicts_and_one_task(suite_runs, monkeypat
     assert list(overall["goal"]) == list(GOAL_ORDER)
     assert set(_frame(at, "dominance").index) == {"mlp_digits", "noisy_quadratic"}
     at = at.selectbox(key="suite_task").set_value("noisy_quadratic").run()
-    goals = [d.value for d in at.dataframe if "detail" in d.value.columns
+    goals = [d.value for d in at.dataframe if "target" in d.value.columns
              and d.value["goal"].str.startswith("vs learning-rate-free").any()]
     assert len(goals) == 1 and len(goals[0]) == len(GOAL_ORDER)
     grid = _frame(at, "first_diverged_step")          # the task's own grid table

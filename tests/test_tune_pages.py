@@ -85,7 +85,7 @@ def test_designer_edit_shows_on_regimes_on_the_uploaded_log():
     at = healthy(at.run())
     spec = at.session_state["spec"]
     assert (spec.thresholds["spike_z"], spec.thresholds["grad_spike_z"]) == (1e9, 1e10)
-    assert spec.name == f"{GuardSpec.default().name} (edited)"
+    assert spec.name == f"{GuardSpec.default().name} (grad_spike_z 1e+10, spike_z 1e+09)"
     at = healthy(open_page(at, "regimes"))
     assert any(spec.hash in c.value for c in at.caption)
     assert any("my_run.csv" in c.value for c in at.caption)
@@ -131,19 +131,42 @@ def test_tune_page_sweeps_and_a_click_makes_the_designers_spec():
     table = next(d.value for d in at.dataframe if "pareto" in d.value.columns)
     in_use = V1.thresholds["watch_z"]
     assert in_use in set(table["thresholds.watch_z"]) and table["pareto"].any()
-    assert len(table) in (50, 51)      # 50 points, and the value in use when not among them
+    asked = at.number_input(key="tune_n_thresholds.watch_z_1").value
+    assert len(table) == asked == 50    # asks for 50 values, sweeps 50 (the one in use among them)
+    assert any("50 points swept." in c.value for c in at.caption)   # none refused by default
     assert "recall" in table and table["thresholds.watch_z"].is_monotonic_increasing
     assert table["false_alarms_per_1k"].nunique() > 1
     row = int(table.index[table["pareto"]][-1])
     at = healthy(select(at, "tune_tradeoff", points=[{"curve_number": 0, "point_index": row,
                                                       "customdata": row}]))
     spec = at.session_state["spec"]
-    assert spec.thresholds["watch_z"] == pytest.approx(table["thresholds.watch_z"].iloc[row])
-    assert spec.name == "lbw-default (edited)"
+    picked = table["thresholds.watch_z"].iloc[row]
+    assert spec.thresholds["watch_z"] == pytest.approx(picked)
+    assert spec.name == f"lbw-default (watch_z {picked:g})"
     diff = next(d.value for d in at.dataframe if "picked" in d.value.columns)
     assert list(diff["setting"]) == ["thresholds.watch_z"]
     at = healthy(open_page(at, "designer"))   # the designer starts from the picked spec
     assert at.session_state["spec"].hash == spec.hash
+    changes = next(d.value for d in at.dataframe if "was" in d.value.columns)
+    assert list(changes["setting"]) == ["thresholds.watch_z"]   # against the origin, not reset
+    export = at.get("download_button")[0].proto
+    assert export.label == "Export YAML" and "watch_z" in export.help
+
+
+def test_tune_table_picks_a_point_and_choices_survive_a_page_change():
+    at = healthy(open_page(app(V1), "tune"))
+    at.number_input(key="tune_n_thresholds.watch_z_1").set_value(7)
+    at = healthy(at.run())
+    table = next(d.value for d in at.dataframe if "pareto" in d.value.columns)
+    assert len(table) == 7
+    at = healthy(open_page(at, "home"))
+    at = healthy(open_page(at, "tune"))
+    assert at.number_input(key="tune_n_thresholds.watch_z_1").value == 7   # kept
+    row = 1 if table["thresholds.watch_z"].iloc[1] != V1.thresholds["watch_z"] else 2
+    at.session_state["tune_table"] = {"selection": {"rows": [row], "columns": []}}
+    at = healthy(at.run())
+    spec = at.session_state["spec"]
+    assert spec.thresholds["watch_z"] == pytest.approx(table["thresholds.watch_z"].iloc[row])
 
 
 def test_tune_two_settings_draw_a_heat_map_three_parallel_coordinates():
@@ -152,9 +175,13 @@ def test_tune_two_settings_draw_a_heat_map_three_parallel_coordinates():
         ["thresholds.spike_z", "thresholds.spike_ratio"]).run())  # 12 x 12
     assert len(at.get("plotly_chart")) == 3                 # loss, trade-off, heat map
     table = next(d.value for d in at.dataframe if "pareto" in d.value.columns)
-    total = 13 * 13                     # 12 x 12 and the values in use
+    total = 12 * 12                     # the values in use replace their nearest
+    assert len(table) == total and any(f"{total} points swept." in c.value for c in at.caption)
+    at.number_input(key="tune_lo_thresholds.spike_ratio").set_value(0.5)   # below calm_ratio
+    at = healthy(at.run())
+    table = next(d.value for d in at.dataframe if "pareto" in d.value.columns)
     refused = total - len(table)        # spike_ratio below calm_ratio: no hysteresis band
-    assert refused > 0 and any(f"{refused} of {total} points were refused" in c.value
+    assert refused > 0 and any(f"{total} points swept; {refused} refused" in c.value
                                for c in at.caption)
     at = healthy(at.multiselect(key="tune_params").set_value(
         ["thresholds.spike_z", "thresholds.spike_ratio", "transitions.spike.for"]).run())
@@ -201,5 +228,6 @@ def test_replay_ab_never_shows_two_specs_of_the_same_name():
     names_shown = [m.value for m in at.markdown if m.value.startswith("**A:") or
                    m.value.startswith("**B:")]
     assert f"`{default.name}`" in names_shown[0]
-    assert f"`{default.name} (edited)`" in names_shown[1]
+    assert f"`{default.name} (spike_z {1.5 * default.thresholds['spike_z']:g})`" in \
+        names_shown[1]
     assert len(summary) == 2

@@ -16,11 +16,14 @@ def _quote(text: str) -> str:
     return '"' + escaped.replace("\n", "\\n") + '"'
 
 
-def to_dot(spec: GuardSpec, active: str | None = None, conditions: bool = False) -> str:
+def to_dot(spec: GuardSpec, active: str | None = None, conditions: bool = False,
+           taken: tuple[str, str] | None = None) -> str:
     """DOT for `st.graphviz_chart`: regimes as nodes (the active one bold), transitions as edges.
 
     Edges are labelled with the transition's name, priority, debounce and dwell; its
     condition is the edge's tooltip (or part of the label with `conditions=True`).
+    `taken` = (from regime, transition name) draws the edge just taken thick and in the
+    colour of the regime it led to (from a fan-in note: that note's edge).
     """
     lines = ["digraph guard {", "  rankdir=TB; nodesep=0.35; ranksep=0.45;",
              '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=12];',
@@ -55,8 +58,11 @@ def to_dot(spec: GuardSpec, active: str | None = None, conditions: bool = False)
                          f"fontsize=9, label={_quote(note)}, "
                          f"tooltip={_quote(', '.join(sources))}];")
             sources = [hub[1:-1]]
+        fanned = len(sources_of(t, spec)) >= FAN_IN
+        hot_style = f', color="{colors[t.to]}", penwidth=3.5, fontcolor="#000000"'
         for src in sources:
+            hot = taken is not None and taken[1] == t.name and (fanned or taken[0] == src)
             lines.append(f"  {_quote(src)} -> {_quote(t.to)} [label={_quote(label)}, "
-                         f"tooltip={_quote(t.when)}];")
+                         f"tooltip={_quote(t.when)}{hot_style if hot else ''}];")
     lines.append("}")
     return "\n".join(lines)

@@ -25,6 +25,17 @@ WATCH = "#bcbd22"
 CUT_LIGHT, CUT_DARK = "#e3c29b", "#3d2412"
 _FALLBACK = ["#17becf", "#e377c2", "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5"]
 
+#: The guarded run is blue and plain AdamW grey on every page.
+GUARDED_COLOR = "#1f77b4"
+UNGUARDED_COLOR = "#555555"
+#: One colour per optimizer arm, the one table every figure reads: the guard family in
+#: blues, AdamW's schedules in greys/teal, the clippers warm, the LR-free optimizers far
+#: apart (Schedule-Free green, Prodigy magenta) and StableAdamW gold, clear of AdamW's grey.
+ARM_COLORS = {"adamw": UNGUARDED_COLOR, "cosine": "#a6a6a6", "lr_matched": "#17becf",
+              "clip": "#a0522d", "zclip": "#e377c2", "skipstep": "#9467bd",
+              "guard": GUARDED_COLOR, "guard:schedulefree": "#6baed6",
+              "schedulefree": "#2ca02c", "prodigy": "#c2185b", "stableadamw": "#e6a700"}
+
 
 def regime_colors(spec: GuardSpec) -> dict[str, str]:
     """Every regime of `spec` and its colour, in the spec's order."""
@@ -40,6 +51,11 @@ def regime_color(spec: GuardSpec, name: str) -> str:
 def fallback_color(name: str) -> str:
     """A stable colour for a name no spec describes (same name, same colour, every run)."""
     return _FALLBACK[sum(map(ord, name)) % len(_FALLBACK)]
+
+
+def arm_color(arm: str) -> str:
+    """An optimizer arm's colour (`ARM_COLORS`; an arm the table lacks: a stable fallback)."""
+    return ARM_COLORS.get(arm) or fallback_color(arm)
 
 
 def _color(spec: GuardSpec, name: str, r: RegimeSpec) -> str:

@@ -10,7 +10,8 @@ names the picked spec and says how it differs from the one in use.
 from __future__ import annotations
 
 import math
-from dataclasses import fields
+import re
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,30 @@ def numeric_settings(spec: GuardSpec) -> dict[str, float]:
                                                      if kv[0].split(".")[0] in order else 9)))
 
 
+#: What each kind of setting is, in words (the identifier follows in brackets).
+_SETTING_WORDS = {"thresholds": "threshold", "signals": "signal", "regimes": "regime",
+                  "transitions": "transition", "bounds": "bound"}
+_FIELD_WORDS = {"for": "steps its condition must hold (debounce)",
+                "min_dwell": "steps in a regime before it may leave (dwell)",
+                "priority": "priority", "half_life": "memory (half-life, steps)",
+                "warmup": "warm-up steps", "clip": "outlier clip", "floor": "noise floor",
+                "lr_scale": "LR scale", "momentum_scale": "momentum scale",
+                "update_cap": "update cap", "skip_batches": "batches skipped on rollback"}
+
+
+def setting_label(path: str) -> str:
+    """A plain label with the identifier beside it: `threshold watch_z
+    (thresholds.watch_z)`, `transition spike: steps its condition must hold (debounce)
+    (transitions.spike.for)`."""
+    parts = path.split(".")
+    kind = _SETTING_WORDS.get(parts[0], parts[0])
+    if len(parts) == 2:
+        return f"{kind} {parts[1]} ({path})"
+    if len(parts) == 3:
+        return f"{kind} {parts[1]}: {_FIELD_WORDS.get(parts[2], parts[2])} ({path})"
+    return path
+
+
 def is_whole(spec: GuardSpec, path: str) -> bool:
     """Whether a setting takes whole numbers (`for`, `min_dwell`, `warmup`, counts)."""
     return isinstance(numeric_settings(spec).get(path), int) or path.endswith(
@@ -59,16 +84,64 @@ def is_whole(spec: GuardSpec, path: str) -> bool:
 
 
 def default_range(spec: GuardSpec, path: str) -> tuple[float, float]:
-    """A first range around the current value: half to twice it (0..1 for scales)."""
+    """A first range around the current value, half to twice it (0..1 for scales), shrunk
+    toward the current value until the validator accepts both ends (`valid_range`)."""
     value = float(numeric_settings(spec)[path])
     if path.endswith(("lr_scale", "momentum_scale", "max_skip_fraction")):
-        return max(0.0, value / 2) if value else 0.0, 1.0
-    if value == 0:
-        return 0.0, 1.0
-    lo, hi = sorted((value / 2, value * 2))
-    if is_whole(spec, path):
-        lo, hi = max(1.0, math.floor(lo)), max(2.0, math.ceil(hi))
-    return lo, hi
+        lo, hi = (max(0.0, value / 2) if value else 0.0), 1.0
+    elif value == 0:
+        lo, hi = 0.0, 1.0
+    else:
+        lo, hi = sorted((value / 2, value * 2))
+    return valid_range(spec, path, lo, hi)
+
+
+def is_valid(spec: GuardSpec, path: str, value: float) -> bool:
+    """Whether the validator accepts `spec` with `path` set to `value`."""
+    try:
+        spec.with_values({path: int(round(value)) if is_whole(spec, path) else value})
+    except (SpecError, ValueError, TypeError):
+        return False
+    return True
+
+
+def valid_range(spec: GuardSpec, path: str, lo: float, hi: float) -> tuple[float, float]:
+    """[lo, hi] with each end moved toward the current value, by bisection, until the spec
+    stays valid there (the valid values around a setting are one interval: its neighbours
+    in hysteresis pairs and its bounds fence it). Whole-number settings get whole ends."""
+    value = float(numeric_settings(spec)[path])
+    whole = is_whole(spec, path)
+
+    def inward(end: float) -> float:
+        if is_valid(spec, path, end):
+            return end
+        good, bad = value, end
+        for _ in range(40):
+            mid = (good + bad) / 2
+            good, bad = (mid, bad) if is_valid(spec, path, mid) else (good, mid)
+        return good
+
+    lo, hi = inward(lo), inward(hi)
+    if whole:
+        lo, hi = math.ceil(lo - 1e-9), math.floor(hi + 1e-9)
+        lo, hi = max(0 if value == 0 else 1, lo), max(hi, lo + 1)
+        while hi > value and not is_valid(spec, path, hi):
+            hi -= 1
+        return float(lo), float(hi)
+    return _shown(spec, path, lo, value), _shown(spec, path, hi, value)
+
+
+def _shown(spec: GuardSpec, path: str, end: float, value: float) -> float:
+    """`end` to 4 significant digits (as a person would type it), moved toward `value` until
+    valid: a bisected end sits just inside the validator's limit."""
+    step = (value - end) / 1000 if end != value else 0.0
+    for _ in range(1000):
+        shown = float(f"{end:.4g}")
+        if shown == value or is_valid(spec, path, shown) and (
+                (end <= value) == (shown <= value)):
+            return shown
+        end += step
+    return value
 
 
 def grid_values(lo: float, hi: float, n: int, whole: bool = False) -> list[float | int]:
@@ -84,10 +157,16 @@ def grid_values(lo: float, hi: float, n: int, whole: bool = False) -> list[float
 
 
 def with_current(values: list, current: float) -> list:
-    """The grid with the value in use added (when inside it), so the chart can mark it."""
+    """The grid with the value in use in place of its nearest value (when inside the
+    range), so the chart can mark it and `n` values asked are `n` values swept."""
     if not values or not values[0] <= current <= values[-1] or current in values:
         return values
-    return sorted([*values, type(values[0])(current)])
+    cast = type(values[0])(current)
+    if len(values) < 3:
+        return sorted({*values, cast})
+    inner = values[1:-1]                 # the ends stay: the range asked for is the range swept
+    near = min(range(len(inner)), key=lambda i: abs(inner[i] - current))
+    return sorted({values[0], *inner[:near], cast, *inner[near + 1:], values[-1]})
 
 
 def tune(trace: pd.DataFrame, base: GuardSpec, grid: dict[str, list[Any]],
@@ -112,14 +191,59 @@ def point_of(table: pd.DataFrame, row: int, params: list[str]) -> dict[str, Any]
     return out
 
 
-def pick(base: GuardSpec, point: dict[str, Any], name: str | None = None) -> GuardSpec:
-    """The spec a clicked point stands for, named as an edit of `base`."""
-    return base.with_values(point).renamed(name or edited_name(base.name))
+def pick(base: GuardSpec, point: dict[str, Any], name: str | None = None,
+         origin: GuardSpec | None = None) -> GuardSpec:
+    """The spec a picked point stands for: named after what changed against `origin` (the
+    spec the design started from; `base` without one) and described with it."""
+    origin = origin or base
+    spec = base.with_values(point)
+    return described(spec.renamed(name or changed_name(origin, spec)), origin)
+
+
+def _short(path: str) -> str:
+    return path.split(".", 1)[1] if path.startswith("thresholds.") else path
+
+
+def changes(origin: GuardSpec, spec: GuardSpec) -> list[tuple[str, Any, Any]]:
+    """Settings that differ (the name and description aside)."""
+    return [c for c in origin.diff(spec) if c[0] not in ("name", "description")]
+
+
+def changed_name(origin: GuardSpec, spec: GuardSpec, most: int = 3) -> str:
+    """`lbw-adaptive (watch_z 8)`: the origin's name and what changed (`(edited)` when
+    more than `most` settings changed, or none)."""
+    diff = changes(origin, spec)
+    if not diff or len(diff) > most:
+        return edited_name(origin.name)
+    parts = [f"{_short(p)} {b:g}" if isinstance(b, (int, float)) else f"{_short(p)} {b}"
+             for p, _, b in diff]
+    return f"{origin.name} ({', '.join(parts)})"
+
+
+def described(spec: GuardSpec, origin: GuardSpec) -> GuardSpec:
+    """`spec` with a description that says what changed against `origin` first, so the
+    original's text (which may quote the old values) is not read as this spec's."""
+    diff = changes(origin, spec)
+    if not diff:
+        return spec
+    what = "; ".join(f"{p} {a} → {b}" for p, a, b in diff)
+    head = f"Changed from {origin.name} (hash {origin.hash}): {what}."
+    body = origin.description.strip()
+    text = head + (f" The description of {origin.name} follows; its numbers are the "
+                   f"original's. {body}" if body else "")
+    return replace(spec, description=text)
+
+
+def file_name(spec: GuardSpec) -> str:
+    """A file name for an exported spec: `lbw-adaptive_watch_z-8.yaml` (no spaces)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.name.replace(" (", "_").replace(" ", "-"))
+    return safe.strip("_") + ".yaml"
 
 
 def diff_table(current: GuardSpec, picked: GuardSpec) -> pd.DataFrame:
-    """Settings that differ between the spec in use and the picked one (the name aside)."""
-    rows = [(p, str(a), str(b)) for p, a, b in current.diff(picked) if p != "name"]
+    """Settings that differ between the spec in use and the picked one (the name and the
+    description aside)."""
+    rows = [(p, str(a), str(b)) for p, a, b in changes(current, picked)]
     return pd.DataFrame(rows, columns=["setting", "in use", "picked"])
 
 

@@ -11,14 +11,16 @@ import numpy as np
 import pandas as pd
 
 from lbw_sim.guard.analysis import regime_segments, starting_regime
-from lbw_sim.guard.palette import fallback_color, regime_colors
+from lbw_sim.guard.palette import (  # the arm greys, re-exported for every figure
+    GUARDED_COLOR,  # noqa: F401
+    UNGUARDED_COLOR,  # noqa: F401
+    fallback_color,
+    regime_colors,
+)
 from lbw_sim.guard.spec import GuardSpec
 
 MAX_POINTS = 4000
 MAX_BANDS = 400
-#: The guarded run is blue and the plain (unguarded) one grey on every page.
-GUARDED_COLOR = "#1f77b4"
-UNGUARDED_COLOR = "#555555"
 
 
 def color_lookup(spec: GuardSpec):

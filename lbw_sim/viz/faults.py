@@ -30,7 +30,9 @@ def fault_curves_figure(curves: pd.DataFrame, task: str | None = None,
                         height_per_row: int = 230):
     """Training loss (a centred {SMOOTH}-step mean, mean over seeds) per fault (rows) and
     severity (columns): each arm solid, its own fault-free run dotted in the same colour;
-    the fault's start is a grey line. The y range stops at twice the fault-free level."""
+    the fault's start is a grey line. The y range stops at twice the fault-free level. An
+    arm whose curve went non-finite gets an × where it broke off (at the top edge when its
+    last value is off the chart), so it is marked rather than missing."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -50,11 +52,17 @@ def fault_curves_figure(curves: pd.DataFrame, task: str | None = None,
     level = [float(np.nanmedian(v[np.isfinite(v)])) for v in clean.values() if len(v)]
     low = [float(v[np.isfinite(v)].min()) for v in clean.values() if np.isfinite(v).any()]
     shown: set[str] = set()
+    breaks: list[tuple[int, int, str, float, float]] = []  # row, col, arm, step, last value
     for i, f in enumerate(faults):
         for j, sev in enumerate(sevs[f]):
             g = c[(c["fault"] == f) & (c["severity"] == sev)]
             for arm, ga in g.groupby("arm", sort=False):
                 y = _mean_curve(ga)
+                raw = ga.loc[~np.isfinite(ga["model_loss"].to_numpy(float)), "step"]
+                if len(raw):
+                    before = y[(y.index < raw.min()) & np.isfinite(y.to_numpy(float))]
+                    breaks.append((i + 1, j + 1, arm, float(raw.min()),
+                                   float(before.iloc[-1]) if len(before) else np.nan))
                 color = arm_color(arm)
                 fig.add_scatter(x=y.index, y=y.to_numpy(), mode="lines", name=arm,
                                 legendgroup=arm, showlegend=arm not in shown,
@@ -70,12 +78,22 @@ def fault_curves_figure(curves: pd.DataFrame, task: str | None = None,
             if len(g) and "fault_start" in g:
                 fig.add_vline(x=int(g["fault_start"].iloc[0]), row=i + 1, col=j + 1,
                               line={"color": "#999", "width": 1})
+    top = 2.0 * max(level) if level else None
     if level and low:
-        fig.update_yaxes(range=[0.95 * min(low), 2.0 * max(level)])
+        fig.update_yaxes(range=[0.95 * min(low), top])
+    for row, col, arm, step, last in breaks:  # a non-finite arm is marked, not dropped
+        y = top if top is not None and not (last <= top) else last
+        fig.add_scatter(x=[step], y=[y if np.isfinite(y) else top], mode="markers",
+                        name=f"{arm} non-finite", legendgroup=arm, showlegend=False,
+                        marker={"symbol": "x", "size": 11, "color": arm_color(arm),
+                                "line": {"width": 1, "color": "#000"}},
+                        hovertemplate=f"{arm}: non-finite from step {step:g}<extra></extra>",
+                        row=row, col=col)
     # The legend sits in the bottom margin (container coordinates): clear of the title,
     # the subplot titles and the data.
     fig.update_layout(height=height_per_row * rows + 120, title=f"{task}: training loss per "
-                      "fault (solid) against each arm's fault-free run (dotted)",
+                      "fault (solid) against each arm's fault-free run (dotted); × = went "
+                      "non-finite",
                       margin={"t": 80, "l": 50, "r": 20, "b": 80},
                       legend={"orientation": "h", "yref": "container", "y": 0.0,
                               "yanchor": "bottom", "x": 0.0})

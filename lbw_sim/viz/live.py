@@ -17,7 +17,7 @@ from lbw_sim.guard.palette import SKIP, regime_colors
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.viz.common import GUARDED_COLOR, MAX_BANDS, UNGUARDED_COLOR, display_index
 
-PLAIN_COLOR = "#d62728"
+PLAIN_COLOR = UNGUARDED_COLOR  # the plain arm: the grey it has on every page
 LIVE_POINTS = 2000  # per series drawn; MinMaxLTTB keeps the spikes
 _ARM_SCALE = {"domain": ["guarded", "plain"], "range": [GUARDED_COLOR, UNGUARDED_COLOR]}
 _AXIS = {"minExtent": 56, "maxExtent": 56}  # the same y-axis width: the panels line up
@@ -33,8 +33,9 @@ def live_charts(guarded: pd.DataFrame, plain: pd.DataFrame, spec: GuardSpec | No
     """Three Vega-Lite specs for a live run: loss and grad norm of both arms (non-finite
     steps as strips along the top), and the guard's LR scale with skipped updates (×).
     Regime bands of the guarded run sit behind every panel, coloured by a scale fixed to
-    every regime of `spec` (the default spec without one), so the legend lists them all
-    from the first redraw; a dashed rule marks each step from which an edited spec decided.
+    every regime of `spec` (the default spec without one), so a regime keeps its colour;
+    the legend lists the regimes that occurred; a dashed rule marks each step from which
+    an edited spec decided.
     An arm that went non-finite for good, or whose run ended early (`ended`: arm -> why,
     as `Snapshot.ended`), gets a marker and "non-finite from step N" / "stopped at step N"
     where its line ends. Only the named datasets change between redraws."""
@@ -46,12 +47,21 @@ def live_charts(guarded: pd.DataFrame, plain: pd.DataFrame, spec: GuardSpec | No
     return [
         _arm_panel("loss", "loss (nats)", both, bands, _nonfinite(guarded, plain, "loss"),
                    edits, colors, _death_rows(deaths, guarded, plain, "loss"), height=300,
-                   legend=True),
+                   legend=occurred_regimes(guarded, colors)),
         _arm_panel("grad_norm", "grad norm (L2, log)", both, bands,
                    _nonfinite(guarded, plain, "grad_norm"), edits, colors,
                    _death_rows(deaths, guarded, plain, "grad_norm"), height=170, log=True),
         _scale_panel(guarded, bands, edits, colors, height=150),
     ]
+
+
+def occurred_regimes(guarded: pd.DataFrame, colors: dict[str, str]) -> list[str]:
+    """The regimes the guarded run has been in so far, in the spec's order (its starting
+    regime first): what the legend lists. The colour scale keeps every regime, so a
+    regime's colour never changes; the chart is remounted only when a new regime occurs."""
+    seen = set(guarded["regime"].astype(str)) if "regime" in guarded and len(guarded) else set()
+    names = [n for n in colors if n in seen] + sorted(seen - set(colors))
+    return names or list(colors)[:1]
 
 
 def run_ends(guarded: pd.DataFrame, plain: pd.DataFrame,
@@ -155,13 +165,14 @@ def _nonfinite(guarded: pd.DataFrame, plain: pd.DataFrame, col: str) -> pd.DataF
     return pd.DataFrame(rows[-MAX_BANDS:], columns=["start", "end", "arm"])
 
 
-def _band_layer(colors: dict[str, str], legend: bool = False) -> dict:
+def _band_layer(colors: dict[str, str], legend: list[str] | None = None) -> dict:
     scale = {"domain": list(colors), "range": list(colors.values())}
     return {"data": {"name": "bands"}, "mark": {"type": "rect", "opacity": 0.2},
             "encoding": {"x": {"field": "start", "type": "quantitative"},
                          "x2": {"field": "end"},
                          "color": {"field": "regime", "type": "nominal", "title": "regime",
-                                   "legend": _LEGEND if legend else None, "scale": scale},
+                                   "legend": {**_LEGEND, "values": legend} if legend else None,
+                                   "scale": scale},
                          "tooltip": [{"field": "regime"}, {"field": "start", "title": "from"},
                                      {"field": "end", "title": "to"}]}}
 
@@ -174,7 +185,7 @@ def _x(title: str = "") -> dict:
 def _arm_panel(col: str, title: str, rows: pd.DataFrame, bands: pd.DataFrame,
                bad: pd.DataFrame, edits: pd.DataFrame, colors: dict[str, str],
                deaths: pd.DataFrame, height: int, log: bool = False,
-               legend: bool = False) -> dict:
+               legend: list[str] | None = None) -> dict:
     y = {"field": col, "type": "quantitative", "title": title, "axis": _AXIS,
          "scale": {"type": "log"} if log else {"zero": False}}
     line = {"data": {"name": "rows"},

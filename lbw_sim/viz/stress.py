@@ -12,19 +12,10 @@ import pandas as pd
 
 from lbw_sim.bench.stress_grid import StressResult
 from lbw_sim.bench.stress_report import OUTPUT_FILES, report_table, write_tables
-from lbw_sim.guard.palette import fallback_color
-from lbw_sim.viz.common import GUARDED_COLOR, UNGUARDED_COLOR
+from lbw_sim.guard.palette import ARM_COLORS, arm_color
 
-#: One colour per stress arm; the guard keeps the guarded blue, plain AdamW the unguarded grey.
-ARM_COLORS = {"adamw": UNGUARDED_COLOR, "clip": "#8c564b", "zclip": "#e377c2",
-              "skipstep": "#9467bd", "guard": GUARDED_COLOR, "cosine": "#bcbd22",
-              "lr_matched": "#17becf"}
 _REF_DASH = {"entropy floor": "dash", "unigram": "dot"}
-
-
-def arm_color(arm: str) -> str:
-    """A stress arm's colour (an arm the table lacks: a stable fallback colour)."""
-    return ARM_COLORS.get(arm) or fallback_color(arm)
+__all__ = ["ARM_COLORS", "arm_color"]
 
 
 def _reference_lines(fig, reference: dict[str, float], rows: int = 1, cols: int = 1) -> None:
@@ -86,6 +77,7 @@ def stress_curves_figure(curves: pd.DataFrame, reference: dict[str, float] | Non
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"lr {lr:g}" for lr in lrs],
                         shared_xaxes=True, vertical_spacing=0.1, horizontal_spacing=0.05)
     shown: set[str] = set()
+    breaks: list[tuple[int, str, float, float]] = []   # panel, arm, step, last finite value
     lowest = math.inf
     for i, lr in enumerate(lrs):
         for arm, g in curves[curves["lr"] == lr].groupby("arm", sort=False):
@@ -99,15 +91,29 @@ def stress_curves_figure(curves: pd.DataFrame, reference: dict[str, float] | Non
                                      line={"color": arm_color(arm), "width": 1.3}),
                           row=i // cols + 1, col=i % cols + 1)
             shown.add(arm)
+            bad = ~np.isfinite(g["model_loss"].to_numpy(float))
+            if bad.any():                 # a run that went non-finite: marked, not dropped
+                at = float(g.loc[bad, "step"].min())
+                before = finite[finite.index < at]
+                breaks.append((i, arm, at, float(before.iloc[-1]) if len(before) else np.nan))
     _reference_lines(fig, reference or {}, rows, cols)
     ref = reference or {}
     hi = 2 * ref.get("unigram", 0) or None
     levels = [v for v in (*ref.values(), lowest) if math.isfinite(v)]
     lo = 0.9 * min(levels) if levels else None
     fig.update_yaxes(range=[lo, hi] if hi else None)
+    for i, arm, at, last in breaks:
+        y = hi if hi and not last <= hi else last
+        fig.add_trace(go.Scatter(
+            x=[at], y=[y if np.isfinite(y) else (hi or 0.0)], mode="markers",
+            name=f"{arm} non-finite", legendgroup=arm, showlegend=False,
+            marker={"symbol": "x", "size": 10, "color": arm_color(arm),
+                    "line": {"width": 1, "color": "#000"}},
+            hovertemplate=f"{arm}: non-finite from step {at:g}<extra></extra>"),
+            row=i // cols + 1, col=i % cols + 1)
     fig.update_xaxes(title_text="step", row=rows)
     height = height_per_row * rows + 130
-    fig.update_layout(height=height, title="Training loss per LR",
+    fig.update_layout(height=height, title="Training loss per LR (× = went non-finite)",
                       margin={"l": 50, "r": 20, "t": 70, "b": 90},
                       legend={"orientation": "h", "yanchor": "top",
                               "y": -50 / (height - 160)})

@@ -34,11 +34,21 @@ def trace_figure(df: pd.DataFrame, spec: GuardSpec,
     fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.04)
     step = df["step"].to_numpy()
     shapes, notes = [], []
+    marked = False
     for i, col in enumerate(panels, start=1):
         y = pd.to_numeric(df[col], errors="coerce").to_numpy(np.float64)
         idx = display_index(step, y)
-        fig.add_trace(go.Scattergl(x=step[idx], y=y[idx], mode="lines", name=col,
-                                   line={"width": 1.2}), row=i, col=1)
+        fig.add_trace(go.Scattergl(x=step[idx], y=y[idx], mode="lines", name=_LABELS.get(col, col),
+                                   line={"width": 1.2, "color": _COLORS.get(col)}), row=i, col=1)
+        bad = ~np.isfinite(y)
+        if bad.any() and col != "lr_scale" and np.isfinite(y).any():
+            top = float(np.nanmax(np.where(bad, np.nan, y)))   # a NaN step, however short,
+            fig.add_trace(go.Scattergl(                          # is a mark on the top edge
+                x=step[bad], y=np.full(int(bad.sum()), top), mode="markers",
+                name="non-finite (NaN/inf)", legendgroup="nonfinite", showlegend=not marked,
+                marker={"symbol": "x", "size": 8, "color": NONFINITE},
+                hovertemplate=f"{col} non-finite at step %{{x}}<extra></extra>"), row=i, col=1)
+            marked = True
         fig.update_yaxes(title_text=_UNITS.get(col, col), row=i, col=1)
         for label, v in (thresholds or {}).get(col, {}).items():
             line, note = hline(i, v, "#555", "dot", label)
@@ -66,6 +76,11 @@ def trace_figure(df: pd.DataFrame, spec: GuardSpec,
 LEGEND_BELOW = {"orientation": "h", "yref": "container", "y": 0.0, "yanchor": "bottom",
                 "x": 0}
 
+
+#: Each panel's line has its own colour (the legend tells them apart); non-finite steps red.
+_COLORS = {"loss": "#1f3b73", "grad_norm": "#2a9d8f", "lr_scale": "#000000"}
+_LABELS = {"loss": "loss", "grad_norm": "gradient norm", "lr_scale": "LR scale applied"}
+NONFINITE = "#d62728"
 
 _UNITS = {"loss": "loss (nats)", "grad_norm": "grad norm (L2)", "lr_scale": "LR scale (×)",
           "lr": "learning rate", "val_loss": "val loss (nats)", "update_norm": "update norm"}

@@ -190,7 +190,7 @@ def demo_figure(runs: pd.DataFrame, spec: GuardSpec, height: int = 560):
                              hovertemplate="step %{x}<br>%{customdata[0]}<extra></extra>"),
                   row=2, col=1)
     fig.add_trace(go.Scatter(x=guarded["step"], y=guarded["lr_scale"], mode="lines",
-                             name="guard LR scale", line={"color": GUARDED_COLOR, "shape": "hv"}),
+                             name="guard LR scale", line={"color": "#000000", "shape": "hv"}),
                   row=3, col=1)
     fig.add_trace(go.Scatter(x=guarded["step"], y=guarded["update_scale"], mode="lines",
                              name="cap factor on the update", line={"color": "#d62728",
