@@ -49,6 +49,8 @@ with b_col:
 if trace is None:
     st.info(no_trace_note("replay the guard over it"))
     st.stop()
+if trace.attrs.get("shadow"):
+    st.info(trace.attrs["shadow"])
 specs = [spec_a] + ([spec_b] if spec_b is not None else [])
 try:
     outs = replay_many(trace, specs)

@@ -461,3 +461,36 @@ def test_every_page_points_to_the_glossary_and_the_glossary_defines_the_words():
     assert '"pages/glossary.py"' in app_text
     at = page("glossary")
     assert not at.exception and all(term in at.markdown[1].value for term in GLOSSARY)
+
+
+def test_a_shadow_trace_says_it_was_shadowed_on_replay():
+    """A `GuardedOptimizer(act=False)` run's CSV: Replay says nothing was applied and what
+    the guard would have done."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    from lbw_sim import GuardedOptimizer, GuardSpec
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-2), GuardSpec.default(),
+                           act=False)
+    for step in range(120):
+        g = torch.Generator().manual_seed(step)
+        x = torch.randn(32, 4, generator=g)
+        loss = F.mse_loss(model(x), x[:, :1]) * (math.nan if step == 90 else 1.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step(loss=loss)
+    data = opt.trace().to_csv(index=False).encode()
+    at = page("replay")
+    at = at.radio(key="replay_source").set_value("Upload a log").run()
+    at.file_uploader(key="replay_upload").upload("shadow.csv", data, "text/csv")
+    at = at.run()
+    assert not at.exception
+    note = next(i.value for i in at.info if "shadow mode" in i.value)
+    skipped = int((opt.trace()["skipped"] | opt.trace()["safety_skip"]).sum())
+    assert "applied nothing" in note and f"skipped on {skipped} step(s)" in note
+    assert GuardSpec.default().hash in note

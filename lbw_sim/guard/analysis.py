@@ -187,3 +187,18 @@ def held_not_fired(out: pd.DataFrame, spec) -> pd.DataFrame:
             rows.append({"transition": name, "start": int(step[a]), "end": int(step[b - 1]),
                          "steps": int(b - a), "needed": need, "why": why})
     return pd.DataFrame(rows, columns=["transition", "start", "end", "steps", "needed", "why"])
+
+
+def shadow_note(df: pd.DataFrame) -> str:
+    """'' unless the trace was recorded in shadow mode (`GuardedOptimizer(act=False)`);
+    then what its recorded guard columns mean and what the guard would have done."""
+    if "shadow" not in df or not df["shadow"].fillna(False).astype(bool).any():
+        return ""
+    would = ", ".join(f"{name} on {int(mask.sum())} step(s)"
+                      for name, mask in control_masks(df).items() if mask.any())
+    hashes = sorted({str(h) for h in df["spec_hash"].dropna()}) if "spec_hash" in df else []
+    spec = f" by spec `{'`, `'.join(hashes)}`" if hashes else ""
+    return ("Recorded in **shadow mode**: the guard decided every step" + spec + " and "
+            "applied nothing, so this is the unguarded run. Its recorded decisions are what "
+            "it would have done: " + (would or "nothing (no control on any step)") + ". "
+            "Replaying the same spec over this log reproduces them.")

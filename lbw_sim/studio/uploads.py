@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from lbw_sim.errors import TraceError
+from lbw_sim.guard.analysis import shadow_note
 from lbw_sim.traces.readers import FORMATS, detect_format, load_trace
 
 MAX_UPLOAD_BYTES = 50 * 1024**2
@@ -71,11 +72,38 @@ def read_upload(name: str, data: bytes, mapping: dict[str, str] | None = None,
             if columns and ("mapping" in str(exc) or "column" in str(exc)):
                 return UploadResult(shown, fmt, None, columns, True, _rename(exc, shown))
             raise TraceError(_rename(exc, shown)) from None
+        if "shadow" in columns:       # a shadowed run: say so, and what it would have done
+            recorded = recorded_decisions(path, fmt, columns)
+            trace.attrs["shadow"] = shadow_note(recorded) if recorded is not None else ""
     result = UploadResult(shown, fmt, trace, columns)
     if "loss" not in trace.columns:
         result.needs_mapping = bool(columns)
         result.note = "no loss column was recognised; map one below"
     return result
+
+
+#: what a guard trace recorded per step that says how a run was guarded (or shadowed)
+RECORDED = ("step", "shadow", "spec_hash", "regime", "lr_scale", "skipped", "safety_skip",
+            "momentum_scale", "rollback")
+
+
+def recorded_decisions(path: Path, fmt: str, columns: list[str]) -> pd.DataFrame | None:
+    """The decisions a guarded (or shadowed) run recorded in its own trace file, beside the
+    telemetry the readers keep; None where they cannot be read."""
+    wanted = [c for c in RECORDED if c in columns]
+    try:
+        if fmt == "csv":
+            df = pd.read_csv(path, usecols=wanted, dtype={"spec_hash": str, "regime": str})
+        elif fmt == "parquet":
+            df = pd.read_parquet(path, columns=wanted)
+        else:
+            return None
+    except (OSError, ValueError, TypeError):
+        return None
+    for flag in ("shadow", "skipped", "safety_skip", "rollback"):
+        if flag in df:
+            df[flag] = df[flag].astype(str).str.lower().isin(("true", "1", "1.0"))
+    return df
 
 
 def source_columns(path: Path, fmt: str) -> list[str]:
