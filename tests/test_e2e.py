@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from ranks import free_port
 
 from lbw_sim.guard.spec import GuardSpec
 
@@ -48,12 +48,6 @@ def button(pg, name: str):
     lookups are scoped to the main block to stay unambiguous.
     """
     return pg.get_by_test_id("stMainBlockContainer").get_by_role("button", name=name)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -3,32 +3,18 @@ alike through a spike in one rank's batch, and a torch.distributed.checkpoint re
 the uninterrupted run (tests/fsdp_worker.py)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch.distributed as dist
-from test_ddp import free_port
+from ranks import run_ranks
 
 HERE = Path(__file__).resolve().parent
 
 
-def run_ranks(decide_on: str, tmp_path: Path) -> list[dict]:
-    port = free_port()
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen(
-            [sys.executable, str(HERE / "fsdp_worker.py"), decide_on,
-             str(tmp_path / f"rank{rank}.json")], env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT))
-    for p in procs:
-        out, _ = p.communicate(timeout=300)
-        assert p.returncode == 0, out.decode()[-3000:]
+def ranks_output(decide_on: str, tmp_path: Path) -> list[dict]:
+    run_ranks(HERE / "fsdp_worker.py", [decide_on, str(tmp_path / "rank{rank}.json")])
     return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
 
 
@@ -36,7 +22,7 @@ def run_ranks(decide_on: str, tmp_path: Path) -> list[dict]:
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not built")
 @pytest.mark.parametrize("decide_on", ["host", "device"])
 def test_fsdp2_global_norm_same_decisions_and_dcp_resume(decide_on, tmp_path):
-    r0, r1 = run_ranks(decide_on, tmp_path)
+    r0, r1 = ranks_output(decide_on, tmp_path)
     # the guard's norm is the norm of the whole gradient, not of a shard
     np.testing.assert_allclose(r0["grad_norm"], r0["true_norm"], rtol=1e-5)
     assert r0["grad_norm"] == r1["grad_norm"] and r0["loss"] == r1["loss"]

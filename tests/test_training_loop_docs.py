@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -105,18 +103,8 @@ def test_the_shadow_block_applies_nothing(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_the_fsdp2_block_on_two_ranks(tmp_path):
-    from test_ddp import free_port
-    port = free_port()
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, str(ROOT / "tests/docs_fsdp_worker.py"),
-                                       str(tmp_path)], env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT))
-    for p in procs:
-        out, _ = p.communicate(timeout=300)
-        assert p.returncode == 0, out.decode()[-3000:]
+    from ranks import run_ranks
+    run_ranks(ROOT / "tests/docs_fsdp_worker.py", [str(tmp_path)])
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
     assert r0 == r1 and r0["rows"] == 40
     assert any((tmp_path / f).suffix == ".distcp" for f in os.listdir(tmp_path))
