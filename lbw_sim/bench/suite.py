@@ -43,7 +43,6 @@ seed at lr 1.0.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import threading
 from collections.abc import Callable, Iterator
@@ -108,16 +107,8 @@ class SuiteTask:
             over["guard"] = guard
         replace = {k: (v() if callable(v) else v) for k, v in self.replace.items()}
         if self.pretrain is not None:   # built here, once, before any worker starts
-            resolved = self.pretrain_definition()
-            replace["model"] = {**replace["model"], "init": str(checkpoint(resolved))}
+            replace["model"] = {**replace["model"], "init": str(checkpoint(self.pretrain))}
         return build_grid(overrides=over, replace=replace, arms=arms)
-
-    def pretrain_definition(self) -> Pretraining:
-        """`pretrain` with its data and vocabulary paths resolved (they may be callables)."""
-        p = self.pretrain
-        data = p.data() if callable(p.data) else p.data
-        vocab = p.vocab() if callable(p.vocab) else p.vocab
-        return dataclasses.replace(p, data=data, vocab=vocab)
 
 
 def _prose() -> dict[str, Any]:

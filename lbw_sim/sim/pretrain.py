@@ -18,10 +18,12 @@ file) so that both share token ids; every character of the pretraining text must
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,16 +51,26 @@ class Pretraining:
 
     name: str
     model: dict[str, Any]
-    data: dict[str, Any]
+    data: dict[str, Any] | Callable[[], dict[str, Any]]   # a callable: resolved when used
     steps: int
     lr: float
     batch_size: int = 32
     warmup: int = 50
-    vocab: str = ""           # a char LM: the text whose vocabulary it uses (the fine-tune's)
+    #: a char LM: the text whose vocabulary it uses (the fine-tune's), or a callable giving it
+    vocab: str | Callable[[], str] = ""
     extra: dict[str, Any] = field(default_factory=dict)  # more scenario keys (eval_batches)
+
+    def resolved(self) -> Pretraining:
+        """This definition with its data block and vocabulary path computed (shipped files
+        are found when a grid is built, not when the module is imported)."""
+        data = self.data() if callable(self.data) else self.data
+        vocab = self.vocab() if callable(self.vocab) else self.vocab
+        return dataclasses.replace(self, data=data, vocab=vocab)
 
     def digest(self) -> str:
         """A hash of the definition and of the files it reads (their bytes, not their paths)."""
+        if callable(self.data) or callable(self.vocab):
+            return self.resolved().digest()
         data = {k: v for k, v in self.data.items() if k != "path"}
         what = {"recipe": RECIPE, "model": self.model, "data": data, "steps": self.steps,
                 "lr": self.lr, "batch_size": self.batch_size, "warmup": self.warmup,
@@ -74,6 +86,7 @@ class Pretraining:
 
 def checkpoint(p: Pretraining, root: Path | None = None) -> Path:
     """The checkpoint of `p`, trained and saved first when the cache lacks it."""
+    p = p.resolved()
     path = p.path(root)
     if not path.is_file():
         state, val = pretrain(p)
@@ -104,6 +117,7 @@ def _pretrain(p: Pretraining) -> tuple[dict[str, torch.Tensor], float]:
     from lbw_sim.sim.scenarios import Scenario
     from lbw_sim.sim.tasks import build_task
 
+    p = p.resolved()
     sc = Scenario.from_dict({"name": f"pretrain/{p.name}", "model": p.model, "data": p.data,
                              "steps": p.steps, "batch_size": p.batch_size,
                              "schedule": {"warmup": p.warmup, "decay": "cosine"},
