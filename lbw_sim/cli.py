@@ -193,6 +193,10 @@ def cmd_stress(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if args.suite:
         return _stress_suite(args, workers, t0)
+    if args.finetune:
+        from lbw_sim.errors import SpecError
+
+        raise SpecError("--finetune", "selects the suite's fine-tune tasks: add --suite")
     guard = _spec_option(args.spec)
     grid = build_grid(quick=args.quick, text=args.text, seeds=args.seeds,
                       overrides={"guard": guard} if guard else None)
@@ -298,9 +302,10 @@ def _stress_suite(args: argparse.Namespace, workers: int, t0: float) -> int:
 
     if args.text:
         raise SpecError("--text", "the suite brings its own data; use --text without --suite")
-    tasks = get_tasks(args.tasks.split(",") if args.tasks else None)
+    tasks = get_tasks(args.tasks.split(",") if args.tasks else None, finetune=args.finetune)
     seeds = list(range(1, args.seeds + 1)) if args.seeds else None
-    out = Path(args.out or Path("runs") / ("suite_quick" if args.quick else "suite"))
+    name = ("finetune" if args.finetune else "suite") + ("_quick" if args.quick else "")
+    out = Path(args.out or Path("runs") / name)
     from lbw_sim.viz.stress import write_report
 
     results = run_suite(out, quick=args.quick, workers=workers, tasks=tasks, seeds=seeds,
@@ -394,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the task suite: the LR grid over several model families, one folder "
                         "per task and an overall table.md (with --quick: seed 1, 5 LRs)")
     t.add_argument("--tasks", help="with --suite: comma-separated task names (default: all)")
+    t.add_argument("--finetune", action="store_true",
+                   help="with --suite: the fine-tune tasks (pretrained once on shipped data, "
+                        "cached in ~/.cache/lbw_sim or $LBW_SIM_CACHE, then fine-tuned on a "
+                        "shifted distribution) instead of the from-scratch ones")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     _spec_arg(t)
     _backend_args(t)

@@ -46,7 +46,7 @@ def test_lr_stress_is_the_paper_grid_in_miniature():
     assert all(b / a == pytest.approx(10**0.5, rel=0.01) for a, b in zip(sc.lrs, sc.lrs[1:]))
     assert [a.label for a in sc.arms] == ["adamw", "clip", "zclip", "skipstep", "schedulefree",
                                           "stableadamw", "guard", "guard:schedulefree",
-                                          "adamw:cosine", "prodigy"]
+                                          "adamw:cosine", "plateau", "prodigy"]
 
 
 @pytest.mark.parametrize("changes, field", [

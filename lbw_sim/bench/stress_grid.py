@@ -18,9 +18,10 @@ from lbw_sim.errors import TraceError
 from lbw_sim.sim.scenarios import Scenario
 
 MAX_SUMMARY_BYTES = 20 * 2**20
-#: Arms in report order; `cosine` and `lr_matched` are the AdamW controls.
+#: Arms in report order; `cosine`, `plateau` (ReduceLROnPlateau) and `lr_matched` are the
+#: AdamW controls.
 STRESS_ARMS = ("adamw", "clip", "zclip", "skipstep", "schedulefree", "stableadamw", "guard",
-               "guard:schedulefree", "cosine", "lr_matched", "prodigy")
+               "guard:schedulefree", "cosine", "plateau", "lr_matched", "prodigy")
 #: Learning-rate-free arms run once per seed at their own default LR, not over the grid.
 LR_FREE = {"prodigy": 1.0}
 #: summary.csv starts with these columns (one row per cell); extras follow.

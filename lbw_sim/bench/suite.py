@@ -2,6 +2,7 @@
 
     python -m lbw_sim stress --suite --quick      # seed 1, LRs 0.316x .. 31.6x each task's best
     python -m lbw_sim stress --suite              # seeds 1-3, LRs 0.1x .. 100x; rerun to resume
+    python -m lbw_sim stress --suite --finetune   # the fine-tune tasks (FINETUNE_TASKS)
 
 A task is a scenario override of `scenarios/lr_stress.yaml` (like `stress.QUICK`; `model`
 and `data` are replaced whole) plus the AdamW-best LR its grid is centred on. The grid is
@@ -23,6 +24,18 @@ The sweep (seed 0, final validation loss per LR 1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e
 - resmlp_teacher  0.406 0.325 0.304 0.262 [0.225] 0.333 0.537 3654 2.345
 - noisy_quadratic 8.927 7.961 5.434 1.428 [0.093] 0.106 0.201 0.481 1.037
 
+The fine-tune tasks (`--finetune`), the same sweep from the cached pretrained weights; the
+loss the fine-tune starts from (the pretrained model on the fine-tune data) after the name:
+- gpt_finetune    (2.498) 1.421 1.129 0.935 [0.882] 1.013 1.263 1.678 3.069 3.079
+- gru_finetune    (2.053) 1.659 1.296 0.996 0.811 [0.736] 0.809 1.215 2.126 7.384
+- resmlp_finetune (1.518) 0.616 0.379 0.253 0.222 [0.199] 0.440 1.347 94.79 3.211
+
+A fine-tune task (`FINETUNE_TASKS`, `get_tasks(finetune=True)`) also says what is pretrained
+first (`sim.pretrain.Pretraining`: seed 0, plain AdamW, cached in the user's cache folder and
+rebuilt when missing or when its definition changes); its grid starts every seed from those
+weights on the task's own shifted data, and each cell's summary row carries the loss it
+started from (`start_val_loss`). Its pretraining LR is the from-scratch task's best LR.
+
 Every task uses the scenario's AdamW (betas 0.9/0.95, weight decay 0.1 on matrices only,
 linear warm-up then constant LR) and every arm of `stress.STRESS_ARMS`; Prodigy runs once per
 seed at lr 1.0.
@@ -40,7 +53,8 @@ from typing import Any
 from lbw_sim.bench.stress import build_grid, run_stress
 from lbw_sim.bench.stress_grid import StressGrid, StressResult
 from lbw_sim.errors import SpecError
-from lbw_sim.sim.prose import prose_path
+from lbw_sim.sim.pretrain import Pretraining, checkpoint
+from lbw_sim.sim.prose import logbook_path, prose_path
 
 #: LR factors relative to a task's AdamW-best LR (half-decades).
 QUICK_FACTORS = (0.316, 1.0, 3.16, 10.0, 31.6)
@@ -68,6 +82,13 @@ class SuiteTask:
     best_lr: float
     replace: dict[str, Any]
     overrides: dict[str, Any] = field(default_factory=dict)
+    #: A fine-tune task: what is pretrained first (cached, `sim.pretrain`); the grid then
+    #: starts from those weights on the task's own, shifted data.
+    pretrain: Pretraining | None = None
+
+    @property
+    def finetune(self) -> bool:
+        return self.pretrain is not None
 
     def lrs(self, quick: bool) -> list[float]:
         return [float(f"{self.best_lr * f:.3g}") for f in (QUICK_FACTORS if quick
@@ -85,6 +106,8 @@ class SuiteTask:
         if guard is not None:
             over["guard"] = guard
         replace = {k: (v() if callable(v) else v) for k, v in self.replace.items()}
+        if self.pretrain is not None:   # built here, once, before any worker starts
+            replace["model"] = {**replace["model"], "init": str(checkpoint(self.pretrain))}
         return build_grid(overrides=over, replace=replace, arms=arms)
 
 
@@ -122,15 +145,54 @@ TASKS: tuple[SuiteTask, ...] = (
 )
 
 
-def get_tasks(names: list[str] | None = None) -> list[SuiteTask]:
-    """The suite's tasks, or the named ones (in suite order)."""
+def _logbook() -> dict[str, Any]:
+    return {"kind": "text", "path": str(logbook_path())}
+
+
+def _logbook_vocab() -> str:
+    return str(logbook_path())
+
+
+_RNN = {"kind": "rnn", "n_embd": 32, "hidden": 64, "block_size": 32}
+_RES = {"kind": "resmlp", "width": 64, "depth": 3}
+_TEACHER = {"kind": "teacher", "n_train": 4096, "n_val": 1024}
+
+#: Fine-tune tasks: pretrained on one distribution (cached), then fine-tuned on a shifted one.
+FINETUNE_TASKS: tuple[SuiteTask, ...] = (
+    SuiteTask("gpt_finetune", "transformer LM (fine-tune)",
+              "the 2-layer char GPT pretrained on the prose (1000 steps), fine-tuned 300 steps "
+              "on the ship's log (lbw_sim/data/logbook.txt)",
+              3.16e-3, {"model": _GPT, "data": _logbook}, _LM,
+              Pretraining("gpt_prose", _GPT, _prose, 1000, 1e-2, vocab=_logbook_vocab)),
+    SuiteTask("gru_finetune", "recurrent LM (fine-tune)",
+              "the GRU char LM pretrained on the prose (1000 steps), fine-tuned 300 steps on "
+              "the ship's log",
+              1e-2, {"model": _RNN, "data": _logbook}, _LM,
+              Pretraining("gru_prose", _RNN, _prose, 1000, 3.16e-2, vocab=_logbook_vocab)),
+    SuiteTask("resmlp_finetune", "residual MLP regression (fine-tune)",
+              "the residual MLP pretrained on a tanh teacher (1000 steps), fine-tuned 300 "
+              "steps on that teacher moved halfway to another (data.shift 0.5)",
+              1e-2, {"model": _RES, "data": {**_TEACHER, "shift": 0.5}}, _SMALL,
+              Pretraining("resmlp_teacher", _RES, _TEACHER, 1000, 1e-2, batch_size=64)),
+)
+
+
+def get_tasks(names: list[str] | None = None, *, finetune: bool = False) -> list[SuiteTask]:
+    """The suite's from-scratch tasks (`finetune`: its fine-tune tasks), or the named ones of
+    that list (in suite order)."""
+    pool = FINETUNE_TASKS if finetune else TASKS
     if not names:
-        return list(TASKS)
-    known = {t.name: t for t in TASKS}
+        return list(pool)
+    known = {t.name: t for t in pool}
     bad = [n for n in names if n not in known]
     if bad:
-        raise SpecError("--tasks", f"unknown task {bad[0]!r}; known: {', '.join(known)}")
-    return [t for t in TASKS if t.name in names]
+        which = "fine-tune task" if finetune else "task"
+        other = {t.name for t in (TASKS if finetune else FINETUNE_TASKS)}
+        hint = (" (a fine-tune task: add --finetune)" if bad[0] in other and not finetune
+                else " (a from-scratch task: drop --finetune)" if bad[0] in other else "")
+        raise SpecError("--tasks", f"unknown {which} {bad[0]!r}{hint}; known: "
+                                   f"{', '.join(known)}")
+    return [t for t in pool if t.name in names]
 
 
 def run_suite(out: str | Path, *, quick: bool = False, workers: int = 1,
@@ -139,8 +201,9 @@ def run_suite(out: str | Path, *, quick: bool = False, workers: int = 1,
               steps: int | None = None, lrs: dict[str, list[float]] | None = None,
               arms: list[str] | None = None,
               write: Callable[[StressResult, Path], Any] | None = None,
-              guard: str | None = None) -> dict[str, StressResult]:
-    """Each task's grid into `out/<task>/` (resumable like `run_stress`), its outputs
+              guard: str | None = None, finetune: bool = False) -> dict[str, StressResult]:
+    """Each task's grid (default: the from-scratch tasks, or with `finetune` the fine-tune
+    ones) into `out/<task>/` (resumable like `run_stress`), its outputs
     written (`write`: default the tables, `stress_report.write_tables`; the CLI passes
     `viz.stress.write_report`, which adds the figures), then `out/table.md` with the goals
     per task and overall."""
@@ -150,7 +213,7 @@ def run_suite(out: str | Path, *, quick: bool = False, workers: int = 1,
     from lbw_sim.bench.suite_report import write_suite_table
 
     out, results = Path(out), {}
-    tasks = tasks or list(TASKS)
+    tasks = tasks or get_tasks(finetune=finetune)
     bar = tqdm(tasks, desc="suite", unit="task", disable=None if progress else True)
     for task in bar:
         bar.set_postfix_str(task.name)

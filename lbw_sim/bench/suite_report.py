@@ -169,6 +169,7 @@ def suite_markdown(results: dict[str, StressResult], tasks: list[Any],
             lines.append("| " + " | ".join(f"{x:g}" if i == 0 else number(float(x), ".3f")
                                             for i, x in enumerate(r)) + " |")
         lines.append("")
+    lines += finetune_lines(results)
     lines += ["## Details of missed goals", ""]
     for r in verdicts.itertuples():
         if r.met is False:
@@ -176,6 +177,38 @@ def suite_markdown(results: dict[str, StressResult], tasks: list[Any],
                          f"(target {r.target}){': ' + r.detail if r.detail else ''}")
     lines += ["", "Each task's own table (every arm, mean ± std) is `<task>/table.md`."]
     return "\n".join(lines) + "\n"
+
+
+def finetune_starts(summary: pd.DataFrame) -> pd.DataFrame:
+    """A fine-tune grid per arm: the loss it started from (the pretrained weights on the
+    fine-tune data) and the cells that ended above it (non-finite counts as above)."""
+    if "start_val_loss" not in summary or not summary["start_val_loss"].notna().any():
+        return pd.DataFrame(columns=["arm", "start", "cells", "above_start", "worst_lr"])
+    rows = []
+    for arm, g in summary.groupby("arm", sort=False):
+        start = float(g["start_val_loss"].max())
+        end = g["final_val_loss"].astype(float)
+        above = g[~(end <= g["start_val_loss"].astype(float))]
+        rows.append({"arm": arm, "start": start, "cells": len(g), "above_start": len(above),
+                     "worst_lr": float(above["lr"].min()) if len(above) else math.nan})
+    return pd.DataFrame(rows)
+
+
+def finetune_lines(results: dict[str, StressResult]) -> list[str]:
+    """table.md's section on the fine-tune tasks (none: no lines)."""
+    lines = []
+    for task, res in results.items():
+        f = finetune_starts(res.summary)
+        if f.empty:
+            continue
+        if not lines:
+            lines += ["## Fine-tunes: cells that ended above the loss they started from", "",
+                      "| task | started from | arm | cells above the start | lowest LR above |",
+                      "|---|---|---|---|---|"]
+        for r in f.itertuples():
+            lines.append(f"| {task} | {r.start:.4f} | {r.arm} | {r.above_start}/{r.cells} | "
+                         f"{number(r.worst_lr, 'g')} |")
+    return lines + [""] if lines else []
 
 
 def write_suite_table(out: str | Path, tasks: list[Any]) -> Path:
@@ -186,7 +219,8 @@ def write_suite_table(out: str | Path, tasks: list[Any]) -> Path:
     (out / "table.md").write_text(suite_markdown(results, tasks), encoding="utf-8")
     (out / "suite.json").write_text(json.dumps(
         {"tasks": [{"name": t.name, "family": t.family, "description": t.description,
-                    "best_lr": t.best_lr} for t in tasks]}, indent=1), encoding="utf-8")
+                    "best_lr": t.best_lr, "finetune": bool(getattr(t, "finetune", False))}
+                   for t in tasks]}, indent=1), encoding="utf-8")
     return out / "table.md"
 
 

@@ -1,7 +1,7 @@
 """Every arm by name: the baselines (`baselines`) and the competitors (`competitors`).
 
     arm = make_arm("clip", model, lr=3e-3)       # adamw, clip, zclip, skipstep, guard,
-                                                 # schedulefree, stableadamw, prodigy, ...
+                                                 # plateau, schedulefree, stableadamw, ...
 
 Its own module so that the two arm modules need not know each other.
 """
@@ -22,6 +22,7 @@ from lbw_sim.sim.baselines import (
     ARMS,
     Arm,
     ClipArm,
+    PlateauArm,
     SkipStepArm,
     ZClipArm,
     _skipstep_from,
@@ -66,6 +67,8 @@ def make_arm(name: str, model: nn.Module, lr: float, spec: GuardSpec | None = No
             return ZClipArm(inner, model, telemetry=telemetry, **opts)
         if name == "skipstep":
             return SkipStepArm(_skipstep_from(inner, **opts), telemetry=telemetry)
+        if name == "plateau":
+            return PlateauArm(inner, telemetry=telemetry, **opts)
         return Arm(inner, telemetry=telemetry, **opts)
     except TypeError as exc:
         raise SpecError(f"arm_options.{name}", str(exc)) from None

@@ -1,4 +1,5 @@
-"""The arms of a comparison: plain AdamW, clip-norm, ZClip, OLMo-style skip-step, the guard.
+"""The arms of a comparison: plain AdamW, clip-norm, ZClip, OLMo-style skip-step, the guard,
+and AdamW under torch's ReduceLROnPlateau.
 
 Every arm is a `torch.optim.Optimizer` with the surface of `GuardedOptimizer`, so a runner
 treats them alike:
@@ -27,7 +28,7 @@ from lbw_sim.errors import SpecError
 from lbw_sim.guard.adamw import adamw_step
 from lbw_sim.guard.shell import WrappedOptimizer
 
-ARMS = ("adamw", "clip", "zclip", "skipstep", "guard")
+ARMS = ("adamw", "clip", "zclip", "skipstep", "guard", "plateau")
 ALIASES = {"plain": "adamw"}  # with optimizer="sgd" the plain arm is not AdamW
 OPTIMIZERS = ("adamw", "sgd")
 
@@ -164,6 +165,64 @@ class ZClipArm(Arm):
             clipped = bool(self.grad_norm() < total * (1 - 1e-6))
         self.optimizer.step()
         return torch.tensor(total), False, clipped
+
+
+class PlateauArm(Arm):
+    """AdamW under torch's `ReduceLROnPlateau`, used as shipped: every `every` steps it is
+    stepped with the mean training loss of those steps (one step's loss is too noisy to be
+    its metric), and its cuts multiply the LR the caller sets each step (the runner's
+    warm-up and grid LR). The scheduler drives a one-parameter shadow optimizer whose LR,
+    starting at 1, is that multiplier (`scale`, the trace's `lr_scale`). Defaults: halve the
+    LR after 3 windows of 10 steps without a 1e-4 relative improvement, down to 1e-3x."""
+
+    name = "plateau"
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, every: int = 10,
+                 factor: float = 0.5, patience: int = 3, threshold: float = 1e-4,
+                 cooldown: int = 0, min_scale: float = 1e-3, telemetry: bool = True):
+        super().__init__(optimizer, telemetry=telemetry)
+        if not (isinstance(every, int) and every >= 1):
+            raise SpecError("arm_options.plateau.every", f"must be an integer >= 1, got {every!r}")
+        self.every = every
+        self._shadow = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self._shadow, factor=factor, patience=patience, threshold=threshold,
+            cooldown=cooldown, min_lr=min_scale)
+        self._window: list[float] = []
+        self._scales: list[float] = []
+        self._base = [g["lr"] for g in self.param_groups]
+        self._applied = list(self._base)
+
+    @property
+    def scale(self) -> float:
+        return float(self._shadow.param_groups[0]["lr"])
+
+    def _update(self, loss: Any) -> tuple[Any, Any, Any]:
+        if loss is None:
+            raise ValueError("the plateau arm needs step(loss=...)")
+        scale = self.scale
+        for i, g in enumerate(self.param_groups):  # an LR nobody reset is not scaled twice
+            self._base[i] = self._base[i] if g["lr"] == self._applied[i] else g["lr"]
+            g["lr"] = self._applied[i] = self._base[i] * scale
+        norm = self.grad_norm() if self.telemetry else None
+        self.optimizer.step()
+        self._scales.append(scale)
+        self._window.append(float(loss))
+        if len(self._window) == self.every:
+            self.scheduler.step(sum(self._window) / self.every)
+            self._window.clear()
+        return norm, False, False
+
+    def last_row(self) -> dict[str, Any]:
+        row = super().last_row()
+        if row:
+            row["lr_scale"] = self._scales[-1]
+        return row
+
+    def trace(self) -> pd.DataFrame:
+        df = super().trace()
+        df["lr_scale"] = self._scales[-len(df):] if len(df) else []
+        return df
 
 
 class SkipStepAdamW(torch.optim.Optimizer):

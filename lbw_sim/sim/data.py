@@ -421,13 +421,17 @@ val_loss = estimate_loss
 
 
 def teacher_student(n_train: int = 4096, n_val: int = 1024, n_in: int = 16, seed: int = 0,
-                    width: int = 32, noise: float = 0.1) -> ArrayData:
+                    width: int = 32, noise: float = 0.1, shift: float = 0.0) -> ArrayData:
     """Regression on a fixed random teacher: y = v . tanh(W x) + noise, x ~ N(0, I).
 
     The teacher (W with unit-variance rows scaled by 1/sqrt(n_in), v by 1/sqrt(width)) and
     the samples are a pure function of `seed`; the noise sets the best achievable MSE
-    (noise**2). `n_classes` is 0: the targets are real numbers.
+    (noise**2). `n_classes` is 0: the targets are real numbers. `shift` in [0, 1] moves the
+    teacher towards a second random one, (W, v) -> sqrt(1 - s^2) (W, v) + s (W', v'), keeping
+    its scale: the shifted task of a fine-tune (s = 0 is the teacher itself; 1 a new one).
     """
+    if not 0.0 <= shift <= 1.0:
+        raise SpecError("data.shift", f"must be in [0, 1], got {shift!r}")
     for name, value in (("n_train", n_train), ("n_val", n_val), ("n_in", n_in)):
         if not (isinstance(value, int) and value >= 1):
             raise SpecError(f"data.{name}", f"must be a positive integer, got {value!r}")
@@ -435,6 +439,11 @@ def teacher_student(n_train: int = 4096, n_val: int = 1024, n_in: int = 16, seed
     w = torch.randn(width, n_in, generator=g) / n_in ** 0.5
     v = torch.randn(width, generator=g) / width ** 0.5 * 2.0
     x = torch.randn(n_train + n_val, n_in, generator=g)
+    if shift:
+        g2 = torch.Generator().manual_seed(int(seed) + 10_007)
+        keep = (1.0 - shift ** 2) ** 0.5
+        w = keep * w + shift * torch.randn(width, n_in, generator=g2) / n_in ** 0.5
+        v = keep * v + shift * torch.randn(width, generator=g2) / width ** 0.5 * 2.0
     y = torch.tanh(x @ w.T * 2.0) @ v + noise * torch.randn(n_train + n_val, generator=g)
     return ArrayData(x[:n_train], y[:n_train], x[n_train:], y[n_train:], n_classes=0,
                      name="teacher")

@@ -5,6 +5,12 @@ with the package, so this module writes one from a small probabilistic grammar (
 sentences with clauses, dialogue, paragraphs, a few hundred words). It is written by this
 code, so the project may ship it. `python -m lbw_sim.sim.prose` rewrites the file (it is
 a pure function of the seed, so the file never changes).
+
+`logbook` writes the suite's fine-tune text, `lbw_sim/data/logbook.txt`: a shifted
+distribution of the same language — a ship's log: numbered entries, sea words, orders
+shouted, the present tense, and between them (half the sentences) the prose's own kind of
+narrative. It is written in the prose's alphabet exactly (tested), so the loss a pretrained
+model starts from measures the shift in style and words, not characters it never saw.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import random
 from pathlib import Path
 
 PROSE_PATH = Path(__file__).resolve().parents[1] / "data" / "prose.txt"
+LOGBOOK_PATH = PROSE_PATH.with_name("logbook.txt")
 
 NAMES = ["Anna", "Thomas", "Mara", "the captain", "old Peter", "the miller", "Elena", "the boy",
          "her sister", "the stranger", "John", "the doctor", "Margaret", "the innkeeper"]
@@ -81,15 +88,88 @@ def generate(n_chars: int = 240_000, seed: int = 0) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+# --- the fine-tune text: a ship's log -----------------------------------------------------------
+
+CREW = ["I", "We", "The mate", "Bill", "Hans", "the cook", "Anna", "Mister Olsen", "the boy",
+        "Captain Black", "the watch", "Jim", "Pablo", "Emma", "Lars", "Nils", "old Ben"]
+SEA = ["sail", "mast", "deck", "anchor", "compass", "rope", "cargo", "hull", "wave", "gull",
+       "reef", "coast", "cape", "island", "current", "squall", "cabin", "barrel", "lantern",
+       "chart", "tide", "fog", "rudder", "keel", "whale", "port", "bow", "stern", "hatch"]
+SEA_ADJS = ["salt", "rough", "calm", "black", "foul", "fair", "blue", "torn", "tarred",
+            "white", "steady", "loose", "leaking", "iced"]
+ACTS = ["check", "haul", "mend", "lower", "raise", "sight", "lash", "pump", "sound", "trim",
+        "watch", "secure", "clean", "count"]
+WEATHER = ["Wind from the north", "Wind veering west", "Heavy swell", "Light airs",
+           "Cold rain at dawn", "Clear sky", "A fog all morning", "Thunder to the east",
+           "Barometer falling", "Calm sea", "A gale by evening", "Hail at noon"]
+NUMBERS = ["one", "two", "three", "four", "five", "seven", "eight", "nine", "ten"]
+ORDERS = ["Take in the topsail", "All hands on deck", "Hold her steady", "Bring the lantern",
+          "Hold fast", "Pump the bilge", "Look out for the light", "Let go the anchor",
+          "Make fast the boat", "Bear away"]
+
+
+#: The share of a log entry's sentences in the prose's style: the shift keeps common ground.
+NARRATIVE = 0.5
+
+
+def _entry(r: random.Random, day: str) -> str:
+    lines = [f"{r.choice(['Entry', 'Log', 'Note'])} {day}. {r.choice(WEATHER)}, "
+             f"{r.choice(NUMBERS[1:])} knots, heading {r.choice(NUMBERS)} points."]
+    for _ in range(r.randint(3, 8)):
+        u = r.random()
+        if u < NARRATIVE:                 # the prose's own sentences, between the log's
+            lines.append(_sentence(r))
+            continue
+        u = (u - NARRATIVE) / (1.0 - NARRATIVE)
+        who = r.choice(CREW)
+        adj = f"{r.choice(SEA_ADJS)} " if r.random() < 0.5 else ""
+        if u < 0.3:
+            q = "!" if r.random() < 0.4 else ("?" if r.random() < 0.2 else ".")
+            lines.append(f'"{r.choice(ORDERS)}{q}" {who} {r.choice(SAYS)}.')
+        elif u < 0.7:
+            verb = r.choice(ACTS)
+            verb += "" if who in ("I", "We") else "es" if verb.endswith(("ch", "sh")) else "s"
+            lines.append(f"{who} {verb} the {adj}{r.choice(SEA)}.")
+        else:
+            lines.append(f"{who} {'are' if who == 'We' else 'am' if who == 'I' else 'is'} "
+                         f"{r.choice(PREPS)} the {adj}{r.choice(SEA)}, "
+                         f"{r.choice(['and', 'but', 'while'])} the {r.choice(SEA)} "
+                         f"{r.choice(['holds', 'groans', 'shakes', 'drifts'])}.")
+    return " ".join(line[0].upper() + line[1:] for line in lines)
+
+
+def _day(n: int) -> str:
+    """An entry's number in words, from the prose's letters (so no six: it has an x)."""
+    tens = ["", "ten", "twenty", "thirty", "forty", "fifty", "seventy", "eighty", "ninety"]
+    return " ".join(w for w in (tens[(n // 10) % len(tens)], NUMBERS[n % len(NUMBERS)]) if w)
+
+
+def logbook(n_chars: int = 120_000, seed: int = 0) -> str:
+    """`n_chars` (or a little more) of numbered log entries."""
+    r, parts, size, day = random.Random(seed), [], 0, 1
+    while size < n_chars:
+        parts.append(_entry(r, _day(day)))
+        size += len(parts[-1]) + 2
+        day += 1
+    return "\n\n".join(parts) + "\n"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def prose_path() -> Path:
     """The shipped text (written here if a checkout lacks it)."""
-    if not PROSE_PATH.is_file():
-        PROSE_PATH.parent.mkdir(parents=True, exist_ok=True)
-        PROSE_PATH.write_text(generate(), encoding="utf-8")
-    return PROSE_PATH
+    return PROSE_PATH if PROSE_PATH.is_file() else _write(PROSE_PATH, generate())
+
+
+def logbook_path() -> Path:
+    """The shipped fine-tune text (written here if a checkout lacks it)."""
+    return LOGBOOK_PATH if LOGBOOK_PATH.is_file() else _write(LOGBOOK_PATH, logbook())
 
 
 if __name__ == "__main__":
-    PROSE_PATH.parent.mkdir(parents=True, exist_ok=True)
-    PROSE_PATH.write_text(generate(), encoding="utf-8")
-    print(f"wrote {PROSE_PATH}")
+    for path, text in ((PROSE_PATH, generate()), (LOGBOOK_PATH, logbook())):
+        print(f"wrote {_write(path, text)}")

@@ -239,6 +239,8 @@ def run_cell(sc: Scenario, arm: ArmSpec, lr: float, seed: int, device: torch.dev
     best = run.task.best_loss if run.task is not None else None
     summary = summarize(rows, sc, arm=label or arm.label, lr=lr, seed=seed,
                         wall_s=time.perf_counter() - t0, best_loss=best, stopped=run.stop_reason)
+    if run.task is not None and run.task.start_loss is not None:   # a fine-tune's start
+        summary["start_val_loss"] = run.task.start_loss
     return summary, pd.DataFrame(rows, columns=columns), run
 
 

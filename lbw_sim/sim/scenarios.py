@@ -2,6 +2,7 @@
 
     name: lr_stress
     model: {kind: gpt, n_layer: 4, n_head: 4, n_embd: 64, block_size: 64}
+                                   # init: a checkpoint to start from (a fine-tune)
     data: {kind: synthetic, vocab_size: 65, order: 2, seed: 0}
     optimizer: {kind: adamw, lr: 1.0e-3, betas: [0.9, 0.95], weight_decay: 0.1}
     schedule: {warmup: 100, decay: constant}
@@ -35,7 +36,7 @@ MODEL_KINDS = ("gpt", "mlp", "landscape", "noisy_quadratic", "cnn", "rnn", "resm
 DATA_KINDS = ("synthetic", "text", "digits", "teacher", "none")
 SCHEDULES = ("constant", "cosine")
 ARM_NAMES = ("adamw", "plain", "clip", "zclip", "skipstep", "guard", "schedulefree",
-             "stableadamw", "prodigy", "guard:schedulefree")
+             "stableadamw", "prodigy", "guard:schedulefree", "plateau")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class DataSpec:
     n_val: int = 20_000
     path: str = ""
     val_fraction: float = 0.1
+    shift: float = 0.0          # teacher: how far the teacher moves (a fine-tune's new task)
 
 
 @dataclass(frozen=True)
@@ -239,7 +241,12 @@ def _model(data: Any) -> dict[str, Any]:
     kind = data.get("kind")
     if kind not in MODEL_KINDS:
         raise SpecError("model.kind", f"must be one of {', '.join(MODEL_KINDS)}, got {kind!r}")
-    cfg = {k: v for k, v in data.items() if k != "kind"}
+    cfg = {k: v for k, v in data.items() if k not in ("kind", "init")}
+    init = data.get("init")
+    if init is not None and (kind in ("landscape", "noisy_quadratic") or not isinstance(init, str)
+                             or not Path(init).is_file()):
+        raise SpecError("model.init", f"a checkpoint file for a {kind} model, got {init!r}")
+    init_block = {} if init is None else {"init": init}
     from lbw_sim.sim import models, problems
 
     if kind == "landscape":
@@ -266,7 +273,7 @@ def _model(data: Any) -> dict[str, Any]:
             cls(**{**cfg, "dim": min(int(cfg.get("dim", 2)), 2)})
     except TypeError as exc:
         raise SpecError("model", str(exc)) from None
-    return {"kind": kind, **cfg}
+    return {"kind": kind, **cfg, **init_block}
 
 
 def _check_data(d: DataSpec, model: str, base_dir: Path) -> None:
@@ -280,6 +287,9 @@ def _check_data(d: DataSpec, model: str, base_dir: Path) -> None:
                                      f"not {d.kind!r}")
     for key in ("vocab_size", "order", "n_train", "n_val"):
         integer(f"data.{key}", getattr(d, key), lo=1)
+    number("data.shift", d.shift, lo=0.0, hi=1.0)
+    if d.shift and d.kind != "teacher":
+        raise SpecError("data.shift", f"only a teacher moves; data {d.kind!r} has no shift")
     if d.kind == "text" and (not d.path or not (base_dir / d.path).is_file()):
         raise SpecError("data.path", f"no text file {d.path!r} (relative to the scenario)")
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from lbw_sim.errors import SpecError
 from lbw_sim.sim import models
 from lbw_sim.sim.data import (
     ArrayBatches,
@@ -46,13 +48,36 @@ class Task:
     evaluate: Callable[[], float]
     n_classes: int | None = None
     best_loss: float | None = None
+    start_loss: float | None = None  # a fine-tune: the validation loss of the loaded weights
 
 
 def build_task(sc: Scenario, seed: int, device: torch.device,
                cache: dict | None = None) -> Task:
-    """Model initialised from `seed`, batches ordered by `seed`, data shared through `cache`."""
+    """Model initialised from `seed` (or loaded from the model block's `init` checkpoint: a
+    fine-tune, whose `start_loss` is then measured), batches ordered by `seed`, data shared
+    through `cache`."""
+    task = _build(sc, seed, device, cache)
+    init = sc.model.get("init")
+    if init is not None:
+        load_weights(task.module, init, device)
+        task.start_loss = task.evaluate()
+    return task
+
+
+def load_weights(module: nn.Module, path: str, device: torch.device) -> None:
+    """Load a checkpoint written by `sim.pretrain` (tensors only: weights_only=True)."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        module.load_state_dict(ckpt["state_dict"])
+    except (OSError, RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpecError("model.init", f"{Path(path).name}: not a checkpoint of this model "
+                                      f"({first})") from None
+
+
+def _build(sc: Scenario, seed: int, device: torch.device, cache: dict | None) -> Task:
     cache = {} if cache is None else cache
-    cfg = {k: v for k, v in sc.model.items() if k != "kind"}
+    cfg = {k: v for k, v in sc.model.items() if k not in ("kind", "init")}
     torch.manual_seed(seed)
     kind = sc.model_kind
     if kind in ("gpt", "rnn"):                     # char LMs on a token stream
@@ -130,7 +155,8 @@ TEACHER_NOISE = 0.1
 
 def teacher_data(sc: Scenario, cache: dict):
     d = sc.data
-    key = ("teacher", d.n_train, d.n_val, d.seed)
+    key = ("teacher", d.n_train, d.n_val, d.seed, d.shift)
     if key not in cache:
-        cache[key] = teacher_student(d.n_train, d.n_val, seed=d.seed, noise=TEACHER_NOISE)
+        cache[key] = teacher_student(d.n_train, d.n_val, seed=d.seed, noise=TEACHER_NOISE,
+                                     shift=d.shift)
     return cache[key]
