@@ -107,17 +107,23 @@ def adopt_spec(spec: GuardSpec) -> None:
 
 
 #: spec_choice's options, in order: the shipped default, the designer's, the v1 ratchet.
-SPEC_CHOICES = ("Default spec", "Designer's spec", "v1 ratchet (lbw-v1)")
+SPEC_CHOICES = ("Default spec", "Designer's spec", "v1 ratchet (lbw-v1)",
+                "Active controller, a candidate (lbw-active)")
 V1_CHOICE = SPEC_CHOICES.index("v1 ratchet (lbw-v1)")
+#: the shipped spec behind each choice that names one
+NAMED_CHOICES = {SPEC_CHOICES[2]: "lbw-v1", SPEC_CHOICES[3]: "lbw-active"}
 
 
 def spec_choice(label: str, key: str, default: int = 0) -> GuardSpec:
-    """Pick the shipped default, this session's designer spec or the v1 ratchet (the spec
-    the committed figures and the edge-of-stability demos were measured with)."""
+    """Pick the shipped default, this session's designer spec, the v1 ratchet (the spec
+    the committed figures and the edge-of-stability demos were measured with) or the
+    candidate active controller."""
     choice = st.selectbox(label, SPEC_CHOICES, index=default, key=key)
     if choice == SPEC_CHOICES[0]:
         return GuardSpec.default()
-    return designer_spec() if choice == SPEC_CHOICES[1] else GuardSpec.named("lbw-v1")
+    if choice == SPEC_CHOICES[1]:
+        return designer_spec()
+    return GuardSpec.named(NAMED_CHOICES[choice])
 
 
 @st.fragment(run_every=0.5)

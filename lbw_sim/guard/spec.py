@@ -322,7 +322,8 @@ def _mapping(key: str, data: dict, required: bool = True) -> dict:
 
 
 #: Shipped specs: short name -> file in lbw_sim/guard/specs/.
-NAMED_SPECS = {"lbw-v1": "lbw-v1-ratchet.yaml", "lbw-adaptive": "lbw-adaptive.yaml"}
+NAMED_SPECS = {"lbw-v1": "lbw-v1-ratchet.yaml", "lbw-adaptive": "lbw-adaptive.yaml",
+               "lbw-active": "lbw-active.yaml"}
 #: The shipped default (`GuardSpec.default()`), one of NAMED_SPECS.
 DEFAULT_SPEC = "lbw-adaptive"
 #: The name that always means the default, whichever spec that is.
