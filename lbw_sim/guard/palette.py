@@ -34,7 +34,8 @@ UNGUARDED_COLOR = "#555555"
 ARM_COLORS = {"adamw": UNGUARDED_COLOR, "cosine": "#a6a6a6", "lr_matched": "#17becf",
               "clip": "#a0522d", "zclip": "#e377c2", "skipstep": "#9467bd",
               "guard": GUARDED_COLOR, "guard:schedulefree": "#6baed6",
-              "schedulefree": "#2ca02c", "prodigy": "#c2185b", "stableadamw": "#e6a700"}
+              "schedulefree": "#2ca02c", "prodigy": "#c2185b", "stableadamw": "#e6a700",
+              "plateau": "#006d5b"}
 
 
 def regime_colors(spec: GuardSpec) -> dict[str, str]:
