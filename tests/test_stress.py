@@ -97,7 +97,7 @@ def test_tiny_grid_writes_summary_table_and_figures(tiny_run):
     grid, result, out = tiny_run
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary.columns[:len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
-    assert len(summary) == len(grid.cells()) == 10 * 2 + 1  # 10 arms x 2 LRs, one Prodigy
+    assert len(summary) == len(grid.cells()) == tiny_cells()  # arms x LRs, one Prodigy
     assert {Cell(r.arm, r.lr, r.seed).key for r in summary.itertuples()} == {
         c.key for c in grid.cells()}
     assert summary["final_val_loss"].notna().all() and (summary["wall_s"] > 0).all()
@@ -110,10 +110,15 @@ def test_tiny_grid_writes_summary_table_and_figures(tiny_run):
     table = (out / "table.md").read_text()
     assert "entropy floor" in table and "Worst ratio per arm" in table and "| guard |" in table
     assert "Goals:" in table and "issue" not in table and "| LR | adamw | clip |" in table
-    assert len(result.curves) == 21 * TINY["steps"]
+    assert len(result.curves) == tiny_cells() * TINY["steps"]
     assert summary.loc[summary["arm"] == "prodigy", "lr"].tolist() == [1.0]
     assert (out / "guard-schedulefree_lr0.01_seed0.csv").is_file()
     assert "prodigy (learning-rate-free, at its default lr 1)" in table
+
+
+def tiny_cells() -> int:
+    """Cells of the tiny grid: every LR-bound arm at each LR, the LR-free ones once."""
+    return (len(STRESS_ARMS) - len(LR_FREE)) * len(TINY["lrs"]) + len(LR_FREE)
 
 
 def test_report_ratios_to_adamws_best():
@@ -138,7 +143,7 @@ def test_resume_skips_finished_cells_and_reruns_a_killed_one(tiny_run):
     grid, _, out = tiny_run
     calls = []
     again = run_stress(grid, out, progress=False, callback=lambda *a: calls.append(a))
-    assert calls == [] and len(again.summary) == 21
+    assert calls == [] and len(again.summary) == tiny_cells()
     summary = pd.read_csv(out / "summary.csv")
     killed = Cell("clip", 0.1, 0)
     keep = ~((summary["arm"] == killed.arm) & (summary["lr"] == killed.lr))
@@ -149,7 +154,7 @@ def test_resume_skips_finished_cells_and_reruns_a_killed_one(tiny_run):
     resumed = run_stress(grid, out, progress=False, callback=lambda *a: calls.append(a))
     finished = [row for *_, row in calls if row is not None]
     assert [(r["arm"], r["lr"]) for r in finished] == [("clip", 0.1)]
-    assert len(resumed.summary) == 21
+    assert len(resumed.summary) == tiny_cells()
     assert len(pd.read_csv(trace)) == TINY["steps"]
     with pytest.raises(SpecError, match="another grid"):
         run_stress(build_grid(overrides={**TINY, "steps": 21}), out, progress=False)
