@@ -3,8 +3,9 @@
 `TensorGuard` has the interface of the host backend (`engine.OnlineGuard`): `observe` ->
 `Decision`, `trace`, `last_row`, `set_spec`, `state_dict`. It runs the same three stages —
 signals, conditions, walk — but every value stays a tensor on the training device, so a
-CUDA training loop never waits for the host. The arithmetic follows `signals.signal_kernel`
-and `engine.walk_kernel` operation for operation (float64); tests/test_parity.py holds the
+CUDA training loop never waits for the host. The estimators are `signals.estimators` run
+with torch operations (`TORCH`), the very code the numba kernel runs; the walk follows
+`engine.walk_kernel` operation for operation (float64); tests/test_parity.py holds the
 two backends equal decision by decision over generated specs and telemetry.
 
 Each step's row (same layout as the host backend's log) is stacked on the device; rows are
@@ -15,6 +16,7 @@ built by the engine's one trace builder.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -38,7 +40,7 @@ from lbw_sim.guard.engine import (
     log_tail,
     trace_frame,
 )
-from lbw_sim.guard.signals import KIND_CODE, MAD_TO_SD
+from lbw_sim.guard.signals import KIND_CODE, estimators, per_input
 from lbw_sim.guard.spec import TELEMETRY, GuardSpec
 
 F64 = torch.float64
@@ -80,78 +82,43 @@ class _SignalState:
             self.ref, self.has_ref = values[6], values[7]
 
 
+def _where(cond, a, b):
+    if isinstance(cond, bool):                  # a parameter test, decided on the host
+        return a if cond else b
+    if not (torch.is_tensor(a) or torch.is_tensor(b)):
+        a = torch.full((), a, dtype=F64, device=cond.device)
+    return torch.where(cond, a, b)
+
+
+def _maximum(a, b):
+    if not torch.is_tensor(b):
+        return torch.clamp(a, min=b)
+    return torch.maximum(a, b) if torch.is_tensor(a) else torch.clamp(b, min=a)
+
+
+def _not(a):
+    return ~a if torch.is_tensor(a) else not a
+
+
+#: The namespace `signals.estimators` runs in on the device: 0-d float64 tensor operations.
+TORCH = SimpleNamespace(jit=lambda fn: fn, where=_where, maximum=_maximum, clamp=torch.clamp,
+                        exp=torch.exp, sqrt=torch.sqrt, fabs=torch.abs, isfinite=torch.isfinite,
+                        not_=_not)
+_observe = estimators(TORCH)
+_per_input = per_input(TORCH)
+
+
 def signal_step(kind: int, x: torch.Tensor, step: torch.Tensor, half_life: float,
                 warmup: float, clip: float, floor: float, s: _SignalState,
                 per: torch.Tensor | None = None) -> torch.Tensor:
-    """One observation of one estimator, branch-free (see `signals.signal_kernel`);
+    """One observation of one estimator (`signals.estimators` on tensors, state in `s`);
     `per` divides x (a ref_ratio with `per: lr`), a non-positive one making it NaN."""
-    nan = torch.full_like(x, math.nan)
     if per is not None:
-        x = torch.where((per > 0) & torch.isfinite(per), x / per, nan)
-    finite = torch.isfinite(x)
-    first_obs = finite & ~s.started
-    upd = finite & s.started
-    xs = torch.where(finite, x, s.m)                     # keep NaN out of the arithmetic
-    dt = torch.clamp(step - s.last, min=1.0)
-    a = torch.exp(-(math.log(2.0) / half_life) * dt)
-    warm = (step - s.first) >= warmup
-    v_new = s.v
-    if kind == 0:
-        m_new = a * s.m + (1.0 - a) * xs
-        out, first_out = m_new, xs
-    elif kind == 1:
-        sd = torch.maximum(torch.maximum(torch.sqrt(s.v), floor * torch.abs(s.m)),
-                           torch.full_like(x, 1e-12))
-        out = torch.where(warm, (xs - s.m) / sd, torch.zeros_like(x))
-        xc = torch.clamp(xs, s.m - clip * sd, s.m + clip * sd) if clip > 0 else xs
-        xc = torch.where(warm, xc, xs)
-        d = xc - s.m
-        m_new = s.m + (1.0 - a) * d
-        v_new = a * (s.v + (1.0 - a) * d * d)
-        first_out = torch.zeros_like(x)
-    elif kind == 2:
-        ratio = torch.where(s.m > floor, xs / s.m, torch.full_like(x, math.nan))
-        out = torch.where(warm, ratio, torch.ones_like(x))
-        xc = xs
-        if clip > 1.0:
-            xc = torch.where(warm & (s.m > 0), torch.clamp(xs, s.m / clip, s.m * clip), xs)
-        m_new = a * s.m + (1.0 - a) * xc
-        first_out = torch.ones_like(x)
-    elif kind == 4:
-        sd = torch.maximum(torch.maximum(MAD_TO_SD * s.v, floor * torch.abs(s.m)),
-                           torch.full_like(x, 1e-12))
-        out = torch.where(warm, (xs - s.m) / sd, torch.zeros_like(x))
-        xc = torch.clamp(xs, s.m - clip * sd, s.m + clip * sd) if clip > 0 else xs
-        xc = torch.where(warm, xc, xs)
-        d = xc - s.m
-        v_new = a * s.v + (1.0 - a) * torch.abs(d)
-        m_new = s.m + (1.0 - a) * d
-        first_out = torch.zeros_like(x)
-    elif kind == 5:
-        m_new = a * s.m + (1.0 - a) * xs
-        # the reference freezes at the first observation past warm-up (the first one at all
-        # when warmup <= 0), and then never moves
-        freeze = ~s.has_ref & ((upd & warm) | (first_obs & (warmup <= 0.0)))
-        ref = torch.where(freeze, torch.where(first_obs, xs, m_new), s.ref)
-        has_ref = s.has_ref | freeze
-        num = torch.where(first_obs, xs, m_new)
-        value = torch.where(ref > floor, num / ref, nan)
-        out = torch.where(has_ref, value, torch.ones_like(x))
-        first_out = out
-        s.ref, s.has_ref = ref, has_ref
-    else:
-        g = (xs - s.prev) / dt
-        m_new = torch.where((step - s.first) > dt, a * s.m + (1.0 - a) * g, g)
-        out = torch.where(warm, m_new, torch.zeros_like(x))
-        first_out = torch.zeros_like(x)
-    result = torch.where(first_obs, first_out, torch.where(upd, out, nan))
-    s.m = torch.where(first_obs, xs, torch.where(upd, m_new, s.m))
-    s.v = torch.where(upd, v_new, torch.where(first_obs, torch.zeros_like(x), s.v))
-    s.first = torch.where(first_obs, step, s.first)
-    s.last = torch.where(finite, step, s.last)
-    s.prev = torch.where(finite, xs, s.prev)
-    s.started = s.started | finite
-    return result
+        x = _per_input(x, per)
+    out, s.m, s.v, s.last, s.first, s.started, s.prev, s.ref, s.has_ref = _observe(
+        kind, x, step, s.m, s.v, s.last, s.first, s.started, s.prev, s.ref, s.has_ref,
+        math.log(2.0) / half_life, warmup, clip, floor)
+    return out
 
 
 class TensorLog:
@@ -262,7 +229,6 @@ class TensorGuard:
             per = None
             if sig.per:
                 per = tel.get(sig.per, self._nan)
-                per = torch.where(torch.isfinite(per), per, self._nan)
             clip = -1.0 if sig.clip is None else float(sig.clip)
             out[name] = signal_step(KIND_CODE[sig.kind], x, step, float(sig.half_life),
                                     float(sig.warmup), clip, float(sig.floor), self.sig[name],
