@@ -172,6 +172,11 @@ def _maximum(a, b):
 
 
 @_jit
+def _minimum(a, b):
+    return min(a, b)
+
+
+@_jit
 def _clamp(x, lo, hi):
     return min(max(x, lo), hi)
 
@@ -202,8 +207,9 @@ def _not(a):
 
 
 #: The namespace `estimators` runs in for numba: scalar functions, jitted.
-NUMBA = SimpleNamespace(jit=_jit, where=_where, maximum=_maximum, clamp=_clamp, exp=_exp,
-                        sqrt=_sqrt, fabs=_fabs, isfinite=_isfinite, not_=_not)
+NUMBA = SimpleNamespace(jit=_jit, where=_where, maximum=_maximum, minimum=_minimum,
+                        clamp=_clamp, exp=_exp, sqrt=_sqrt, fabs=_fabs, isfinite=_isfinite,
+                        not_=_not)
 _observe = estimators(NUMBA)
 _per_input = per_input(NUMBA)
 

@@ -4,8 +4,8 @@
 `Decision`, `trace`, `last_row`, `set_spec`, `state_dict`. It runs the same three stages —
 signals, conditions, walk — but every value stays a tensor on the training device, so a
 CUDA training loop never waits for the host. The estimators are `signals.estimators` run
-with torch operations (`TORCH`), the very code the numba kernel runs; the walk follows
-`engine.walk_kernel` operation for operation (float64); tests/test_parity.py holds the
+with torch operations (`TORCH`), the very code the numba kernel runs, and so are the walk's
+rules (`engine.walk_rules`; here vectorised over the transitions); tests/test_parity.py holds the
 two backends equal decision by decision over generated specs and telemetry.
 
 Each step's row (same layout as the host backend's log) is stacked on the device; rows are
@@ -39,6 +39,7 @@ from lbw_sim.guard.engine import (
     log_columns,
     log_tail,
     trace_frame,
+    walk_rules,
 )
 from lbw_sim.guard.signals import KIND_CODE, estimators, per_input
 from lbw_sim.guard.spec import TELEMETRY, GuardSpec
@@ -96,16 +97,23 @@ def _maximum(a, b):
     return torch.maximum(a, b) if torch.is_tensor(a) else torch.clamp(b, min=a)
 
 
+def _minimum(a, b):
+    if not torch.is_tensor(b):
+        return torch.clamp(a, max=b)
+    return torch.minimum(a, b) if torch.is_tensor(a) else torch.clamp(b, max=a)
+
+
 def _not(a):
     return ~a if torch.is_tensor(a) else not a
 
 
 #: The namespace `signals.estimators` runs in on the device: 0-d float64 tensor operations.
-TORCH = SimpleNamespace(jit=lambda fn: fn, where=_where, maximum=_maximum, clamp=torch.clamp,
-                        exp=torch.exp, sqrt=torch.sqrt, fabs=torch.abs, isfinite=torch.isfinite,
-                        not_=_not)
+TORCH = SimpleNamespace(jit=lambda fn: fn, where=_where, maximum=_maximum, minimum=_minimum,
+                        clamp=torch.clamp, exp=torch.exp, sqrt=torch.sqrt, fabs=torch.abs,
+                        isfinite=torch.isfinite, not_=_not)
 _observe = estimators(TORCH)
 _per_input = per_input(TORCH)
+_debounce, _may_fire, _settle = walk_rules(TORCH)
 
 
 def signal_step(kind: int, x: torch.Tensor, step: torch.Tensor, half_life: float,
@@ -256,11 +264,10 @@ class TensorGuard:
         if len(c.trans_names):
             cond = torch.stack([torch.as_tensor(fn(env), device=dev).reshape(())
                                 for fn in c.conds]).to(torch.bool)
-            self.runs = torch.where(cond, self.runs + 1, torch.zeros_like(self.runs))
+            self.runs = _debounce(cond, self.runs)
             from_here = self.from_mask.index_select(1, self.regime.reshape(1)).reshape(-1)
-            elig = (from_here & (self.runs >= self.for_)
-                    & (self.to != self.regime) & ((step_t - self.entered) >= self.dwell)
-                    & ~self.stopped)
+            elig = _may_fire(from_here, self.runs, self.for_, self.to, self.regime,
+                             step_t - self.entered, self.dwell, self.stopped)
             fired = elig.any()
             k = torch.argmax(elig.to(torch.int64))
             regime = torch.where(fired, _at(self.to, k), self.regime)
@@ -270,20 +277,14 @@ class TensorGuard:
             regime, trans = self.regime, torch.full((), -1, dtype=torch.int64, device=dev)
         row = self._regime_row(regime)
         self.entered = torch.where(fired, step_t, self.entered)
-        rollback = fired & (row[R_ROLLBACK] > 0) & (self.n_rb < b[B_ROLLBACKS])
-        self.n_rb = self.n_rb + rollback.to(torch.int64)
-        self.stopped = self.stopped | (fired & (row[R_STOP] > 0))
-        target = torch.clamp(row[R_LR], b[B_LO], b[B_HI])
-        lr = torch.minimum(torch.maximum(target, self.lr_prev * b[B_DOWN]), self.lr_prev * b[B_UP])
-        lr = torch.clamp(lr, b[B_LO], b[B_HI])
-        skip = ((row[R_SKIP] > 0) & (self.consec < b[B_CONSEC])
-                & ((self.wcount + 1) <= b[B_FRAC] * self.window))
-        skip = skip | rollback | self.stopped
-        skip_i = skip.to(torch.int64)
-        self.wcount = self.wcount + skip_i - _at(self.ring, self.wpos)
-        self.ring = self.ring.index_put((self.wpos.reshape(1),), skip_i.reshape(1))
+        rollback, self.stopped, lr, skip, self.n_rb, self.wcount, self.consec = _settle(
+            fired, row[R_ROLLBACK] > 0, row[R_STOP] > 0, row[R_SKIP] > 0, row[R_LR],
+            self.lr_prev, self.n_rb, self.stopped, self.consec, self.wcount,
+            _at(self.ring, self.wpos), self.window, b[B_LO], b[B_HI], b[B_DOWN], b[B_UP],
+            b[B_CONSEC], b[B_FRAC], b[B_ROLLBACKS])
+        self.ring = self.ring.index_put((self.wpos.reshape(1),),
+                                        skip.to(torch.int64).reshape(1))
         self.wpos = (self.wpos + 1) % self.window
-        self.consec = torch.where(skip, self.consec + 1, torch.zeros_like(self.consec))
         self.regime, self.lr_prev = regime, lr
         self.segments[-1][1].append(torch.stack(
             [step_t, *(env[k] for k in TELEMETRY), regime, trans, lr, skip, rollback,
