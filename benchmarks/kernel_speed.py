@@ -1,9 +1,10 @@
 """The guard's kernels side by side with another commit's: replay, sweep and step overhead.
 
 Each tree (this checkout, and with `--base REF` that commit's `lbw_sim`, extracted with
-`git archive`) runs in its own worker process; the parent asks the workers for one round
-of measurements in turn, in alternating order, so that machine load hits both alike, and
-reports the medians over the rounds and the ratio this/base. Measured per round:
+`git archive`) runs in its own worker process; the parent asks the workers for each
+measure in turn, one tree right after the other in alternating order, so that machine load
+hits both alike, and reports the medians and the best over the rounds with the ratio
+this/base (on a loaded machine the best is the steadier figure). Measured per round:
 
 - replay: `engine.replay` of a 1,000,000-step synthetic trace (with incidents) through the
   default spec, in steps/s;
@@ -37,6 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FULL = {"rows": 1_000_000, "sweep_rows": 100_000, "sweep_side": 10, "observes": 400}
 SMOKE = {"rows": 3_000, "sweep_rows": 2_000, "sweep_side": 2, "observes": 20}
+MEASURES = ("replay_steps_per_s", "signal_rows_per_s", "sweep_spec_steps_per_s",
+            "online_us_per_observe", "tensor_us_per_observe")
 ALL_KINDS = {"name": "all_kinds", "regimes": {"a": {}}, "initial": "a", "transitions": [],
              "signals": {
                  "e": {"kind": "ema", "source": "loss", "half_life": 20.0},
@@ -91,25 +94,31 @@ def worker(tree: str, sizes: dict[str, int]) -> None:
             best = min(best, (time.perf_counter() - t) / len(rows) * 1e6)
         return best
 
-    def round_() -> dict[str, float]:
-        out = {}
+    def replay_rate() -> float:
         t = time.perf_counter()
         replay(big, spec)
-        out["replay_steps_per_s"] = n / (time.perf_counter() - t)
+        return n / (time.perf_counter() - t)
+
+    def signal_rate() -> float:
         t = time.perf_counter()
         compute_signals(kinds, cols, steps)
-        out["signal_rows_per_s"] = n * len(kinds.signals) / (time.perf_counter() - t)
+        return n * len(kinds.signals) / (time.perf_counter() - t)
+
+    def sweep_rate() -> float:
         t = time.perf_counter()
         table = sweep(small, spec, grid)
-        out["sweep_spec_steps_per_s"] = len(table) * len(small) / (time.perf_counter() - t)
-        out["online_us_per_observe"] = per_call(lambda: OnlineGuard(spec), tel)
-        out["tensor_us_per_observe"] = per_call(lambda: TensorGuard(spec, "cpu"), tel_t)
-        return out
+        return len(table) * len(small) / (time.perf_counter() - t)
 
-    round_()                                  # warm-up: JIT caches and first calls
+    measures = {"replay_steps_per_s": replay_rate, "signal_rows_per_s": signal_rate,
+                "sweep_spec_steps_per_s": sweep_rate,
+                "online_us_per_observe": lambda: per_call(lambda: OnlineGuard(spec), tel),
+                "tensor_us_per_observe": lambda: per_call(lambda: TensorGuard(spec, "cpu"),
+                                                          tel_t)}
+    for fn in measures.values():               # warm-up: JIT caches and first calls
+        fn()
     print("ready", flush=True)
-    for _ in sys.stdin:
-        print(json.dumps(round_()), flush=True)
+    for line in sys.stdin:
+        print(json.dumps(measures[line.strip()]()), flush=True)
 
 
 # --- parent: interleave the workers ----------------------------------------------------------
@@ -133,8 +142,8 @@ def start(tree: str, smoke: bool) -> subprocess.Popen:
     return proc
 
 
-def ask(proc: subprocess.Popen) -> dict[str, float]:
-    proc.stdin.write("go\n")
+def ask(proc: subprocess.Popen, measure: str) -> float:
+    proc.stdin.write(measure + "\n")
     proc.stdin.flush()
     line = proc.stdout.readline()
     if not line:
@@ -165,25 +174,31 @@ def main() -> None:
             trees["base"] = tmp
         load = os.getloadavg()
         procs = {k: start(t, args.smoke) for k, t in trees.items()}
-        results: dict[str, list[dict[str, float]]] = {k: [] for k in trees}
-        for r in range(rounds):
-            order = list(trees) if r % 2 == 0 else list(reversed(trees))
-            for k in order:
-                results[k].append(ask(procs[k]))
+        results: dict[str, dict[str, list[float]]] = {k: {m: [] for m in MEASURES}
+                                                      for k in trees}
+        for r in range(rounds):                # each measure of one tree right after the other's
+            for i, m in enumerate(MEASURES):
+                for k in (list(trees) if (r + i) % 2 == 0 else list(reversed(trees))):
+                    results[k][m].append(ask(procs[k], m))
         for p in procs.values():
             p.stdin.close()
             p.wait()
         load = (load, os.getloadavg())
-    med = {k: {m: statistics.median(r[m] for r in rs) for m in rs[0]} for k, rs in results.items()}
+    med = {k: {m: statistics.median(v) for m, v in rs.items()} for k, rs in results.items()}
+    best = {k: {m: (min(v) if m.endswith("per_observe") else max(v)) for m, v in rs.items()}
+            for k, rs in results.items()}
     print(f"{os.cpu_count()} CPUs; load average (1/5/15 min) {load[0]} at start, "
-          f"{load[1]} at end; {rounds} rounds, medians")
-    print(f"{'measure':28s} " + " ".join(f"{k + ' ' + label[k]:>16s}" for k in trees)
-          + ("   this/base" if "base" in trees else ""))
-    for m in med["this"]:
-        cells = " ".join(f"{med[k][m]:16.4g}" for k in trees)
-        ratio = f"   {med['this'][m] / med['base'][m]:9.3f}" if "base" in trees else ""
-        print(f"{m:28s} {cells}{ratio}")
-    print(json.dumps({"load": load, "rounds": rounds, "labels": label, "medians": med}))
+          f"{load[1]} at end; {rounds} rounds")
+    for title, table in (("median", med), ("best (max rate, min µs)", best)):
+        print(f"\n{title:28s} " + " ".join(f"{k + ' ' + label[k]:>18s}" for k in trees)
+              + ("   this/base" if "base" in trees else ""))
+        for m in MEASURES:
+            cells = " ".join(f"{table[k][m]:18.4g}" for k in trees)
+            ratio = (f"   {table['this'][m] / table['base'][m]:9.3f}" if "base" in trees
+                     else "")
+            print(f"{m:28s} {cells}{ratio}")
+    print(json.dumps({"load": load, "rounds": rounds, "labels": label, "medians": med,
+                      "best": best}))
 
 
 if __name__ == "__main__":
