@@ -51,13 +51,14 @@ STATE_SIZE = 8
 MAD_TO_SD = 1.2533141373155003
 
 
-def estimators(xp: Any) -> Callable:
+def estimators(xp: Any) -> tuple[Callable, ...]:
     """The one definition of every estimator, over the array namespace `xp`.
 
-    Returns `observe`, one observation of one estimator: (kind, x, step, state…, params) ->
-    (value, state…). `xp` supplies `jit` and the operations (`where`, `maximum`, `clamp`,
-    `exp`, `sqrt`, `fabs`, `isfinite`, `not_`): numba scalar helpers here (`NUMBA`), 0-d
-    torch tensor operations in the torch backend, so both backends run this very code.
+    Returns one `observe` per kind, indexed by `KIND_CODE`: one observation of one
+    estimator, (x, step, state…, params) -> (value, state…). `xp` supplies `jit` and the
+    operations (`where`, `maximum`, `clamp`, `exp`, `sqrt`, `fabs`, `isfinite`, `not_`):
+    numba scalar helpers here (`NUMBA`), 0-d torch tensor operations in the torch backend,
+    so both backends run this very code.
     Data-dependent choices are `where` (branch-free, never read back to a host); plain `if`
     only tests parameters (kind, clip, warmup), which are host numbers in both backends.
     x is already divided by `per` (`per_input`).
@@ -115,36 +116,30 @@ def estimators(xp: Any) -> Callable:
         has_ref = has_ref | freeze
         return where(has_ref, where(ref > floor, m / ref, nan), 1.0), m, v, ref, has_ref
 
-    @jit
-    def observe(kind, x, step, m, v, last, first, started, prev, ref, has_ref, rate, warmup,
-                clip, floor):
-        finite = isfinite(x)
-        fresh = finite & not_(started)
-        live = finite & started
-        xs = where(finite, x, m)                   # a NaN never enters the arithmetic
-        dt = maximum(step - last, 1.0)
-        a = where(fresh, 0.0, exp(-rate * dt))
-        since = step - first
-        warm = live & (since >= warmup)
-        args = (xs, since, dt, a, warm, fresh, m, v, prev, ref, has_ref, warmup, clip, floor)
-        if kind == 0:
-            out, m_new, v_new, ref, has_ref = ema(*args)
-        elif kind == 1:
-            out, m_new, v_new, ref, has_ref = ema_z(*args)
-        elif kind == 2:
-            out, m_new, v_new, ref, has_ref = ratio(*args)
-        elif kind == 4:
-            out, m_new, v_new, ref, has_ref = robust_z(*args)
-        elif kind == 5:
-            out, m_new, v_new, ref, has_ref = ref_ratio(*args)
-        else:
-            out, m_new, v_new, ref, has_ref = slope(*args)
-        return (where(finite, out, nan), where(live, m_new, where(fresh, xs, m)),
-                where(live, v_new, where(fresh, 0.0, v)), where(finite, step, last),
-                where(fresh, step, first), started | finite, where(finite, xs, prev), ref,
-                has_ref)
+    def frame(kind_step: Callable) -> Callable:
+        """One observation of the kind whose update is `kind_step`: NaN handling, the first
+        observation, decay and warm-up, the same for every kind."""
+        @jit
+        def observe(x, step, m, v, last, first, started, prev, ref, has_ref, rate, warmup,
+                    clip, floor):
+            finite = isfinite(x)
+            fresh = finite & not_(started)
+            live = finite & started
+            xs = where(finite, x, m)                   # a NaN never enters the arithmetic
+            dt = maximum(step - last, 1.0)
+            a = where(fresh, 0.0, exp(-rate * dt))
+            since = step - first
+            warm = live & (since >= warmup)
+            out, m_new, v_new, ref, has_ref = kind_step(xs, since, dt, a, warm, fresh, m, v,
+                                                        prev, ref, has_ref, warmup, clip, floor)
+            return (where(finite, out, nan), where(live, m_new, where(fresh, xs, m)),
+                    where(live, v_new, where(fresh, 0.0, v)), where(finite, step, last),
+                    where(fresh, step, first), started | finite, where(finite, xs, prev), ref,
+                    has_ref)
 
-    return observe
+        return observe
+
+    return tuple(frame(k) for k in (ema, ema_z, ratio, slope, robust_z, ref_ratio))
 
 
 def per_input(xp: Any) -> Callable:
@@ -210,8 +205,26 @@ def _not(a):
 NUMBA = SimpleNamespace(jit=_jit, where=_where, maximum=_maximum, minimum=_minimum,
                         clamp=_clamp, exp=_exp, sqrt=_sqrt, fabs=_fabs, isfinite=_isfinite,
                         not_=_not)
-_observe = estimators(NUMBA)
 _per_input = per_input(NUMBA)
+
+
+def _over_rows(observe: Callable) -> Callable:
+    """A loop over rows for one kind (the kind is chosen once per call, not per row)."""
+    @_jit
+    def advance(x, steps, per, state, out, rate, warmup, clip, floor):
+        m, v, last, first, prev, ref = state[0], state[1], state[2], state[3], state[5], state[6]
+        started, has_ref = state[4] != 0.0, state[7] != 0.0
+        for i in range(x.shape[0]):
+            out[i], m, v, last, first, started, prev, ref, has_ref = observe(
+                _per_input(x[i], per[i]), float(steps[i]), m, v, last, first, started, prev,
+                ref, has_ref, rate, warmup, clip, floor)
+        state[0], state[1], state[2], state[3], state[5], state[6] = m, v, last, first, prev, ref
+        state[4], state[7] = 1.0 if started else 0.0, 1.0 if has_ref else 0.0
+
+    return advance
+
+
+_ema, _ema_z, _ratio, _slope, _robust_z, _ref_ratio = map(_over_rows, estimators(NUMBA))
 
 
 @_jit
@@ -221,15 +234,19 @@ def signal_kernel(kind: int, x: np.ndarray, steps: np.ndarray, half_life: float,
     """Advance one estimator over x (state updated in place, values written to out).
 
     `per` divides x row by row (all ones unless a ref_ratio reads `per: lr`)."""
-    m, v, last, first, prev, ref = state[0], state[1], state[2], state[3], state[5], state[6]
-    started, has_ref = state[4] != 0.0, state[7] != 0.0
-    rate = math.log(2.0) / half_life
-    for i in range(x.shape[0]):
-        out[i], m, v, last, first, started, prev, ref, has_ref = _observe(
-            kind, _per_input(x[i], per[i]), float(steps[i]), m, v, last, first, started, prev,
-            ref, has_ref, rate, warmup, clip, floor)
-    state[0], state[1], state[2], state[3], state[5], state[6] = m, v, last, first, prev, ref
-    state[4], state[7] = 1.0 if started else 0.0, 1.0 if has_ref else 0.0
+    args = (x, steps, per, state, out, math.log(2.0) / half_life, warmup, clip, floor)
+    if kind == 0:
+        _ema(*args)
+    elif kind == 1:
+        _ema_z(*args)
+    elif kind == 2:
+        _ratio(*args)
+    elif kind == 3:
+        _slope(*args)
+    elif kind == 4:
+        _robust_z(*args)
+    else:
+        _ref_ratio(*args)
 
 
 def new_state(n_signals: int) -> np.ndarray:

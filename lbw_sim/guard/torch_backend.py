@@ -111,7 +111,7 @@ def _not(a):
 TORCH = SimpleNamespace(jit=lambda fn: fn, where=_where, maximum=_maximum, minimum=_minimum,
                         clamp=torch.clamp, exp=torch.exp, sqrt=torch.sqrt, fabs=torch.abs,
                         isfinite=torch.isfinite, not_=_not)
-_observe = estimators(TORCH)
+_OBSERVE = estimators(TORCH)
 _per_input = per_input(TORCH)
 _debounce, _may_fire, _settle = walk_rules(TORCH)
 
@@ -123,8 +123,8 @@ def signal_step(kind: int, x: torch.Tensor, step: torch.Tensor, half_life: float
     `per` divides x (a ref_ratio with `per: lr`), a non-positive one making it NaN."""
     if per is not None:
         x = _per_input(x, per)
-    out, s.m, s.v, s.last, s.first, s.started, s.prev, s.ref, s.has_ref = _observe(
-        kind, x, step, s.m, s.v, s.last, s.first, s.started, s.prev, s.ref, s.has_ref,
+    out, s.m, s.v, s.last, s.first, s.started, s.prev, s.ref, s.has_ref = _OBSERVE[kind](
+        x, step, s.m, s.v, s.last, s.first, s.started, s.prev, s.ref, s.has_ref,
         math.log(2.0) / half_life, warmup, clip, floor)
     return out
 
