@@ -12,10 +12,10 @@ this/base (on a loaded machine the best is the steadier figure). Measured per ro
   rows per second per signal;
 - sweep: `sweep.sweep` of 100 specs (10 x 10 half-lives of the default spec's two z
   signals: valid under any threshold) over the first 100,000 steps, in spec-steps/s;
-- online: `OnlineGuard.observe` and `TensorGuard.observe` (CPU, 0-d tensors), µs per call
-  (the fastest of three fresh guards per round).
+- online: `OnlineGuard.observe` and `TensorGuard.observe` (CPU, 0-d tensors), µs per call.
 
-Each worker warms up (JIT caches, first calls) before the first round. Prints a table with
+Each figure of a round is the fastest of three calls (three fresh guards for the online
+ones); each worker warms up (JIT caches, first calls) before the first round. Prints a table with
 the load average and ends with one JSON line.
 
     python benchmarks/kernel_speed.py --base main [--rounds 7]
@@ -94,20 +94,23 @@ def worker(tree: str, sizes: dict[str, int]) -> None:
             best = min(best, (time.perf_counter() - t) / len(rows) * 1e6)
         return best
 
+    def fastest(fn) -> float:
+        """Seconds of the fastest of three calls (the least disturbed by load)."""
+        best = math.inf
+        for _ in range(3):
+            t = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t)
+        return best
+
     def replay_rate() -> float:
-        t = time.perf_counter()
-        replay(big, spec)
-        return n / (time.perf_counter() - t)
+        return n / fastest(lambda: replay(big, spec))
 
     def signal_rate() -> float:
-        t = time.perf_counter()
-        compute_signals(kinds, cols, steps)
-        return n * len(kinds.signals) / (time.perf_counter() - t)
+        return n * len(kinds.signals) / fastest(lambda: compute_signals(kinds, cols, steps))
 
     def sweep_rate() -> float:
-        t = time.perf_counter()
-        table = sweep(small, spec, grid)
-        return len(table) * len(small) / (time.perf_counter() - t)
+        return side * side * len(small) / fastest(lambda: sweep(small, spec, grid))
 
     measures = {"replay_steps_per_s": replay_rate, "signal_rows_per_s": signal_rate,
                 "sweep_spec_steps_per_s": sweep_rate,
