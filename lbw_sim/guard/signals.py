@@ -70,7 +70,7 @@ def estimators(xp: Any) -> tuple[Callable, ...]:
     # Each kind: (x, step - first, dt, decay a, warm, first observation, mean m, spread v,
     # previous x, reference, reference set, warmup, clip, floor) -> (value, m, v, ref,
     # reference set). x is finite wherever the value is kept; `warm` is false on the first
-    # observation, where a = 0 (every mean starts at x) and the walk resets m and v.
+    # observation, where a = 0 (every mean starts at x) and `frame` resets m and v.
     @jit
     def ema(x, since, dt, a, warm, fresh, m, v, prev, ref, has_ref, warmup, clip, floor):
         m = a * m + (1.0 - a) * x
@@ -201,7 +201,9 @@ def _not(a):
     return not a
 
 
-#: The namespace `estimators` runs in for numba: scalar functions, jitted.
+#: The namespace `estimators` runs in for numba: scalar functions, jitted. numba's disk
+#: cache tracks only the file of what it compiled: `engine.walk_kernel` uses these too, so
+#: after editing one, clear lbw_sim/guard/__pycache__ (or touch engine.py).
 NUMBA = SimpleNamespace(jit=_jit, where=_where, maximum=_maximum, minimum=_minimum,
                         clamp=_clamp, exp=_exp, sqrt=_sqrt, fabs=_fabs, isfinite=_isfinite,
                         not_=_not)
