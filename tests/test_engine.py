@@ -108,6 +108,31 @@ def test_bounds_and_dwell_hold_for_any_telemetry(trace, spec):
     assert set(out["regime"].astype(str)) <= set(spec.regimes)
 
 
+
+def _tiny(**kw) -> GuardSpec:
+    d = {"name": "tiny", "signals": {"e": {"kind": "ema", "source": "loss"}},
+         "regimes": {"calm": {}, "hot": {"skip": True}}, "initial": "calm", "transitions": [],
+         "bounds": {"max_consecutive_skips": 100, "max_skip_fraction": 0.5, "skip_window": 4}}
+    return GuardSpec.from_dict({**d, **kw})
+
+
+def test_min_dwell_is_met_on_the_step_it_is_reached():
+    """Entered at the first row (step 10), `min_dwell: 3` lets the regime go at step 13."""
+    spec = _tiny(transitions=[{"from": "calm", "to": "hot", "when": "loss > 5",
+                               "min_dwell": 3}])
+    out = replay(pd.DataFrame({"step": np.arange(10, 17), "loss": np.full(7, 9.0)}), spec)
+    assert out["regime"].astype(str).tolist() == ["calm"] * 3 + ["hot"] * 4
+
+
+def test_the_skip_window_budget_by_hand():
+    """A skip is taken while the skips of the previous `skip_window` (4) rows plus this one
+    stay within max_skip_fraction · skip_window (2): two skips, then three rows without
+    (the two are still in the window), then two more."""
+    spec = _tiny(regimes={"hot": {"skip": True}}, initial="hot")
+    out = replay(pd.DataFrame({"step": np.arange(12), "loss": np.ones(12)}), spec)
+    assert out["skipped"].astype(int).tolist() == [1, 1, 0, 0, 0] * 2 + [1, 1]
+
+
 def test_no_chattering_under_noise_at_a_threshold():
     """A signal hovering around the entry threshold does not flip regimes every step."""
     n = 3000

@@ -71,6 +71,26 @@ def test_ratio_and_slope():
     np.testing.assert_allclose(slope[20:], 1.0 / 199, rtol=1e-6)
 
 
+
+def test_ratio_clip_bounds_what_enters_the_mean_by_hand():
+    """Half-life 1 step (a = 1/2), clip 1.5: an outlier enters the mean as m·1.5 (a low
+    one as m/1.5), while the ratio itself still shows it in full."""
+    sig = SignalSpec("ratio", "loss", half_life=1.0, warmup=0, clip=1.5, floor=0.0)
+    out = run(sig, [1.0, 1.0, 10.0, 1.0, 0.1, 1.0])
+    m3 = 0.5 * 1.0 + 0.5 * 1.5                     # 10 clipped to 1.5
+    m4 = 0.5 * m3 + 0.5 * 1.0
+    m5 = 0.5 * m4 + 0.5 * (m4 / 1.5)               # 0.1 clipped to m / 1.5
+    np.testing.assert_allclose(out, [1.0, 1.0, 10.0, 1.0 / m3, 0.1 / m4, 1.0 / m5],
+                               rtol=1e-15)
+
+
+def test_slope_starts_at_the_first_difference_then_averages_by_hand():
+    """Half-life 1 step: the first difference is the slope, later ones enter an EMA."""
+    out = run(SignalSpec("slope", "loss", half_life=1.0, warmup=0), [0.0, 1.0, 3.0, 3.0])
+    np.testing.assert_allclose(out, [0.0, 1.0, 0.5 * 1.0 + 0.5 * 2.0, 0.5 * 1.5 + 0.5 * 0.0],
+                               rtol=1e-15)
+
+
 def test_nonfinite_flag_ignores_absent_columns():
     sig = SignalSpec("nonfinite", ("loss", "grad_norm"))
     steps = np.arange(3)

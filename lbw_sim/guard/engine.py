@@ -7,7 +7,8 @@ A step is decided in three stages:
    and the bounded controls (LR slew, skip limits, rollback budget, stop).
 Stage 3 is one numba kernel (`walk_kernel`) with explicit state. Replay runs it over a
 whole trace, `OnlineGuard` runs it one row at a time with carried state, and `walk_batch`
-runs it for many specs in parallel; all three therefore give the same decisions.
+runs it for many specs in parallel; all three therefore give the same decisions. Its rules
+(`walk_rules`) are written once for numba and the torch backend.
 
 Decision timing: the controls of row t are decided from the telemetry of row t (loss and
 gradient of that step, before its update is applied) and apply to that same update.
@@ -15,7 +16,7 @@ gradient of that step, before its update is applied) and apply to that same upda
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,7 +27,13 @@ from pandas.api.types import union_categoricals
 
 from lbw_sim.errors import TraceError
 from lbw_sim.guard import conditions as C
-from lbw_sim.guard.signals import compute_signal, compute_signals, missing_sources, new_state
+from lbw_sim.guard.signals import (
+    NUMBA,
+    compute_signal,
+    compute_signals,
+    missing_sources,
+    new_state,
+)
 from lbw_sim.guard.spec import TELEMETRY, GuardSpec, sources_of
 from lbw_sim.traces.schema import DECISION_COLUMNS
 
@@ -38,6 +45,53 @@ STATE_LEN = 9
 COMPLEMENT = {">=": "<", ">": "<=", "<": ">=", "<=": ">", "==": "!=", "!=": "=="}
 
 
+def walk_rules(xp: Any) -> tuple[Callable, Callable, Callable]:
+    """The walk's rules, written once over the array namespace `xp` (see
+    `signals.estimators`): numba runs them on scalars, the torch backend on 0-d tensors
+    and, for the per-transition rules, on vectors over the transitions.
+
+    Returns (`debounce`, `may_fire`, `settle`); what stays with each backend is mechanics:
+    the first eligible transition in priority order, the regime's row of the tables, the
+    skip window's ring buffer.
+    """
+    where, maximum, minimum, clamp, not_, jit = (xp.where, xp.maximum, xp.minimum, xp.clamp,
+                                                  xp.not_, xp.jit)
+
+    @jit
+    def debounce(held, runs):
+        """Consecutive rows a transition's condition has held."""
+        return where(held, runs + 1, 0)
+
+    @jit
+    def may_fire(from_here, runs, for_, to, regime, since_entered, dwell, stopped):
+        """Fired from one of its sources, held `for` rows, to another regime, past the
+        dwell; a stop regime is absorbing."""
+        return (from_here & (runs >= for_) & (to != regime) & (since_entered >= dwell)
+                & not_(stopped))
+
+    @jit
+    def settle(fired, rollback_here, stop_here, skip_here, lr_here, lr_prev, n_rollbacks,
+               stopped, consec, wcount, leaving, window, lo, hi, down, up, max_consec,
+               max_frac, max_rollbacks):
+        """The bounded controls in the (possibly new) regime: a rollback on entry while
+        the budget lasts, stop, the LR slewed toward the regime's, skips limited by the
+        consecutive and windowed bounds (`leaving`: the skip leaving the window).
+        -> (rollback, stopped, lr, skip, rollbacks, skips in window, consecutive skips)"""
+        rollback = fired & rollback_here & (n_rollbacks < max_rollbacks)
+        stopped = stopped | (fired & stop_here)
+        lr = clamp(minimum(maximum(clamp(lr_here, lo, hi), lr_prev * down), lr_prev * up),
+                   lo, hi)
+        skip = ((skip_here & (consec < max_consec) & (wcount + 1 <= max_frac * window))
+                | rollback | stopped)
+        return (rollback, stopped, lr, skip, n_rollbacks + rollback, wcount + skip - leaving,
+                where(skip, consec + 1, 0))
+
+    return debounce, may_fire, settle
+
+
+_debounce, _may_fire, _settle = walk_rules(NUMBA)
+
+
 @numba.njit(cache=True, nogil=True)
 def walk_kernel(cond, steps, from_mask, to, for_, dwell, reg_lr, reg_skip, reg_rollback,
                 reg_stop, bounds, state, runs, ring,
@@ -45,10 +99,11 @@ def walk_kernel(cond, steps, from_mask, to, for_, dwell, reg_lr, reg_skip, reg_r
     """Walk the regime machine over rows of precomputed condition truth (state in place).
 
     Transitions are ordered by priority (highest first): the first that may fire wins.
-    A transition may fire when its condition has held for `for_` consecutive rows, the
-    current regime is one of its sources, and the regime was entered >= `dwell` steps ago.
-    A stop regime is absorbing. Skips are limited by the consecutive and windowed bounds;
-    a rollback fires on entry into a rollback regime while the rollback budget lasts.
+    The rules (`walk_rules`): a transition may fire when its condition has held for `for_`
+    consecutive rows, the current regime is one of its sources, and the regime was entered
+    >= `dwell` steps ago. A stop regime is absorbing. Skips are limited by the consecutive
+    and windowed bounds; a rollback fires on entry into a rollback regime while the
+    rollback budget lasts.
     """
     n_trans, n_rows = cond.shape
     lo, hi = bounds[B_LO], bounds[B_HI]
@@ -67,36 +122,23 @@ def walk_kernel(cond, steps, from_mask, to, for_, dwell, reg_lr, reg_skip, reg_r
     stopped = state[S_STOPPED] != 0.0
     for t in range(n_rows):
         for k in range(n_trans):
-            runs[k] = runs[k] + 1 if cond[k, t] else 0
+            runs[k] = _debounce(cond[k, t] != 0, runs[k])
         fired = -1
-        if not stopped:
-            for k in range(n_trans):
-                if (from_mask[k, regime] and runs[k] >= for_[k] and to[k] != regime
-                        and steps[t] - entered >= dwell[k]):
-                    fired = k
-                    break
-        rollback = False
+        for k in range(n_trans):
+            if _may_fire(from_mask[k, regime] != 0, runs[k], for_[k], to[k], regime,
+                         steps[t] - entered, dwell[k], stopped):
+                fired = k
+                break
         if fired >= 0:
             regime = to[fired]
             entered = steps[t]
-            if reg_rollback[regime] and n_rollbacks < bounds[B_ROLLBACKS]:
-                rollback = True
-                n_rollbacks += 1
-            if reg_stop[regime]:
-                stopped = True
-        target = min(max(reg_lr[regime], lo), hi)
-        lr = min(max(target, lr_prev * bounds[B_DOWN]), lr_prev * bounds[B_UP])
-        lr = min(max(lr, lo), hi)
-        skip = reg_skip[regime] != 0
-        if skip and consec >= bounds[B_CONSEC]:
-            skip = False
-        if skip and wcount + 1 > bounds[B_FRAC] * window:
-            skip = False
-        skip = skip or rollback or stopped
-        wcount += int(skip) - int(ring[wpos])
+        rollback, stopped, lr, skip, n_rollbacks, wcount, consec = _settle(
+            fired >= 0, reg_rollback[regime] != 0, reg_stop[regime] != 0,
+            reg_skip[regime] != 0, reg_lr[regime], lr_prev, n_rollbacks, stopped, consec,
+            wcount, int(ring[wpos]), window, lo, hi, bounds[B_DOWN], bounds[B_UP],
+            bounds[B_CONSEC], bounds[B_FRAC], bounds[B_ROLLBACKS])
         ring[wpos] = skip
         wpos = (wpos + 1) % window
-        consec = consec + 1 if skip else 0
         out_regime[t] = regime
         out_trans[t] = fired
         out_lr[t] = lr

@@ -1,9 +1,11 @@
 """Causal signal estimators over telemetry: EMA, z-scores, ratios, slope, non-finite.
 
-Every estimator is one numba loop that reads and writes an explicit state vector, so a
-whole trace (replay) and one step at a time (online) run the very same code and give the
-same floats. Signals never depend on the guard's regime, which is what lets the engine
-compute them once per trace and reuse them across thousands of specs in a sweep.
+Every estimator's one-row update is written once, in `estimators`, over a tiny namespace of
+operations; the numba kernel runs it with jitted scalar helpers over an explicit state
+vector, so a whole trace (replay) and one step at a time (online) run the very same code
+and give the same floats, and the torch backend runs it with 0-d tensor operations.
+Signals never depend on the guard's regime, which is what lets the engine compute them
+once per trace and reuse them across thousands of specs in a sweep.
 
 Semantics, all in *steps* (a trace logged every N steps decays by N steps per row):
 - `ema`: m ← a·m + (1-a)·x with a = 0.5 ** (Δstep / half_life); starts at the first x.
@@ -32,6 +34,9 @@ what reacts to it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
 
 import numba
 import numpy as np
@@ -46,71 +51,204 @@ STATE_SIZE = 8
 MAD_TO_SD = 1.2533141373155003
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+def estimators(xp: Any) -> tuple[Callable, ...]:
+    """The one definition of every estimator, over the array namespace `xp`.
+
+    Returns one `observe` per kind, indexed by `KIND_CODE`: one observation of one
+    estimator, (x, step, state…, params) -> (value, state…). `xp` supplies `jit` and the
+    operations (`where`, `maximum`, `clamp`, `exp`, `sqrt`, `fabs`, `isfinite`, `not_`):
+    numba scalar helpers here (`NUMBA`), 0-d torch tensor operations in the torch backend,
+    so both backends run this very code.
+    Data-dependent choices are `where` (branch-free, never read back to a host); plain `if`
+    only tests parameters (kind, clip, warmup), which are host numbers in both backends.
+    x is already divided by `per` (`per_input`).
+    """
+    where, maximum, clamp, exp = xp.where, xp.maximum, xp.clamp, xp.exp
+    sqrt, fabs, isfinite, not_, jit = xp.sqrt, xp.fabs, xp.isfinite, xp.not_, xp.jit
+    nan = math.nan
+
+    # Each kind: (x, step - first, dt, decay a, warm, first observation, mean m, spread v,
+    # previous x, reference, reference set, warmup, clip, floor) -> (value, m, v, ref,
+    # reference set). x is finite wherever the value is kept; `warm` is false on the first
+    # observation, where a = 0 (every mean starts at x) and `frame` resets m and v.
+    @jit
+    def ema(x, since, dt, a, warm, fresh, m, v, prev, ref, has_ref, warmup, clip, floor):
+        m = a * m + (1.0 - a) * x
+        return m, m, v, ref, has_ref
+
+    @jit
+    def ema_z(x, since, dt, a, warm, fresh, m, v, prev, ref, has_ref, warmup, clip, floor):
+        sd = maximum(maximum(sqrt(v), floor * fabs(m)), 1e-12)
+        out = where(warm, (x - m) / sd, 0.0)
+        xc = where(warm, clamp(x, m - clip * sd, m + clip * sd), x) if clip > 0.0 else x
+        d = xc - m
+        return out, m + (1.0 - a) * d, a * (v + (1.0 - a) * d * d), ref, has_ref
+
+    @jit
+    def ratio(x, since, dt, a, warm, fresh, m, v, prev, ref, has_ref, warmup, clip, floor):
+        out = where(warm, where(m > floor, x / m, nan), 1.0)
+        xc = where(warm & (m > 0.0), clamp(x, m / clip, m * clip), x) if clip > 1.0 else x
+        return out, a * m + (1.0 - a) * xc, v, ref, has_ref
+
+    @jit
+    def slope(x, since, dt, a, warm, fresh, m, v, prev, ref, has_ref, warmup, clip, floor):
+        g = (x - prev) / dt
+        m = where(since > dt, a * m + (1.0 - a) * g, g)
+        return where(warm, m, 0.0), m, v, ref, has_ref
+
+    @jit
+    def robust_z(x, since, dt, a, warm, fresh, m, v, prev, ref, has_ref, warmup, clip,
+                 floor):
+        sd = maximum(maximum(MAD_TO_SD * v, floor * fabs(m)), 1e-12)
+        out = where(warm, (x - m) / sd, 0.0)
+        xc = where(warm, clamp(x, m - clip * sd, m + clip * sd), x) if clip > 0.0 else x
+        d = xc - m
+        return out, m + (1.0 - a) * d, a * v + (1.0 - a) * fabs(d), ref, has_ref
+
+    @jit
+    def ref_ratio(x, since, dt, a, warm, fresh, m, v, prev, ref, has_ref, warmup, clip,
+                  floor):
+        m = a * m + (1.0 - a) * x
+        # the reference freezes once, `warmup` steps after the first observation
+        due = (warm | fresh) if warmup <= 0.0 else warm
+        freeze = due & not_(has_ref)
+        ref = where(freeze, m, ref)
+        has_ref = has_ref | freeze
+        return where(has_ref, where(ref > floor, m / ref, nan), 1.0), m, v, ref, has_ref
+
+    def frame(kind_step: Callable) -> Callable:
+        """One observation of the kind whose update is `kind_step`: NaN handling, the first
+        observation, decay and warm-up, the same for every kind."""
+        @jit
+        def observe(x, step, m, v, last, first, started, prev, ref, has_ref, rate, warmup,
+                    clip, floor):
+            finite = isfinite(x)
+            fresh = finite & not_(started)
+            live = finite & started
+            xs = where(finite, x, m)                   # a NaN never enters the arithmetic
+            dt = maximum(step - last, 1.0)
+            a = where(fresh, 0.0, exp(-rate * dt))
+            since = step - first
+            warm = live & (since >= warmup)
+            out, m_new, v_new, ref, has_ref = kind_step(xs, since, dt, a, warm, fresh, m, v,
+                                                        prev, ref, has_ref, warmup, clip, floor)
+            return (where(finite, out, nan), where(live, m_new, where(fresh, xs, m)),
+                    where(live, v_new, where(fresh, 0.0, v)), where(finite, step, last),
+                    where(fresh, step, first), started | finite, where(finite, xs, prev), ref,
+                    has_ref)
+
+        return observe
+
+    return tuple(frame(k) for k in (ema, ema_z, ratio, slope, robust_z, ref_ratio))
+
+
+def per_input(xp: Any) -> Callable:
+    """x / per row by row, NaN where per is not a positive finite number (`per: lr`)."""
+    where, isfinite = xp.where, xp.isfinite
+
+    @xp.jit
+    def divide(x, per):
+        return where((per > 0.0) & isfinite(per), x / per, math.nan)
+
+    return divide
+
+
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+@_jit
+def _where(cond, a, b):
+    return a if cond else b
+
+
+@_jit
+def _maximum(a, b):
+    return max(a, b)
+
+
+@_jit
+def _minimum(a, b):
+    return min(a, b)
+
+
+@_jit
+def _clamp(x, lo, hi):
+    return min(max(x, lo), hi)
+
+
+@_jit
+def _exp(a):
+    return math.exp(a)
+
+
+@_jit
+def _sqrt(a):
+    return math.sqrt(a)
+
+
+@_jit
+def _fabs(a):
+    return abs(a)
+
+
+@_jit
+def _isfinite(a):
+    return math.isfinite(a)
+
+
+@_jit
+def _not(a):
+    return not a
+
+
+#: The namespace `estimators` runs in for numba: scalar functions, jitted. numba's disk
+#: cache tracks only the file of what it compiled: `engine.walk_kernel` uses these too, so
+#: after editing one, clear lbw_sim/guard/__pycache__ (or touch engine.py).
+NUMBA = SimpleNamespace(jit=_jit, where=_where, maximum=_maximum, minimum=_minimum,
+                        clamp=_clamp, exp=_exp, sqrt=_sqrt, fabs=_fabs, isfinite=_isfinite,
+                        not_=_not)
+_per_input = per_input(NUMBA)
+
+
+def _over_rows(observe: Callable) -> Callable:
+    """A loop over rows for one kind (the kind is chosen once per call, not per row)."""
+    @_jit
+    def advance(x, steps, per, state, out, rate, warmup, clip, floor):
+        m, v, last, first, prev, ref = state[0], state[1], state[2], state[3], state[5], state[6]
+        started, has_ref = state[4] != 0.0, state[7] != 0.0
+        for i in range(x.shape[0]):
+            out[i], m, v, last, first, started, prev, ref, has_ref = observe(
+                _per_input(x[i], per[i]), float(steps[i]), m, v, last, first, started, prev,
+                ref, has_ref, rate, warmup, clip, floor)
+        state[0], state[1], state[2], state[3], state[5], state[6] = m, v, last, first, prev, ref
+        state[4], state[7] = 1.0 if started else 0.0, 1.0 if has_ref else 0.0
+
+    return advance
+
+
+_ema, _ema_z, _ratio, _slope, _robust_z, _ref_ratio = map(_over_rows, estimators(NUMBA))
+
+
+@_jit
 def signal_kernel(kind: int, x: np.ndarray, steps: np.ndarray, half_life: float, warmup: float,
                   clip: float, floor: float, state: np.ndarray, out: np.ndarray,
                   per: np.ndarray) -> None:
     """Advance one estimator over x (state updated in place, values written to out).
 
     `per` divides x row by row (all ones unless a ref_ratio reads `per: lr`)."""
-    m, v, last, first, started, prev = state[0], state[1], state[2], state[3], state[4], state[5]
-    ref, has_ref = state[6], state[7]
-    rate = math.log(2.0) / half_life
-    for i in range(x.shape[0]):
-        xi = x[i] / per[i] if per[i] > 0.0 and math.isfinite(per[i]) else np.nan
-        s = float(steps[i])
-        if not math.isfinite(xi):
-            out[i] = np.nan
-            continue
-        if started == 0.0:
-            started, m, v, first, last, prev = 1.0, xi, 0.0, s, s, xi
-            out[i] = xi if kind == 0 else (1.0 if kind == 2 or kind == 5 else 0.0)
-            if kind == 5 and warmup <= 0.0:
-                ref, has_ref = m, 1.0
-                out[i] = 1.0 if ref > floor else np.nan
-            continue
-        dt = max(s - last, 1.0)
-        a = math.exp(-rate * dt)
-        warm = (s - first) >= warmup
-        if kind == 0:
-            m = a * m + (1.0 - a) * xi
-            out[i] = m
-        elif kind == 1:
-            sd = max(math.sqrt(v), floor * abs(m), 1e-12)
-            out[i] = (xi - m) / sd if warm else 0.0
-            xc = xi
-            if warm and clip > 0.0:
-                xc = min(max(xi, m - clip * sd), m + clip * sd)
-            d = xc - m
-            m = m + (1.0 - a) * d
-            v = a * (v + (1.0 - a) * d * d)
-        elif kind == 2:
-            out[i] = (xi / m if m > floor else np.nan) if warm else 1.0
-            xc = xi
-            if warm and clip > 1.0 and m > 0.0:
-                xc = min(max(xi, m / clip), m * clip)
-            m = a * m + (1.0 - a) * xc
-        elif kind == 4:
-            sd = max(MAD_TO_SD * v, floor * abs(m), 1e-12)
-            out[i] = (xi - m) / sd if warm else 0.0
-            xc = xi
-            if warm and clip > 0.0:
-                xc = min(max(xi, m - clip * sd), m + clip * sd)
-            d = xc - m
-            v = a * v + (1.0 - a) * abs(d)
-            m = m + (1.0 - a) * d
-        elif kind == 5:
-            m = a * m + (1.0 - a) * xi
-            if has_ref == 0.0 and warm:
-                ref, has_ref = m, 1.0
-            out[i] = (m / ref if ref > floor else np.nan) if has_ref != 0.0 else 1.0
-        else:
-            g = (xi - prev) / dt
-            m = a * m + (1.0 - a) * g if (s - first) > dt else g
-            out[i] = m if warm else 0.0
-        prev, last = xi, s
-    state[0], state[1], state[2], state[3], state[4], state[5] = m, v, last, first, started, prev
-    state[6], state[7] = ref, has_ref
+    args = (x, steps, per, state, out, math.log(2.0) / half_life, warmup, clip, floor)
+    if kind == 0:
+        _ema(*args)
+    elif kind == 1:
+        _ema_z(*args)
+    elif kind == 2:
+        _ratio(*args)
+    elif kind == 3:
+        _slope(*args)
+    elif kind == 4:
+        _robust_z(*args)
+    else:
+        _ref_ratio(*args)
 
 
 def new_state(n_signals: int) -> np.ndarray:

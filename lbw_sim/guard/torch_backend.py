@@ -3,8 +3,9 @@
 `TensorGuard` has the interface of the host backend (`engine.OnlineGuard`): `observe` ->
 `Decision`, `trace`, `last_row`, `set_spec`, `state_dict`. It runs the same three stages —
 signals, conditions, walk — but every value stays a tensor on the training device, so a
-CUDA training loop never waits for the host. The arithmetic follows `signals.signal_kernel`
-and `engine.walk_kernel` operation for operation (float64); tests/test_parity.py holds the
+CUDA training loop never waits for the host. The estimators are `signals.estimators` run
+with torch operations (`TORCH`), the very code the numba kernel runs, and so are the walk's
+rules (`engine.walk_rules`; here vectorised over the transitions); tests/test_parity.py holds the
 two backends equal decision by decision over generated specs and telemetry.
 
 Each step's row (same layout as the host backend's log) is stacked on the device; rows are
@@ -15,6 +16,7 @@ built by the engine's one trace builder.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -37,8 +39,9 @@ from lbw_sim.guard.engine import (
     log_columns,
     log_tail,
     trace_frame,
+    walk_rules,
 )
-from lbw_sim.guard.signals import KIND_CODE, MAD_TO_SD
+from lbw_sim.guard.signals import KIND_CODE, estimators, per_input
 from lbw_sim.guard.spec import TELEMETRY, GuardSpec
 
 F64 = torch.float64
@@ -80,78 +83,50 @@ class _SignalState:
             self.ref, self.has_ref = values[6], values[7]
 
 
+def _where(cond, a, b):
+    if isinstance(cond, bool):                  # a parameter test, decided on the host
+        return a if cond else b
+    if not (torch.is_tensor(a) or torch.is_tensor(b)):
+        a = torch.full((), a, dtype=F64, device=cond.device)
+    return torch.where(cond, a, b)
+
+
+def _maximum(a, b):
+    if not torch.is_tensor(b):
+        return torch.clamp(a, min=b)
+    return torch.maximum(a, b) if torch.is_tensor(a) else torch.clamp(b, min=a)
+
+
+def _minimum(a, b):
+    if not torch.is_tensor(b):
+        return torch.clamp(a, max=b)
+    return torch.minimum(a, b) if torch.is_tensor(a) else torch.clamp(b, max=a)
+
+
+def _not(a):
+    return ~a if torch.is_tensor(a) else not a
+
+
+#: The namespace `signals.estimators` runs in on the device: 0-d float64 tensor operations.
+TORCH = SimpleNamespace(jit=lambda fn: fn, where=_where, maximum=_maximum, minimum=_minimum,
+                        clamp=torch.clamp, exp=torch.exp, sqrt=torch.sqrt, fabs=torch.abs,
+                        isfinite=torch.isfinite, not_=_not)
+_OBSERVE = estimators(TORCH)
+_per_input = per_input(TORCH)
+_debounce, _may_fire, _settle = walk_rules(TORCH)
+
+
 def signal_step(kind: int, x: torch.Tensor, step: torch.Tensor, half_life: float,
                 warmup: float, clip: float, floor: float, s: _SignalState,
                 per: torch.Tensor | None = None) -> torch.Tensor:
-    """One observation of one estimator, branch-free (see `signals.signal_kernel`);
+    """One observation of one estimator (`signals.estimators` on tensors, state in `s`);
     `per` divides x (a ref_ratio with `per: lr`), a non-positive one making it NaN."""
-    nan = torch.full_like(x, math.nan)
     if per is not None:
-        x = torch.where((per > 0) & torch.isfinite(per), x / per, nan)
-    finite = torch.isfinite(x)
-    first_obs = finite & ~s.started
-    upd = finite & s.started
-    xs = torch.where(finite, x, s.m)                     # keep NaN out of the arithmetic
-    dt = torch.clamp(step - s.last, min=1.0)
-    a = torch.exp(-(math.log(2.0) / half_life) * dt)
-    warm = (step - s.first) >= warmup
-    v_new = s.v
-    if kind == 0:
-        m_new = a * s.m + (1.0 - a) * xs
-        out, first_out = m_new, xs
-    elif kind == 1:
-        sd = torch.maximum(torch.maximum(torch.sqrt(s.v), floor * torch.abs(s.m)),
-                           torch.full_like(x, 1e-12))
-        out = torch.where(warm, (xs - s.m) / sd, torch.zeros_like(x))
-        xc = torch.clamp(xs, s.m - clip * sd, s.m + clip * sd) if clip > 0 else xs
-        xc = torch.where(warm, xc, xs)
-        d = xc - s.m
-        m_new = s.m + (1.0 - a) * d
-        v_new = a * (s.v + (1.0 - a) * d * d)
-        first_out = torch.zeros_like(x)
-    elif kind == 2:
-        ratio = torch.where(s.m > floor, xs / s.m, torch.full_like(x, math.nan))
-        out = torch.where(warm, ratio, torch.ones_like(x))
-        xc = xs
-        if clip > 1.0:
-            xc = torch.where(warm & (s.m > 0), torch.clamp(xs, s.m / clip, s.m * clip), xs)
-        m_new = a * s.m + (1.0 - a) * xc
-        first_out = torch.ones_like(x)
-    elif kind == 4:
-        sd = torch.maximum(torch.maximum(MAD_TO_SD * s.v, floor * torch.abs(s.m)),
-                           torch.full_like(x, 1e-12))
-        out = torch.where(warm, (xs - s.m) / sd, torch.zeros_like(x))
-        xc = torch.clamp(xs, s.m - clip * sd, s.m + clip * sd) if clip > 0 else xs
-        xc = torch.where(warm, xc, xs)
-        d = xc - s.m
-        v_new = a * s.v + (1.0 - a) * torch.abs(d)
-        m_new = s.m + (1.0 - a) * d
-        first_out = torch.zeros_like(x)
-    elif kind == 5:
-        m_new = a * s.m + (1.0 - a) * xs
-        # the reference freezes at the first observation past warm-up (the first one at all
-        # when warmup <= 0), and then never moves
-        freeze = ~s.has_ref & ((upd & warm) | (first_obs & (warmup <= 0.0)))
-        ref = torch.where(freeze, torch.where(first_obs, xs, m_new), s.ref)
-        has_ref = s.has_ref | freeze
-        num = torch.where(first_obs, xs, m_new)
-        value = torch.where(ref > floor, num / ref, nan)
-        out = torch.where(has_ref, value, torch.ones_like(x))
-        first_out = out
-        s.ref, s.has_ref = ref, has_ref
-    else:
-        g = (xs - s.prev) / dt
-        m_new = torch.where((step - s.first) > dt, a * s.m + (1.0 - a) * g, g)
-        out = torch.where(warm, m_new, torch.zeros_like(x))
-        first_out = torch.zeros_like(x)
-    result = torch.where(first_obs, first_out, torch.where(upd, out, nan))
-    s.m = torch.where(first_obs, xs, torch.where(upd, m_new, s.m))
-    s.v = torch.where(upd, v_new, torch.where(first_obs, torch.zeros_like(x), s.v))
-    s.first = torch.where(first_obs, step, s.first)
-    s.last = torch.where(finite, step, s.last)
-    s.prev = torch.where(finite, xs, s.prev)
-    s.started = s.started | finite
-    return result
+        x = _per_input(x, per)
+    out, s.m, s.v, s.last, s.first, s.started, s.prev, s.ref, s.has_ref = _OBSERVE[kind](
+        x, step, s.m, s.v, s.last, s.first, s.started, s.prev, s.ref, s.has_ref,
+        math.log(2.0) / half_life, warmup, clip, floor)
+    return out
 
 
 class TensorLog:
@@ -262,7 +237,6 @@ class TensorGuard:
             per = None
             if sig.per:
                 per = tel.get(sig.per, self._nan)
-                per = torch.where(torch.isfinite(per), per, self._nan)
             clip = -1.0 if sig.clip is None else float(sig.clip)
             out[name] = signal_step(KIND_CODE[sig.kind], x, step, float(sig.half_life),
                                     float(sig.warmup), clip, float(sig.floor), self.sig[name],
@@ -290,11 +264,10 @@ class TensorGuard:
         if len(c.trans_names):
             cond = torch.stack([torch.as_tensor(fn(env), device=dev).reshape(())
                                 for fn in c.conds]).to(torch.bool)
-            self.runs = torch.where(cond, self.runs + 1, torch.zeros_like(self.runs))
+            self.runs = _debounce(cond, self.runs)
             from_here = self.from_mask.index_select(1, self.regime.reshape(1)).reshape(-1)
-            elig = (from_here & (self.runs >= self.for_)
-                    & (self.to != self.regime) & ((step_t - self.entered) >= self.dwell)
-                    & ~self.stopped)
+            elig = _may_fire(from_here, self.runs, self.for_, self.to, self.regime,
+                             step_t - self.entered, self.dwell, self.stopped)
             fired = elig.any()
             k = torch.argmax(elig.to(torch.int64))
             regime = torch.where(fired, _at(self.to, k), self.regime)
@@ -304,20 +277,14 @@ class TensorGuard:
             regime, trans = self.regime, torch.full((), -1, dtype=torch.int64, device=dev)
         row = self._regime_row(regime)
         self.entered = torch.where(fired, step_t, self.entered)
-        rollback = fired & (row[R_ROLLBACK] > 0) & (self.n_rb < b[B_ROLLBACKS])
-        self.n_rb = self.n_rb + rollback.to(torch.int64)
-        self.stopped = self.stopped | (fired & (row[R_STOP] > 0))
-        target = torch.clamp(row[R_LR], b[B_LO], b[B_HI])
-        lr = torch.minimum(torch.maximum(target, self.lr_prev * b[B_DOWN]), self.lr_prev * b[B_UP])
-        lr = torch.clamp(lr, b[B_LO], b[B_HI])
-        skip = ((row[R_SKIP] > 0) & (self.consec < b[B_CONSEC])
-                & ((self.wcount + 1) <= b[B_FRAC] * self.window))
-        skip = skip | rollback | self.stopped
-        skip_i = skip.to(torch.int64)
-        self.wcount = self.wcount + skip_i - _at(self.ring, self.wpos)
-        self.ring = self.ring.index_put((self.wpos.reshape(1),), skip_i.reshape(1))
+        rollback, self.stopped, lr, skip, self.n_rb, self.wcount, self.consec = _settle(
+            fired, row[R_ROLLBACK] > 0, row[R_STOP] > 0, row[R_SKIP] > 0, row[R_LR],
+            self.lr_prev, self.n_rb, self.stopped, self.consec, self.wcount,
+            _at(self.ring, self.wpos), self.window, b[B_LO], b[B_HI], b[B_DOWN], b[B_UP],
+            b[B_CONSEC], b[B_FRAC], b[B_ROLLBACKS])
+        self.ring = self.ring.index_put((self.wpos.reshape(1),),
+                                        skip.to(torch.int64).reshape(1))
         self.wpos = (self.wpos + 1) % self.window
-        self.consec = torch.where(skip, self.consec + 1, torch.zeros_like(self.consec))
         self.regime, self.lr_prev = regime, lr
         self.segments[-1][1].append(torch.stack(
             [step_t, *(env[k] for k in TELEMETRY), regime, trans, lr, skip, rollback,
