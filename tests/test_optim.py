@@ -1,4 +1,5 @@
 import io
+import math
 
 import numpy as np
 import pandas as pd
@@ -337,12 +338,23 @@ def test_cuda_amp_recipe_with_an_overflow_adds_no_host_sync():
 
 # --- checkpoint format --------------------------------------------------------------------------
 
-DATA = __import__("pathlib").Path(__file__).resolve().parent / "data"
-
-
 def small_model():
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+
+
+def previous_release_state(sd: dict) -> dict:
+    """A host state in the layout commit f6ff944 saved (format 1: no `format` key, one
+    snapshot with its `valid` flag and step, four actuator columns), built from this
+    release's state of the same run; tests build it rather than ship a pickled fixture."""
+    snap = sd["slots"][0]
+    return {"optimizer": sd["optimizer"], "decide_on": "host", "guard": sd["guard"],
+            "step_count": sd["step_count"], "pending_skip_batches": sd["pending_skip_batches"],
+            "stop": sd["stop"], "stop_reason": sd["stop_reason"],
+            "snapshot": None if snap is None else {**snap, "valid": True,
+                                                   "step": int(sd["slot_steps"][0])},
+            "update_ratio": torch.tensor(math.nan), "capper": {"calls": 0, "p_norm": None},
+            "actuator": [row[:4] for row in sd["actuator"]], "wall_time": sd["wall_time"]}
 
 
 def test_state_dict_carries_its_format_version():
@@ -354,30 +366,41 @@ def test_state_dict_carries_its_format_version():
 
 
 def test_a_format_1_state_from_the_previous_release_loads_and_continues():
-    """tests/data/guard_state_format1.pt: saved by commit f6ff944 after 120 steps."""
-    saved = torch.load(DATA / "guard_state_format1.pt", weights_only=True)
     model = small_model()
-    model.load_state_dict(saved["model"])
     opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=3e-3), DEFAULT)
-    opt.load_state_dict(saved["opt"])
-    assert opt.step_count == 120 and len(opt.trace()) == 120
-    assert not opt.trace()["restored"].any()
-    before = [p.detach().clone() for p in model.parameters()]
-    x, y = batch(500, n=32)
-    loss = F.mse_loss(model(x), y)
-    loss.backward()
-    opt.step(loss=loss)
-    assert len(opt.trace()) == 121 and opt.trace()["step"].iloc[-1] == 120
-    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    train(model, opt, 120)
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(),
+                "opt": previous_release_state(opt.state_dict())}, buf)
+    buf.seek(0)
+    old = torch.load(buf, weights_only=True)
+    assert "format" not in old["opt"] and old["opt"]["snapshot"]["step"] == 100
+    twin = small_model()
+    twin.load_state_dict(old["model"])
+    resumed = GuardedOptimizer(torch.optim.AdamW(twin.parameters(), lr=3e-3), DEFAULT)
+    resumed.load_state_dict(old["opt"])
+    assert resumed.step_count == 120 and resumed.snapshot_step == 100
+    train(model, opt, 30, start=120, spikes=(130,), nan_steps=(140,))
+    train(twin, resumed, 30, start=120, spikes=(130,), nan_steps=(140,))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
+    pd.testing.assert_frame_equal(resumed.trace().drop(columns="wall_time"),
+                                  opt.trace().drop(columns="wall_time"))
 
 
 def test_an_older_state_is_refused_with_its_version_named():
-    """tests/data/guard_state_format0.pt: saved by commit 4b2f597 (no format, no decide_on)."""
-    saved = torch.load(DATA / "guard_state_format0.pt", weights_only=True)
+    """Format 0 (commit 4b2f597): no `format` and no `decide_on` key."""
     model = small_model()
     opt = GuardedOptimizer(torch.optim.AdamW(model.parameters(), lr=3e-3), DEFAULT)
+    train(model, opt, 3)
+    sd = opt.state_dict()
+    format0 = {k: sd[k] for k in ("optimizer", "guard", "step_count", "pending_skip_batches",
+                                  "stop_reason", "update_ratio", "capper")}
+    format0.update(should_stop=False, device_guard=None, snapshot=None, snapshot_step=None,
+                   extra={})
     with pytest.raises(ValueError, match="format 0"):
-        opt.load_state_dict(saved["opt"])
-    future = {**opt.state_dict(), "format": 99}
+        opt.load_state_dict(format0)
+    device1 = {**previous_release_state(sd), "decide_on": "device"}
+    with pytest.raises(ValueError, match="format 1"):
+        opt.load_state_dict(device1)
     with pytest.raises(ValueError, match="format 99"):
-        opt.load_state_dict(future)
+        opt.load_state_dict({**sd, "format": 99})
