@@ -199,8 +199,13 @@ def cmd_stress(args: argparse.Namespace) -> int:
         raise SpecError("--finetune", "selects the suite's fine-tune tasks: add --suite")
     guard = _spec_option(args.spec)
     grid = build_grid(quick=args.quick, text=args.text, seeds=args.seeds,
-                      overrides={"guard": guard} if guard else None)
+                      overrides={"guard": guard} if guard else None,
+                      arms=args.arms.split(",") if args.arms else None)
     out = Path(args.out or Path("runs") / ("stress_quick" if args.quick else "stress"))
+    if args.reuse:
+        from lbw_sim.bench.stress import reuse_cells
+
+        reuse_cells(grid, out, args.reuse)
     result = run_stress(grid, out, workers=workers, progress=not args.quiet,
                         backend=args.backend, address=args.address)
     files = write_report(result, out)
@@ -308,9 +313,11 @@ def _stress_suite(args: argparse.Namespace, workers: int, t0: float) -> int:
     out = Path(args.out or Path("runs") / name)
     from lbw_sim.viz.stress import write_report
 
+    arms = args.arms.split(",") if args.arms else None
     results = run_suite(out, quick=args.quick, workers=workers, tasks=tasks, seeds=seeds,
-                        progress=not args.quiet, write=write_report,
-                        guard=_spec_option(args.spec))
+                        progress=not args.quiet, write=write_report, arms=arms,
+                        guard=_spec_option(args.spec), finetune=args.finetune,
+                        reuse=args.reuse)
     print((out / "table.md").read_text(encoding="utf-8"))
     cells = sum(len(r.summary) for r in results.values())
     print(f"{len(results)} tasks, {cells} cells in {time.perf_counter() - t0:.0f} s with "
@@ -403,6 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --suite: the fine-tune tasks (pretrained once on shipped data, "
                         "cached in ~/.cache/lbw_sim or $LBW_SIM_CACHE, then fine-tuned on a "
                         "shifted distribution) instead of the from-scratch ones")
+    t.add_argument("--arms", help="comma-separated stress arms (default: all of them), e.g. "
+                                  "adamw,cosine,plateau,schedulefree,prodigy,guard,lr_matched")
+    t.add_argument("--reuse", metavar="FOLDER",
+                   help="a results folder of the same grid run with another --spec (with "
+                        "--suite: a suite folder); its cells that do not depend on the guard "
+                        "are copied, not run again")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     _spec_arg(t)
     _backend_args(t)

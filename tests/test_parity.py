@@ -48,6 +48,8 @@ def signal_specs(draw, kind):
     if kind in ("ema_z", "robust_z"):
         sig["clip"] = draw(st.one_of(st.none(), st.floats(0.5, 6.0)))
         sig["floor"] = draw(st.floats(0.0, 0.2))
+    elif kind == "above_best":
+        sig["floor"] = draw(st.sampled_from([0.0, 1e-3, 0.05]))
     elif kind == "ref_ratio":
         sig["floor"] = draw(st.sampled_from([0.0, 1e-3, 0.5]))
         if draw(st.booleans()):

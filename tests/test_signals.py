@@ -162,7 +162,51 @@ def test_ref_ratio_per_lr_divides_by_the_lr_and_refuses_a_bad_lr():
     assert np.isnan(missing).all()                         # no lr column: nothing to divide by
 
 
-@pytest.mark.parametrize("kind", ["robust_z", "ref_ratio"])
+def _above_best_reference(x, half_life, warmup, floor):
+    """`above_best` written out plainly, row by row, for finite x on consecutive steps."""
+    a = 0.5 ** (1.0 / half_life)
+    m, v, best, out = x[0], 0.0, None, [0.0]
+    for t in range(1, len(x)):
+        v = a * v + (1 - a) * abs(x[t] - x[t - 1])
+        m = a * m + (1 - a) * x[t]
+        if t < warmup:
+            out.append(0.0)
+            continue
+        best = m if best is None else min(best, m)
+        out.append((m - best) / max(1.2533141373155003 / 2 ** 0.5 * v, floor * abs(m), 1e-12))
+    return np.array(out)
+
+
+def test_above_best_is_zero_while_falling_and_counts_noise_units_when_it_climbs_back():
+    rng = np.random.default_rng(0)
+    falling = np.linspace(3.0, 1.0, 200) + 0.01 * rng.standard_normal(200)
+    x = np.concatenate([falling, np.full(100, 1.5) + 0.01 * rng.standard_normal(100)])
+    sig = SignalSpec("above_best", "loss", half_life=5, warmup=10, floor=0.0)
+    out = run(sig, x)
+    np.testing.assert_allclose(out, _above_best_reference(x, 5, 10, 0.0), rtol=1e-9,
+                               atol=1e-12)
+    assert (out[:10] == 0).all()                           # warm-up
+    assert np.median(out[20:190]) == 0.0                   # still falling: at its lowest
+    assert out[260:].min() > 20                            # 0.5 above, noise ~0.01: far above
+
+
+def test_above_best_measures_noise_on_successive_differences_so_a_trend_cannot_hide_a_climb():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([np.linspace(2.0, 1.0, 100), np.linspace(1.0, 2.0, 100)])
+    x = x + 0.01 * rng.standard_normal(200)
+    out = run(SignalSpec("above_best", "loss", half_life=10, warmup=10, floor=0.0), x)
+    assert out[130] > 5                                    # 0.3 up the climb, noise ~0.01
+
+
+def test_above_best_ignores_nan_and_a_floor_bounds_the_noise_unit():
+    x = np.array([2.0, 1.0, 1.0, np.nan, 1.0, 1.1])
+    sig = SignalSpec("above_best", "loss", half_life=1e-6, warmup=0, floor=0.5)
+    out = run(sig, x)
+    assert np.isnan(out[3]) and out[4] == 0.0
+    assert out[5] == pytest.approx(0.1 / (0.5 * 1.1))       # the floor, not the noise (~0.09)
+
+
+@pytest.mark.parametrize("kind", ["robust_z", "ref_ratio", "above_best"])
 def test_new_kinds_resume_bit_exact_across_blocks(kind):
     sig = SignalSpec(kind=kind, source="loss", half_life=17, warmup=40)
     rng = np.random.default_rng(3)

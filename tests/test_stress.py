@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -12,7 +13,9 @@ from lbw_sim.bench.stress import (
     QUICK,
     arm_spec,
     build_grid,
+    effective_lr_scales,
     mean_lr_scale,
+    reuse_cells,
     run_stress,
 )
 from lbw_sim.bench.stress_grid import LR_FREE, STRESS_ARMS, SUMMARY_COLUMNS, Cell
@@ -29,6 +32,7 @@ from lbw_sim.bench.stress_report import (
 )
 from lbw_sim.cli import main
 from lbw_sim.errors import SpecError, TraceError
+from lbw_sim.sim.runner import Run
 from lbw_sim.viz.stress import write_report
 
 torch.set_num_threads(1)
@@ -72,18 +76,27 @@ def test_quick_grid_is_short_and_reaches_far_past_adamws_best():
     assert sc.lrs == tuple(QUICK["lrs"])
 
 
-def test_lr_matched_lr_is_the_guards_mean_effective_scale_after_warmup():
+def test_lr_matched_replays_the_guards_effective_scale_step_by_step():
     trace = pd.DataFrame({"step": range(8), "lr_scale": [1, 1, 1, 0.5, 0.5, 1.0, 0.25, 1],
                           "skipped": [0, 0, 0, 0, 0, 1, 0, 0],
                           "safety_skip": [0, 0, 0, 0, 0, 0, 0, 1]})
+    # a skipped step and a safety skip ran at no LR
+    assert effective_lr_scales(trace) == [1, 1, 1, 0.5, 0.5, 0, 0.25, 0]
     # steps 3..7 after a warm-up of 3: 0.5, 0.5, 0 (skipped), 0.25, 0 (safety skip)
     assert mean_lr_scale(trace, warmup=3) == pytest.approx(1.25 / 5)
     assert mean_lr_scale(trace, warmup=50) == pytest.approx(4.25 / 8)  # stopped in warm-up
     # a capped update counts as that step at a lower LR; NaN = the cap did not apply
     trace["update_scale"] = [1, 1, 1, 0.5, float("nan"), 1, 1, 1]
     assert mean_lr_scale(trace, warmup=3) == pytest.approx(1.0 / 5)
-    spec = arm_spec("lr_matched", 0.1, 0.25)
-    assert (spec.name, spec.schedule, spec.lr) == ("adamw", "lr_matched", pytest.approx(0.025))
+    gappy = pd.DataFrame({"step": [0, 2, 3], "lr_scale": [1.0, 0.5, 0.25], "skipped": 0})
+    assert effective_lr_scales(gappy) == [1.0, 1.0, 0.5, 0.25]   # step 1 takes step 0's
+    spec = arm_spec("lr_matched", 0.1, [1.0, 0.5, 0.25])
+    assert (spec.name, spec.schedule, spec.lr) == ("adamw", "lr_matched", 0.1)
+    sc = build_grid(overrides=TINY).scenario
+    run = Run(sc, spec, 0.1, 0, "cpu")
+    sched = [0.1 * sc.schedule.factor(k, sc.steps) for k in range(5)]
+    assert [run.base_lr(k) for k in range(5)] == pytest.approx(
+        [sched[0], sched[1] * 0.5, sched[2] * 0.25, sched[3] * 0.25, sched[4] * 0.25])
     with pytest.raises(SpecError, match="guard"):
         arm_spec("lr_matched", 0.1)
     with pytest.raises(SpecError, match="add guard"):
@@ -106,6 +119,10 @@ def test_tiny_grid_writes_summary_table_and_figures(tiny_run):
         scale = by.loc[("guard", lr), "mean_lr_scale"]
         assert 0 <= scale <= 1
         assert by.loc[("lr_matched", lr), "run_lr"] == pytest.approx(lr * scale)
+        guard = pd.read_csv(out / f"guard_lr{lr:g}_seed0.csv")
+        matched = pd.read_csv(out / f"lr_matched_lr{lr:g}_seed0.csv")
+        assert matched["lr"].to_numpy() == pytest.approx(      # the guard's LR, replayed
+            (guard["lr"] * effective_lr_scales(guard)[:len(guard)]).to_numpy())
     assert all((out / name).stat().st_size > 0 for name in OUTPUT_FILES)
     table = (out / "table.md").read_text()
     assert "entropy floor" in table and "Worst ratio per arm" in table and "| guard |" in table
@@ -312,3 +329,28 @@ def test_every_guard_arm_writes_the_guards_columns_and_its_mean_lr_scale(tmp_pat
     rows = result.summary.set_index("arm")
     assert rows.loc["guard:schedulefree", "mean_lr_scale"] == pytest.approx(1.0)
     assert pd.isna(rows.loc["adamw", "mean_lr_scale"])
+
+
+def test_reuse_takes_the_guard_free_cells_of_the_same_grid_under_another_spec(tmp_path):
+    grid = build_grid(overrides=TINY, arms=["adamw", "cosine", "guard"])   # + lr_matched
+    other = build_grid(overrides={**TINY, "guard": "lbw-active"}, arms=["adamw", "guard"])
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "grid.json").write_text(json.dumps(other.fingerprint(), default=str))
+    rows = [{**dict.fromkeys(SUMMARY_COLUMNS, 0.0), "arm": c.arm, "lr": c.lr, "seed": c.seed,
+             "final_val_loss": 1.0 + i} for i, c in enumerate(other.cells())]
+    pd.DataFrame(rows).to_csv(src / "summary.csv", index=False)
+    for c in other.cells():
+        (src / c.trace_file).write_text(f"step,loss\n0,{c.arm}\n")
+    out = tmp_path / "out"
+    assert reuse_cells(grid, out, src) == len(TINY["lrs"])         # adamw's cells only
+    got = pd.read_csv(out / "summary.csv")
+    assert set(got["arm"]) == {"adamw"}
+    want = pd.DataFrame(rows).query("arm == 'adamw'")["final_val_loss"].tolist()
+    assert got["final_val_loss"].tolist() == want
+    assert sorted(p.name for p in out.glob("*_seed*.csv")) == sorted(
+        c.trace_file for c in grid.cells() if c.arm == "adamw")
+    assert reuse_cells(grid, out, src) == 0                        # already there
+    longer = build_grid(overrides={**TINY, "steps": 21}, arms=["adamw", "guard"])
+    with pytest.raises(SpecError, match="differs in steps"):
+        reuse_cells(longer, tmp_path / "out2", src)

@@ -8,7 +8,7 @@ A grid says what is left and what to do with a result through its ledger (`Ledge
 
 - `todo`: the cells not yet in the output folder's summary.csv, in run order (resume);
 - `needs(cell)`: keys of the cells whose results this cell takes (`lr_matched` takes its
-  guard cell's mean LR scale); it runs once `has(key)` holds for each;
+  guard cell's per-step LR scales); it runs once `has(key)` holds for each;
 - `args(cell)`: what `work(*args)` gets in a worker process (which may sit on another
   machine: it writes nothing, the ledger does);
 - `add(cell, result)`: record a finished cell (the ledger rewrites summary.csv after each).

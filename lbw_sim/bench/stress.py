@@ -7,15 +7,15 @@
 Arms: the scenario's arms (`adamw`, `clip`, `zclip`, `skipstep`, `guard`; `adamw:cosine` is
 called `cosine` here) and the control `lr_matched`, added whenever `guard` is in the grid.
 
-`lr_matched` is plain AdamW, with the scenario's warm-up and then a constant LR of
-`lr x s`, where `s` is the guard cell's (same lr, same seed) mean *effective* LR scale over
-the steps it ran from the end of warm-up on: a step's effective scale is the guard's
-`lr_scale` times the update cap's factor `update_scale` (AdamW's update is proportional to
-its LR, so a capped step is that step at a lower LR), or 0 when the update was not applied
-(`skipped` or `safety_skip`). A guard cell
-that stopped before the end of warm-up averages over all its steps. So it asks: is the guard
-only a lower LR in disguise? Its cell runs once the guard cell is done; `mean_lr_scale`
-(guard rows) and `run_lr` (every row) in the summary record what was used.
+`lr_matched` is plain AdamW replaying the guard cell's realised LR (same lr, same seed): step
+k runs at the scenario's LR for step k times the guard's *effective* LR scale at step k
+(`effective_lr_scales`: the guard's `lr_scale` times the update cap's factor `update_scale`,
+AdamW's update being proportional to its LR, or 0 where the update was not applied,
+`skipped` or `safety_skip`). It has the guard's schedule and none of its rollbacks, skips
+or timing, so it asks: is the guard only an LR schedule in disguise? Its cell runs once
+the guard cell is done. `mean_lr_scale` (guard rows: the mean effective scale from the end
+of warm-up) and `run_lr` (every row; lr_matched: the grid LR times that mean) are recorded
+in the summary.
 
 Fairness: every cell with the same seed starts from the same weights and sees the same
 batches whichever worker process runs it (batch k is a pure function of (seed, k)).
@@ -28,15 +28,25 @@ steps, schedule, guard hash …); LRs and seeds may grow between runs.
 
 from __future__ import annotations
 
+import io
+import json
 import math
+import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from lbw_sim.bench.engine import atomic_write, open_results, run_grid, write_summary
+from lbw_sim.bench.engine import (
+    GRID_FILE,
+    SUMMARY_FILE,
+    atomic_write,
+    open_results,
+    run_grid,
+    write_summary,
+)
 from lbw_sim.bench.stress_grid import (
     CURVE_COLUMNS,
     STRESS_ARMS,
@@ -123,33 +133,44 @@ def _arm_label(name: str) -> str:
     return "adamw:cosine" if name == "cosine" else name
 
 
-def arm_spec(arm: str, lr: float, lr_scale: float | None = None) -> ArmSpec:
-    """The runner's arm for a stress arm; `lr_matched` needs the guard cell's `lr_scale`."""
+def arm_spec(arm: str, lr: float, lr_scales: Sequence[float] | None = None) -> ArmSpec:
+    """The runner's arm for a stress arm; `lr_matched` replays the guard cell's
+    `lr_scales` (`effective_lr_scales`)."""
     if arm == "lr_matched":
-        if lr_scale is None or not math.isfinite(lr_scale):
-            raise SpecError("arms", "lr_matched needs the guard cell's mean lr_scale")
-        return ArmSpec("adamw", "lr_matched", max(lr * lr_scale, 1e-12))
+        if not lr_scales or not all(math.isfinite(v) for v in lr_scales):
+            raise SpecError("arms", "lr_matched needs the guard cell's per-step LR scales")
+        return ArmSpec("adamw", "lr_matched", lr, tuple(float(v) for v in lr_scales))
     return ArmSpec.parse(_arm_label(arm), "arms")
 
 
-def mean_lr_scale(trace: pd.DataFrame, warmup: int) -> float:
-    """The guard's mean effective LR scale from the end of warm-up (see the module doc)."""
+def effective_lr_scales(trace: pd.DataFrame) -> list[float]:
+    """The guard's effective LR scale at every step 0 … last (see the module doc); a step
+    the trace lacks takes the step before it."""
     if trace.empty:
-        return 1.0
+        return [1.0]
     applied = ~trace["skipped"].astype(bool)
     if "safety_skip" in trace:
         applied &= ~trace["safety_skip"].fillna(False).astype(bool)
     scale = trace["lr_scale"].astype(float)
     if "update_scale" in trace:
         scale = scale * trace["update_scale"].astype(float).fillna(1.0)
-    scale = scale.where(applied, 0.0)
-    after = trace["step"] >= warmup
-    return float(scale[after].mean() if after.any() else scale.mean())
+    scale = scale.where(applied, 0.0).fillna(1.0)
+    by_step = pd.Series(scale.to_numpy(), index=trace["step"].astype(int).to_numpy())
+    by_step = by_step[~by_step.index.duplicated(keep="last")]
+    return by_step.reindex(range(int(by_step.index.max()) + 1)).ffill().fillna(1.0).tolist()
+
+
+def mean_lr_scale(trace: pd.DataFrame, warmup: int) -> float:
+    """The guard's mean effective LR scale from the end of warm-up (all steps when it
+    stopped before)."""
+    scales = effective_lr_scales(trace)
+    after = scales[warmup:]
+    return float(sum(after) / len(after) if after else sum(scales) / len(scales))
 
 
 # --- one cell ---------------------------------------------------------------------------------
 
-def run_cell(grid: StressGrid, cell: Cell, lr_scale: float | None = None,
+def run_cell(grid: StressGrid, cell: Cell, lr_scales: Sequence[float] | None = None,
              out_dir: Path | None = None, cache: dict | None = None,
              on_step: Callable[[int], None] | None = None,
              stop_event: threading.Event | None = None,
@@ -160,7 +181,7 @@ def run_cell(grid: StressGrid, cell: Cell, lr_scale: float | None = None,
 
     from lbw_sim.sim.runner import run_cell as train
 
-    spec = arm_spec(cell.arm, cell.lr, lr_scale)
+    spec = arm_spec(cell.arm, cell.lr, lr_scales)
     summary, trace, _ = train(grid.scenario, spec, cell.lr, cell.seed, torch.device("cpu"),
                               trace_path=out_dir / cell.trace_file if out_dir else None,
                               cache=cache, on_step=on_step, stop_event=stop_event,
@@ -172,7 +193,11 @@ def _finish_row(row: dict, trace: pd.DataFrame, grid: StressGrid, cell: Cell,
                 spec: ArmSpec) -> dict:
     loss = row.get("final_val_loss", math.nan)
     row["final_val_ppl"] = math.exp(min(loss, 700.0)) if math.isfinite(loss) else math.nan
-    row["run_lr"] = spec.lr if spec.lr is not None else cell.lr
+    row["run_lr"] = cell.lr
+    if spec.lr_scales:
+        warmup = grid.scenario.schedule.warmup
+        after = spec.lr_scales[warmup:] or spec.lr_scales
+        row["run_lr"] = cell.lr * sum(after) / len(after)
     if is_guard_arm(cell.arm):
         row["mean_lr_scale"] = mean_lr_scale(trace, grid.scenario.schedule.warmup)
     row.pop("best_loss", None)
@@ -186,6 +211,42 @@ def _curve(trace: pd.DataFrame) -> pd.DataFrame:
 
 
 # --- the whole grid ---------------------------------------------------------------------------
+
+def guard_free(arm: str) -> bool:
+    """Whether a cell of `arm` is the same whatever the guard spec (not a guard arm, and not
+    `lr_matched`, which replays the guard cell's LR)."""
+    return not is_guard_arm(arm) and arm != "lr_matched"
+
+
+def reuse_cells(grid: StressGrid, out: str | Path, source: str | Path) -> int:
+    """Copy into `out` the finished cells of `source` that do not depend on the guard spec
+    (`guard_free`), when `source` ran this grid with another guard: each cell is a pure
+    function of its arm, LR, seed and the grid, so measuring AdamW again under a second spec
+    would repeat the same numbers. Their rows and traces are copied as they are; the
+    cells left are run as usual. Returns how many cells were taken."""
+    out, source = Path(out), Path(source)
+    mine = json.loads(json.dumps(grid.fingerprint(), default=str))
+    try:
+        theirs = json.loads((source / GRID_FILE).read_text(encoding="utf-8"))
+        found = read_summary(source / SUMMARY_FILE)
+    except (OSError, ValueError) as exc:
+        raise SpecError("--reuse", f"{source} holds no readable grid results: {exc}") from None
+    diff = sorted(k for k in mine if k != "guard" and theirs.get(k) != mine[k])
+    if diff:
+        raise SpecError("--reuse", f"{source} ran another grid (differs in {', '.join(diff)})")
+    rows = open_results(out, grid.fingerprint(), read_summary)
+    have = {Cell(r["arm"], float(r["lr"]), int(r["seed"])).key for r in rows}
+    wanted = {c.key: c for c in grid.cells() if guard_free(c.arm) and c.key not in have}
+    taken = [r for r in found.to_dict("records")
+             if Cell(r["arm"], float(r["lr"]), int(r["seed"])).key in wanted]
+    for r in taken:
+        trace = source / wanted[Cell(r["arm"], float(r["lr"]), int(r["seed"])).key].trace_file
+        if trace.exists():
+            shutil.copyfile(trace, out / trace.name)
+    if taken:
+        write_summary(summary_frame(rows + taken), out / SUMMARY_FILE)
+    return len(taken)
+
 
 Callback = Callable[[float, int, "dict | None"], None]  # (cells done, total, finished row)
 
@@ -227,6 +288,7 @@ class StressLedger:
         self.todo = [c for c in grid.cells() if c.key not in done]
         self.total, self.finished = len(self.todo), 0
         self.curves: list[pd.DataFrame] = []
+        self.scales: dict[tuple, list[float]] = {}   # guard cells' effective_lr_scales
         self.bar = _bar(self.total, grid.scenario.steps) if progress and self.todo else None
 
     def needs(self, cell: Cell) -> tuple:
@@ -239,13 +301,21 @@ class StressLedger:
         return next((r for r in self.rows
                      if Cell(r["arm"], float(r["lr"]), int(r["seed"])).key == key), None)
 
-    def guard_scale(self, cell: Cell) -> float | None:
-        """The guard cell's mean lr_scale for an lr_matched cell (None: not run yet)."""
-        row = self._row(Cell("guard", cell.lr, cell.seed).key)
-        return None if row is None else float(row["mean_lr_scale"])
+    def guard_scales(self, cell: Cell) -> list[float] | None:
+        """The guard cell's per-step effective LR scales for an lr_matched cell (None: not
+        an lr_matched cell, or its guard cell not run yet)."""
+        if cell.arm != "lr_matched":
+            return None
+        key = Cell("guard", cell.lr, cell.seed)
+        if key.key not in self.scales and self.out is not None and self.has(key.key):
+            path = self.out / key.trace_file   # a guard cell of an earlier, resumed run
+            if path.exists():
+                self.scales[key.key] = effective_lr_scales(pd.read_csv(path))
+        return self.scales.get(key.key)
 
     def args(self, cell: Cell) -> tuple:
-        return self.grid, cell, self.guard_scale(cell), self.out is not None
+        keep = self.out is not None or cell.arm == "guard"
+        return self.grid, cell, self.guard_scales(cell), keep
 
     def here(self, stop_event: threading.Event) -> Callable[[Cell], tuple | None]:
         """Run a cell in this process with per-step progress (None: interrupted). The data
@@ -260,10 +330,10 @@ class StressLedger:
 
                 from lbw_sim.sim.runner import prepare
 
-                prepare(self.grid.scenario, [arm_spec(a, 1.0, 1.0) for a in self.grid.arms],
+                prepare(self.grid.scenario, [arm_spec(a, 1.0, [1.0]) for a in self.grid.arms],
                         torch.device("cpu"), cache)
             base = self.finished
-            result = run_cell(self.grid, cell, self.guard_scale(cell), self.out, cache,
+            result = run_cell(self.grid, cell, self.guard_scales(cell), self.out, cache,
                               on_step=lambda n: self.tick(base + n / steps),
                               stop_event=stop_event)
             return None if stop_event.is_set() else result
@@ -274,6 +344,9 @@ class StressLedger:
         row, curve, trace = result
         if isinstance(trace, str) and self.out is not None:   # a worker's trace, as CSV text
             atomic_write(self.out / cell.trace_file, trace)
+        if cell.arm == "guard" and trace is not None:
+            frame = pd.read_csv(io.StringIO(trace)) if isinstance(trace, str) else trace
+            self.scales[cell.key] = effective_lr_scales(frame)
         self.rows.append(row)
         self.curves.append(curve.assign(arm=cell.arm, lr=cell.lr, seed=cell.seed))
         self.finished += 1
@@ -320,15 +393,15 @@ def _init_worker(grid: StressGrid) -> None:
 
     torch.set_num_threads(1)
     _WORKER["cache"] = {}
-    prepare(grid.scenario, [arm_spec(a, 1.0, 1.0) for a in grid.arms], torch.device("cpu"),
+    prepare(grid.scenario, [arm_spec(a, 1.0, [1.0]) for a in grid.arms], torch.device("cpu"),
             _WORKER["cache"])
 
 
-def _worker_cell(grid: StressGrid, cell: Cell, lr_scale: float | None,
+def _worker_cell(grid: StressGrid, cell: Cell, lr_scales: list[float] | None,
                  keep_trace: bool) -> tuple[dict, pd.DataFrame, str | None]:
     """A cell in a worker, which may sit on another machine (Ray): it writes nothing; its
     trace comes back as CSV text for the driver to write, so --out needs no shared disk."""
-    row, curve, trace = run_cell(grid, cell, lr_scale, None, _WORKER.get("cache"))
+    row, curve, trace = run_cell(grid, cell, lr_scales, None, _WORKER.get("cache"))
     return row, curve, trace.to_csv(index=False) if keep_trace else None
 
 

@@ -67,7 +67,10 @@ class StressGrid:
     def fingerprint(self) -> dict[str, Any]:
         """What two runs must share for their cells to sit in one summary."""
         sc = self.scenario
-        return {"model": sc.model, "data": _data_id(sc), "optimizer": repr(sc.optimizer),
+        model = dict(sc.model)
+        if model.get("init"):   # the cached checkpoint, by its name (which holds its hash)
+            model["init"] = Path(model["init"]).name
+        return {"model": model, "data": _data_id(sc), "optimizer": repr(sc.optimizer),
                 "schedule": repr(sc.schedule), "steps": sc.steps, "batch_size": sc.batch_size,
                 "guard": sc.guard.hash, "eval": [sc.eval_every, sc.eval_batches],
                 "divergence": [sc.divergence_factor, sc.stop_after_nonfinite]}

@@ -201,14 +201,17 @@ def run_suite(out: str | Path, *, quick: bool = False, workers: int = 1,
               steps: int | None = None, lrs: dict[str, list[float]] | None = None,
               arms: list[str] | None = None,
               write: Callable[[StressResult, Path], Any] | None = None,
-              guard: str | None = None, finetune: bool = False) -> dict[str, StressResult]:
+              guard: str | None = None, finetune: bool = False,
+              reuse: str | Path | None = None) -> dict[str, StressResult]:
     """Each task's grid (default: the from-scratch tasks, or with `finetune` the fine-tune
     ones) into `out/<task>/` (resumable like `run_stress`), its outputs
     written (`write`: default the tables, `stress_report.write_tables`; the CLI passes
     `viz.stress.write_report`, which adds the figures), then `out/table.md` with the goals
-    per task and overall."""
+    per task and overall. `reuse`: a suite folder of the same tasks run with another guard,
+    whose guard-free cells are taken rather than run again (`stress.reuse_cells`)."""
     from tqdm.auto import tqdm
 
+    from lbw_sim.bench.stress import reuse_cells
     from lbw_sim.bench.stress_report import write_tables
     from lbw_sim.bench.suite_report import write_suite_table
 
@@ -219,6 +222,8 @@ def run_suite(out: str | Path, *, quick: bool = False, workers: int = 1,
         bar.set_postfix_str(task.name)
         grid = task.grid(quick=quick, seeds=seeds, steps=steps, arms=arms,
                          lrs=(lrs or {}).get(task.name), guard=guard)
+        if reuse is not None and (Path(reuse) / task.name).is_dir():
+            reuse_cells(grid, out / task.name, Path(reuse) / task.name)
         result = run_stress(grid, out / task.name, workers=workers, progress=progress,
                             stop_event=stop_event)
         (write or write_tables)(result, out / task.name)

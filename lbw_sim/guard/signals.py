@@ -25,6 +25,13 @@ Semantics, all in *steps* (a trace logged every N steps decays by N steps per ro
   frozen `warmup` steps after the first observation: "how large is this now, relative to
   what it was for this model early on". 1 until the freeze; NaN while r <= floor. With
   `per: lr` a non-finite or non-positive lr counts as a NaN input.
+- `above_best`: (m - b) / s, how far the smoothed x sits above the lowest it has been, in
+  units of its own noise: m an EMA of x, b the running minimum of m from the end of warm-up
+  on, s = 1.2533 · (EMA of |x - previous x|) / √2, the noise of one observation measured on
+  successive differences, so that a climbing or falling x does not inflate it (s >=
+  floor·|m|); 0 during warm-up.
+  0 while x is still falling; for n rows in a row above 0 means no new low for n rows
+  (a plateau); well above 0, a loss that climbed back up from where it had got to.
 - `nonfinite`: 1 where any source column is NaN or ±inf, else 0.
 A NaN or inf input yields a NaN signal (comparisons with NaN are false) and leaves the
 state untouched, so a NaN loss cannot poison the statistics; the `nonfinite` signal is
@@ -43,12 +50,14 @@ import numpy as np
 
 from lbw_sim.guard.spec import GuardSpec, SignalSpec
 
-KIND_CODE = {"ema": 0, "ema_z": 1, "ratio": 2, "slope": 3, "robust_z": 4, "ref_ratio": 5}
+KIND_CODE = {"ema": 0, "ema_z": 1, "ratio": 2, "slope": 3, "robust_z": 4, "ref_ratio": 5,
+             "above_best": 6}
 #: State layout: mean, variance (robust_z: mean absolute deviation), last step, first step,
 #: started flag, previous x, frozen reference, reference-set flag.
 STATE_SIZE = 8
 #: The mean absolute deviation of a normal variable times this is its standard deviation.
 MAD_TO_SD = 1.2533141373155003
+SQRT2 = math.sqrt(2.0)
 
 
 def estimators(xp: Any) -> tuple[Callable, ...]:
@@ -56,14 +65,14 @@ def estimators(xp: Any) -> tuple[Callable, ...]:
 
     Returns one `observe` per kind, indexed by `KIND_CODE`: one observation of one
     estimator, (x, step, state…, params) -> (value, state…). `xp` supplies `jit` and the
-    operations (`where`, `maximum`, `clamp`, `exp`, `sqrt`, `fabs`, `isfinite`, `not_`):
+    operations (`where`, `maximum`, `minimum`, `clamp`, `exp`, `sqrt`, `fabs`, `isfinite`, `not_`):
     numba scalar helpers here (`NUMBA`), 0-d torch tensor operations in the torch backend,
     so both backends run this very code.
     Data-dependent choices are `where` (branch-free, never read back to a host); plain `if`
     only tests parameters (kind, clip, warmup), which are host numbers in both backends.
     x is already divided by `per` (`per_input`).
     """
-    where, maximum, clamp, exp = xp.where, xp.maximum, xp.clamp, xp.exp
+    where, maximum, minimum, clamp, exp = xp.where, xp.maximum, xp.minimum, xp.clamp, xp.exp
     sqrt, fabs, isfinite, not_, jit = xp.sqrt, xp.fabs, xp.isfinite, xp.not_, xp.jit
     nan = math.nan
 
@@ -116,6 +125,16 @@ def estimators(xp: Any) -> tuple[Callable, ...]:
         has_ref = has_ref | freeze
         return where(has_ref, where(ref > floor, m / ref, nan), 1.0), m, v, ref, has_ref
 
+    @jit
+    def above_best(x, since, dt, a, warm, fresh, m, v, prev, ref, has_ref, warmup, clip,
+                   floor):
+        v = a * v + (1.0 - a) * fabs(x - prev)      # a trend does not inflate the noise unit
+        m = a * m + (1.0 - a) * x
+        sd = maximum(maximum(MAD_TO_SD / SQRT2 * v, floor * fabs(m)), 1e-12)
+        ref = where(warm, where(has_ref, minimum(ref, m), m), ref)   # the lowest m so far
+        has_ref = has_ref | warm
+        return where(warm, (m - ref) / sd, 0.0), m, v, ref, has_ref
+
     def frame(kind_step: Callable) -> Callable:
         """One observation of the kind whose update is `kind_step`: NaN handling, the first
         observation, decay and warm-up, the same for every kind."""
@@ -139,7 +158,8 @@ def estimators(xp: Any) -> tuple[Callable, ...]:
 
         return observe
 
-    return tuple(frame(k) for k in (ema, ema_z, ratio, slope, robust_z, ref_ratio))
+    return tuple(frame(k) for k in (ema, ema_z, ratio, slope, robust_z, ref_ratio,
+                                          above_best))
 
 
 def per_input(xp: Any) -> Callable:
@@ -226,7 +246,8 @@ def _over_rows(observe: Callable) -> Callable:
     return advance
 
 
-_ema, _ema_z, _ratio, _slope, _robust_z, _ref_ratio = map(_over_rows, estimators(NUMBA))
+(_ema, _ema_z, _ratio, _slope, _robust_z, _ref_ratio,
+ _above_best) = map(_over_rows, estimators(NUMBA))
 
 
 @_jit
@@ -247,8 +268,10 @@ def signal_kernel(kind: int, x: np.ndarray, steps: np.ndarray, half_life: float,
         _slope(*args)
     elif kind == 4:
         _robust_z(*args)
-    else:
+    elif kind == 5:
         _ref_ratio(*args)
+    else:
+        _above_best(*args)
 
 
 def new_state(n_signals: int) -> np.ndarray:

@@ -29,7 +29,8 @@ from lbw_sim.errors import SpecError
 from lbw_sim.guard import conditions as C
 from lbw_sim.traces.schema import GUARD_COLUMNS, SIGNAL_SOURCES
 
-SIGNAL_KINDS = ("ema", "ema_z", "ratio", "slope", "robust_z", "ref_ratio", "nonfinite")
+SIGNAL_KINDS = ("ema", "ema_z", "ratio", "slope", "robust_z", "ref_ratio", "above_best",
+                "nonfinite")
 #: The settings each kind reads (beside kind, source, description); any other is refused.
 KIND_PARAMS: dict[str, tuple[str, ...]] = {
     "ema": ("half_life", "warmup"),
@@ -38,6 +39,7 @@ KIND_PARAMS: dict[str, tuple[str, ...]] = {
     "slope": ("half_life", "warmup"),
     "robust_z": ("half_life", "warmup", "clip", "floor"),
     "ref_ratio": ("half_life", "warmup", "floor", "per"),
+    "above_best": ("half_life", "warmup", "floor"),
     "nonfinite": (),
 }
 _SIGNAL_DEFAULTS = {"half_life": 50.0, "warmup": 0, "clip": None, "floor": 0.01, "per": ""}
@@ -546,6 +548,8 @@ def value_range(name: str, spec: GuardSpec) -> tuple[str, str] | None:
         return "nonneg", f"a ratio of {sig.source} to its EMA, never negative"
     if sig.kind == "ref_ratio" and sig.source in NON_NEGATIVE:
         return "nonneg", f"a ratio of {sig.source} to its frozen reference, never negative"
+    if sig.kind == "above_best":
+        return "nonneg", f"how far {sig.source} sits above its lowest, never negative"
     if sig.kind == "ema" and sig.source in NON_NEGATIVE:
         return "nonneg", f"an EMA of {sig.source}, never negative"
     return None
@@ -652,7 +656,8 @@ def _validate_can_hold(spec: GuardSpec) -> None:
 #: A signal's value once its source is steady ("at rest"), by kind: a ratio to the source's
 #: own recent level is 1; a z-score against its own statistics and a slope are 0; the
 #: non-finite flag is 0. An EMA, a ratio to a frozen reference and raw telemetry have none.
-REST = {"ratio": 1.0, "ema_z": 0.0, "robust_z": 0.0, "slope": 0.0, "nonfinite": 0.0}
+REST = {"ratio": 1.0, "ema_z": 0.0, "robust_z": 0.0, "slope": 0.0, "above_best": 0.0,
+        "nonfinite": 0.0}
 
 
 def rest_values(spec: GuardSpec) -> dict[str, float]:
@@ -664,7 +669,9 @@ def _rest_why(sig: SignalSpec, r: float) -> str:
     if sig.kind == "nonfinite":
         return "a non-finite flag, 0 while every value is finite"
     what = {"ratio": "a ratio of {} to its own recent level",
-            "slope": "the slope of {}"}.get(sig.kind, "a z-score of {} against its own noise")
+            "slope": "the slope of {}",
+            "above_best": "how far {} sits above its lowest"}.get(
+                sig.kind, "a z-score of {} against its own noise")
     return f"{what.format(sig.source)}, {r:g} while {sig.source} is steady"
 
 

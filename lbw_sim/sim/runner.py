@@ -131,6 +131,9 @@ class Run:
         sched = sc.schedule
         if a.schedule in ("constant", "cosine"):
             sched = type(sched)(sched.warmup, a.schedule, sched.min_lr_ratio)
+        elif a.schedule == "lr_matched" and a.lr_scales:   # the scenario's, replayed
+            return lr * sched.factor(step, self.steps) * a.lr_scales[
+                min(step, len(a.lr_scales) - 1)]
         elif a.schedule == "lr_matched":
             sched = type(sched)(sched.warmup, "constant", sched.min_lr_ratio)
         return lr * sched.factor(step, self.steps)

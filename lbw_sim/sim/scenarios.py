@@ -82,11 +82,16 @@ class ScheduleSpec:
 
 @dataclass(frozen=True)
 class ArmSpec:
-    """One arm: `name` plus an optional schedule override (`lr` set for lr_matched)."""
+    """One arm: `name` plus an optional schedule override (`lr` set for lr_matched).
+
+    `lr_scales` (lr_matched only, set by the stress grid): a per-step multiplier replayed on
+    top of the scenario's schedule, step k taking `lr_scales[min(k, len - 1)]`, instead of
+    a constant `lr` after warm-up."""
 
     name: str
     schedule: str | None = None  # None: the scenario's; 'constant' | 'cosine' | 'lr_matched'
     lr: float | None = None
+    lr_scales: tuple[float, ...] | None = None
 
     @property
     def label(self) -> str:
