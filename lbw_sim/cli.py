@@ -1,4 +1,4 @@
-"""Command line: `python -m lbw_sim spec|validate|replay|score|sweep|run|stress|review …`.
+"""Command line: `python -m lbw_sim spec|validate|replay|score|sweep|run|stress|claim|review …`.
 
 Bad input exits with status 2 and one line on stderr saying what is wrong — never a
 traceback. Only `run` and `stress` import torch (lazily): replaying a trace starts in well
@@ -215,6 +215,18 @@ def cmd_stress(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_claim(args: argparse.Namespace) -> int:
+    """The paper's claim judged on the suite folders under --root (`bench.claim`)."""
+    from pathlib import Path
+
+    from lbw_sim.bench.claim import write_claim
+
+    path = write_claim(Path(args.root))
+    print(path.read_text(encoding="utf-8"))
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_faults(args: argparse.Namespace) -> int:
     """The transient-fault grid (or, with --find-lr, the seed-0 LR sweep behind its LRs)."""
     import os
@@ -420,6 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
     _spec_arg(t)
     _backend_args(t)
     t.set_defaults(func=cmd_stress)
+    k = sub.add_parser("claim", help="the paper's claim judged on the suite folders (finetune, "
+                                     "finetune_active, suite, suite_active): claim.md")
+    k.add_argument("--root", default="benchmarks/results",
+                   help="the folder holding the suite folders (default: benchmarks/results)")
+    k.set_defaults(func=cmd_claim)
     f = sub.add_parser("faults", help="transient faults x severity x task x arm x seed at each "
                                       "task's AdamW-best LR: summary.csv, table.md, figures")
     f.add_argument("--quick", action="store_true", help="seed 1 only (< 15 min, 2 cores)")

@@ -164,20 +164,26 @@ def nominal_fractions(out: str | Path, summary: pd.DataFrame, warmup: int,
     return fractions
 
 
-def initial_regime(out: Path) -> str:
-    """The initial regime of the guard spec a results folder ran: the shipped spec whose
-    hash its grid.json records, else the shipped default's."""
+def recorded_spec(out: Path) -> tuple[str, str]:
+    """(name, hash) of the guard spec a results folder's grid.json records: name "" when
+    the hash is no shipped spec's; ("", "") when nothing is recorded."""
     from lbw_sim.guard.spec import GuardSpec, named_specs
 
     try:
         recorded = str(json.loads((out / "grid.json").read_text(encoding="utf-8"))["guard"])
     except (OSError, ValueError, KeyError, TypeError):
-        recorded = ""
-    for name in named_specs():
-        spec = GuardSpec.named(name)
-        if spec.hash == recorded:
-            return spec.initial
-    return GuardSpec.default().initial
+        return "", ""
+    names = {GuardSpec.named(n).hash: n for n in named_specs()}
+    return names.get(recorded, ""), recorded
+
+
+def initial_regime(out: Path) -> str:
+    """The initial regime of the guard spec a results folder ran: the shipped spec whose
+    hash its grid.json records, else the shipped default's."""
+    from lbw_sim.guard.spec import GuardSpec
+
+    name, _ = recorded_spec(out)
+    return (GuardSpec.named(name) if name else GuardSpec.default()).initial
 
 
 def goals(rep: pd.DataFrame, nominal: dict[float, float] | None = None) -> pd.DataFrame:

@@ -35,6 +35,7 @@ from lbw_sim.bench.stress_report import (
     goals_markdown,
     load_results,
     measured_text,
+    recorded_spec,
     report_table,
 )
 from lbw_sim.bench.verdict import GoalRows, mark, number
@@ -121,8 +122,9 @@ def overall(verdicts: pd.DataFrame) -> pd.DataFrame:
 
 
 def suite_markdown(results: dict[str, StressResult], tasks: list[Any],
-                   title: str = "LR stress suite") -> str:
-    """table.md of a suite folder: tasks, the verdict matrix, overall, guard vs controls."""
+                   title: str = "LR stress suite", spec: str = "not recorded") -> str:
+    """table.md of a suite folder: tasks, the verdict matrix, overall, guard vs controls;
+    `spec` names the guard spec the tasks ran (`suite_spec`)."""
     verdicts = suite_verdicts(results)
     lines = [f"# {title}", "", "| task | family | what | AdamW-best LR (seed-0 sweep) | grid LRs "
              "| AdamW's best measured | seeds |", "|---|---|---|---|---|---|---|"]
@@ -138,7 +140,7 @@ def suite_markdown(results: dict[str, StressResult], tasks: list[Any],
                      f"{t.best_lr:g} | {', '.join(f'{x:g}' for x in lrs)} | "
                      f"{number(best, '.4f')} at {best_lr:g} | {', '.join(map(str, seeds))} |"
                      if t else f"| {name} | | | | {lrs} | {best:.4f} | {seeds} |")
-    lines += ["", "## Goals per task (the shipped default spec, no per-task settings)", "",
+    lines += ["", f"## Goals per task (guard spec: {spec}; no per-task settings)", "",
               "| task | " + " | ".join(GOAL_ORDER) + " |", "|---" * (len(GOAL_ORDER) + 1) + "|"]
     for task in results:
         v = verdicts[verdicts["task"] == task].set_index("key")
@@ -216,12 +218,20 @@ def write_suite_table(out: str | Path, tasks: list[Any]) -> Path:
     out = Path(out)
     results = {t.name: load_results(out / t.name) for t in tasks
                if (out / t.name / "summary.csv").is_file()}
-    (out / "table.md").write_text(suite_markdown(results, tasks), encoding="utf-8")
+    (out / "table.md").write_text(suite_markdown(results, tasks, spec=suite_spec(out)),
+                                  encoding="utf-8")
     (out / "suite.json").write_text(json.dumps(
         {"tasks": [{"name": t.name, "family": t.family, "description": t.description,
                     "best_lr": t.best_lr, "finetune": bool(getattr(t, "finetune", False))}
                    for t in tasks]}, indent=1), encoding="utf-8")
     return out / "table.md"
+
+
+def suite_spec(out: str | Path) -> str:
+    """The guard spec(s) the task folders of a suite folder recorded, named where shipped."""
+    specs = sorted({recorded_spec(p.parent) for p in Path(out).glob("*/grid.json")})
+    return ", ".join(f"{n or 'a spec not shipped'} ({h})" for n, h in specs if h) or \
+        "not recorded"
 
 
 def suite_tasks(out: str | Path) -> list[str]:
