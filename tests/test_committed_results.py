@@ -13,16 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from lbw_sim.bench.claim import claim_frame, claim_markdown
 from lbw_sim.bench.fault_grid import TASKS as FAULT_TASKS
 from lbw_sim.bench.fault_grid import read_fault_summary
 from lbw_sim.bench.fault_report import table_markdown as fault_markdown
 from lbw_sim.bench.stress_report import load_results, report_table, table_markdown
 from lbw_sim.bench.suite import get_tasks
-from lbw_sim.bench.suite_report import load_suite, suite_markdown
+from lbw_sim.bench.suite_report import load_suite, suite_markdown, suite_spec
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 STRESS = sorted(p.parent for p in RESULTS.glob("*/*/summary.csv") if p.parent.parent.name
-                .startswith("suite")) + [RESULTS / "lr_stress_tinyshakespeare"]
+                .startswith(("suite", "finetune"))) + [RESULTS / "lr_stress_tinyshakespeare"]
 SUITES = sorted(p.parent for p in RESULTS.glob("*/suite.json"))
 FAULTS = sorted(p.parent for p in RESULTS.glob("faults*/summary.csv"))
 NO_TRACES = {"lr_stress_tinyshakespeare": "| quiet: nominal after warm-up"}
@@ -49,8 +50,16 @@ def test_stress_tables_re_render(folder):
 @pytest.mark.parametrize("folder", SUITES, ids=lambda p: p.name)
 def test_suite_tables_re_render(folder):
     text, title = committed(folder)
-    names = [t["name"] for t in json.loads((folder / "suite.json").read_text())["tasks"]]
-    assert suite_markdown(load_suite(folder), get_tasks(names), title) == text
+    tasks = json.loads((folder / "suite.json").read_text())["tasks"]
+    names, finetune = [t["name"] for t in tasks], any(t.get("finetune") for t in tasks)
+    fresh = suite_markdown(load_suite(folder), get_tasks(names, finetune=finetune), title,
+                           spec=suite_spec(folder))
+    assert fresh == text
+
+
+@pytest.mark.skipif(not (RESULTS / "claim.md").is_file(), reason="no claim.md committed yet")
+def test_the_claim_re_renders():
+    assert claim_markdown(claim_frame(RESULTS)) == (RESULTS / "claim.md").read_text("utf-8")
 
 
 @pytest.mark.parametrize("folder", FAULTS, ids=lambda p: p.name)
