@@ -148,6 +148,10 @@ def test_absent_folders_are_named_and_nothing_is_read(tmp_path):
     text = absent_text(folders)
     for name in ("suite", "suite_active", "finetune", "finetune_active"):
         assert f"/{name}` (" in text
+    assert (f"`python -m lbw_sim stress --suite --finetune --spec {ACTIVE_SPEC} --out "
+            f"{tmp_path / 'finetune_active'}`") in text
+    assert f"`python -m lbw_sim stress --suite --out {tmp_path / 'suite'}`" in text
+    assert committed_suites()[0].shown == "benchmarks/results/suite"
     assert load_claim(tmp_path / "finetune", tmp_path / "finetune_active") == {}
     assert claim_summary({}) == ["AdamW needed no rescue at 10×, 31.6× or 100× on any task "
                                  "measured."]
@@ -170,3 +174,47 @@ def test_side_by_side_goals_name_each_spec_and_warn_on_a_wrong_folder(results):
     ref = spec_ref(GuardSpec.named(DEFAULT_SPEC).hash)
     assert spec_mismatch(active, {"won": ref}).startswith("`finetune_active` is meant to hold")
     assert spec_mismatch(active, {"won": spec_ref(GuardSpec.named(ACTIVE_SPEC).hash)}) == ""
+
+
+# --- the Stress page (AppTest) -----------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def stress_page(monkeypatch, results_dir: Path):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("LBW_RESULTS_DIR", str(results_dir))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    return at.switch_page("pages/stress.py").run()
+
+
+def test_stress_page_opens_on_both_specs_and_shows_the_claim(results, monkeypatch):
+    at = stress_page(monkeypatch, results)
+    assert not at.exception and not at.error
+    assert at.radio(key="stress_source").value == "Default and active controller"
+    absent = at.info[0].value                      # the from-scratch folders are not there
+    assert "/suite` (" in absent and "/suite_active` (" in absent
+    assert "/finetune` (" not in absent and "/finetune_active` (" not in absent
+    side = next(d.value for d in at.dataframe if "goal" in d.value.columns)
+    for name in (DEFAULT_SPEC, ACTIVE_SPEC):
+        assert f"{name} ({GuardSpec.named(name).hash})" in side.columns
+    at = at.radio(key="stress_source").set_value("The paper's claim").run()
+    assert not at.exception and not at.error
+    assert any("arXiv 2605.19008" in m.value for m in at.markdown)
+    grids = [d.value for d in at.dataframe if "× AdamW's best LR" in d.value.columns]
+    assert len(grids) == 2 and "3.100× ▲" in set(grids[0]["AdamW"])
+    control = next(m.value for m in at.markdown if "does lbw-active beat" in m.value)
+    assert "won: does" in control and "lost: does" in control
+    assert "**yes**" in control and "**no**" in control
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_stress_page_says_plainly_when_no_committed_folder_is_there(tmp_path, monkeypatch):
+    at = stress_page(monkeypatch, tmp_path)
+    assert not at.exception and not at.error
+    assert "Not in this checkout yet" in at.info[0].value
+    at = at.radio(key="stress_source").set_value("The paper's claim").run()
+    assert not at.exception and not at.error
+    assert "nothing to test the claim against" in at.warning[0].value
+    assert not at.get("plotly_chart")

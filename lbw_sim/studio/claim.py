@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from lbw_sim.bench.stress_grid import StressResult, read_summary
-from lbw_sim.bench.stress_report import RESCUE, adamw_best, report_table
+from lbw_sim.bench.stress_report import RESCUE, ROOT, adamw_best, report_table
 from lbw_sim.bench.suite_report import GOAL_ORDER, overall, results_dir, suite_verdicts
 from lbw_sim.guard.spec import DEFAULT_SPEC
 from lbw_sim.studio.results import SpecRef, applicable_goals, lr_at, spec_of_folder
@@ -56,6 +56,22 @@ class SuiteFolder:
     def present(self) -> bool:
         return (self.path / "suite.json").is_file()
 
+    @property
+    def shown(self) -> str:
+        """The folder as a visitor reads it: relative to the project when inside it."""
+        try:
+            return str(self.path.relative_to(ROOT))
+        except ValueError:
+            return str(self.path)
+
+    @property
+    def command(self) -> str:
+        """The command that writes this folder."""
+        return ("python -m lbw_sim stress --suite" + (" --finetune" if self.kind == "fine-tune"
+                                                     else "")
+                + (f" --spec {self.spec}" if self.spec != DEFAULT_SPEC else "")
+                + f" --out {self.shown}")
+
 
 #: (kind, folder of the default's run, folder of the active controller's run).
 COMMITTED_SUITES = (("from scratch", "suite", "suite_active"),
@@ -70,13 +86,13 @@ def committed_suites(root: Path | None = None) -> list[SuiteFolder]:
 
 
 def absent_text(folders: list[SuiteFolder]) -> str:
-    """One plain sentence naming the folders that are not there (empty: all present)."""
+    """The folders that are not there, each with the command that writes it (empty: all
+    present)."""
     gone = [f for f in folders if not f.present]
     if not gone:
         return ""
-    names = ", ".join(f"`{f.root.name}/{f.name}` ({f.kind}, {f.spec})" for f in gone)
-    return (f"Not in this checkout yet: {names}. `python -m lbw_sim stress --suite "
-            "[--finetune] [--spec lbw-active] --out <folder>` writes one.")
+    return "Not in this checkout yet:\n" + "\n".join(
+        f"- `{f.shown}` ({f.kind}, {f.spec}): `{f.command}`" for f in gone)
 
 
 def spec_mismatch(folder: SuiteFolder, refs: dict[str, SpecRef]) -> str:
