@@ -53,6 +53,7 @@ from lbw_sim.studio.claim import (
     grid_factors,
     judged_verdicts,
     load_claim,
+    overall_of,
     spec_mismatch,
     spec_name,
     start_loss,
@@ -330,8 +331,9 @@ def specs_section() -> None:
                 st.error(f"Could not read {f.root.name}/{f.name}: {exc}")
                 continue
             refs = specs_of_suite(f.path, list(results))
-            table = overall(judged_verdicts(results))
-            overalls[spec_name(refs)] = table
+            table = overall_of(results)
+            label = spec_name(refs)
+            overalls[label if label not in overalls else f"{label} [{f.name}]"] = table
             notes.append(suite_folder_note(f, refs, table, results))
         if overalls:
             st.dataframe(goals_side_by_side(overalls), hide_index=True, width="stretch",

@@ -90,7 +90,7 @@ def results(tmp_path):
 
 def test_claim_table_reads_ratios_and_marks_cells_above_the_start(results):
     tasks = load_claim(results / "finetune", results / "finetune_active")
-    assert list(tasks) == ["lost", "won"]
+    assert list(tasks) == ["won", "lost"]          # suite.json order
     ct = tasks["won"]
     assert (ct.default_ref.name, ct.active_ref.name) == (DEFAULT_SPEC, ACTIVE_SPEC)
     cells = claim_cells(ct)

@@ -18,7 +18,13 @@ import pandas as pd
 
 from lbw_sim.bench.stress_grid import StressResult, read_summary
 from lbw_sim.bench.stress_report import RESCUE, ROOT, adamw_best, report_table
-from lbw_sim.bench.suite_report import GOAL_ORDER, overall, results_dir, suite_verdicts
+from lbw_sim.bench.suite_report import (
+    GOAL_ORDER,
+    overall,
+    results_dir,
+    suite_tasks,
+    suite_verdicts,
+)
 from lbw_sim.guard.spec import DEFAULT_SPEC
 from lbw_sim.studio.results import SpecRef, applicable_goals, lr_at, spec_of_folder
 
@@ -167,8 +173,9 @@ def load_claim(default_dir: Path | None, active_dir: Path | None) -> dict[str, C
     names: list[str] = []
     for d in (default_dir, active_dir):
         if d is not None and d.is_dir():
-            names += [p.parent.name for p in sorted(d.glob("*/summary.csv"))
-                      if p.parent.name not in names]
+            listed = suite_tasks(d) if (d / "suite.json").is_file() else sorted(
+                p.parent.name for p in d.glob("*/summary.csv"))
+            names += [n for n in listed if n not in names and (d / n / "summary.csv").is_file()]
 
     def one(d: Path | None, task: str) -> tuple[pd.DataFrame | None, SpecRef]:
         f = d / task / "summary.csv" if d is not None else None
