@@ -51,16 +51,20 @@ def _row(arm, lr, seed, loss):
             "skips": 0, "wall_s": 1.0, "start_val_loss": START}
 
 
-def write_folder(folder: Path, task_summaries: dict[str, pd.DataFrame], spec: str) -> None:
+def write_folder(folder: Path, task_summaries: dict[str, pd.DataFrame], spec: str,
+                 text: tuple[str, ...] = ("won",)) -> None:
     """A suite folder as `run_suite` leaves it (summaries only): suite.json, per task a
-    grid.json recording the guard's hash and a summary.csv."""
+    grid.json recording the guard's hash (and text data for the tasks in `text`) and a
+    summary.csv."""
     folder.mkdir(parents=True)
     (folder / "suite.json").write_text(json.dumps(
         {"tasks": [{"name": t} for t in task_summaries]}), encoding="utf-8")
     for task, s in task_summaries.items():
         (folder / task).mkdir()
         (folder / task / "grid.json").write_text(
-            json.dumps({"guard": GuardSpec.named(spec).hash}), encoding="utf-8")
+            json.dumps({"guard": GuardSpec.named(spec).hash,
+                        "data": "text:logbook.txt" if task in text else "teacher"}),
+            encoding="utf-8")
         s.to_csv(folder / task / "summary.csv", index=False)
 
 
@@ -95,6 +99,7 @@ def test_claim_table_reads_ratios_and_marks_cells_above_the_start(results):
     assert (ct.default_ref.name, ct.active_ref.name) == (DEFAULT_SPEC, ACTIVE_SPEC)
     cells = claim_cells(ct)
     assert sorted(cells["factor"].unique()) == [1.0, 10.0, 31.6, 100.0]   # 0.1x not shown
+    assert claim_cells(ct, (1.0, 1000.0))["factor"].unique().tolist() == [1.0]  # no 1000x LR
     c = cells.set_index(["factor", "column"])
     assert c.loc[(100.0, "AdamW"), "ratio"] == pytest.approx(3.1)
     assert c.loc[(100.0, ACTIVE_SPEC), "ratio"] == pytest.approx(1.08)
@@ -114,7 +119,8 @@ def test_claim_sentences_follow_the_numbers(results):
     assert "started from 2.5000" in text and "At 100× that LR AdamW ended at 3.10×" in text
     assert "above where it started" in text and f"{ACTIVE_SPEC} 1.08×" in text
     lines = claim_summary(tasks)
-    assert "won 0.980×" in lines[0] and "lost 0.980×" in lines[0]
+    # a language model's loss gap read as perplexity too: exp(0.98 - 1.0) - 1 = -2.0 %
+    assert "won 0.980× (perplexity -2.0%)" in lines[0] and "lost 0.980× AdamW" in lines[0]
     # AdamW above 1.10x at 10x, 31.6x, 100x on both tasks: 6 cells, the active rescues all
     assert "6 cells" in lines[1] and f"{ACTIVE_SPEC} 6 of 6" in lines[1]
     assert f"{DEFAULT_SPEC} 0 of 6" in lines[1]
@@ -136,6 +142,8 @@ def test_a_close_race_is_called_partial_and_within_noise(tmp_path):
     mixed = {f: v + (0.0005 if f == 1.0 else -0.05) for f, v in ACTIVE.items()}
     write_folder(tmp_path / "a", {"t": summary(arms(ACTIVE, mixed))}, ACTIVE_SPEC)
     ct = load_claim(None, tmp_path / "a")["t"]
+    quiet_only = load_claim(tmp_path / "a", None)
+    assert "run of this task is not here" in control_lines(quiet_only)[0]
     control = lr_matched_control(ct)
     assert int(control["beats"].sum()) == 1
     assert control.set_index("factor").loc[1.0, "within_noise"]

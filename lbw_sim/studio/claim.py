@@ -9,6 +9,7 @@ from those folders; only the paper's own figures (`PAPER_CLAIM`) are written dow
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +165,17 @@ class ClaimTask:
     active: pd.DataFrame | None
     default_ref: SpecRef = SpecRef(None)
     active_ref: SpecRef = SpecRef(None)
+    #: a character language model (its loss is a cross-entropy: perplexity = exp(loss))
+    language_model: bool = False
+
+
+def is_language_model(task_dir: Path) -> bool:
+    """Whether a task folder's grid.json records text data (a character LM)."""
+    try:
+        grid = json.loads((task_dir / "grid.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(grid, dict) and str(grid.get("data", "")).startswith("text")
 
 
 def load_claim(default_dir: Path | None, active_dir: Path | None) -> dict[str, ClaimTask]:
@@ -186,7 +198,8 @@ def load_claim(default_dir: Path | None, active_dir: Path | None) -> dict[str, C
     out = {}
     for t in names:
         (ds, dr), (as_, ar) = one(default_dir, t), one(active_dir, t)
-        out[t] = ClaimTask(t, ds, as_, dr, ar)
+        lm = any(is_language_model(d / t) for d in (default_dir, active_dir) if d is not None)
+        out[t] = ClaimTask(t, ds, as_, dr, ar, lm)
     return out
 
 
@@ -241,11 +254,11 @@ def claim_cells(ct: ClaimTask, factors: tuple[float, ...] = CLAIM_FACTORS) -> pd
         best_lr, best = adamw_best(rep)
         arm_rows = rep[rep["arm"] == arm]
         for f in factors:
-            if arm == "prodigy":          # learning-rate free: one cell at its own LR
-                cell = arm_rows
-            else:
-                lr = lr_at(rep, f)
-                cell = arm_rows[arm_rows["lr"] == lr] if lr is not None else arm_rows[:0]
+            lr = lr_at(rep, f)
+            if lr is None:
+                continue
+            # Prodigy is learning-rate free: its one cell, shown on every row of the grid
+            cell = arm_rows if arm == "prodigy" else arm_rows[arm_rows["lr"] == lr]
             if cell.empty:
                 continue
             r = cell.iloc[0]
@@ -317,7 +330,9 @@ def control_sentence(task: str, control: pd.DataFrame, active: str) -> str:
 def control_lines(tasks: dict[str, ClaimTask]) -> list[str]:
     """The LR-matched control, one sentence per task."""
     return [control_sentence(t, lr_matched_control(ct), guard_labels(ct)[1])
-            for t, ct in tasks.items()]
+            if ct.active is not None else
+            f"{t}: the active controller's run of this task is not here, so the LR-matched "
+            "control cannot be read." for t, ct in tasks.items()]
 
 
 def _num(v: float) -> str:
@@ -343,7 +358,7 @@ def task_sentence(ct: ClaimTask, cells: pd.DataFrame) -> str:
     others = [f"{c} {_ratio(r)}" + (" (above the start)" if up else "")
               for c, r, up in zip(at.index, at["ratio"], at["above_start"]) if c != "AdamW"]
     return (f"{head} At {top:g}× that LR AdamW ended at {_ratio(a['ratio'])} its best"
-            f"{where}; {', '.join(others)}.")
+            f"{where}" + (f"; {', '.join(others)}." if others else "."))
 
 
 def _ratio(v: float) -> str:
@@ -358,8 +373,10 @@ def claim_summary(tasks: dict[str, ClaimTask]) -> list[str]:
         cells = claim_cells(ct)
         d_label, a_label = guard_labels(ct)
         c = cells.set_index(["factor", "column"])
-        if (1.0, a_label) in c.index:
-            at_best.append((ct.task, float(c.loc[(1.0, a_label), "ratio"])))
+        if (1.0, a_label) in c.index and (1.0, "AdamW") in c.index:
+            gap = float(c.loc[(1.0, a_label), "val_loss"] - c.loc[(1.0, "AdamW"), "val_loss"])
+            ppl = f" (perplexity {math.expm1(gap):+.1%})" if ct.language_model else ""
+            at_best.append(f"{ct.task} {float(c.loc[(1.0, a_label), 'ratio']):.3f}×{ppl}")
         for label in (d_label, a_label):
             g = cells[cells["column"] == label]
             if len(g):
@@ -376,9 +393,9 @@ def claim_summary(tasks: dict[str, ClaimTask]) -> list[str]:
                                                                <= RESCUE)
     out = []
     if at_best:
-        nums = ", ".join(f"{t} {r:.3f}×" for t, r in at_best)
-        out.append(f"At AdamW's best LR the active controller ended at {nums} AdamW's loss "
-                   "(below 1: better than AdamW; the paper reports −18.7 % perplexity).")
+        out.append(f"At AdamW's best LR the active controller ended at {', '.join(at_best)} "
+                   "AdamW's loss (below 1×: better than AdamW; the paper reports −18.7 % "
+                   "perplexity).")
     if needed:
         got = "; ".join(f"{s} {n} of {needed}" for s, n in rescue.items())
         out.append(f"Where AdamW needed a rescue (it ended above {RESCUE:.2f}× its best at "
