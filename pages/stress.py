@@ -53,6 +53,7 @@ from lbw_sim.studio.claim import (
     grid_factors,
     judged_verdicts,
     load_claim,
+    missed_lines,
     overall_of,
     spec_mismatch,
     spec_name,
@@ -337,17 +338,19 @@ def specs_section() -> None:
             notes.append(suite_folder_note(f, refs, table, results))
         if overalls:
             st.dataframe(goals_side_by_side(overalls), hide_index=True, width="stretch",
-                         key=f"specs_{kind}",
-                         column_config={"goal": st.column_config.TextColumn("goal")})
-        for note in notes:
-            st.markdown(note)
+                         key=f"specs_{kind}")
+        st.markdown("\n".join(notes))
+        missed = missed_lines(overalls)
+        if missed:
+            with st.expander(f"Which {kind} tasks missed each goal"):
+                st.markdown("\n".join(f"- {line}" for line in missed))
 
 
 def suite_folder_note(f: SuiteFolder, refs: dict[str, SpecRef], table: pd.DataFrame,
                       results: dict[str, StressResult]) -> str:
     seeds = sorted({int(x) for r in results.values() for x in r.summary["seed"].unique()})
     warn = spec_mismatch(f, refs)
-    return (f"- `{f.root.name}/{f.name}` ({len(results)} tasks, seeds "
+    return (f"- `{f.shown}` ({len(results)} tasks, seeds "
             f"{', '.join(map(str, seeds))}): {suite_takeaway(table, refs)}"
             + (f" **{warn}**" if warn else ""))
 

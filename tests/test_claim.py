@@ -13,6 +13,7 @@ from lbw_sim.bench.stress_grid import summary_frame
 from lbw_sim.guard.spec import DEFAULT_SPEC, GuardSpec
 from lbw_sim.studio.claim import (
     ACTIVE_SPEC,
+    ClaimTask,
     absent_text,
     claim_cells,
     claim_grid,
@@ -22,6 +23,7 @@ from lbw_sim.studio.claim import (
     goals_side_by_side,
     load_claim,
     lr_matched_control,
+    missed_lines,
     spec_mismatch,
     task_sentence,
 )
@@ -100,6 +102,13 @@ def test_claim_table_reads_ratios_and_marks_cells_above_the_start(results):
     cells = claim_cells(ct)
     assert sorted(cells["factor"].unique()) == [1.0, 10.0, 31.6, 100.0]   # 0.1x not shown
     assert claim_cells(ct, (1.0, 1000.0))["factor"].unique().tolist() == [1.0]  # no 1000x LR
+    # Prodigy's own lr 1.0 is 100x this grid's best 0.01: no row of its own there
+    short = load_claim(None, None)
+    assert short == {}
+    d = ct.default
+    trimmed = ClaimTask("t", d[(d["lr"] < 0.5) | (d["arm"] == "prodigy")], None, ct.default_ref)
+    assert "prodigy" in set(trimmed.default["arm"])
+    assert 100.0 not in set(claim_cells(trimmed)["factor"])
     c = cells.set_index(["factor", "column"])
     assert c.loc[(100.0, "AdamW"), "ratio"] == pytest.approx(3.1)
     assert c.loc[(100.0, ACTIVE_SPEC), "ratio"] == pytest.approx(1.08)
@@ -176,7 +185,9 @@ def test_side_by_side_goals_name_each_spec_and_warn_on_a_wrong_folder(results):
     side = goals_side_by_side({"lbw-adaptive (x)": table, "lbw-active (y)": table})
     by = side.set_index("goal")
     assert by.loc["no harm", "lbw-active (y)"] == "2/2 ✔"
-    assert by.loc["rescue at 10x", "lbw-adaptive (x)"] == "0/2 ✘ (missed on a, b)"
+    assert by.loc["rescue at 10x", "lbw-adaptive (x)"] == "0/2 ✘"
+    assert missed_lines({"lbw-active (y)": table}) == [
+        "lbw-active (y): *rescue at 10x* missed on a, b"]
     assert by.loc["dominance", "lbw-active (y)"] == "n/a"
     active = committed_suites(results)[3]
     ref = spec_ref(GuardSpec.named(DEFAULT_SPEC).hash)

@@ -131,8 +131,8 @@ def spec_name(refs: dict[str, SpecRef]) -> str:
 
 
 def goals_side_by_side(overalls: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Per goal (rows), per spec (columns, the dict's keys): "tasks met/judged mark", with
-    the tasks that missed it; "n/a" where no task could judge it."""
+    """Per goal (rows), per spec (columns, the dict's keys): "tasks met/judged mark"; "n/a"
+    where no task could judge it (`missed_lines` names the tasks that missed)."""
     out = pd.DataFrame({"goal": list(GOAL_ORDER)})
     for label, table in overalls.items():
         by = table.set_index("goal")
@@ -142,11 +142,16 @@ def goals_side_by_side(overalls: dict[str, pd.DataFrame]) -> pd.DataFrame:
                 cells.append("n/a")
                 continue
             r = by.loc[goal]
-            mark = "✔" if r["met"] else "✘"
-            miss = f" (missed on {r['missed_on']})" if r["missed_on"] else ""
-            cells.append(f"{int(r['met_tasks'])}/{int(r['judged_tasks'])} {mark}{miss}")
+            cells.append(f"{int(r['met_tasks'])}/{int(r['judged_tasks'])} "
+                         + ("✔" if r["met"] else "✘"))
         out[label] = cells
     return out
+
+
+def missed_lines(overalls: dict[str, pd.DataFrame]) -> list[str]:
+    """Per spec and missed goal, the tasks that missed it."""
+    return [f"{label}: *{r.goal}* missed on {r.missed_on}"
+            for label, table in overalls.items() for r in table.itertuples() if r.missed_on]
 
 
 def overall_of(results: dict[str, StressResult]) -> pd.DataFrame:
@@ -253,8 +258,9 @@ def claim_cells(ct: ClaimTask, factors: tuple[float, ...] = CLAIM_FACTORS) -> pd
         rep = report_table(summary)
         best_lr, best = adamw_best(rep)
         arm_rows = rep[rep["arm"] == arm]
+        grid = rep[rep["arm"] != "prodigy"]     # Prodigy's own LR is no grid point
         for f in factors:
-            lr = lr_at(rep, f)
+            lr = lr_at(grid, f)
             if lr is None:
                 continue
             # Prodigy is learning-rate free: its one cell, shown on every row of the grid
