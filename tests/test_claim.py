@@ -129,7 +129,7 @@ def test_claim_sentences_follow_the_numbers(results):
     assert "above where it started" in text and f"{ACTIVE_SPEC} 1.08×" in text
     lines = claim_summary(tasks)
     # a language model's loss gap read as perplexity too: exp(0.98 - 1.0) - 1 = -2.0 %
-    assert "won 0.980× (perplexity -2.0%)" in lines[0] and "lost 0.980× AdamW" in lines[0]
+    assert "won 0.980× (perplexity -2.0%)" in lines[0] and "lost 0.980× (below" in lines[0]
     # AdamW above 1.10x at 10x, 31.6x, 100x on both tasks: 6 cells, the active rescues all
     assert "6 cells" in lines[1] and f"{ACTIVE_SPEC} 6 of 6" in lines[1]
     assert f"{DEFAULT_SPEC} 0 of 6" in lines[1]
@@ -148,7 +148,7 @@ def test_lr_matched_control_says_yes_where_the_controller_wins_and_no_where_it_l
 
 
 def test_a_close_race_is_called_partial_and_within_noise(tmp_path):
-    mixed = {f: v + (0.0005 if f == 1.0 else -0.05) for f, v in ACTIVE.items()}
+    mixed = {f: v + {1.0: 0.0005, 10.0: 0.0}.get(f, -0.05) for f, v in ACTIVE.items()}
     write_folder(tmp_path / "a", {"t": summary(arms(ACTIVE, mixed))}, ACTIVE_SPEC)
     ct = load_claim(None, tmp_path / "a")["t"]
     quiet_only = load_claim(tmp_path / "a", None)
@@ -156,7 +156,9 @@ def test_a_close_race_is_called_partial_and_within_noise(tmp_path):
     control = lr_matched_control(ct)
     assert int(control["beats"].sum()) == 1
     assert control.set_index("factor").loc[1.0, "within_noise"]
-    assert "**at 1 of 4 LRs**" in control_lines({"t": ct})[0]
+    line = control_lines({"t": ct})[0]
+    assert "**at 1 of 4 LRs**" in line and "1×: 0.9800 vs 0.9805 (within one seed std)" in line
+    assert "10×: 1.0500 vs 1.0500 (equal)" in line and "31.6×: 1.0600 vs 1.0100;" in line
 
 
 def test_absent_folders_are_named_and_nothing_is_read(tmp_path):

@@ -310,9 +310,11 @@ def lr_matched_control(ct: ClaimTask, factors: tuple[float, ...] = CLAIM_FACTORS
         gl, ml = float(g["val_loss"]), float(m["val_loss"])
         margin = ml - gl if np.isfinite(gl) or np.isfinite(ml) else math.nan
         noise = max(float(np.nan_to_num(g["val_std"])), float(np.nan_to_num(m["val_std"])))
+        several = min(int(g["seeds"]), int(m["seeds"])) > 1    # one seed: no std to judge by
         rows.append({"factor": f, "lr": float(lr), "controller": gl, "lr_matched": ml,
                      "margin": margin, "beats": bool(gl < ml),
-                     "within_noise": bool(np.isfinite(margin) and abs(margin) <= noise)})
+                     "within_noise": bool(several and np.isfinite(margin) and margin != 0
+                                          and abs(margin) <= noise)})
     return pd.DataFrame(rows, columns=["factor", "lr", "controller", "lr_matched", "margin",
                                        "beats", "within_noise"])
 
@@ -327,8 +329,8 @@ def control_sentence(task: str, control: pd.DataFrame, active: str) -> str:
     answer = ("yes" if won == len(control) else "no" if won == 0
               else f"at {won} of {len(control)} LRs")
     parts = [f"{r.factor:g}×: {_num(r.controller)} vs {_num(r.lr_matched)}"
-             + (" (within one seed std)" if r.within_noise else "")
-             for r in control.itertuples()]
+             + (" (equal)" if r.margin == 0 else " (within one seed std)" if r.within_noise
+                else "") for r in control.itertuples()]
     return (f"{task}: does {active} beat AdamW run at its own mean LR? **{answer}** "
             f"({active} vs lr_matched, final val loss: {'; '.join(parts)}).")
 
@@ -399,9 +401,9 @@ def claim_summary(tasks: dict[str, ClaimTask]) -> list[str]:
                                                                <= RESCUE)
     out = []
     if at_best:
-        out.append(f"At AdamW's best LR the active controller ended at {', '.join(at_best)} "
-                   "AdamW's loss (below 1×: better than AdamW; the paper reports −18.7 % "
-                   "perplexity).")
+        out.append("At AdamW's best LR, the active controller's final loss as a multiple of "
+                   f"AdamW's: {', '.join(at_best)} (below 1×: better than AdamW; the paper "
+                   "reports −18.7 % perplexity).")
     if needed:
         got = "; ".join(f"{s} {n} of {needed}" for s, n in rescue.items())
         out.append(f"Where AdamW needed a rescue (it ended above {RESCUE:.2f}× its best at "

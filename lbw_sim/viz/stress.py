@@ -184,7 +184,9 @@ def claim_figure(cells: pd.DataFrame, start: float, height: int = 420):
         fig.add_hline(y=start, line={"color": "#555", "dash": "dash", "width": 1.2},
                       annotation_text=f"started from {start:.3f}",
                       annotation_position="top left", annotation_font_size=11)
-    fig.update_xaxes(type="log", title_text="LR ÷ AdamW's best LR")
+    ticks = sorted(cells.loc[cells["arm"] != "prodigy", "factor"].unique())
+    fig.update_xaxes(type="log", title_text="LR ÷ AdamW's best LR", tickvals=ticks,
+                     ticktext=[f"{f:g}×" for f in ticks])
     fig.update_yaxes(title_text="final validation loss", range=[None, cap * 1.03])
     fig.update_layout(height=height, margin={"l": 60, "r": 20, "t": 40, "b": 50},
                       title="Final validation loss vs LR (× = off the top or non-finite)",
