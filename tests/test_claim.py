@@ -239,3 +239,10 @@ def test_stress_page_says_plainly_when_no_committed_folder_is_there(tmp_path, mo
     assert not at.exception and not at.error
     assert "nothing to test the claim against" in at.warning[0].value
     assert not at.get("plotly_chart")
+
+
+def test_the_active_controller_is_named_as_what_it_is():
+    active = spec_ref(GuardSpec.named(ACTIVE_SPEC).hash)
+    assert active.name == ACTIVE_SPEC and "active controller" in active.label
+    assert "not the default" in active.role and not active.retired
+    assert spec_ref(GuardSpec.named(DEFAULT_SPEC).hash).role == "the shipped default"

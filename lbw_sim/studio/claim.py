@@ -27,10 +27,7 @@ from lbw_sim.bench.suite_report import (
     suite_verdicts,
 )
 from lbw_sim.guard.spec import DEFAULT_SPEC
-from lbw_sim.studio.results import SpecRef, applicable_goals, lr_at, spec_of_folder
-
-#: The active controller shipped beside the quiet default.
-ACTIVE_SPEC = "lbw-active"
+from lbw_sim.studio.results import ACTIVE_SPEC, SpecRef, applicable_goals, lr_at, spec_of_folder
 
 #: The paper's own figures (not measured here): what the claim view tests in miniature.
 PAPER_CLAIM = (
