@@ -1,7 +1,9 @@
-"""Stress suite: the committed task suite (the current default spec) on arrival, the
-committed Tiny Shakespeare grid (measured with the retired v1 spec, and said so), a
-miniature grid run here, or earlier results (runs/, upload). Every result opens with the
-spec that produced it and two or three plain sentences (`lbw_sim.studio.results`).
+"""Stress suite: on arrival the committed suites' goal verdicts for the quiet default and the
+active controller side by side; the paper's claim tested in miniature on the fine-tune
+suite (`lbw_sim.studio.claim`); one suite folder in detail; the committed Tiny Shakespeare
+grid (measured with the retired v1 spec, and said so); a miniature grid run here, or
+earlier results (runs/, upload). Every result names the spec that produced it (name and
+hash) and opens with plain sentences computed from it (`lbw_sim.studio.results`).
 
 The miniature grid runs in a worker thread (`StressJob`, no Streamlit calls) held in this
 browser session's state; a fragment polls its progress every half second, so the page
@@ -32,12 +34,32 @@ from lbw_sim.bench.suite_report import (
     beside_guard,
     list_suite_dirs,
     load_suite,
+    load_suite_summaries,
     overall,
     suite_root,
     suite_tasks,
-    suite_verdicts,
 )
 from lbw_sim.errors import TraceError
+from lbw_sim.studio.claim import (
+    PAPER_CLAIM,
+    SuiteFolder,
+    absent_text,
+    claim_cells,
+    claim_grid,
+    claim_summary,
+    committed_suites,
+    control_lines,
+    goals_side_by_side,
+    grid_factors,
+    judged_verdicts,
+    load_claim,
+    missed_lines,
+    overall_of,
+    spec_mismatch,
+    spec_name,
+    start_loss,
+    task_sentence,
+)
 from lbw_sim.studio.results import (
     SpecRef,
     applicable_goals,
@@ -47,12 +69,18 @@ from lbw_sim.studio.results import (
     stress_takeaway,
     suite_takeaway,
 )
-from lbw_sim.viz import stress_curves_figure, stress_events_figure, stress_loss_figure
+from lbw_sim.viz import (
+    claim_figure,
+    stress_curves_figure,
+    stress_events_figure,
+    stress_loss_figure,
+)
 from pages.common import glossary_link, run_job, through_app, verdict_table
 
 through_app(__file__)
 
-SOURCES = ("Task suite", "The committed Tiny Shakespeare grid", "Run a miniature grid",
+SOURCES = ("Default and active controller", "The paper's claim", "Task suite",
+           "The committed Tiny Shakespeare grid", "Run a miniature grid",
            "Earlier results (runs/)", "Upload a summary.csv")
 
 st.title("Stress suite")
@@ -61,7 +89,10 @@ st.markdown("Does the guard keep a run healthy at learning rates that break plai
             "every LR of a grid and judged by its final validation loss. "
             + glossary_link())
 source = st.radio("Results", SOURCES, horizontal=True, key="stress_source",
-                  help="Task suite: seven model families (`stress --suite`). Tiny "
+                  help="Default and active controller: the committed suites (from scratch "
+                       "and fine-tune) judged for the quiet default and the active controller "
+                       "side by side. The paper's claim: the fine-tune suite read as a test of "
+                       "the paper's headline. Task suite: any one suite folder in detail. Tiny "
                        "Shakespeare: the older full grid, measured with the retired v1 spec. "
                        f"The miniature grid runs {', '.join(MINI['arms'])} here in about a "
                        "minute.")
@@ -231,10 +262,7 @@ def suite_section() -> StressResult | None:
     except (TraceError, OSError, ValueError, KeyError) as exc:
         st.error(f"Could not read {choice}: {exc}")
         return None
-    raw = suite_verdicts(results)
-    verdicts = pd.concat([applicable_goals(g, report_table(results[t].summary))
-                          for t, g in raw.groupby("task", sort=False)], ignore_index=True) \
-        if len(raw) else raw
+    verdicts = judged_verdicts(results)
     refs = specs_of_suite(suite_root(choice), list(results))
     shown_spec["ref"] = next(iter(refs.values()), SpecRef(None))
     table = overall(verdicts)
@@ -268,8 +296,123 @@ def suite_section() -> StressResult | None:
     return results[task]
 
 
-section = {SOURCES[0]: suite_section, SOURCES[1]: committed_section, SOURCES[2]: run_section,
-           SOURCES[3]: folder_section, SOURCES[4]: upload_section}
+@st.cache_data(show_spinner=False, max_entries=8)
+def cached_summaries(folder: str, stamp: tuple) -> dict[str, StressResult]:
+    """A suite folder's summaries and guard fractions, read once per version of its
+    summaries (`stamp`: their modification times)."""
+    return load_suite_summaries(folder)
+
+
+def stamp(folder) -> tuple:
+    return tuple(sorted((p.parent.name, p.stat().st_mtime_ns)
+                        for p in folder.glob("*/summary.csv")))
+
+
+def specs_section() -> None:
+    """The committed suites, the quiet default's and the active controller's goal verdicts
+    side by side, from scratch and fine-tune; the folders that are absent said so."""
+    folders = committed_suites()
+    st.markdown("The committed suites, each run with the shipped default and with the active "
+                "controller; a goal is met when every task where it applies meets it "
+                "(rescue applies only where AdamW needed one).")
+    missing = absent_text(folders)
+    if missing:
+        st.info(missing, icon=":material/folder_off:")
+    for kind in dict.fromkeys(f.kind for f in folders):
+        present = [f for f in folders if f.kind == kind and f.present]
+        st.markdown(f"#### {kind.capitalize()}")
+        if not present:
+            st.caption(f"No {kind} suite folder is here yet.")
+            continue
+        overalls, notes = {}, []
+        for f in present:
+            try:
+                results = cached_summaries(str(f.path), stamp(f.path))
+            except (TraceError, OSError, ValueError, KeyError) as exc:
+                st.error(f"Could not read {f.root.name}/{f.name}: {exc}")
+                continue
+            refs = specs_of_suite(f.path, list(results))
+            table = overall_of(results)
+            label = spec_name(refs)
+            overalls[label if label not in overalls else f"{label} [{f.name}]"] = table
+            notes.append(suite_folder_note(f, refs, table, results))
+        if overalls:
+            st.dataframe(goals_side_by_side(overalls), hide_index=True, width="stretch",
+                         key=f"specs_{kind}")
+        st.markdown("\n".join(notes))
+        missed = missed_lines(overalls)
+        if missed:
+            with st.expander(f"Which {kind} tasks missed each goal"):
+                st.markdown("\n".join(f"- {line}" for line in missed))
+
+
+def suite_folder_note(f: SuiteFolder, refs: dict[str, SpecRef], table: pd.DataFrame,
+                      results: dict[str, StressResult]) -> str:
+    seeds = sorted({int(x) for r in results.values() for x in r.summary["seed"].unique()})
+    warn = spec_mismatch(f, refs)
+    return (f"- `{f.shown}` ({len(results)} tasks, seeds "
+            f"{', '.join(map(str, seeds))}): {suite_takeaway(table, refs)}"
+            + (f" **{warn}**" if warn else ""))
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def cached_claim(default: str, active: str, stamps: tuple) -> dict:
+    """The fine-tune folders' summaries, read once per version of them."""
+    from pathlib import Path
+
+    return load_claim(Path(default), Path(active))
+
+
+def claim_section() -> None:
+    """The paper's claim, the miniature measurement on the fine-tune suite, and the
+    LR-matched control, every number read from the committed fine-tune folders."""
+    st.markdown("#### The paper's claim")
+    st.markdown(PAPER_CLAIM)
+    folders = [f for f in committed_suites() if f.kind == "fine-tune"]
+    default, active = folders
+    missing = absent_text(folders)
+    if missing:
+        st.info(missing, icon=":material/folder_off:")
+    if not (default.present or active.present):
+        st.warning("Without the fine-tune results there is nothing to test the claim "
+                   "against here.")
+        return
+    try:
+        tasks = cached_claim(str(default.path), str(active.path),
+                             (stamp(default.path), stamp(active.path)))
+    except (TraceError, OSError, ValueError) as exc:
+        st.error(f"Could not read the fine-tune results: {exc}")
+        return
+    if not tasks:
+        st.warning("The fine-tune folders hold no finished task yet.")
+        return
+    st.markdown("#### Measured here, in miniature")
+    st.info("\n".join(f"- {line}" for line in claim_summary(tasks)),
+            icon=":material/lightbulb:")
+    for ct in tasks.values():
+        cells = claim_cells(ct)
+        st.markdown(task_sentence(ct, cells))
+        st.dataframe(claim_grid(cells), hide_index=True, width="stretch",
+                     key=f"claim_{ct.task}")
+    d, a = (default.path.name, active.path.name)
+    st.caption(f"Mean final validation loss over seeds ÷ AdamW's best, at multiples of "
+               f"AdamW's best LR; ▲: ended above the loss the fine-tune started from. The "
+               f"baselines and the default guard come from `{d}`, the active controller and "
+               f"lr_matched (AdamW replaying its realised mean LR) from `{a}`. Prodigy sets "
+               "its own LR: one value per task.")
+    st.markdown("#### The LR-matched control")
+    st.markdown("\n".join(f"- {line}" for line in control_lines(tasks)))
+    task = st.selectbox("Chart a task", list(tasks), key="claim_task")
+    ct = tasks[task]
+    st.plotly_chart(claim_figure(claim_cells(ct, grid_factors(ct)),
+                                 start_loss(ct.default if ct.default is not None
+                                            else ct.active)),
+                    width="stretch", key="claim_chart")
+
+
+section = {SOURCES[0]: specs_section, SOURCES[1]: claim_section, SOURCES[2]: suite_section,
+           SOURCES[3]: committed_section, SOURCES[4]: run_section, SOURCES[5]: folder_section,
+           SOURCES[6]: upload_section}
 result = section[source]()
 if result is not None:
     show(result, shown_spec.get("ref", SpecRef(None)))

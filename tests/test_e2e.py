@@ -330,7 +330,7 @@ def test_live_training_in_two_sessions(page, browser):
 
 def test_stress_miniature_grid(page):
     open_page(page, "stress")
-    page.wait_for_selector("text=Worst ratio per arm")       # the committed grid, on arrival
+    page.wait_for_selector("text=The committed suites")      # both specs, on arrival
     page.screenshot(path=str(SHOTS / "stress_arrival.png"))
     page.get_by_text("Run a miniature grid").click()
     settle(page)

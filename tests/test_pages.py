@@ -383,8 +383,12 @@ def test_stress_page_opens_on_the_suite_and_names_the_spec_of_every_result():
 
     at = page("stress")
     assert not at.exception and not at.error
-    assert at.radio(key="stress_source").value == "Task suite"
+    assert at.radio(key="stress_source").value == "Default and active controller"
     default = GuardSpec.default()
+    side = next(d.value for d in at.dataframe if "goal" in d.value.columns)
+    assert f"{default.name} ({default.hash})" in side.columns   # the committed suite's spec
+    at = at.radio(key="stress_source").set_value("Task suite").run()
+    assert not at.exception and not at.error
     assert all(default.name in i.value and default.hash in i.value for i in at.info)
     at = at.radio(key="stress_source").set_value("The committed Tiny Shakespeare grid").run()
     assert not at.exception and not at.error

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from lbw_sim.bench.stress_grid import LR_FREE, StressResult
+from lbw_sim.bench.stress_grid import LR_FREE, StressResult, read_summary
 from lbw_sim.bench.stress_report import (
     DOMINANCE_FROM,
     LR_MATCH,
@@ -30,11 +30,13 @@ from lbw_sim.bench.stress_report import (
     QUIET_GOAL,
     RESCUE,
     RIVALS,
+    _warmup_of,
     adamw_best,
     goals,
     goals_markdown,
     load_results,
     measured_text,
+    nominal_fractions,
     recorded_spec,
     report_table,
 )
@@ -247,11 +249,34 @@ def load_suite(out: str | Path, names: list[str] | None = None) -> dict[str, Str
             if (names is None or n in names) and (out / n / "summary.csv").is_file()}
 
 
+def load_suite_summaries(folder: str | Path) -> dict[str, StressResult]:
+    """A suite folder's tasks as the goals need them: each summary and the guard's nominal
+    fractions (read from the guard traces only; no loss curves), in suite.json's order."""
+    folder, out = Path(folder), {}
+    for name in suite_tasks(folder):
+        task = folder / name
+        if (task / "summary.csv").is_file():
+            summary = read_summary(task / "summary.csv")
+            out[name] = StressResult(None, summary, pd.DataFrame(), {},
+                                     nominal_fractions(task, summary, _warmup_of(task)))
+    return out
+
+
+def results_dir() -> Path:
+    """The committed suite results (`benchmarks/results`; `LBW_RESULTS_DIR` may point the
+    studio at another copy, e.g. a re-run not yet committed; never a user's input)."""
+    import os
+
+    from lbw_sim.bench.stress_report import ROOT
+
+    return Path(os.environ.get("LBW_RESULTS_DIR") or ROOT / "benchmarks" / "results")
+
+
 #: Where the studio looks for suites: the runs folder, then the committed results.
 def suite_roots() -> list[tuple[str, Path]]:
-    from lbw_sim.bench.stress_report import ROOT, runs_dir
+    from lbw_sim.bench.stress_report import runs_dir
 
-    return [("runs", runs_dir()), ("benchmarks/results", ROOT / "benchmarks" / "results")]
+    return [("runs", runs_dir()), ("benchmarks/results", results_dir())]
 
 
 def list_suite_dirs() -> list[str]:
@@ -273,6 +298,6 @@ def suite_root(choice: str) -> Path:
     raise ValueError(f"{choice!r} is not a suite folder under runs/ or benchmarks/results/")
 
 
-__all__ = ["beside_guard", "goals_markdown", "list_suite_dirs", "load_suite", "overall",
-           "suite_markdown", "suite_root", "suite_tasks", "suite_verdicts", "task_goals",
-           "write_suite_table"]
+__all__ = ["beside_guard", "goals_markdown", "list_suite_dirs", "load_suite",
+           "load_suite_summaries", "overall", "results_dir", "suite_markdown", "suite_root",
+           "suite_tasks", "suite_verdicts", "task_goals", "write_suite_table"]

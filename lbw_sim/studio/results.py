@@ -23,6 +23,11 @@ from lbw_sim.guard.spec import DEFAULT_SPEC, GuardSpec, named_specs
 
 #: Shipped specs kept for comparison only, and what each one is.
 RETIRED = {"lbw-v1": "the retired v1 ratchet spec, kept for comparison (not the default)"}
+#: The active controller shipped beside the quiet default (it may act on a healthy run).
+ACTIVE_SPEC = "lbw-active"
+#: What each shipped spec other than the default is.
+ROLES = {ACTIVE_SPEC: "the active controller shipped beside the default (not the default)",
+         **RETIRED}
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,7 @@ class SpecRef:
             return "not a shipped spec" if self.hash else ""
         if self.name == DEFAULT_SPEC:
             return "the shipped default"
-        return RETIRED.get(self.name, "a shipped spec")
+        return ROLES.get(self.name, "a shipped spec")
 
     @property
     def retired(self) -> bool:

@@ -24,6 +24,7 @@ from lbw_sim.viz.live import LIVE_POINTS, PLAIN_COLOR, live_charts
 from lbw_sim.viz.stress import (
     ARM_COLORS,
     arm_color,
+    claim_figure,
     stress_curves_figure,
     stress_events_figure,
     stress_loss_figure,
@@ -34,8 +35,8 @@ from lbw_sim.viz.trajectories import demo_figure, trajectory_figure
 
 __all__ = [
     "ARM_COLORS", "GUARDED_COLOR", "LIVE_POINTS", "MAX_BANDS", "MAX_POINTS", "PLAIN_COLOR",
-    "UNGUARDED_COLOR", "add_regime_bands", "add_shapes", "arm_color", "color_lookup",
-    "controls_figure", "demo_figure", "display_index", "hline", "hrect", "live_charts",
-    "signal_figure", "signal_unit", "stress_curves_figure", "stress_events_figure",
+    "UNGUARDED_COLOR", "add_regime_bands", "add_shapes", "arm_color", "claim_figure",
+    "color_lookup", "controls_figure", "demo_figure", "display_index", "hline", "hrect",
+    "live_charts", "signal_figure", "signal_unit", "stress_curves_figure", "stress_events_figure",
     "stress_loss_figure", "trace_figure", "trajectory_figure", "write_report",
 ]

@@ -153,6 +153,47 @@ def stress_events_figure(report: pd.DataFrame, height: int = 360):
     return fig
 
 
+def claim_figure(cells: pd.DataFrame, start: float, height: int = 420):
+    """Final validation loss against the LR factor (x AdamW's best, log axis), one line per
+    column of the claim table (`studio.claim.claim_cells`): the active controller solid and
+    thick, the quiet default dashed in the same colour; Prodigy (no LR to set) a dotted level;
+    the loss the fine-tune started from a dashed grey line. The y axis stops at 1.5x the start:
+    a cell above it (or non-finite) is an × on the top edge, its value in the hover."""
+    import plotly.graph_objects as go
+
+    finite = cells["val_loss"][np.isfinite(cells["val_loss"])]
+    cap = 1.5 * start if math.isfinite(start) else (float(finite.max()) if len(finite) else 1.0)
+    cap = min(cap, float(finite.max()) * 1.05) if len(finite) and finite.max() < cap else cap
+    guards = list(dict.fromkeys(cells.loc[cells["arm"] == "guard", "column"]))
+    fig = go.Figure()
+    for column, g in cells.groupby("column", sort=False):
+        arm = str(g["arm"].iloc[0])
+        v = g["val_loss"].to_numpy(float)
+        out = ~np.isfinite(v) | (v > cap)
+        active = arm == "guard" and column == guards[-1]
+        line = {"color": arm_color(arm), "width": 3 if active else 1.5,
+                "dash": "dash" if arm == "guard" and not active else
+                ("dot" if arm == "prodigy" else "solid")}
+        fig.add_trace(go.Scatter(
+            x=g["factor"], y=np.where(out, cap, v), name=column, line=line,
+            mode="lines" if arm == "prodigy" else "lines+markers",
+            marker={"symbol": np.where(out, "x", "circle"), "size": np.where(out, 11, 7)},
+            customdata=v, hovertemplate="%{x:g}× best LR<br>val loss %{customdata:.4g}"
+                                        "<extra>" + str(column) + "</extra>"))
+    if math.isfinite(start):
+        fig.add_hline(y=start, line={"color": "#555", "dash": "dash", "width": 1.2},
+                      annotation_text=f"started from {start:.3f}",
+                      annotation_position="top left", annotation_font_size=11)
+    ticks = sorted(cells.loc[cells["arm"] != "prodigy", "factor"].unique())
+    fig.update_xaxes(type="log", title_text="LR ÷ AdamW's best LR", tickvals=ticks,
+                     ticktext=[f"{f:g}×" for f in ticks])
+    fig.update_yaxes(title_text="final validation loss", range=[None, cap * 1.03])
+    fig.update_layout(height=height, margin={"l": 60, "r": 20, "t": 40, "b": 50},
+                      title="Final validation loss vs LR (× = off the top or non-finite)",
+                      legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
 def write_report(result: StressResult, out: str | Path) -> list[Path]:
     """The report folder: summary.csv, table.md, reference.json (`write_tables`) and the two
     HTML figures (final loss vs LR, loss curves), plotly.js inlined so each opens offline."""
