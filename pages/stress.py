@@ -398,8 +398,8 @@ def claim_section() -> None:
     st.caption(f"Mean final validation loss over seeds ÷ AdamW's best, at multiples of "
                f"AdamW's best LR; ▲: ended above the loss the fine-tune started from. The "
                f"baselines and the default guard come from `{d}`, the active controller and "
-               f"lr_matched (AdamW replaying its realised mean LR) from `{a}`. Prodigy sets "
-               "its own LR: one value per task.")
+               f"lr_matched (AdamW replaying its realised LR step by step) from `{a}`. "
+               "Prodigy sets its own LR: one value per task.")
     st.markdown("#### The LR-matched control")
     st.markdown("\n".join(f"- {line}" for line in control_lines(tasks)))
     task = st.selectbox("Chart a task", list(tasks), key="claim_task")

@@ -240,7 +240,7 @@ def claim_cells(ct: ClaimTask, factors: tuple[float, ...] = CLAIM_FACTORS) -> pd
     that multiple of AdamW's best LR, its std, its ratio to AdamW's best (each folder's own),
     and whether it ended above the loss the fine-tune started from (non-finite: above).
     The baselines come from the default's folder (the active's when it is absent);
-    lr_matched from the active's (AdamW at the active controller's own mean LR)."""
+    lr_matched from the active's (AdamW replaying the active controller's own LR, step by step)."""
     d_label, a_label = guard_labels(ct)
     base = ct.default if ct.default is not None else ct.active
     cols = [("AdamW", base, "adamw"), ("cosine", base, "cosine"),
@@ -317,7 +317,7 @@ def lr_matched_control(ct: ClaimTask, factors: tuple[float, ...] = CLAIM_FACTORS
 
 
 def control_sentence(task: str, control: pd.DataFrame, active: str) -> str:
-    """Does the active controller beat AdamW run at its own realised mean LR? Yes/no, with
+    """Does the active controller beat AdamW replaying its own realised LR? Yes/no, with
     the numbers at each LR factor measured."""
     if control.empty:
         return (f"{task}: no lr_matched cell beside {active}'s, so the LR-matched control "
@@ -328,7 +328,7 @@ def control_sentence(task: str, control: pd.DataFrame, active: str) -> str:
     parts = [f"{r.factor:g}×: {_num(r.controller)} vs {_num(r.lr_matched)}"
              + (" (equal)" if r.margin == 0 else " (within one seed std)" if r.within_noise
                 else "") for r in control.itertuples()]
-    return (f"{task}: does {active} beat AdamW run at its own mean LR? **{answer}** "
+    return (f"{task}: does {active} beat AdamW replaying its own LR schedule? **{answer}** "
             f"({active} vs lr_matched, final val loss: {'; '.join(parts)}).")
 
 
