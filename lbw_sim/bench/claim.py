@@ -131,8 +131,28 @@ def claim_frame(root: str | Path) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
+def claim_table(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """One setting's goals (`kind`: a FOLDERS value) as task × goal rows, one column per
+    spec (`name (hash)`), each cell the measured value and ✔/✘."""
+    part = frame[frame["folder"].map(FOLDERS) == kind] if not frame.empty else frame
+    if part.empty:
+        return pd.DataFrame(columns=["task", "goal"])
+    specs = list(dict.fromkeys(zip(part["spec"], part["spec_hash"])))
+    rows = []
+    for task in dict.fromkeys(part["task"]):
+        for goal in GOALS:
+            row = {"task": task, "goal": goal}
+            for n, h in specs:
+                r = part[(part["task"] == task) & (part["goal"] == goal)
+                         & (part["spec"] == n) & (part["spec_hash"] == h)]
+                row[f"{n or 'unnamed'} ({h})"] = "" if r.empty else cell_text(r.iloc[0])
+            if any(row[k] for k in row if k not in ("task", "goal")):
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def claim_markdown(frame: pd.DataFrame) -> str:
-    """claim.md: per task, each goal for every spec side by side."""
+    """claim.md: per setting, each task's goals for every spec side by side."""
     if frame.empty:
         return "# The paper's claim on the task suite\n\nNo results yet.\n"
     lines = ["# The paper's claim on the task suite", "",
@@ -141,33 +161,23 @@ def claim_markdown(frame: pd.DataFrame) -> str:
              "ratio of mean final validation losses over seeds (rescue: to AdamW's best; "
              "never above start: cells; beats lr_matched: LRs).", ""]
     for kind in dict.fromkeys(FOLDERS.values()):
-        part = frame[frame["folder"].map(FOLDERS) == kind]
-        if part.empty:
+        table = claim_table(frame, kind)
+        if table.empty:
             continue
-        specs = list(dict.fromkeys(zip(part["spec"], part["spec_hash"])))
-        head = [f"{n or 'unnamed'} ({h})" for n, h in specs]
-        lines += [f"## {kind[0].upper() + kind[1:]}", "",
-                  "| task | goal | " + " | ".join(head) + " |", "|---|---" + "|---" * len(head)
-                  + "|"]
-        for task in dict.fromkeys(part["task"]):
-            for goal in GOALS:
-                cells = []
-                for n, h in specs:
-                    r = part[(part["task"] == task) & (part["goal"] == goal) & (part["spec"] == n)
-                             & (part["spec_hash"] == h)]
-                    cells.append("" if r.empty else _cell(r.iloc[0]))
-                if any(cells):
-                    lines.append(f"| {task} | {goal} | " + " | ".join(cells) + " |")
+        lines += [f"## {kind[0].upper() + kind[1:]}", "", "| " + " | ".join(table.columns)
+                  + " |", "|---" * len(table.columns) + "|"]
+        lines += ["| " + " | ".join(str(v) for v in r) + " |"
+                  for r in table.itertuples(index=False)]
         lines.append("")
     return "\n".join(lines)
 
 
-def _cell(r: pd.Series) -> str:
-    if r["goal"] in ("never above start", "beats lr_matched"):
-        text = f"{r['measured']:.0f}"
-        if r["goal"] == "beats lr_matched":
-            return f"{text} {r['target'].split(' (')[0]}"
-        return f"{text} {mark(r['met'])}"
+def cell_text(r: pd.Series) -> str:
+    """A goal's measured value and mark as the claim table prints it."""
+    if r["goal"] == "beats lr_matched":
+        return f"{r['measured']:.0f} {r['target'].split(' (')[0]}"
+    if r["goal"] == "never above start":
+        return f"{r['measured']:.0f} {mark(r['met'])}"
     return f"{number(float(r['measured']), '.3f')} {mark(r['met'])}"
 
 
