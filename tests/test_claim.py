@@ -129,7 +129,8 @@ def test_claim_sentences_follow_the_numbers(results):
     assert "above where it started" in text and f"{ACTIVE_SPEC} 1.08×" in text
     lines = claim_summary(tasks)
     # a language model's loss gap read as perplexity too: exp(0.98 - 1.0) - 1 = -2.0 %
-    assert "won 0.980× (perplexity -2.0%)" in lines[0] and "lost 0.980× (below" in lines[0]
+    assert "won 0.980× (perplexity -2.0%)" in lines[0] and "lost 0.980×." in lines[0]
+    assert "ends below AdamW on 2 of 2 tasks" in lines[0]
     # AdamW above 1.10x at 10x, 31.6x, 100x on both tasks: 6 cells, the active rescues all
     assert "6 cells" in lines[1] and f"{ACTIVE_SPEC} 6 of 6" in lines[1]
     assert f"{DEFAULT_SPEC} 0 of 6" in lines[1]

@@ -78,8 +78,8 @@ class StressGrid:
 
 def _data_id(sc: Scenario) -> str:
     d = sc.data
-    if d.kind != "text":
-        return repr(d)
+    if d.kind != "text":   # `shift` came later: at 0 it is the data grids recorded before it
+        return repr(d).replace(", shift=0.0)", ")")
     stat = Path(d.path).stat()
     return f"text:{Path(d.path).name}:{stat.st_size}:{d.val_fraction}"
 
