@@ -780,6 +780,7 @@ class SignalCache:
         n = steps.shape[0]
         self._telemetry = {c: columns.get(c, np.full(n, np.nan)) for c in TELEMETRY}
         self._signals: dict[Any, np.ndarray] = {}
+        self._ids: dict[Any, int] = {}          # signal definition -> number
         self.runs = RunCounts(n)
 
     def env(self, spec: GuardSpec) -> dict[str, np.ndarray]:
@@ -795,11 +796,19 @@ class SignalCache:
         truth = compiled.conds[k](self.env(compiled.spec))
         return np.broadcast_to(truth, self.steps.shape).astype(np.uint8)
 
+    def condition_keys(self, compiled: Compiled) -> list[Hashable]:
+        """Per transition, what its condition's truth depends on: the bound condition's
+        text and the definitions of the signals it reads (by number, so that a signal's
+        definition is hashed once a spec, not once a condition)."""
+        ids = {nm: self._ids.setdefault(sig, len(self._ids))
+               for nm, sig in compiled.spec.signals.items()}
+        return [(text, tuple(ids.get(nm, -1) for nm in reads))
+                for text, reads in compiled.cond_keys]
+
     def run_rows(self, comps: Sequence[Compiled]) -> np.ndarray:
         """(spec, transition) -> row of `runs.counts`: equal conditions over equal signals
         share one row, counted once."""
-        keys = [[(text, tuple((nm, c.spec.signals.get(nm)) for nm in reads))
-                 for text, reads in c.cond_keys] for c in comps]
+        keys = [self.condition_keys(c) for c in comps]
         truth: dict[Hashable, Callable[[], np.ndarray]] = {}
         for c, ks in zip(comps, keys):
             for k, key in enumerate(ks):
