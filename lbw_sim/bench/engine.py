@@ -67,6 +67,29 @@ def run_grid(ledger: Ledger, *, here: Callable[[Any], Any], work: Callable[..., 
         _run_here(ledger, here, stop_event)
 
 
+class RunningLedger(Ledger, Protocol):
+    """A ledger that runs its cells in this process itself and holds a progress bar."""
+
+    def here(self, stop_event: threading.Event) -> Callable[[Any], Any]: ...
+
+    def close(self) -> None: ...
+
+
+def run_ledger(ledger: RunningLedger, *, work: Callable[..., Any], workers: int = 1,
+               backend: str = "local", address: str | None = None,
+               stop_event: threading.Event | None = None, initializer: Callable | None = None,
+               initargs: tuple = ()) -> None:
+    """`run_grid` with the ledger's own in-process runner (`ledger.here`); the ledger is
+    closed (its progress bar ended) however the run ends."""
+    stop_event = stop_event or threading.Event()
+    try:
+        run_grid(ledger, here=ledger.here(stop_event), work=work, workers=workers,
+                 backend=backend, address=address, stop_event=stop_event,
+                 initializer=initializer, initargs=initargs)
+    finally:
+        ledger.close()
+
+
 def ready(ledger: Ledger, cell: Any) -> bool:
     """Whether every cell `cell` needs is in."""
     return all(ledger.has(key) for key in ledger.needs(cell))
