@@ -2,13 +2,16 @@
 
 A step is decided in three stages:
 1. signals (signals.py) — causal estimators over telemetry, independent of the regime;
-2. conditions — each transition's condition over the signals, evaluated as whole arrays;
-3. the walk — the only sequential part: debounce counters, dwell, priority, the regime,
-   and the bounded controls (LR slew, skip limits, rollback budget, stop).
+2. conditions — each transition's condition over the signals, evaluated as whole arrays,
+   and its debounce count (`debounce_kernel`: how many rows in a row it has held), which
+   depends on the condition alone, so a sweep counts each distinct condition once;
+3. the walk — the only sequential part: dwell, priority, the regime, and the bounded
+   controls (LR slew, skip limits, rollback budget, stop).
 Stage 3 is one numba kernel (`walk_kernel`) with explicit state. Replay runs it over a
-whole trace, `OnlineGuard` runs it one row at a time with carried state, and `walk_batch`
-runs it for many specs in parallel; all three therefore give the same decisions. Its rules
-(`walk_rules`) are written once for numba and the torch backend.
+whole trace and `OnlineGuard` one row at a time with carried state (both via `walk_rows`,
+which debounces as it goes), and `walk_batch` runs it for many specs in parallel over
+shared counts; all three therefore give the same decisions. Its rules (`walk_rules`) are
+written once for numba and the torch backend.
 
 Decision timing: the controls of row t are decided from the telemetry of row t (loss and
 gradient of that step, before its update is applied) and apply to that same update.
