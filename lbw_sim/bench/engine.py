@@ -16,6 +16,8 @@ A grid says what is left and what to do with a result through its ledger (`Ledge
 In this process (`workers` <= 1 and a local backend) `here(cell)` runs a cell, returning
 None when it was interrupted (not recorded: a resume re-runs it). Otherwise the cells go to
 `executors.cell_executor` (a local process pool or Ray), dependent cells first once ready.
+A ledger that brings its own `here` and a progress bar to close (the stress and fault
+grids) runs through `run_ledger`.
 
 A grid's output folder: `open_results` (grid.json must match; the summary rows already
 done) and `write_summary` (summary.csv rewritten atomically after every cell), so a killed
