@@ -2,7 +2,9 @@
 
 Replays a 1,000,000-step synthetic trace (with incidents) through the default spec, and
 sweeps 1,000 specs (a 40 x 25 grid over two thresholds) over a 100,000-step trace through
-the batched engine. Times are the median of several repeats after a warm-up (the first call
+the batched engine (`iter_walks`, the specs built beforehand), then once more end to end as
+a user runs it (`sweep.sweep` from the grid's points: building and validating the specs,
+walking, scoring). Times are the median of several repeats after a warm-up (the first call
 loads the compiled kernels). Prints a table and ends with one JSON line.
 
 The sweep's grid is derived from the spec it sweeps (`sweep_values`), so it stays valid under
@@ -29,9 +31,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FULL = {"replay_steps": 1_000_000, "sweep_steps": 100_000, "grid": (40, 25),
-        "repeats": (5, 20, 3)}
-SMOKE = {"replay_steps": 20_000, "sweep_steps": 5_000, "grid": (4, 3), "repeats": (1, 1, 1)}
-CASES = ("replay_steps_per_s", "retune_steps_per_s", "sweep_spec_steps_per_s")
+        "repeats": (5, 20, 3, 2)}
+SMOKE = {"replay_steps": 20_000, "sweep_steps": 5_000, "grid": (4, 3), "repeats": (1, 1, 1, 1)}
+CASES = ("replay_steps_per_s", "retune_steps_per_s", "sweep_spec_steps_per_s",
+         "sweep_table_spec_steps_per_s")
 
 
 def sweep_values(spec, n_spike: int, n_calm: int) -> list[dict[str, float]]:
@@ -70,21 +73,25 @@ def measure(size: dict) -> dict[str, float]:
     """Throughput of the `lbw_sim` first on sys.path: replay, re-tune replay, sweep."""
     from lbw_sim.guard.engine import iter_walks, replay
     from lbw_sim.guard.spec import GuardSpec
+    from lbw_sim.guard.sweep import sweep as sweep_table
 
     spec = GuardSpec.default()
     big = trace(size["replay_steps"])
-    r_big, r_small, r_sweep = size["repeats"]
+    r_big, r_small, r_sweep, r_table = size["repeats"]
     t_replay = timed(lambda: replay(big, spec), repeats=r_big)
     small = big.iloc[:size["sweep_steps"]].reset_index(drop=True)
     t_small = timed(lambda: replay(small, spec), repeats=r_small)
-    specs = [spec.with_values(v) for v in sweep_values(spec, *size["grid"])]
+    points = sweep_values(spec, *size["grid"])
+    specs = [spec.with_values(v) for v in points]
 
     def sweep() -> int:
         return sum(int(w.skipped.sum()) for _, _, w, _ in iter_walks(small, specs, chunk=32))
 
     t_sweep = timed(sweep, repeats=r_sweep)
+    t_table = timed(lambda: sweep_table(small, spec, points=points), repeats=r_table)
     return {"replay_steps_per_s": len(big) / t_replay, "retune_steps_per_s": len(small) / t_small,
             "sweep_spec_steps_per_s": len(specs) * len(small) / t_sweep,
+            "sweep_table_spec_steps_per_s": len(specs) * len(small) / t_table,
             "retune_ms": t_small * 1e3, "spec": f"{spec.name} ({spec.hash})"}
 
 
@@ -139,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     labels = {"replay_steps_per_s": f"replay {size['replay_steps']:,} steps, default spec",
               "retune_steps_per_s": f"replay {size['sweep_steps']:,} steps (re-tune)",
               "sweep_spec_steps_per_s": f"sweep {n_spike * n_calm} specs x "
-                                        f"{size['sweep_steps']:,} steps"}
+                                        f"{size['sweep_steps']:,} steps",
+              "sweep_table_spec_steps_per_s": "  the same, end to end (sweep.sweep)"}
     print(f"best of {rounds} run(s) per tree; spec {res['this tree']['spec']}"
           + (f"; base {args.base} spec {res['base']['spec']}" if args.base else ""))
     head = f"{'case':44s} {'this tree':>14s}" + (f" {'base':>14s} {'ratio':>7s}"
@@ -153,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     print(json.dumps({"replay_steps_per_s": round(res["this tree"]["replay_steps_per_s"]),
                       "sweep_config_steps_per_s": round(res["this tree"]["sweep_spec_steps_per_s"]),
+                      "sweep_table_steps_per_s":
+                          round(res["this tree"]["sweep_table_spec_steps_per_s"]),
                       "retune_ms": round(res["this tree"]["retune_ms"], 2),
                       **({"base": {k: round(res["base"][k]) for k in CASES}} if args.base
                          else {})}))

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import threading
 
-from lbw_sim.bench.engine import run_grid
+import pytest
+
+from lbw_sim.bench.engine import run_grid, run_ledger
 
 
 class Ledger:
@@ -70,9 +72,43 @@ def test_a_need_met_by_an_earlier_run_counts():
     assert ledger.order == ["matched"]
 
 
+class RunningLedger(Ledger):
+    """A ledger that runs its own cells (`here`) and must be closed (its progress bar)."""
+
+    def __init__(self, todo, fail_on=None):
+        super().__init__(todo)
+        self.fail_on, self.closed, self.stop = fail_on, False, None
+
+    def here(self, stop_event):
+        self.stop = stop_event
+
+        def run(cell):
+            if cell == self.fail_on:
+                raise RuntimeError(f"cell {cell} failed")
+            return cell
+        return run
+
+    def close(self):
+        self.closed = True
+
+
+def test_run_ledger_runs_the_ledgers_cells_with_one_stop_event_and_closes_it():
+    stop = threading.Event()
+    ledger = RunningLedger(["a", "b"])
+    run_ledger(ledger, work=_never, stop_event=stop)
+    assert ledger.order == ["a", "b"] and ledger.closed and ledger.stop is stop
+
+
+def test_run_ledger_closes_the_ledger_when_a_cell_fails():
+    ledger = RunningLedger(["a", "b", "c"], fail_on="b")
+    with pytest.raises(RuntimeError, match="cell b failed"):
+        run_ledger(ledger, work=_never)
+    assert ledger.order == ["a"] and ledger.closed
+    assert isinstance(ledger.stop, threading.Event)
+
+
 def test_a_results_folder_resumes_its_own_grid_and_refuses_another(tmp_path):
     import pandas as pd
-    import pytest
 
     from lbw_sim.bench.engine import open_results, write_summary
     from lbw_sim.errors import SpecError

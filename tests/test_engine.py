@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from scaling import scaled
 
 from lbw_sim.errors import TraceError
-from lbw_sim.guard.engine import OnlineGuard, replay
+from lbw_sim.guard.engine import BLOCK, OnlineGuard, replay
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.traces.synthetic import Incident, healthy, inject
 
@@ -244,6 +244,24 @@ def test_state_dict_resume_is_exact():
     second.load_state_dict(first.state_dict())
     b += feed(second, df.iloc[310:].itertuples())
     assert a == b
+
+
+def test_replay_over_many_blocks_equals_the_online_guard():
+    """Replay debounces and walks a block of rows at a time (`engine.BLOCK`); a trace of
+    several blocks, with a debounce and a dwell running across their edges, must take
+    the decisions the online guard takes one row at a time."""
+    n = 3 * BLOCK + 100
+    spikes = [Incident("loss_spike", s, 3, 6.0) for s in range(BLOCK - 2, n, BLOCK)]
+    df = inject(healthy(n, seed=6), [*spikes, Incident("nan_storm", 2 * BLOCK - 20, 60)])
+    out = replay(df, DEFAULT)
+    guard = OnlineGuard(DEFAULT)
+    got = [guard.observe(r.step, loss=r.loss, grad_norm=r.grad_norm, lr=r.lr)
+           for r in df.itertuples()]
+    assert [d.regime for d in got] == out["regime"].tolist()
+    assert [d.transition for d in got] == out["transition"].tolist()
+    assert [d.lr_scale for d in got] == out["lr_scale"].tolist()
+    assert [d.skip for d in got] == out["skipped"].tolist()
+    assert out["rollback"].any() and (out["transition"] != "").sum() > 10
 
 
 def test_set_spec_takes_effect_next_step_and_is_recorded():

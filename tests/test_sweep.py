@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from lbw_sim.errors import SpecError
+from lbw_sim.guard.engine import iter_walks, replay
 from lbw_sim.guard.scoring import score
 from lbw_sim.guard.spec import GuardSpec
 from lbw_sim.guard.sweep import (
@@ -143,3 +144,27 @@ def test_without_labels_front_is_over_cost(labelled):
 
 def test_grid_points_order():
     assert grid_points({"a": [1, 2], "b": [3]}) == [{"a": 1, "b": 3}, {"a": 2, "b": 3}]
+
+
+def test_batched_walks_in_chunks_equal_a_replay_each():
+    """Specs of other shapes interleaved, three to a chunk: equal conditions share debounce
+    counts across chunks, yet every walk must be that spec's own replay."""
+    incidents = [Incident("loss_spike", s, 2, 6.0) for s in range(500, 6_000, 700)]
+    trace = inject(healthy(6_000, seed=2), [*incidents, Incident("nan_storm", 3_000, 60)])
+    adaptive = GuardSpec.named("lbw-adaptive")
+    specs = [adaptive.with_values({"thresholds.spike_z": z, "thresholds.calm_z": c})
+             for z in (8.0, 12.0) for c in (1.0, 2.0)]
+    specs += [DEFAULT, GuardSpec.named("lbw-active"),
+              DEFAULT.with_values({"thresholds.spike_z": 5.0})]
+    specs = specs[::2] + specs[1::2]
+    seen = set()
+    for i, compiled, walk, _ in iter_walks(trace, specs, chunk=3):
+        want = replay(trace, specs[i])
+        names = np.array(["", *compiled.trans_names])
+        assert np.array(compiled.regimes)[walk.regime].tolist() == want["regime"].tolist(), i
+        assert names[walk.transition + 1].tolist() == want["transition"].tolist(), i
+        assert np.array_equal(walk.lr_scale, want["lr_scale"].to_numpy()), i
+        assert np.array_equal(walk.skipped.astype(bool), want["skipped"].to_numpy()), i
+        assert np.array_equal(walk.rollback.astype(bool), want["rollback"].to_numpy()), i
+        seen.add(i)
+    assert seen == set(range(len(specs)))

@@ -16,6 +16,8 @@ A grid says what is left and what to do with a result through its ledger (`Ledge
 In this process (`workers` <= 1 and a local backend) `here(cell)` runs a cell, returning
 None when it was interrupted (not recorded: a resume re-runs it). Otherwise the cells go to
 `executors.cell_executor` (a local process pool or Ray), dependent cells first once ready.
+A ledger that brings its own `here` and a progress bar to close (the stress and fault
+grids) runs through `run_ledger`.
 
 A grid's output folder: `open_results` (grid.json must match; the summary rows already
 done) and `write_summary` (summary.csv rewritten atomically after every cell), so a killed
@@ -65,6 +67,29 @@ def run_grid(ledger: Ledger, *, here: Callable[[Any], Any], work: Callable[..., 
         _run_pool(ledger, work, workers, backend, address, stop_event, initializer, initargs)
     else:
         _run_here(ledger, here, stop_event)
+
+
+class RunningLedger(Ledger, Protocol):
+    """A ledger that runs its cells in this process itself and holds a progress bar."""
+
+    def here(self, stop_event: threading.Event) -> Callable[[Any], Any]: ...
+
+    def close(self) -> None: ...
+
+
+def run_ledger(ledger: RunningLedger, *, work: Callable[..., Any], workers: int = 1,
+               backend: str = "local", address: str | None = None,
+               stop_event: threading.Event | None = None, initializer: Callable | None = None,
+               initargs: tuple = ()) -> None:
+    """`run_grid` with the ledger's own in-process runner (`ledger.here`); the ledger is
+    closed (its progress bar ended) however the run ends."""
+    stop_event = stop_event or threading.Event()
+    try:
+        run_grid(ledger, here=ledger.here(stop_event), work=work, workers=workers,
+                 backend=backend, address=address, stop_event=stop_event,
+                 initializer=initializer, initargs=initargs)
+    finally:
+        ledger.close()
 
 
 def ready(ledger: Ledger, cell: Any) -> bool:

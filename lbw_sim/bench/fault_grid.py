@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lbw_sim.bench.engine import atomic_write, open_results, run_grid, write_summary
+from lbw_sim.bench.engine import atomic_write, open_results, run_ledger, write_summary
 from lbw_sim.bench.stress_grid import read_csv_table
 from lbw_sim.errors import SpecError, TraceError
 from lbw_sim.guard.analysis import acted
@@ -539,7 +539,7 @@ def run_fault_grid(grid: FaultGrid, out_dir: str | Path | None = None, *, worker
                    backend: str = "local", address: str | None = None, progress: bool = True,
                    callback: Callback | None = None,
                    stop_event: threading.Event | None = None) -> pd.DataFrame:
-    """Run the cells not yet in `out_dir`'s summary.csv (`engine.run_grid`); return the whole
+    """Run the cells not yet in `out_dir`'s summary.csv (`engine.run_ledger`); return the whole
     summary. workers > 1 (or backend="ray") runs cells in worker processes (one torch thread
     each); else in this process. `stop_event` ends the run after the cells in flight."""
     from lbw_sim.bench.executors import check_backend
@@ -547,13 +547,8 @@ def run_fault_grid(grid: FaultGrid, out_dir: str | Path | None = None, *, worker
     check_backend(backend, address)
     out = Path(out_dir) if out_dir is not None else None
     ledger = FaultLedger(grid, out, callback, progress)
-    stop_event = stop_event or threading.Event()
-    try:
-        run_grid(ledger, here=ledger.here(stop_event), work=_worker_cell, workers=workers,
-                 backend=backend, address=address, stop_event=stop_event,
-                 initializer=_init_worker, initargs=(grid,))
-    finally:
-        ledger.close()
+    run_ledger(ledger, work=_worker_cell, workers=workers, backend=backend, address=address,
+               stop_event=stop_event, initializer=_init_worker, initargs=(grid,))
     return ledger.frame()
 
 

@@ -44,7 +44,7 @@ from lbw_sim.bench.engine import (
     SUMMARY_FILE,
     atomic_write,
     open_results,
-    run_grid,
+    run_ledger,
     write_summary,
 )
 from lbw_sim.bench.stress_grid import (
@@ -255,7 +255,7 @@ def run_stress(grid: StressGrid, out_dir: str | Path | None = None, *, workers: 
                progress: bool = True, callback: Callback | None = None,
                stop_event: threading.Event | None = None, backend: str = "local",
                address: str | None = None) -> StressResult:
-    """Run the cells not yet in `out_dir`'s summary (`engine.run_grid`); `workers` > 1 uses
+    """Run the cells not yet in `out_dir`'s summary (`engine.run_ledger`); `workers` > 1 uses
     that many processes (one torch thread each), else this process (its torch threads as
     they are) with per-step progress; `backend="ray"` runs each cell as a Ray task (see
     `bench.executors`). Stops early (keeping what is done) when `stop_event` is set."""
@@ -266,13 +266,8 @@ def run_stress(grid: StressGrid, out_dir: str | Path | None = None, *, workers: 
     out = Path(out_dir) if out_dir is not None else None
     done_rows = open_results(out, grid.fingerprint(), read_summary) if out is not None else []
     ledger = StressLedger(grid, out, done_rows, callback, progress, reference)
-    stop_event = stop_event or threading.Event()
-    try:
-        run_grid(ledger, here=ledger.here(stop_event), work=_worker_cell, workers=workers,
-                 backend=backend, address=address, stop_event=stop_event,
-                 initializer=_init_worker, initargs=(grid,))
-    finally:
-        ledger.close()
+    run_ledger(ledger, work=_worker_cell, workers=workers, backend=backend, address=address,
+               stop_event=stop_event, initializer=_init_worker, initargs=(grid,))
     return ledger.result()
 
 

@@ -2,13 +2,16 @@
 
 A step is decided in three stages:
 1. signals (signals.py) — causal estimators over telemetry, independent of the regime;
-2. conditions — each transition's condition over the signals, evaluated as whole arrays;
-3. the walk — the only sequential part: debounce counters, dwell, priority, the regime,
-   and the bounded controls (LR slew, skip limits, rollback budget, stop).
+2. conditions — each transition's condition over the signals, evaluated as whole arrays,
+   and its debounce count (`debounce_kernel`: how many rows in a row it has held), which
+   depends on the condition alone, so a sweep counts each distinct condition once;
+3. the walk — the only sequential part: dwell, priority, the regime, and the bounded
+   controls (LR slew, skip limits, rollback budget, stop).
 Stage 3 is one numba kernel (`walk_kernel`) with explicit state. Replay runs it over a
-whole trace, `OnlineGuard` runs it one row at a time with carried state, and `walk_batch`
-runs it for many specs in parallel; all three therefore give the same decisions. Its rules
-(`walk_rules`) are written once for numba and the torch backend.
+whole trace and `OnlineGuard` one row at a time with carried state (both via `walk_rows`,
+which debounces as it goes), and `walk_batch` runs it for many specs in parallel over
+shared counts; all three therefore give the same decisions. Its rules (`walk_rules`) are
+written once for numba and the torch backend.
 
 Decision timing: the controls of row t are decided from the telemetry of row t (loss and
 gradient of that step, before its update is applied) and apply to that same update.
@@ -16,9 +19,10 @@ gradient of that step, before its update is applied) and apply to that same upda
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import functools
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numba
 import numpy as np
@@ -91,21 +95,43 @@ def walk_rules(xp: Any) -> tuple[Callable, Callable, Callable]:
 
 _debounce, _may_fire, _settle = walk_rules(NUMBA)
 
+#: Debounce counts reach the walk as int32 (a quarter of int64's memory traffic in a sweep),
+#: saturated here; exact, since a transition's `for` is at most 10⁹ (spec validation).
+RUNS_CAP = np.iinfo(np.int32).max
+#: Rows debounced at a time before they are walked (`walk_rows`): the counts stay in cache.
+BLOCK = 4096
+
 
 @numba.njit(cache=True, nogil=True)
-def walk_kernel(cond, steps, from_mask, to, for_, dwell, reg_lr, reg_skip, reg_rollback,
-                reg_stop, bounds, state, runs, ring,
-                out_regime, out_trans, out_lr, out_skip, out_rollback):  # pragma: no cover
-    """Walk the regime machine over rows of precomputed condition truth (state in place).
+def debounce_kernel(cond, runs, out):  # pragma: no cover
+    """Consecutive rows each condition has held, row by row (`runs` carried in place).
 
-    Transitions are ordered by priority (highest first): the first that may fire wins.
-    The rules (`walk_rules`): a transition may fire when its condition has held for `for_`
-    consecutive rows, the current regime is one of its sources, and the regime was entered
-    >= `dwell` steps ago. A stop regime is absorbing. Skips are limited by the consecutive
-    and windowed bounds; a rollback fires on entry into a rollback regime while the
-    rollback budget lasts.
+    The count depends on the condition alone, never on the regime, so a sweep counts each
+    distinct condition once for all its specs instead of once per spec.
     """
-    n_trans, n_rows = cond.shape
+    for k in range(cond.shape[0]):
+        r = runs[k]
+        for t in range(cond.shape[1]):
+            r = _debounce(cond[k, t] != 0, r)
+            out[k, t] = min(r, RUNS_CAP)
+        runs[k] = r
+
+
+@numba.njit(cache=True, nogil=True)
+def walk_kernel(runs, rows, leaving, steps, to, for_, dwell, reg_lr, reg_skip, reg_rollback,
+                reg_stop, bounds, state, ring,
+                out_regime, out_trans, out_lr, out_skip, out_rollback):  # pragma: no cover
+    """Walk the regime machine over rows of debounce counts (state in place).
+
+    Transition k's condition has held `runs[rows[k], t]` consecutive rows at row t
+    (`debounce_kernel`). Only the transitions leaving the current regime are tried
+    (`leaving[regime]`, in priority order, -1 after the last): the first that may fire
+    wins. The rules (`walk_rules`): a transition may fire when its condition has held for
+    `for_` consecutive rows and the regime was entered >= `dwell` steps ago. A stop regime
+    is absorbing. Skips are limited by the consecutive and windowed bounds; a rollback fires
+    on entry into a rollback regime while the rollback budget lasts.
+    """
+    n_rows = steps.shape[0]
     lo, hi = bounds[B_LO], bounds[B_HI]
     window = ring.shape[0]
     if state[S_INIT] == 0.0:
@@ -121,12 +147,13 @@ def walk_kernel(cond, steps, from_mask, to, for_, dwell, reg_lr, reg_skip, reg_r
     n_rollbacks = int(state[S_ROLLBACKS])
     stopped = state[S_STOPPED] != 0.0
     for t in range(n_rows):
-        for k in range(n_trans):
-            runs[k] = _debounce(cond[k, t] != 0, runs[k])
         fired = -1
-        for k in range(n_trans):
-            if _may_fire(from_mask[k, regime] != 0, runs[k], for_[k], to[k], regime,
-                         steps[t] - entered, dwell[k], stopped):
+        for j in range(leaving.shape[1]):
+            k = leaving[regime, j]
+            if k < 0:
+                break
+            if _may_fire(True, runs[rows[k], t], for_[k], to[k], regime, steps[t] - entered,
+                         dwell[k], stopped):
                 fired = k
                 break
         if fired >= 0:
@@ -138,7 +165,7 @@ def walk_kernel(cond, steps, from_mask, to, for_, dwell, reg_lr, reg_skip, reg_r
             wcount, int(ring[wpos]), window, lo, hi, bounds[B_DOWN], bounds[B_UP],
             bounds[B_CONSEC], bounds[B_FRAC], bounds[B_ROLLBACKS])
         ring[wpos] = skip
-        wpos = (wpos + 1) % window
+        wpos = wpos + 1 if wpos + 1 < window else 0     # a branch is cheaper than %
         out_regime[t] = regime
         out_trans[t] = fired
         out_lr[t] = lr
@@ -155,18 +182,35 @@ def walk_kernel(cond, steps, from_mask, to, for_, dwell, reg_lr, reg_skip, reg_r
     state[S_STOPPED] = 1.0 if stopped else 0.0
 
 
+@numba.njit(cache=True, nogil=True)
+def walk_rows(cond, steps, leaving, to, for_, dwell, reg_lr, reg_skip, reg_rollback, reg_stop,
+              bounds, state, runs, ring,
+              out_regime, out_trans, out_lr, out_skip, out_rollback):  # pragma: no cover
+    """One spec over rows of condition truth (replay, the online guard): debounce, then
+    walk, `BLOCK` rows at a time (`runs` carried per transition, state in place)."""
+    n_trans, n_rows = cond.shape
+    rows = np.arange(n_trans)
+    counts = np.empty((n_trans, min(max(n_rows, 1), BLOCK)), dtype=np.int32)
+    for a in range(0, max(n_rows, 1), BLOCK):   # an empty walk still sets up the state
+        b = min(a + BLOCK, n_rows)
+        debounce_kernel(cond[:, a:b], runs, counts)
+        walk_kernel(counts, rows, leaving, steps[a:b], to, for_, dwell, reg_lr, reg_skip,
+                    reg_rollback, reg_stop, bounds, state, ring, out_regime[a:b],
+                    out_trans[a:b], out_lr[a:b], out_skip[a:b], out_rollback[a:b])
+
+
 @numba.njit(cache=True, parallel=True)
-def walk_batch(cond, steps, from_mask, to, for_, dwell, reg_lr, reg_skip, reg_rollback,
+def walk_batch(runs, rows, leaving, steps, to, for_, dwell, reg_lr, reg_skip, reg_rollback,
                reg_stop, bounds, initial,
                out_regime, out_trans, out_lr, out_skip, out_rollback):  # pragma: no cover
-    """`walk_kernel` for many specs at once (leading axis = spec), in parallel."""
-    for s in numba.prange(cond.shape[0]):
+    """`walk_kernel` for many specs at once (leading axis = spec), in parallel, over shared
+    debounce counts: `runs` has one row per distinct condition, `rows[s]` picks spec s's."""
+    for s in numba.prange(rows.shape[0]):
         state = np.zeros(STATE_LEN)
         state[S_REGIME] = initial[s]
-        runs = np.zeros(cond.shape[1], dtype=np.int64)
         ring = np.zeros(max(int(bounds[s, B_WINDOW]), 1), dtype=np.uint8)
-        walk_kernel(cond[s], steps, from_mask[s], to[s], for_[s], dwell[s], reg_lr[s],
-                    reg_skip[s], reg_rollback[s], reg_stop[s], bounds[s], state, runs, ring,
+        walk_kernel(runs, rows[s], leaving[s], steps, to[s], for_[s], dwell[s], reg_lr[s],
+                    reg_skip[s], reg_rollback[s], reg_stop[s], bounds[s], state, ring,
                     out_regime[s], out_trans[s], out_lr[s], out_skip[s], out_rollback[s])
 
 
@@ -179,7 +223,9 @@ class Compiled:
     trans_names: list[str]
     trees: list[C.Node]
     conds: list[Any]
+    cond_keys: list[tuple[str, tuple[str, ...]]]   # canonical text, names read
     from_mask: np.ndarray
+    leaving: np.ndarray
     to: np.ndarray
     for_: np.ndarray
     dwell: np.ndarray
@@ -193,6 +239,34 @@ class Compiled:
     initial: int
 
 
+class Bound(NamedTuple):
+    """A transition's condition with the spec's thresholds bound in."""
+
+    tree: C.Node
+    fn: Callable[[Any], Any]
+    text: str                     # canonical (`conditions.unparse`): equal text, equal test
+    reads: tuple[str, ...]        # the signal and telemetry names it reads, sorted
+
+
+@functools.lru_cache(maxsize=8192)
+def _names(when: str, field: str) -> tuple[str, ...]:
+    return tuple(sorted(C.names(C.parse(when, field))))
+
+
+def _constants(when: str, field: str, thresholds: dict[str, float]
+               ) -> tuple[tuple[str, float], ...]:
+    """The thresholds a condition names, with their values: all that binding it reads."""
+    return tuple((nm, thresholds[nm]) for nm in _names(when, field) if nm in thresholds)
+
+
+@functools.lru_cache(maxsize=8192)
+def bound_condition(when: str, field: str, constants: tuple[tuple[str, float], ...]) -> Bound:
+    """Parse, bind and compile a condition once per distinct text and threshold values: a
+    sweep compiles the same few conditions for every spec."""
+    tree = C.bind(C.parse(when, field), dict(constants))
+    return Bound(tree, C.compile_condition(tree), C.unparse(tree), tuple(sorted(C.names(tree))))
+
+
 def compile_spec(spec: GuardSpec) -> Compiled:
     """Lower a validated spec into arrays; priorities are resolved here, once."""
     regimes = list(spec.regimes)
@@ -203,13 +277,16 @@ def compile_spec(spec: GuardSpec) -> Compiled:
     for k, t in enumerate(trans):
         for src in sources_of(t, spec):
             from_mask[k, index[src]] = 1
-    trees = [C.bind(C.parse(t.when, f"transitions.{t.name}.when"), spec.thresholds)
+    bound = [bound_condition(t.when, f"transitions.{t.name}.when",
+                             _constants(t.when, f"transitions.{t.name}.when", spec.thresholds))
              for t in trans]
     rs = list(spec.regimes.values())
     b = spec.bounds
     return Compiled(
-        spec=spec, regimes=regimes, trans_names=[t.name for t in trans], trees=trees,
-        conds=[C.compile_condition(tree) for tree in trees], from_mask=from_mask,
+        spec=spec, regimes=regimes, trans_names=[t.name for t in trans],
+        trees=[b.tree for b in bound], conds=[b.fn for b in bound],
+        cond_keys=[(b.text, b.reads) for b in bound], from_mask=from_mask,
+        leaving=leaving_table(from_mask),
         to=np.array([index[t.to] for t in trans], dtype=np.int64),
         for_=np.array([t.for_ for t in trans], dtype=np.int64),
         dwell=np.array([t.min_dwell for t in trans], dtype=np.int64),
@@ -224,6 +301,14 @@ def compile_spec(spec: GuardSpec) -> Compiled:
                          b.max_rollbacks], dtype=np.float64),
         initial=index[spec.initial],
     )
+
+
+def leaving_table(from_mask: np.ndarray) -> np.ndarray:
+    """Per regime, the transitions that leave it in priority order, -1 after the last: the
+    walk tries only these (a regime has a few of a spec's transitions)."""
+    leaves = from_mask.T != 0
+    first = np.argsort(~leaves, axis=1, kind="stable")   # leaving ones first, in order
+    return np.where(np.take_along_axis(leaves, first, axis=1), first, -1).astype(np.int64)
 
 
 _NAN1 = np.full(1, np.nan)
@@ -274,10 +359,10 @@ def run_walk(compiled: Compiled, cond: np.ndarray, steps: np.ndarray,
     if ring is None:
         ring = np.zeros(int(compiled.bounds[B_WINDOW]), dtype=np.uint8)
     w = _alloc((n,))
-    walk_kernel(cond, steps, compiled.from_mask, compiled.to, compiled.for_, compiled.dwell,
-                compiled.reg_lr, compiled.reg_skip, compiled.reg_rollback, compiled.reg_stop,
-                compiled.bounds, state, runs, ring,
-                w.regime, w.transition, w.lr_scale, w.skipped, w.rollback)
+    walk_rows(cond, steps, compiled.leaving, compiled.to, compiled.for_, compiled.dwell,
+              compiled.reg_lr, compiled.reg_skip, compiled.reg_rollback, compiled.reg_stop,
+              compiled.bounds, state, runs, ring,
+              w.regime, w.transition, w.lr_scale, w.skipped, w.rollback)
     return w
 
 
@@ -658,15 +743,48 @@ class OnlineGuard:
 
 # --- batched ----------------------------------------------------------------------------------
 
+class RunCounts:
+    """Debounce counts (`debounce_kernel`) of distinct conditions, one int32 row each.
+
+    A chunk of specs asks for the conditions it reads; rows the chunk does not read are
+    reused for its new ones. Neighbouring grid points share most conditions, so each is
+    counted about once per sweep, and memory stays bounded by a chunk, not the sweep.
+    """
+
+    def __init__(self, n: int):
+        self.counts = np.empty((0, n), dtype=np.int32)
+        self.row: dict[Hashable, int] = {}
+
+    def hold(self, truth: dict[Hashable, Callable[[], np.ndarray]]) -> None:
+        """Make `row[key]` the counts of each key's condition (`truth[key]()` evaluates it)."""
+        self.row = {key: r for key, r in self.row.items() if key in truth}
+        new = [key for key in truth if key not in self.row]
+        free = sorted(set(range(len(self.counts))) - set(self.row.values()))
+        if len(new) > len(free):
+            free += self._grow(len(new) - len(free))
+        for key, r in zip(new, free):
+            debounce_kernel(truth[key]()[None], np.zeros(1, dtype=np.int64),
+                            self.counts[r:r + 1])
+            self.row[key] = r
+
+    def _grow(self, extra: int) -> list[int]:
+        old = len(self.counts)
+        counts = np.empty((max(2 * old, old + extra), self.counts.shape[1]), dtype=np.int32)
+        counts[:old] = self.counts
+        self.counts = counts
+        return list(range(old, len(counts)))
+
+
 class SignalCache:
-    """Signals and condition arrays shared across specs that define them identically."""
+    """Signals and debounce counts shared across specs that define them identically."""
 
     def __init__(self, steps: np.ndarray, columns: dict[str, np.ndarray]):
         self.steps, self.columns = steps, columns
         n = steps.shape[0]
         self._telemetry = {c: columns.get(c, np.full(n, np.nan)) for c in TELEMETRY}
         self._signals: dict[Any, np.ndarray] = {}
-        self._conds: dict[Any, np.ndarray] = {}
+        self._ids: dict[Any, int] = {}          # signal definition -> number
+        self.runs = RunCounts(n)
 
     def env(self, spec: GuardSpec) -> dict[str, np.ndarray]:
         env = dict(self._telemetry)
@@ -676,16 +794,53 @@ class SignalCache:
             env[name] = self._signals[sig]
         return env
 
-    def conditions(self, compiled: Compiled, out: np.ndarray) -> None:
-        """Fill out[k] with transition k's condition truth, reusing equal conditions."""
-        spec, n = compiled.spec, self.steps.shape[0]
-        env = None
-        for k, tree in enumerate(compiled.trees):
-            key = (tree, tuple((nm, spec.signals.get(nm)) for nm in sorted(C.names(tree))))
-            if key not in self._conds:
-                env = env or self.env(spec)
-                self._conds[key] = np.broadcast_to(compiled.conds[k](env), (n,)).astype(np.uint8)
-            out[k] = self._conds[key]
+    def condition(self, compiled: Compiled, k: int) -> np.ndarray:
+        """Transition k's condition truth over the trace (uint8)."""
+        truth = compiled.conds[k](self.env(compiled.spec))
+        return np.broadcast_to(truth, self.steps.shape).astype(np.uint8)
+
+    def condition_keys(self, compiled: Compiled) -> list[Hashable]:
+        """Per transition, what its condition's truth depends on: the bound condition's
+        text and the definitions of the signals it reads (by number, so that a signal's
+        definition is hashed once a spec, not once a condition)."""
+        ids = {nm: self._ids.setdefault(sig, len(self._ids))
+               for nm, sig in compiled.spec.signals.items()}
+        return [(text, tuple(ids.get(nm, -1) for nm in reads))
+                for text, reads in compiled.cond_keys]
+
+    def run_rows(self, comps: Sequence[Compiled]) -> np.ndarray:
+        """(spec, transition) -> row of `runs.counts`: equal conditions over equal signals
+        share one row, counted once."""
+        keys = [self.condition_keys(c) for c in comps]
+        truth: dict[Hashable, Callable[[], np.ndarray]] = {}
+        for c, ks in zip(comps, keys):
+            for k, key in enumerate(ks):
+                truth.setdefault(key, lambda c=c, k=k: self.condition(c, k))
+        self.runs.hold(truth)
+        rows = np.zeros((len(comps), max(map(len, keys))), dtype=np.int64)
+        for i, ks in enumerate(keys):
+            rows[i, :len(ks)] = [self.runs.row[key] for key in ks]
+        return rows
+
+
+def batch_tables(comps: Sequence[Compiled]) -> dict[str, np.ndarray]:
+    """The walk's tables of several specs stacked (leading axis = spec), zero-padded to the
+    largest; a padded transition is never tried, since no `leaving` row names it."""
+    n_k = max(len(c.trans_names) for c in comps)
+    n_r = max(len(c.regimes) for c in comps)
+    tables = {"leaving": np.full((len(comps), n_r, n_k), -1, dtype=np.int64)}
+    for name, dtype, width in (("to", np.int64, n_k), ("for_", np.int64, n_k),
+                               ("dwell", np.int64, n_k), ("reg_lr", np.float64, n_r),
+                               ("reg_skip", np.uint8, n_r), ("reg_rollback", np.uint8, n_r),
+                               ("reg_stop", np.uint8, n_r), ("bounds", np.float64, 8)):
+        tables[name] = np.zeros((len(comps), width), dtype=dtype)
+    for i, c in enumerate(comps):
+        tables["leaving"][i, :len(c.regimes), :len(c.trans_names)] = c.leaving
+        for name in tables.keys() - {"leaving"}:
+            value = getattr(c, name)
+            tables[name][i, :len(value)] = value
+    tables["initial"] = np.array([c.initial for c in comps], dtype=np.int64)
+    return tables
 
 
 def iter_walks(trace: pd.DataFrame, specs: Sequence[GuardSpec],
@@ -693,31 +848,14 @@ def iter_walks(trace: pd.DataFrame, specs: Sequence[GuardSpec],
     """Walk many specs over one trace, `chunk` specs at a time in parallel."""
     steps, columns = trace_columns(trace)
     cache = SignalCache(steps, columns)
-    n = steps.shape[0]
     for start in range(0, len(specs), chunk):
         comps = [compile_spec(s) for s in specs[start:start + chunk]]
-        n_k = max(len(c.trans_names) for c in comps)
-        n_r = max(len(c.regimes) for c in comps)
-        S = len(comps)
-        cond = np.zeros((S, n_k, n), dtype=np.uint8)
-        from_mask = np.zeros((S, n_k, n_r), dtype=np.uint8)
-        to, for_, dwell = (np.zeros((S, n_k), dtype=np.int64) for _ in range(3))
-        reg = {k: np.zeros((S, n_r), dtype=dt) for k, dt in
-               (("lr", np.float64), ("skip", np.uint8), ("rb", np.uint8), ("stop", np.uint8))}
-        bounds = np.zeros((S, 8))
-        initial = np.zeros(S, dtype=np.int64)
-        for i, c in enumerate(comps):
-            k, r = len(c.trans_names), len(c.regimes)
-            cache.conditions(c, cond[i, :k])
-            from_mask[i, :k, :r] = c.from_mask
-            to[i, :k], for_[i, :k], dwell[i, :k] = c.to, c.for_, c.dwell
-            for_[i, k:] = np.iinfo(np.int64).max
-            reg["lr"][i, :r], reg["skip"][i, :r] = c.reg_lr, c.reg_skip
-            reg["rb"][i, :r], reg["stop"][i, :r] = c.reg_rollback, c.reg_stop
-            bounds[i], initial[i] = c.bounds, c.initial
-        w = _alloc((S, n))
-        walk_batch(cond, steps, from_mask, to, for_, dwell, reg["lr"], reg["skip"], reg["rb"],
-                   reg["stop"], bounds, initial,
+        rows = cache.run_rows(comps)
+        t = batch_tables(comps)
+        w = _alloc((len(comps), steps.shape[0]))
+        walk_batch(cache.runs.counts, rows, t["leaving"], steps, t["to"], t["for_"],
+                   t["dwell"], t["reg_lr"], t["reg_skip"], t["reg_rollback"], t["reg_stop"],
+                   t["bounds"], t["initial"],
                    w.regime, w.transition, w.lr_scale, w.skipped, w.rollback)
         for i, c in enumerate(comps):
             yield start + i, c, Walk(w.regime[i], w.transition[i], w.lr_scale[i],
