@@ -170,7 +170,7 @@ def suite_markdown(results: dict[str, StressResult], tasks: list[Any],
         lines += [f"**{task}**", "", "| " + " | ".join(b.columns) + " |",
                   "|---" * len(b.columns) + "|"]
         for r in b.itertuples(index=False):
-            lines.append("| " + " | ".join(f"{x:g}" if i == 0 else number(float(x), ".3f")
+            lines.append("| " + " | ".join(f"{x:g}" if i == 0 else number(_no_minus_zero(x), ".3f")
                                             for i, x in enumerate(r)) + " |")
         lines.append("")
     lines += finetune_lines(results)
@@ -181,6 +181,12 @@ def suite_markdown(results: dict[str, StressResult], tasks: list[Any],
                          f"(target {r.target}){': ' + r.detail if r.detail else ''}")
     lines += ["", "Each task's own table (every arm, mean ± std) is `<task>/table.md`."]
     return "\n".join(lines) + "\n"
+
+
+def _no_minus_zero(x: float) -> float:
+    """x as printed to 3 decimals, without a "-0.000" for a lead that rounds to nothing."""
+    x = float(x)
+    return round(x, 3) + 0.0 if math.isfinite(x) else x
 
 
 def finetune_starts(summary: pd.DataFrame) -> pd.DataFrame:
