@@ -10,18 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from lbw_sim.guard import conditions as C
+from lbw_sim.guard import conditions
 from lbw_sim.guard.spec import GuardSpec, rest_values
 
 
-def _nodes(node: C.Node) -> Iterator[C.Node]:
+def _nodes(node: conditions.Node) -> Iterator[conditions.Node]:
     yield node
-    if isinstance(node, C.Cmp):
+    if isinstance(node, conditions.Cmp):
         yield from (*_nodes(node.left), *_nodes(node.right))
-    elif isinstance(node, (C.And, C.Or)):
+    elif isinstance(node, (conditions.And, conditions.Or)):
         for item in node.items:
             yield from _nodes(item)
-    elif isinstance(node, C.Not):
+    elif isinstance(node, conditions.Not):
         yield from _nodes(node.item)
 
 
@@ -29,9 +29,9 @@ def threshold_rests(spec: GuardSpec) -> dict[str, float]:
     """threshold name -> rest value of the signal a condition compares it with."""
     rest, out = rest_values(spec), {}
     for t in spec.transitions:
-        for node in _nodes(C.parse(t.when)):
-            if isinstance(node, C.Cmp) and isinstance(node.left, C.Name) \
-                    and isinstance(node.right, C.Name):
+        for node in _nodes(conditions.parse(t.when)):
+            if isinstance(node, conditions.Cmp) and isinstance(node.left, conditions.Name) \
+                    and isinstance(node.right, conditions.Name):
                 for sig, th in ((node.left.id, node.right.id), (node.right.id, node.left.id)):
                     if th in spec.thresholds and sig in rest:
                         out[th] = rest[sig]

@@ -8,15 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lbw_sim.errors import ConditionError
-from lbw_sim.guard import conditions as C
+from lbw_sim.guard import conditions
 
 
 def test_precedence_and_or_not():
-    tree = C.parse("a > 1 or b > 1 and not c")
-    assert isinstance(tree, C.Or)
-    assert C.evaluate(tree, {"a": 0.0, "b": 2.0, "c": 0.0}) is True
-    assert C.evaluate(tree, {"a": 0.0, "b": 2.0, "c": 1.0}) is False
-    assert C.evaluate("(a > 1 or b > 1) and not c", {"a": 2.0, "b": 0.0, "c": 1.0}) is False
+    tree = conditions.parse("a > 1 or b > 1 and not c")
+    assert isinstance(tree, conditions.Or)
+    assert conditions.evaluate(tree, {"a": 0.0, "b": 2.0, "c": 0.0}) is True
+    assert conditions.evaluate(tree, {"a": 0.0, "b": 2.0, "c": 1.0}) is False
+    env = {"a": 2.0, "b": 0.0, "c": 1.0}
+    assert conditions.evaluate("(a > 1 or b > 1) and not c", env) is False
 
 
 @pytest.mark.parametrize("text,env,expected", [
@@ -29,7 +30,7 @@ def test_precedence_and_or_not():
     ("not flag", {"flag": 0.0}, True),
 ])
 def test_scalar_semantics(text, env, expected):
-    assert bool(C.evaluate(text, env)) is expected
+    assert bool(conditions.evaluate(text, env)) is expected
 
 
 def test_same_answer_on_floats_numpy_and_torch():
@@ -37,22 +38,22 @@ def test_same_answer_on_floats_numpy_and_torch():
     g = np.array([5.0, 1.0, 1.0, np.nan, np.inf])
     r = np.array([1.0, 2.0, 2.0, 2.0, 1.0])
     f = np.array([0.0, 0.0, 1.0, 0.0, 0.0])
-    arr = C.evaluate(text, {"grad_z": g, "loss_ratio": r, "nonfinite": f})
-    ten = C.evaluate(text, {"grad_z": torch.tensor(g), "loss_ratio": torch.tensor(r),
+    arr = conditions.evaluate(text, {"grad_z": g, "loss_ratio": r, "nonfinite": f})
+    ten = conditions.evaluate(text, {"grad_z": torch.tensor(g), "loss_ratio": torch.tensor(r),
                             "nonfinite": torch.tensor(f)})
-    per = [bool(C.evaluate(text, {"grad_z": float(a), "loss_ratio": float(b),
+    per = [bool(conditions.evaluate(text, {"grad_z": float(a), "loss_ratio": float(b),
                                   "nonfinite": float(c)})) for a, b, c in zip(g, r, f)]
     assert arr.tolist() == per == ten.tolist() == [True, True, False, True, True]
 
 
 def test_nan_compares_false():
-    assert C.evaluate("x > 1", {"x": math.nan}) is False
-    assert C.evaluate("x < 1", {"x": math.nan}) is False
+    assert conditions.evaluate("x > 1", {"x": math.nan}) is False
+    assert conditions.evaluate("x < 1", {"x": math.nan}) is False
 
 
 def test_unknown_name_rejected():
     with pytest.raises(ConditionError, match="unknown name"):
-        C.evaluate("y > 1", {"x": 1.0})
+        conditions.evaluate("y > 1", {"x": 1.0})
 
 
 HOSTILE = [
@@ -84,7 +85,7 @@ HOSTILE = [
 def test_hostile_strings_rejected_and_nothing_runs(text, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConditionError):
-        C.parse(text)
+        conditions.parse(text)
     assert not pathlib.Path("PWNED").exists()
 
 
@@ -92,15 +93,15 @@ def test_hostile_strings_rejected_and_nothing_runs(text, tmp_path, monkeypatch):
 @given(st.text(max_size=200))
 def test_random_text_parses_or_raises_own_error(text):
     try:
-        tree = C.parse(text)
+        tree = conditions.parse(text)
     except ConditionError as exc:
         assert "\n" not in str(exc)
         return
-    assert C.parse(C.unparse(tree)) == tree
+    assert conditions.parse(conditions.unparse(tree)) == tree
 
 
 NAMES = st.sampled_from(["a", "b", "c"])
-LEAF = st.builds(lambda n, op, v: f"{n} {op} {v}", NAMES, st.sampled_from(list(C.CMP_OPS)),
+LEAF = st.builds(lambda n, op, v: f"{n} {op} {v}", NAMES, st.sampled_from(list(conditions.CMP_OPS)),
                  st.floats(-10, 10, allow_nan=False).map(lambda v: round(v, 3)))
 
 
@@ -119,16 +120,17 @@ EXPR = st.recursive(LEAF, _expr, max_leaves=8)
 @given(EXPR, st.lists(st.tuples(*[st.one_of(st.floats(-20, 20), st.just(math.nan))] * 3),
                       min_size=1, max_size=10))
 def test_generated_conditions_vectorise_like_scalars(text, rows):
-    tree = C.parse(text)
-    assert C.parse(C.unparse(tree)) == tree
+    tree = conditions.parse(text)
+    assert conditions.parse(conditions.unparse(tree)) == tree
     cols = {k: np.array([r[i] for r in rows]) for i, k in enumerate("abc")}
-    vec = np.broadcast_to(C.evaluate(tree, cols), (len(rows),))
-    scalar = [bool(C.evaluate(tree, {k: float(r[i]) for i, k in enumerate("abc")}))
+    vec = np.broadcast_to(conditions.evaluate(tree, cols), (len(rows),))
+    scalar = [bool(conditions.evaluate(tree, {k: float(r[i]) for i, k in enumerate("abc")}))
               for r in rows]
     assert vec.tolist() == scalar
 
 
 def test_comparisons_normalise_side_and_polarity():
-    tree = C.bind(C.parse("not (x < th) and 2 > y"), {"th": 3.0})
-    leaves = list(C.comparisons(tree))
-    assert leaves == [C.Comparison("x", "<", 3.0, False), C.Comparison("y", "<", 2.0, True)]
+    tree = conditions.bind(conditions.parse("not (x < th) and 2 > y"), {"th": 3.0})
+    leaves = list(conditions.comparisons(tree))
+    assert leaves == [conditions.Comparison("x", "<", 3.0, False),
+                      conditions.Comparison("y", "<", 2.0, True)]

@@ -16,7 +16,7 @@ import pytest
 
 from lbw_sim.checks import load_yaml
 from lbw_sim.errors import SpecError
-from lbw_sim.guard import conditions as C
+from lbw_sim.guard import conditions
 from lbw_sim.guard.spec import GuardSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -274,5 +274,6 @@ def test_the_rest_rule_is_general_and_exempts_the_initial_regime():
     # nominal, the initial regime, is left only by alarms (all false at rest) and is valid
     rest = {"loss_z": 0.0, "grad_z": 0.0, "nonfinite": 0.0, "lr_jump": 1.0}
     exits = [t for t in DEFAULT.transitions if "nominal" in t.source and t.to != "nominal"]
-    assert exits and not any(C.decided(C.bind(C.parse(t.when), DEFAULT.thresholds), rest)
-                             for t in exits)
+    assert exits and not any(
+        conditions.decided(conditions.bind(conditions.parse(t.when), DEFAULT.thresholds), rest)
+        for t in exits)

@@ -30,7 +30,7 @@ import pandas as pd
 from pandas.api.types import union_categoricals
 
 from lbw_sim.errors import TraceError
-from lbw_sim.guard import conditions as C
+from lbw_sim.guard import conditions
 from lbw_sim.guard.signals import (
     NUMBA,
     compute_signal,
@@ -42,9 +42,11 @@ from lbw_sim.guard.spec import TELEMETRY, GuardSpec, sources_of
 from lbw_sim.traces.schema import DECISION_COLUMNS
 
 # bounds vector layout
-B_LO, B_HI, B_DOWN, B_UP, B_CONSEC, B_FRAC, B_WINDOW, B_ROLLBACKS = range(8)
+(BOUND_LR_MIN, BOUND_LR_MAX, BOUND_SLEW_DOWN, BOUND_SLEW_UP, BOUND_MAX_CONSECUTIVE,
+ BOUND_MAX_SKIP_FRACTION, BOUND_SKIP_WINDOW, BOUND_MAX_ROLLBACKS) = range(8)
 # walk state layout
-S_REGIME, S_ENTERED, S_LR, S_CONSEC, S_WCOUNT, S_WPOS, S_ROLLBACKS, S_STOPPED, S_INIT = range(9)
+(STATE_REGIME, STATE_ENTERED, STATE_LR_SCALE, STATE_CONSECUTIVE_SKIPS, STATE_SKIPS_IN_WINDOW,
+ STATE_WINDOW_POS, STATE_ROLLBACKS, STATE_STOPPED, STATE_STARTED) = range(9)
 STATE_LEN = 9
 COMPLEMENT = {">=": "<", ">": "<=", "<": ">=", "<=": ">", "==": "!=", "!=": "=="}
 
@@ -132,20 +134,20 @@ def walk_kernel(runs, rows, leaving, steps, to, for_, dwell, reg_lr, reg_skip, r
     on entry into a rollback regime while the rollback budget lasts.
     """
     n_rows = steps.shape[0]
-    lo, hi = bounds[B_LO], bounds[B_HI]
+    lo, hi = bounds[BOUND_LR_MIN], bounds[BOUND_LR_MAX]
     window = ring.shape[0]
-    if state[S_INIT] == 0.0:
-        state[S_ENTERED] = steps[0] if n_rows > 0 else 0
-        state[S_LR] = min(max(reg_lr[int(state[S_REGIME])], lo), hi)
-        state[S_INIT] = 1.0
-    regime = int(state[S_REGIME])
-    entered = state[S_ENTERED]
-    lr_prev = state[S_LR]
-    consec = int(state[S_CONSEC])
-    wcount = int(state[S_WCOUNT])
-    wpos = int(state[S_WPOS])
-    n_rollbacks = int(state[S_ROLLBACKS])
-    stopped = state[S_STOPPED] != 0.0
+    if state[STATE_STARTED] == 0.0:
+        state[STATE_ENTERED] = steps[0] if n_rows > 0 else 0
+        state[STATE_LR_SCALE] = min(max(reg_lr[int(state[STATE_REGIME])], lo), hi)
+        state[STATE_STARTED] = 1.0
+    regime = int(state[STATE_REGIME])
+    entered = state[STATE_ENTERED]
+    lr_prev = state[STATE_LR_SCALE]
+    consec = int(state[STATE_CONSECUTIVE_SKIPS])
+    wcount = int(state[STATE_SKIPS_IN_WINDOW])
+    wpos = int(state[STATE_WINDOW_POS])
+    n_rollbacks = int(state[STATE_ROLLBACKS])
+    stopped = state[STATE_STOPPED] != 0.0
     for t in range(n_rows):
         fired = -1
         for j in range(leaving.shape[1]):
@@ -162,8 +164,9 @@ def walk_kernel(runs, rows, leaving, steps, to, for_, dwell, reg_lr, reg_skip, r
         rollback, stopped, lr, skip, n_rollbacks, wcount, consec = _settle(
             fired >= 0, reg_rollback[regime] != 0, reg_stop[regime] != 0,
             reg_skip[regime] != 0, reg_lr[regime], lr_prev, n_rollbacks, stopped, consec,
-            wcount, int(ring[wpos]), window, lo, hi, bounds[B_DOWN], bounds[B_UP],
-            bounds[B_CONSEC], bounds[B_FRAC], bounds[B_ROLLBACKS])
+            wcount, int(ring[wpos]), window, lo, hi, bounds[BOUND_SLEW_DOWN],
+            bounds[BOUND_SLEW_UP], bounds[BOUND_MAX_CONSECUTIVE], bounds[BOUND_MAX_SKIP_FRACTION],
+            bounds[BOUND_MAX_ROLLBACKS])
         ring[wpos] = skip
         wpos = wpos + 1 if wpos + 1 < window else 0     # a branch is cheaper than %
         out_regime[t] = regime
@@ -172,14 +175,14 @@ def walk_kernel(runs, rows, leaving, steps, to, for_, dwell, reg_lr, reg_skip, r
         out_skip[t] = skip
         out_rollback[t] = rollback
         lr_prev = lr
-    state[S_REGIME] = regime
-    state[S_ENTERED] = entered
-    state[S_LR] = lr_prev
-    state[S_CONSEC] = consec
-    state[S_WCOUNT] = wcount
-    state[S_WPOS] = wpos
-    state[S_ROLLBACKS] = n_rollbacks
-    state[S_STOPPED] = 1.0 if stopped else 0.0
+    state[STATE_REGIME] = regime
+    state[STATE_ENTERED] = entered
+    state[STATE_LR_SCALE] = lr_prev
+    state[STATE_CONSECUTIVE_SKIPS] = consec
+    state[STATE_SKIPS_IN_WINDOW] = wcount
+    state[STATE_WINDOW_POS] = wpos
+    state[STATE_ROLLBACKS] = n_rollbacks
+    state[STATE_STOPPED] = 1.0 if stopped else 0.0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -207,8 +210,8 @@ def walk_batch(runs, rows, leaving, steps, to, for_, dwell, reg_lr, reg_skip, re
     debounce counts: `runs` has one row per distinct condition, `rows[s]` picks spec s's."""
     for s in numba.prange(rows.shape[0]):
         state = np.zeros(STATE_LEN)
-        state[S_REGIME] = initial[s]
-        ring = np.zeros(max(int(bounds[s, B_WINDOW]), 1), dtype=np.uint8)
+        state[STATE_REGIME] = initial[s]
+        ring = np.zeros(max(int(bounds[s, BOUND_SKIP_WINDOW]), 1), dtype=np.uint8)
         walk_kernel(runs, rows[s], leaving[s], steps, to[s], for_[s], dwell[s], reg_lr[s],
                     reg_skip[s], reg_rollback[s], reg_stop[s], bounds[s], state, ring,
                     out_regime[s], out_trans[s], out_lr[s], out_skip[s], out_rollback[s])
@@ -221,7 +224,7 @@ class Compiled:
     spec: GuardSpec
     regimes: list[str]
     trans_names: list[str]
-    trees: list[C.Node]
+    trees: list[conditions.Node]
     conds: list[Any]
     cond_keys: list[tuple[str, tuple[str, ...]]]   # canonical text, names read
     from_mask: np.ndarray
@@ -242,7 +245,7 @@ class Compiled:
 class Bound(NamedTuple):
     """A transition's condition with the spec's thresholds bound in."""
 
-    tree: C.Node
+    tree: conditions.Node
     fn: Callable[[Any], Any]
     text: str                     # canonical (`conditions.unparse`): equal text, equal test
     reads: tuple[str, ...]        # the signal and telemetry names it reads, sorted
@@ -250,7 +253,7 @@ class Bound(NamedTuple):
 
 @functools.lru_cache(maxsize=8192)
 def _names(when: str, field: str) -> tuple[str, ...]:
-    return tuple(sorted(C.names(C.parse(when, field))))
+    return tuple(sorted(conditions.names(conditions.parse(when, field))))
 
 
 def _constants(when: str, field: str, thresholds: dict[str, float]
@@ -263,8 +266,9 @@ def _constants(when: str, field: str, thresholds: dict[str, float]
 def bound_condition(when: str, field: str, constants: tuple[tuple[str, float], ...]) -> Bound:
     """Parse, bind and compile a condition once per distinct text and threshold values: a
     sweep compiles the same few conditions for every spec."""
-    tree = C.bind(C.parse(when, field), dict(constants))
-    return Bound(tree, C.compile_condition(tree), C.unparse(tree), tuple(sorted(C.names(tree))))
+    tree = conditions.bind(conditions.parse(when, field), dict(constants))
+    return Bound(tree, conditions.compile_condition(tree), conditions.unparse(tree),
+                 tuple(sorted(conditions.names(tree))))
 
 
 def compile_spec(spec: GuardSpec) -> Compiled:
@@ -357,7 +361,7 @@ def run_walk(compiled: Compiled, cond: np.ndarray, steps: np.ndarray,
     if runs is None:
         runs = np.zeros(cond.shape[0], dtype=np.int64)
     if ring is None:
-        ring = np.zeros(int(compiled.bounds[B_WINDOW]), dtype=np.uint8)
+        ring = np.zeros(int(compiled.bounds[BOUND_SKIP_WINDOW]), dtype=np.uint8)
     w = _alloc((n,))
     walk_rows(cond, steps, compiled.leaving, compiled.to, compiled.for_, compiled.dwell,
               compiled.reg_lr, compiled.reg_skip, compiled.reg_rollback, compiled.reg_stop,
@@ -368,7 +372,7 @@ def run_walk(compiled: Compiled, cond: np.ndarray, steps: np.ndarray,
 
 def initial_state(compiled: Compiled) -> np.ndarray:
     state = np.zeros(STATE_LEN)
-    state[S_REGIME] = compiled.initial
+    state[STATE_REGIME] = compiled.initial
     return state
 
 
@@ -468,14 +472,14 @@ def annotate(df: pd.DataFrame, compiled: Compiled, walk: Walk,
 def cause_text(compiled: Compiled, k: int, env: dict[str, np.ndarray], t: int) -> str:
     """Which signals crossed which thresholds, e.g. `grad_z=9.31 > 8 (for 1)`."""
     parts = []
-    for c in C.comparisons(compiled.trees[k]):
+    for c in conditions.comparisons(compiled.trees[k]):
         value = float(env[c.signal][t]) if c.signal in env else float("nan")
-        holds = C.CMP_OPS[c.op](value, c.threshold) == c.positive
+        holds = conditions.CMP_OPS[c.op](value, c.threshold) == c.positive
         op = c.op if c.positive else COMPLEMENT[c.op]   # `not x >= t` reads `x < t`
         if holds:
             parts.append(f"{c.signal}={value:.4g} {op} {c.threshold:g}")
     spec_t = next(t_ for t_ in compiled.spec.transitions if t_.name == compiled.trans_names[k])
-    text = " and ".join(parts) if parts else C.unparse(compiled.trees[k])
+    text = " and ".join(parts) if parts else conditions.unparse(compiled.trees[k])
     return f"{text} (for {spec_t.for_})"
 
 
@@ -631,7 +635,7 @@ class OnlineGuard:
         self.sig_state = new_state(len(spec.signals))
         self.walk_state = initial_state(self.compiled)
         self.runs = np.zeros(len(self.compiled.trans_names), dtype=np.int64)
-        self.ring = np.zeros(int(self.compiled.bounds[B_WINDOW]), dtype=np.uint8)
+        self.ring = np.zeros(int(self.compiled.bounds[BOUND_SKIP_WINDOW]), dtype=np.uint8)
         self.segments: list[tuple[Compiled, StepLog]] = [(self.compiled, self._log())]
         self._last_step: int | None = None
 
@@ -640,7 +644,7 @@ class OnlineGuard:
 
     @property
     def regime(self) -> str:
-        return self.compiled.regimes[int(self.walk_state[S_REGIME])]
+        return self.compiled.regimes[int(self.walk_state[STATE_REGIME])]
 
     def observe(self, step: int, **telemetry: Any) -> Decision:
         step = int(step)
@@ -687,8 +691,8 @@ class OnlineGuard:
 
     def stop_reason(self) -> str:
         """Why the guard stopped the run ('' while it has not)."""
-        r = int(self.walk_state[S_REGIME])
-        if not (self.walk_state[S_STOPPED] or self.compiled.reg_stop[r]):
+        r = int(self.walk_state[STATE_REGIME])
+        if not (self.walk_state[STATE_STOPPED] or self.compiled.reg_stop[r]):
             return ""
         return self.spec.regimes[self.regime].reason or f"regime {self.regime}"
 
@@ -704,14 +708,14 @@ class OnlineGuard:
         self.runs = np.array([old_runs[old_names.index(n)] if n in old_names else 0
                               for n in self.compiled.trans_names], dtype=np.int64)
         if regime in spec.regimes:
-            self.walk_state[S_REGIME] = self.compiled.regimes.index(regime)
+            self.walk_state[STATE_REGIME] = self.compiled.regimes.index(regime)
         else:
-            self.walk_state[S_REGIME] = self.compiled.initial
-            self.walk_state[S_ENTERED] = self._last_step or 0
-        window = int(self.compiled.bounds[B_WINDOW])
+            self.walk_state[STATE_REGIME] = self.compiled.initial
+            self.walk_state[STATE_ENTERED] = self._last_step or 0
+        window = int(self.compiled.bounds[BOUND_SKIP_WINDOW])
         if window != self.ring.shape[0]:
             self.ring = np.zeros(window, dtype=np.uint8)
-            self.walk_state[S_WCOUNT] = self.walk_state[S_WPOS] = 0
+            self.walk_state[STATE_SKIPS_IN_WINDOW] = self.walk_state[STATE_WINDOW_POS] = 0
         self.segments.append((self.compiled, self._log()))
 
     def state_dict(self) -> dict[str, Any]:

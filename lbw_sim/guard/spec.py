@@ -26,7 +26,7 @@ import yaml
 
 from lbw_sim.checks import integer, load_yaml, number, read_config
 from lbw_sim.errors import SpecError
-from lbw_sim.guard import conditions as C
+from lbw_sim.guard import conditions
 from lbw_sim.traces.schema import GUARD_COLUMNS, SIGNAL_SOURCES
 
 SIGNAL_KINDS = ("ema", "ema_z", "ratio", "slope", "robust_z", "ref_ratio", "above_best",
@@ -318,7 +318,7 @@ def _mapping(key: str, data: dict, required: bool = True) -> dict:
     if not isinstance(value, dict) or (required and not value):
         raise SpecError(key, "must be a non-empty mapping of name -> settings")
     for name in value:
-        if not C.is_name(name):
+        if not conditions.is_name(name):
             raise SpecError(f"{key}.{name}", NAME_RULE)
     return value
 
@@ -420,7 +420,7 @@ def _transition(i: int, data: Any) -> TransitionSpec:
     path = f"transitions[{i}]"
     kw = _settings(path, data, TransitionSpec, {"source": "from", "for_": "for"})
     if "name" in kw:
-        if not C.is_name(kw["name"]):
+        if not conditions.is_name(kw["name"]):
             raise SpecError(f"{path}.name", f"{NAME_RULE}, got {kw['name']!r}")
         path = f"transitions.{kw['name']}"
     for key in ("source", "to", "when"):
@@ -452,7 +452,7 @@ def _named_transitions(trans: list[TransitionSpec]) -> tuple[TransitionSpec, ...
     for t in trans:
         if not t.name:
             stem = "_".join("any" if s == ANY else s for s in t.source) + f"_to_{t.to}"
-            stem = stem if C.is_name(stem) else "transition"
+            stem = stem if conditions.is_name(stem) else "transition"
             name, i = stem, 2
             while name in taken:
                 name, i = f"{stem}_{i}", i + 1
@@ -507,8 +507,8 @@ def validate(spec: GuardSpec) -> None:
         if t.to not in spec.regimes:
             raise SpecError(f"{path}.to", f"unknown regime {t.to!r}")
         _validate_sources(t, spec)
-        tree = C.parse(t.when, f"{path}.when")
-        unknown = sorted(C.names(tree) - known)
+        tree = conditions.parse(t.when, f"{path}.when")
+        unknown = sorted(conditions.names(tree) - known)
         if unknown:
             raise SpecError(f"{path}.when", f"unknown name {unknown[0]!r} (signals: "
                                             f"{', '.join(spec.signals)}; thresholds: "
@@ -557,7 +557,7 @@ def value_range(name: str, spec: GuardSpec) -> tuple[str, str] | None:
 
 def _constant(op: str, threshold: float, kind: str) -> bool | None:
     """Whether `x op threshold` is the same for every x the range allows (None: it varies)."""
-    test = C.CMP_OPS[op]
+    test = conditions.CMP_OPS[op]
     if kind == "flag":
         results = {bool(test(x, threshold)) for x in (0.0, 1.0)}
     else:  # [0, inf): below 0 every ordered test is constant; at 0, >= and < are
@@ -573,8 +573,8 @@ def _validate_ranges(spec: GuardSpec) -> None:
     (`update_ratio_ema > -1`, `nonfinite > 0.5`): a typo that silently disables a
     transition or makes it fire on every step."""
     for t in spec.transitions:
-        tree = C.bind(C.parse(t.when), spec.thresholds)
-        for c in C.comparisons(tree):
+        tree = conditions.bind(conditions.parse(t.when), spec.thresholds)
+        for c in conditions.comparisons(tree):
             found = value_range(c.signal, spec)
             if found is None:
                 continue
@@ -648,7 +648,8 @@ def _validate_can_hold(spec: GuardSpec) -> None:
     """Refuse a condition that holds for no value of anything it reads (`1 > 2`, `0`,
     `loss_z > 3 and 0`): its transition could never fire."""
     for t in spec.transitions:
-        if C.decided(C.bind(C.parse(t.when), spec.thresholds), {}) is False:
+        tree = conditions.bind(conditions.parse(t.when), spec.thresholds)
+        if conditions.decided(tree, {}) is False:
             raise SpecError(f"transitions.{t.name}.when", f"`{t.when}` never holds, whatever "
                                                           "the signals read: it never fires")
 
@@ -678,7 +679,7 @@ def _rest_why(sig: SignalSpec, r: float) -> str:
 def _leaf_at(leaf: Leaf, value: float) -> bool:
     """Whether an ordered comparison (its polarity under `not`s included) holds at `value`."""
     positive = leaf.rising == (leaf.op in (">", ">="))
-    return bool(C.CMP_OPS[leaf.op](value, leaf.threshold)) == positive
+    return bool(conditions.CMP_OPS[leaf.op](value, leaf.threshold)) == positive
 
 
 def _validate_exits_at_rest(spec: GuardSpec) -> None:
@@ -691,8 +692,9 @@ def _validate_exits_at_rest(spec: GuardSpec) -> None:
     rest = rest_values(spec)
     if not rest:
         return
-    at_rest = {t.name: C.decided(C.bind(C.parse(t.when), spec.thresholds), rest)
-               for t in spec.transitions}
+    at_rest = {t.name: conditions.decided(
+        conditions.bind(conditions.parse(t.when), spec.thresholds), rest)
+        for t in spec.transitions}
     for regime, t_in, c_in, t_out, c_out in hysteresis_pairs(spec):
         r = rest.get(c_in.signal)
         if (r is None or _leaf_at(c_in, r)        # entered without leaving the rest value
@@ -736,9 +738,9 @@ class Leaf:
 
 def ordered_leaves(t: TransitionSpec, spec: GuardSpec) -> list[Leaf]:
     """The ordered comparisons (not == / !=) of a transition's condition."""
-    tree = C.bind(C.parse(t.when), spec.thresholds)
+    tree = conditions.bind(conditions.parse(t.when), spec.thresholds)
     out = []
-    for c in C.comparisons(tree):
+    for c in conditions.comparisons(tree):
         if c.op in ("==", "!="):
             continue
         up = c.op in (">", ">=")

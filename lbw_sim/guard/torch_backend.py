@@ -24,14 +24,14 @@ import pandas as pd
 import torch
 
 from lbw_sim.guard.engine import (
-    B_CONSEC,
-    B_DOWN,
-    B_FRAC,
-    B_HI,
-    B_LO,
-    B_ROLLBACKS,
-    B_UP,
-    B_WINDOW,
+    BOUND_LR_MAX,
+    BOUND_LR_MIN,
+    BOUND_MAX_CONSECUTIVE,
+    BOUND_MAX_ROLLBACKS,
+    BOUND_MAX_SKIP_FRACTION,
+    BOUND_SKIP_WINDOW,
+    BOUND_SLEW_DOWN,
+    BOUND_SLEW_UP,
     Compiled,
     Decision,
     compile_spec,
@@ -214,7 +214,7 @@ class TensorGuard:
                                      [r.skip_batches for r in self.spec.regimes.values()]],
                                     axis=1).astype(np.float64), F64)
         self.b = [float(x) for x in c.bounds]
-        self.window = max(int(c.bounds[B_WINDOW]), 1)
+        self.window = max(int(c.bounds[BOUND_SKIP_WINDOW]), 1)
 
     def _log(self) -> TensorLog:
         return TensorLog(len(log_columns(self.spec)), self.device)
@@ -256,7 +256,8 @@ class TensorGuard:
         step_t = torch.full((), float(step), dtype=F64, device=dev)
         if not self.started:   # as the walk kernel's first row: from the current spec
             self.entered = step_t
-            self.lr_prev = torch.clamp(self._regime_row(self.regime)[R_LR], b[B_LO], b[B_HI])
+            self.lr_prev = torch.clamp(self._regime_row(self.regime)[R_LR], b[BOUND_LR_MIN],
+                                       b[BOUND_LR_MAX])
             self.started = True
         env = {k: tel.get(k, self._nan) for k in TELEMETRY}
         signals = self._signals(step_t, tel)
@@ -280,8 +281,9 @@ class TensorGuard:
         rollback, self.stopped, lr, skip, self.n_rb, self.wcount, self.consec = _settle(
             fired, row[R_ROLLBACK] > 0, row[R_STOP] > 0, row[R_SKIP] > 0, row[R_LR],
             self.lr_prev, self.n_rb, self.stopped, self.consec, self.wcount,
-            _at(self.ring, self.wpos), self.window, b[B_LO], b[B_HI], b[B_DOWN], b[B_UP],
-            b[B_CONSEC], b[B_FRAC], b[B_ROLLBACKS])
+            _at(self.ring, self.wpos), self.window, b[BOUND_LR_MIN], b[BOUND_LR_MAX],
+            b[BOUND_SLEW_DOWN], b[BOUND_SLEW_UP], b[BOUND_MAX_CONSECUTIVE],
+            b[BOUND_MAX_SKIP_FRACTION], b[BOUND_MAX_ROLLBACKS])
         self.ring = self.ring.index_put((self.wpos.reshape(1),),
                                         skip.to(torch.int64).reshape(1))
         self.wpos = (self.wpos + 1) % self.window
