@@ -163,6 +163,24 @@ def run_job(prefix: str, make_job: Callable[[], object], disabled: bool = False)
     return None if job is None or busy else job
 
 
+def uploaded_summary(command: str, key: str,
+                     read: Callable[[bytes, str], pd.DataFrame]) -> pd.DataFrame | None:
+    """A summary.csv the visitor uploads, checked by `read`; None when none is uploaded or
+    it cannot be read (said on the page). A summary records no guard spec: said too."""
+    up = st.file_uploader(f"A summary.csv written by `python -m lbw_sim {command}`",
+                          type=["csv"], key=key)
+    if up is None:
+        return None
+    try:
+        summary = read(up.getvalue(), up.name)
+    except TraceError as exc:
+        st.error(f"Could not read the summary: {exc}")
+        return None
+    st.caption(f"Read **{up.name}**: {len(summary)} cells (no loss curves in a summary). "
+               "A summary.csv does not record its guard spec.")
+    return summary
+
+
 def regime_time_table(out, key: str | None = None) -> None:
     """The table of time in each regime of an annotated trace, shares as bars."""
     st.dataframe(time_in_regime(out), hide_index=True, width="stretch", key=key,

@@ -45,7 +45,14 @@ from lbw_sim.studio.results import (
     spec_of_spec,
 )
 from lbw_sim.viz.faults import fault_curves_figure, guard_regimes_figure
-from pages.common import glossary_link, run_job, spec_choice, through_app, verdict_table
+from pages.common import (
+    glossary_link,
+    run_job,
+    spec_choice,
+    through_app,
+    uploaded_summary,
+    verdict_table,
+)
 
 through_app(__file__)
 
@@ -102,17 +109,9 @@ def folder_section() -> FaultResult | None:
 
 
 def upload_section() -> FaultResult | None:
-    up = st.file_uploader("A summary.csv written by `python -m lbw_sim faults`", type=["csv"],
-                          key="faults_upload")
-    if up is None:
+    summary = uploaded_summary("faults", "faults_upload", read_fault_summary)
+    if summary is None:
         return None
-    try:
-        summary = read_fault_summary(up.getvalue(), up.name)
-    except TraceError as exc:
-        st.error(f"Could not read the summary: {exc}")
-        return None
-    st.caption(f"Read **{up.name}**: {len(summary)} cells (no loss curves in a summary). "
-               "A summary.csv does not record its guard spec.")
     shown_spec["ref"] = SpecRef(None)
     return FaultResult(summary)
 

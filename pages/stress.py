@@ -76,7 +76,7 @@ from lbw_sim.viz import (
     stress_events_figure,
     stress_loss_figure,
 )
-from pages.common import glossary_link, run_job, through_app, verdict_table
+from pages.common import glossary_link, run_job, through_app, uploaded_summary, verdict_table
 
 through_app(__file__)
 
@@ -164,17 +164,9 @@ def folder_section() -> StressResult | None:
 
 
 def upload_section() -> StressResult | None:
-    up = st.file_uploader("A summary.csv written by `python -m lbw_sim stress`",
-                          type=["csv"], key="stress_upload")
-    if up is None:
+    summary = uploaded_summary("stress", "stress_upload", read_summary)
+    if summary is None:
         return None
-    try:
-        summary = read_summary(up.getvalue(), up.name)
-    except TraceError as exc:
-        st.error(f"Could not read the summary: {exc}")
-        return None
-    st.caption(f"Read **{up.name}**: {len(summary)} cells (no loss curves in a summary). "
-               "A summary.csv does not record its guard spec.")
     shown_spec["ref"] = SpecRef(None)
     return StressResult(None, summary)
 
