@@ -26,16 +26,16 @@ import pandas as pd
 
 from lbw_sim.bench.stress_grid import StressResult
 from lbw_sim.bench.stress_report import (
-    LR_MATCH,
     RESCUE,
     adamw_best,
     load_results,
+    lr_at,
     recorded_spec,
     report_table,
 )
 from lbw_sim.bench.suite_report import LR_FREE_UP_TO as FREE_UP_TO
 from lbw_sim.bench.suite_report import VS_LR_FREE as VS_FREE
-from lbw_sim.bench.suite_report import suite_tasks
+from lbw_sim.bench.suite_report import guard_in_band, suite_tasks
 from lbw_sim.bench.verdict import GoalRows, mark, number
 
 RESCUE_AT = {True: (10, 30, 100), False: (10, 30)}   # fine-tune: 100x too
@@ -44,12 +44,6 @@ FOLDERS = {"finetune": "fine-tune tasks", "finetune_active": "fine-tune tasks",
            "suite": "from-scratch tasks", "suite_active": "from-scratch tasks"}
 GOALS = ("at best LR", "rescue at 10x", "rescue at 30x", "rescue at 100x", "never above start",
          "vs Schedule-Free", "vs Prodigy", "beats lr_matched")
-
-
-def lr_near(rep: pd.DataFrame, target: float) -> float | None:
-    """The grid LR within LR_MATCH of `target` (the grid is in half-decades: 3.16x is 3x)."""
-    lrs = sorted(rep["lr"].unique())
-    return next((x for x in lrs if abs(math.log(x / target)) < math.log(LR_MATCH)), None)
 
 
 def claim_goals(result: StressResult) -> pd.DataFrame:
@@ -72,7 +66,7 @@ def claim_goals(result: StressResult) -> pd.DataFrame:
              f"guard {number(at('guard', best_lr), '.4f')}, AdamW {number(rivals[0], '.4f')}, "
              f"cosine {number(rivals[1], '.4f')} at lr {number(best_lr, 'g')}")
     for k in RESCUE_AT[finetune]:
-        lr = lr_near(rep, k * best_lr) if best_lr == best_lr else None
+        lr = lr_at(rep, k)
         r = at("guard", lr) / best
         rows.add(f"rescue at {k}x", r, f"<= {RESCUE:.2f}", None if r != r else r <= RESCUE,
                  f"lr {number(lr or math.nan, 'g')}; AdamW {number(at('adamw', lr) / best, '.3f')}")
@@ -81,8 +75,7 @@ def claim_goals(result: StressResult) -> pd.DataFrame:
         above = g[~(g["final_val_loss"].astype(float) <= g["start_val_loss"].astype(float))]
         rows.add("never above start", float(len(above)), "0 cells", len(above) == 0 if len(g)
                  else None, ", ".join(f"lr {r.lr:g} seed {r.seed}" for r in above.itertuples()))
-    band = [lr for lr in sorted(rep["lr"].unique())
-            if best_lr / 1.0001 <= lr <= best_lr * FREE_UP_TO * LR_MATCH and ("guard", lr) in loss]
+    band = sorted(guard_in_band(rep)["lr"])
     for arm, goal in (("schedulefree", "vs Schedule-Free"), ("prodigy", "vs Prodigy")):
         free = rep.loc[rep["arm"] == arm, "val_loss"]
         ratios = {lr: at("guard", lr) / (at(arm, lr) if arm == "schedulefree"

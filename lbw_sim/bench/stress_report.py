@@ -145,6 +145,16 @@ LR_MATCH = 1.2
 RIVALS = ("adamw", "clip", "zclip", "skipstep", "schedulefree", "stableadamw")
 
 
+def lr_at(rep: pd.DataFrame, factor: float) -> float | None:
+    """The grid LR within LR_MATCH of `factor` x AdamW's best (None: no such LR, or no
+    AdamW cell to say where its best is)."""
+    best_lr, _ = adamw_best(rep)
+    if not math.isfinite(best_lr):
+        return None
+    return next((x for x in sorted(rep["lr"].unique())
+                 if abs(math.log(x / (factor * best_lr))) < math.log(LR_MATCH)), None)
+
+
 def nominal_fractions(out: str | Path, summary: pd.DataFrame, warmup: int,
                       initial: str | None = None) -> dict[float, float]:
     """Per LR, the guard's smallest fraction of steps in its spec's initial regime after
@@ -205,8 +215,7 @@ def goals(rep: pd.DataFrame, nominal: dict[float, float] | None = None) -> pd.Da
     rows.add("no harm at AdamW's best LR", at_best, f"<= {NO_HARM}",
              judged(at_best, at_best <= NO_HARM))
     for k in RESCUE_AT:
-        lr = next((x for x in lrs if abs(math.log(x / (k * best_lr))) < math.log(LR_MATCH)),
-                  None)
+        lr = lr_at(rep, k)
         r = guard_ratio(lr)
         rows.add(f"rescue at {k}x (lr {number(lr or math.nan, 'g')})", r, f"<= {RESCUE}",
                  judged(r, r <= RESCUE))

@@ -55,15 +55,22 @@ def _key(goal: str) -> str:
     return next((k for k in GOAL_ORDER if goal.startswith(k)), goal)
 
 
+def guard_in_band(rep: pd.DataFrame) -> pd.DataFrame:
+    """The guard's rows at grid LRs in [best, LR_FREE_UP_TO x best] (AdamW's best; the top
+    matched within LR_MATCH): where it is held to the learning-rate-free rivals."""
+    best_lr, _ = adamw_best(rep)
+    if not math.isfinite(best_lr):
+        return rep[:0]
+    top = best_lr * LR_FREE_UP_TO * LR_MATCH
+    return rep[(rep["arm"] == "guard") & (rep["lr"] >= best_lr / 1.0001) & (rep["lr"] <= top)]
+
+
 def task_goals(rep: pd.DataFrame, nominal: dict[float, float] | None = None) -> pd.DataFrame:
     """The suite's goals on one task's report table (goal, measured, target, met, detail)."""
     g = goals(rep, nominal)
     g = g[g["goal"].map(lambda s: s.startswith(JUDGED))].copy()
-    best_lr, _ = adamw_best(rep)
     free = rep[rep["arm"] == "prodigy"]
-    top = best_lr * LR_FREE_UP_TO * LR_MATCH
-    guard = rep[(rep["arm"] == "guard") & (rep["lr"] >= best_lr / 1.0001) & (rep["lr"] <= top)
-                ] if math.isfinite(best_lr) else rep[:0]
+    guard = guard_in_band(rep)
     extra = GoalRows()
     if not g["goal"].str.startswith("quiet").any():   # no guard trace at LR <= best
         extra.add(QUIET_GOAL, math.nan, f">= {QUIET}", None, "no guard trace to read")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from lbw_sim.bench.stress_grid import StressResult, read_summary
-from lbw_sim.bench.stress_report import RESCUE, ROOT, adamw_best, report_table
+from lbw_sim.bench.stress_report import RESCUE, ROOT, adamw_best, lr_at, report_table
 from lbw_sim.bench.suite_report import (
     GOAL_ORDER,
     overall,
@@ -27,7 +27,7 @@ from lbw_sim.bench.suite_report import (
     suite_verdicts,
 )
 from lbw_sim.guard.spec import DEFAULT_SPEC
-from lbw_sim.studio.results import ACTIVE_SPEC, SpecRef, applicable_goals, lr_at, spec_of_folder
+from lbw_sim.studio.results import ACTIVE_SPEC, SpecRef, applicable_goals, spec_of_folder
 
 #: The paper's own figures (not measured here): what the claim view tests in miniature.
 PAPER_CLAIM = (

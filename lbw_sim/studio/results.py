@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from lbw_sim.bench.fault_grid import TRANSIENT
-from lbw_sim.bench.stress_report import RESCUE, adamw_best
+from lbw_sim.bench.stress_report import RESCUE, adamw_best, lr_at
 from lbw_sim.guard.spec import DEFAULT_SPEC, GuardSpec, named_specs
 
 #: Shipped specs kept for comparison only, and what each one is.
@@ -102,15 +102,6 @@ def suite_spec_text(refs: dict[str, SpecRef]) -> str:
 
 
 # --- stress-grid verdicts that apply --------------------------------------------------------
-
-def lr_at(rep: pd.DataFrame, factor: float) -> float | None:
-    """The grid LR within a factor 1.2 of `factor` x AdamW's best (as the goals match)."""
-    best_lr, _ = adamw_best(rep)
-    if not math.isfinite(best_lr):
-        return None
-    return next((x for x in sorted(rep["lr"].unique())
-                 if abs(math.log(x / (factor * best_lr))) < math.log(1.2)), None)
-
 
 def adamw_ratio(rep: pd.DataFrame, lr: float | None) -> float:
     """AdamW's final val loss at `lr` over its best (nan where the grid has no cell)."""
